@@ -1,0 +1,321 @@
+//! One heap block per cached entry: a small header, the entry's tag
+//! references, the key bytes and the value bytes, the value starting at a
+//! 16-byte aligned offset so rkyv can read it in place.
+//!
+//! ```text
+//! +--------------------+-------------------+-----------+-----+------------------+
+//! | Header (32 bytes)  | TagRef x tag_count| key bytes | pad | value bytes      |
+//! +--------------------+-------------------+-----------+-----+------------------+
+//!                                                             ^ 16-byte aligned
+//! ```
+//!
+//! The block is reference counted: the map holds one reference and every
+//! [`bytes::Bytes`] handed to the network holds another. Readers that only
+//! look at the block while holding a map guard take no reference at all, so a
+//! hit writes nothing but (at most) the frequency byte in the header.
+
+use std::alloc::{self, Layout};
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{fence, AtomicU32, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use crate::tags::TagState;
+
+/// Alignment of the value bytes inside a block (rkyv's default archive alignment).
+pub const VALUE_ALIGN: usize = 16;
+
+/// Expiry value meaning "never expires".
+pub(crate) const NEVER: u64 = u64::MAX;
+
+/// Fixed per-entry header. 32 bytes.
+#[repr(C)]
+pub(crate) struct Header {
+    refs: AtomicU32,
+    /// S3-FIFO access frequency, saturating at 3. Written relaxed on hits,
+    /// only when it would change.
+    pub(crate) freq: AtomicU8,
+    tag_count: u8,
+    key_len: u16,
+    value_len: u32,
+    /// Index of this entry's node in its shard's slab; written under the shard lock.
+    pub(crate) slot: AtomicU32,
+    /// Absolute expiry on the store clock in milliseconds, or [`NEVER`].
+    pub(crate) expires_at: u64,
+    /// Which Rust type encoded the value (see [`crate::value::type_tag`]);
+    /// 0 for bytes of unknown type that must be validated on every read.
+    pub(crate) type_tag: u64,
+}
+
+/// A tag an entry carries, with the tag generation observed when the entry
+/// (or the fill that produced it) was created. The entry is readable only
+/// while the tag's generation is unchanged.
+pub(crate) struct TagRef {
+    pub(crate) state: Arc<TagState>,
+    pub(crate) generation: u64,
+}
+
+impl TagRef {
+    #[inline]
+    pub(crate) fn is_current(&self) -> bool {
+        self.state.generation() == self.generation
+    }
+}
+
+impl Clone for TagRef {
+    fn clone(&self) -> Self {
+        TagRef {
+            state: Arc::clone(&self.state),
+            generation: self.generation,
+        }
+    }
+}
+
+const HEADER: usize = std::mem::size_of::<Header>();
+const TAGREF: usize = std::mem::size_of::<TagRef>();
+
+struct Offsets {
+    layout: Layout,
+    key: usize,
+    value: usize,
+}
+
+fn offsets(tag_count: usize, key_len: usize, value_len: usize) -> Offsets {
+    let key = HEADER + tag_count * TAGREF;
+    let value = (key + key_len).next_multiple_of(VALUE_ALIGN);
+    let size = (value + value_len).max(HEADER);
+    let layout = Layout::from_size_align(size, VALUE_ALIGN).expect("entry layout");
+    Offsets { layout, key, value }
+}
+
+/// Bytes a block of this shape occupies on the heap (excluding allocator
+/// bookkeeping), used by the memory accounting.
+pub(crate) fn block_size(tag_count: usize, key_len: usize, value_len: usize) -> usize {
+    offsets(tag_count, key_len, value_len).layout.size()
+}
+
+/// An owning reference to an entry block. This is the key type of the store's
+/// map: it hashes and compares as its key bytes, so lookups borrow `&[u8]`.
+#[repr(transparent)]
+pub(crate) struct EntryPtr(NonNull<Header>);
+
+// SAFETY: the block is immutable after construction except for atomics, and
+// its tag references are `Arc<TagState>` which is Send + Sync.
+unsafe impl Send for EntryPtr {}
+unsafe impl Sync for EntryPtr {}
+
+impl EntryPtr {
+    /// Allocates a block and copies key, tags and value into it. Lengths were
+    /// validated by the caller against the store limits (which keep them within
+    /// the header's integer widths).
+    pub(crate) fn new(
+        key: &[u8],
+        value: &[u8],
+        tags: Vec<TagRef>,
+        expires_at: u64,
+        type_tag: u64,
+    ) -> EntryPtr {
+        debug_assert!(key.len() <= u16::MAX as usize);
+        debug_assert!(tags.len() <= u8::MAX as usize);
+        debug_assert!(value.len() <= u32::MAX as usize);
+        let off = offsets(tags.len(), key.len(), value.len());
+        // SAFETY: the layout has non-zero size (at least the header).
+        let base = unsafe { alloc::alloc(off.layout) };
+        let Some(base) = NonNull::new(base) else {
+            alloc::handle_alloc_error(off.layout)
+        };
+        // SAFETY: `base` points to a fresh allocation of `off.layout`, large
+        // enough for the header, the tag array, the key and the value at the
+        // computed offsets; Header and TagRef are 8-aligned and the block is
+        // 16-aligned.
+        unsafe {
+            let header = base.as_ptr().cast::<Header>();
+            header.write(Header {
+                refs: AtomicU32::new(1),
+                freq: AtomicU8::new(0),
+                tag_count: tags.len() as u8,
+                key_len: key.len() as u16,
+                value_len: value.len() as u32,
+                slot: AtomicU32::new(u32::MAX),
+                expires_at,
+                type_tag,
+            });
+            let tag_base = base.as_ptr().add(HEADER).cast::<TagRef>();
+            for (i, tag) in tags.into_iter().enumerate() {
+                tag_base.add(i).write(tag);
+            }
+            ptr::copy_nonoverlapping(key.as_ptr(), base.as_ptr().add(off.key), key.len());
+            ptr::copy_nonoverlapping(value.as_ptr(), base.as_ptr().add(off.value), value.len());
+            EntryPtr(NonNull::new_unchecked(header))
+        }
+    }
+
+    #[inline]
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: the block is alive while this reference exists.
+        unsafe { self.0.as_ref() }
+    }
+
+    #[inline]
+    fn offsets(&self) -> Offsets {
+        let h = self.header();
+        offsets(h.tag_count as usize, h.key_len as usize, h.value_len as usize)
+    }
+
+    /// The key bytes.
+    #[inline]
+    pub(crate) fn key(&self) -> &[u8] {
+        let h = self.header();
+        // SAFETY: the key lies at a fixed offset inside the live block.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.0.as_ptr().cast::<u8>().add(HEADER + h.tag_count as usize * TAGREF),
+                h.key_len as usize,
+            )
+        }
+    }
+
+    /// The value bytes; the slice starts at a 16-byte aligned address.
+    #[inline]
+    pub(crate) fn value(&self) -> &[u8] {
+        let h = self.header();
+        let off = offsets(h.tag_count as usize, h.key_len as usize, 0).value;
+        // SAFETY: the value lies at `off` inside the live block.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.0.as_ptr().cast::<u8>().add(off),
+                h.value_len as usize,
+            )
+        }
+    }
+
+    /// The entry's tag references.
+    #[inline]
+    pub(crate) fn tags(&self) -> &[TagRef] {
+        let h = self.header();
+        // SAFETY: `tag_count` initialised TagRefs follow the header.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.0.as_ptr().cast::<u8>().add(HEADER).cast::<TagRef>(),
+                h.tag_count as usize,
+            )
+        }
+    }
+
+    /// True if the entry is neither expired at `now` nor invalidated through
+    /// one of its tags.
+    #[inline]
+    pub(crate) fn is_live(&self, now: u64) -> bool {
+        self.header().expires_at > now && self.tags().iter().all(TagRef::is_current)
+    }
+
+    /// Raw pointer for the shard's non-owning bookkeeping.
+    #[inline]
+    pub(crate) fn as_raw(&self) -> NonNull<Header> {
+        self.0
+    }
+
+    /// Views a non-owning pointer held in shard bookkeeping as an entry.
+    ///
+    /// # Safety
+    /// The block must stay alive while the returned reference is used: the
+    /// caller holds the shard lock and the entry is still in the map.
+    #[inline]
+    pub(crate) unsafe fn from_raw(raw: &NonNull<Header>) -> &EntryPtr {
+        // SAFETY: EntryPtr is `repr(transparent)` over NonNull<Header>.
+        unsafe { &*(raw as *const NonNull<Header>).cast::<EntryPtr>() }
+    }
+}
+
+impl Clone for EntryPtr {
+    fn clone(&self) -> Self {
+        let old = self.header().refs.fetch_add(1, Ordering::Relaxed);
+        if old > u32::MAX / 2 {
+            std::process::abort();
+        }
+        EntryPtr(self.0)
+    }
+}
+
+impl Drop for EntryPtr {
+    fn drop(&mut self) {
+        if self.header().refs.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        fence(Ordering::Acquire);
+        let off = self.offsets();
+        let tag_count = self.header().tag_count as usize;
+        // SAFETY: last reference: drop the tag refs in place and free the block
+        // with the layout it was allocated with.
+        unsafe {
+            let tag_base = self.0.as_ptr().cast::<u8>().add(HEADER).cast::<TagRef>();
+            ptr::drop_in_place(ptr::slice_from_raw_parts_mut(tag_base, tag_count));
+            alloc::dealloc(self.0.as_ptr().cast::<u8>(), off.layout);
+        }
+    }
+}
+
+impl Hash for EntryPtr {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
+}
+
+impl PartialEq for EntryPtr {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for EntryPtr {}
+
+impl Borrow<[u8]> for EntryPtr {
+    #[inline]
+    fn borrow(&self) -> &[u8] {
+        self.key()
+    }
+}
+
+/// Owner of a shared value: keeps the block alive for a [`bytes::Bytes`].
+pub(crate) struct ValueOwner(pub(crate) EntryPtr);
+
+impl AsRef<[u8]> for ValueOwner {
+    fn as_ref(&self) -> &[u8] {
+        self.0.value()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_is_32_bytes_and_tagref_16() {
+        assert_eq!(HEADER, 32);
+        assert_eq!(TAGREF, 16);
+    }
+
+    #[test]
+    fn value_is_aligned_for_every_key_length() {
+        for key_len in 0..40 {
+            let key = vec![b'k'; key_len];
+            let e = EntryPtr::new(&key, b"value", Vec::new(), NEVER, 0);
+            assert_eq!(e.value().as_ptr() as usize % VALUE_ALIGN, 0);
+            assert_eq!(e.key(), &key[..]);
+            assert_eq!(e.value(), b"value");
+        }
+    }
+
+    #[test]
+    fn clones_share_and_last_drop_frees() {
+        let e = EntryPtr::new(b"k", b"v", Vec::new(), NEVER, 0);
+        let c = e.clone();
+        drop(e);
+        assert_eq!(c.value(), b"v");
+        let bytes = bytes::Bytes::from_owner(ValueOwner(c.clone()));
+        drop(c);
+        assert_eq!(&bytes[..], b"v");
+    }
+}

@@ -1,0 +1,709 @@
+//! The store: a papaya map from key to entry block, sharded eviction state,
+//! tag registry, counters. Reads are lock-free; every change to a key happens
+//! under the mutex of the key's shard, so the map and the shard's queues
+//! always agree.
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use foldhash::fast::{FixedState, RandomState};
+use papaya::{Guard, LocalGuard};
+
+use crate::clock::Clock;
+use crate::config::StoreConfig;
+use crate::entry::{block_size, EntryPtr, TagRef, NEVER};
+use crate::error::StoreError;
+use crate::fill::{FillOutcome, FillTicket};
+use crate::shard::{Pending, Shard, Victim};
+use crate::stats::{Counters, Reason, StoreStats};
+use crate::tags::{lock, TagRegistry};
+use crate::value::{self, EntryRef, StoreValue};
+
+/// Bytes charged per entry on top of its block (header, tag references, key,
+/// alignment padding and value): the map node and its table slot, the
+/// shard's queue node, the ghost fingerprint and allocator bookkeeping.
+/// `tests/memory.rs` measures the real figure against this constant.
+pub const ENTRY_OVERHEAD: usize = 96;
+
+/// Bytes charged per tag reference on top of the tag name: the 16-byte
+/// reference in the entry block plus the registry's share for a tag no other
+/// entry uses (its shared state and table slot). Shared tags cost less than
+/// this, so the charge errs on the safe side.
+pub const TAG_OVERHEAD: usize = 72;
+
+/// Slots examined by the incremental sweep on every write.
+const SWEEP_PER_WRITE: usize = 2;
+
+/// An empty tag list, for writes without tags.
+pub const NO_TAGS: &[&[u8]] = &[];
+
+/// When an entry expires.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Expiry {
+    /// The store's default TTL (or never, if none is configured).
+    #[default]
+    Default,
+    /// Never.
+    Never,
+    /// This long after the write.
+    After(Duration),
+}
+
+pub(crate) struct Inner {
+    map: papaya::HashMap<EntryPtr, (), RandomState>,
+    shards: Box<[CachePadded<Mutex<Shard>>]>,
+    hasher: FixedState,
+    pub(crate) tags: TagRegistry,
+    counters: Counters,
+    used: AtomicUsize,
+    entries: AtomicUsize,
+    next_fill: AtomicU64,
+    config: StoreConfig,
+    max_entry: usize,
+}
+
+/// A thread-safe in-memory store of archived values with a byte capacity,
+/// S3-FIFO eviction, TTLs and tag invalidation. Cloning shares the store.
+///
+/// ```
+/// use hydracache_storage::{Expiry, Store};
+/// use std::time::Duration;
+///
+/// let store = Store::default();
+/// store
+///     .insert(b"user:42", &String::from("Ada"), Expiry::After(Duration::from_secs(60)), &["users"])
+///     .unwrap();
+/// assert_eq!(store.get::<String>(b"user:42").unwrap().as_deref(), Some("Ada"));
+/// store.invalidate_tag(b"users");
+/// assert_eq!(store.get::<String>(b"user:42").unwrap(), None);
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        StoreConfig::default().build()
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("stats", &self.stats()).finish()
+    }
+}
+
+impl Store {
+    /// A store with the given configuration (see [`StoreConfig::build`]).
+    pub fn new(config: StoreConfig) -> Store {
+        let shards = config.effective_shards();
+        Store {
+            inner: Arc::new(Inner {
+                map: papaya::HashMap::builder()
+                    .hasher(RandomState::default())
+                    .resize_mode(papaya::ResizeMode::Blocking)
+                    .build(),
+                shards: (0..shards)
+                    .map(|_| CachePadded::new(Mutex::new(Shard::new())))
+                    .collect(),
+                hasher: FixedState::default(),
+                tags: TagRegistry::new(shards),
+                counters: Counters::new(shards.max(8)),
+                used: AtomicUsize::new(0),
+                entries: AtomicUsize::new(0),
+                next_fill: AtomicU64::new(1),
+                max_entry: config.effective_max_entry(),
+                config,
+            }),
+        }
+    }
+
+    // ---- writes ---------------------------------------------------------
+
+    /// Archives `value` and stores it under `key` with the given expiry and
+    /// tags, replacing any previous value. Reads back as `T` skip validation.
+    pub fn insert<T: StoreValue>(
+        &self,
+        key: &[u8],
+        value: &T,
+        expiry: Expiry,
+        tags: &[impl AsRef<[u8]>],
+    ) -> Result<(), StoreError> {
+        self.check_key(key)?;
+        self.check_tags(tags)?;
+        let bytes = value::encode(value)?;
+        self.write_new(key, &bytes, value::type_tag::<T>(), expiry, tags)
+    }
+
+    /// Stores bytes this process archived as `T` (for example with
+    /// [`crate::encode`]) without re-encoding them.
+    pub fn insert_archived<T: StoreValue>(
+        &self,
+        key: &[u8],
+        archived: &[u8],
+        expiry: Expiry,
+        tags: &[impl AsRef<[u8]>],
+    ) -> Result<(), StoreError> {
+        self.check_key(key)?;
+        self.check_tags(tags)?;
+        value::validate::<T>(archived)?;
+        self.write_new(key, archived, value::type_tag::<T>(), expiry, tags)
+    }
+
+    /// Stores bytes of unknown shape (for example a peer's value in transit).
+    /// Every typed read of them is validated.
+    pub fn insert_bytes(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+        expiry: Expiry,
+        tags: &[impl AsRef<[u8]>],
+    ) -> Result<(), StoreError> {
+        self.check_key(key)?;
+        self.check_tags(tags)?;
+        self.write_new(key, bytes, 0, expiry, tags)
+    }
+
+    /// Stores bytes that came from outside the process after validating them
+    /// as an archive of `T` (bytecheck). Invalid bytes are refused with
+    /// [`StoreError::Decode`] and nothing changes.
+    pub fn insert_validated<T: StoreValue>(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+        expiry: Expiry,
+        tags: &[impl AsRef<[u8]>],
+    ) -> Result<(), StoreError> {
+        self.insert_archived::<T>(key, bytes, expiry, tags)
+    }
+
+    /// Removes `key`. Returns true if an entry was removed. A fill of the key
+    /// that is in progress will not be stored.
+    pub fn remove(&self, key: &[u8]) -> bool {
+        let inner = &*self.inner;
+        let guard = inner.map.guard();
+        let mut shard = lock(&inner.shards[inner.shard_of(key).0]);
+        mark_pending_stale(&mut shard, key, None);
+        match inner.map.get_key_value(key, &guard) {
+            Some((entry, _)) => {
+                let slot = entry.header().slot.load(Ordering::Relaxed);
+                inner.evict_slot(&mut shard, slot, &guard, Reason::Invalidated);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Makes every entry carrying `tag` unreadable at once (one atomic
+    /// increment); their memory is reclaimed by the sweep or by eviction.
+    /// Fills in progress that depend on the tag will not be stored.
+    /// Returns false if no entry or fill used the tag.
+    pub fn invalidate_tag(&self, tag: &[u8]) -> bool {
+        self.inner.tags.invalidate(tag)
+    }
+
+    /// [`Store::invalidate_tag`] for several tags.
+    pub fn invalidate_tags(&self, tags: &[impl AsRef<[u8]>]) -> usize {
+        tags.iter().filter(|t| self.invalidate_tag(t.as_ref())).count()
+    }
+
+    /// Removes every entry; fills in progress will not be stored.
+    pub fn flush(&self) {
+        let inner = &*self.inner;
+        let guard = inner.map.guard();
+        for shard in inner.shards.iter() {
+            let mut shard = lock(shard);
+            for p in shard.pending.iter_mut() {
+                p.stale = true;
+            }
+            for slot in shard.linked_slots() {
+                inner.evict_slot(&mut shard, slot, &guard, Reason::Invalidated);
+            }
+            shard.clear_ghost();
+        }
+    }
+
+    /// Reclaims expired and invalidated entries without anyone reading them:
+    /// examines up to `max_per_shard` entries of each shard, continuing where
+    /// the previous sweep stopped. Returns how many were reclaimed. Writes do
+    /// a little of this on their own; call it periodically when writes are
+    /// rare.
+    pub fn sweep(&self, max_per_shard: usize) -> usize {
+        let inner = &*self.inner;
+        let guard = inner.map.guard();
+        let now = inner.config.clock.now_ms();
+        let mut slots = Vec::new();
+        inner
+            .shards
+            .iter()
+            .map(|shard| {
+                let mut shard = lock(shard);
+                inner.sweep_shard(&mut shard, max_per_shard, now, &guard, &mut slots)
+            })
+            .sum()
+    }
+
+    // ---- fills ----------------------------------------------------------
+
+    /// Snapshots what a fill of `key` with `tags` depends on, before the
+    /// value is loaded. [`Store::complete_fill`] stores the loaded value only
+    /// if neither the key nor any of the tags was invalidated (or written,
+    /// removed or flushed) since.
+    pub fn begin_fill(&self, key: &[u8], tags: &[impl AsRef<[u8]>]) -> Result<FillTicket, StoreError> {
+        self.check_key(key)?;
+        self.check_tags(tags)?;
+        let inner = &self.inner;
+        let id = inner.next_fill.fetch_add(1, Ordering::Relaxed);
+        let (shard, _) = inner.shard_of(key);
+        let tag_refs: Vec<TagRef> = tags.iter().map(|t| inner.tags.acquire(t.as_ref())).collect();
+        lock(&inner.shards[shard]).pending.push(Pending {
+            id,
+            key: key.into(),
+            stale: false,
+        });
+        Ok(FillTicket::new(Arc::clone(inner), id, shard, key.into(), tag_refs))
+    }
+
+    /// Stores the loaded value for a fill unless it went stale.
+    pub fn complete_fill<T: StoreValue>(
+        &self,
+        ticket: FillTicket,
+        value: &T,
+        expiry: Expiry,
+    ) -> Result<FillOutcome, StoreError> {
+        let bytes = value::encode(value)?;
+        self.complete_fill_archived(ticket, &bytes, value::type_tag::<T>(), expiry)
+    }
+
+    /// [`Store::complete_fill`] for bytes already archived by this process
+    /// (`type_tag` from [`crate::type_tag`], or 0 for unknown bytes).
+    pub fn complete_fill_archived(
+        &self,
+        mut ticket: FillTicket,
+        bytes: &[u8],
+        type_tag: u64,
+        expiry: Expiry,
+    ) -> Result<FillOutcome, StoreError> {
+        let inner = &*self.inner;
+        let tag_bytes = ticket.tags.iter().map(|t| t.state.name().len()).sum();
+        inner.check_size(ticket.tags.len(), tag_bytes, ticket.key.len(), bytes.len())?;
+        let tags = std::mem::take(&mut ticket.tags);
+        let key = std::mem::take(&mut ticket.key);
+        let stored = inner.write(&key, bytes, type_tag, expiry, tags, Some(ticket.id));
+        Ok(if stored {
+            FillOutcome::Stored
+        } else {
+            FillOutcome::Stale
+        })
+    }
+
+    // ---- reads ----------------------------------------------------------
+
+    /// Copies the value for `key` out as `T`. `Ok(None)` on a miss (absent,
+    /// expired or invalidated). If the stored bytes are not a valid `T` the
+    /// entry is dropped and [`StoreError::Decode`] returned.
+    #[inline]
+    pub fn get<T: StoreValue>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        let inner = &*self.inner;
+        let guard = inner.map.guard();
+        let Some(entry) = inner.lookup(key, &guard) else {
+            return Ok(None);
+        };
+        match value::decode::<T>(entry.value(), entry.header().type_tag) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) => {
+                self.remove_if_same(entry);
+                Err(e)
+            }
+        }
+    }
+
+    /// A zero-copy guard over the live entry for `key`, or `None` on a miss.
+    #[inline]
+    pub fn get_ref(&self, key: &[u8]) -> Option<EntryRef<'_>> {
+        let inner = &*self.inner;
+        let guard = inner.map.guard();
+        let raw = inner.lookup(key, &guard)?.as_raw();
+        Some(EntryRef {
+            _guard: guard,
+            raw,
+            now: inner.config.clock.now_ms(),
+        })
+    }
+
+    /// True if `key` has a live entry (agrees with [`Store::get`]). Does not
+    /// count as a hit or miss and does not change eviction order.
+    pub fn contains_key(&self, key: &[u8]) -> bool {
+        let inner = &*self.inner;
+        let guard = inner.map.guard();
+        inner
+            .map
+            .get_key_value(key, &guard)
+            .is_some_and(|(e, _)| e.is_live(inner.now_for(e)))
+    }
+
+    // ---- introspection --------------------------------------------------
+
+    /// Counters and gauges.
+    pub fn stats(&self) -> StoreStats {
+        let inner = &*self.inner;
+        let c = &inner.counters;
+        StoreStats {
+            hits: c.sum(|s| &s.hits),
+            misses: c.sum(|s| &s.misses),
+            inserts: c.sum(|s| &s.inserts),
+            evicted_capacity: c.sum(|s| &s.evicted_capacity),
+            evicted_expired: c.sum(|s| &s.evicted_expired),
+            evicted_invalidated: c.sum(|s| &s.evicted_invalidated),
+            stale_fills: c.sum(|s| &s.stale_fills),
+            entries: inner.entries.load(Ordering::Relaxed) as u64,
+            bytes: inner.used.load(Ordering::Relaxed) as u64,
+            capacity_bytes: inner.config.capacity_bytes as u64,
+            tags: inner.tags.len() as u64,
+        }
+    }
+
+    /// Number of resident entries.
+    pub fn len(&self) -> usize {
+        self.inner.entries.load(Ordering::Relaxed)
+    }
+
+    /// True if no entry is resident.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes charged against the capacity.
+    pub fn bytes(&self) -> usize {
+        self.inner.used.load(Ordering::Relaxed)
+    }
+
+    /// The store's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.config.clock
+    }
+
+    /// Bytes a write of this shape would be charged: its block (header,
+    /// tag references, key, padding, value) plus [`ENTRY_OVERHEAD`], plus
+    /// [`TAG_OVERHEAD`] - 16 and the name length for every tag
+    /// (`tag_bytes` is the sum of the tag names' lengths).
+    pub fn charge_for(tag_count: usize, tag_bytes: usize, key_len: usize, value_len: usize) -> usize {
+        block_size(tag_count, key_len, value_len)
+            + ENTRY_OVERHEAD
+            + tag_count * (TAG_OVERHEAD - 16)
+            + tag_bytes
+    }
+
+    /// Heap bytes used by bookkeeping outside the entry blocks and the map
+    /// (queue nodes, ghost lists, tag registry).
+    pub fn bookkeeping_bytes(&self) -> usize {
+        let inner = &*self.inner;
+        inner.shards.iter().map(|s| lock(s).heap_bytes()).sum::<usize>() + inner.tags.heap_bytes()
+    }
+
+    // ---- internals ------------------------------------------------------
+
+    fn check_key(&self, key: &[u8]) -> Result<(), StoreError> {
+        if key.is_empty() {
+            return Err(StoreError::EmptyKey);
+        }
+        let max = self.inner.config.max_key_len;
+        if key.len() > max {
+            return Err(StoreError::KeyTooLong { len: key.len(), max });
+        }
+        Ok(())
+    }
+
+    fn check_tags(&self, tags: &[impl AsRef<[u8]>]) -> Result<(), StoreError> {
+        let cfg = &self.inner.config;
+        if tags.len() > cfg.max_tags {
+            return Err(StoreError::TooManyTags {
+                count: tags.len(),
+                max: cfg.max_tags,
+            });
+        }
+        for t in tags {
+            let len = t.as_ref().len();
+            if len == 0 || len > cfg.max_tag_len {
+                return Err(StoreError::BadTag {
+                    len,
+                    max: cfg.max_tag_len,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn write_new(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+        type_tag: u64,
+        expiry: Expiry,
+        tags: &[impl AsRef<[u8]>],
+    ) -> Result<(), StoreError> {
+        let inner = &*self.inner;
+        let tag_bytes = tags.iter().map(|t| t.as_ref().len()).sum();
+        inner.check_size(tags.len(), tag_bytes, key.len(), bytes.len())?;
+        let tag_refs = tags.iter().map(|t| inner.tags.acquire(t.as_ref())).collect();
+        inner.write(key, bytes, type_tag, expiry, tag_refs, None);
+        Ok(())
+    }
+
+    /// Drops `entry` if it is still the one stored under its key.
+    fn remove_if_same(&self, entry: &EntryPtr) {
+        let inner = &*self.inner;
+        let guard = inner.map.guard();
+        let mut shard = lock(&inner.shards[inner.shard_of(entry.key()).0]);
+        if let Some((current, _)) = inner.map.get_key_value(entry.key(), &guard) {
+            if current.as_raw() == entry.as_raw() {
+                let slot = current.header().slot.load(Ordering::Relaxed);
+                inner.evict_slot(&mut shard, slot, &guard, Reason::Invalidated);
+            }
+        }
+    }
+}
+
+fn mark_pending_stale(shard: &mut Shard, key: &[u8], except: Option<u64>) {
+    for p in shard.pending.iter_mut() {
+        if &*p.key == key && Some(p.id) != except {
+            p.stale = true;
+        }
+    }
+}
+
+impl Inner {
+    /// Shard index and ghost fingerprint of a key.
+    #[inline]
+    fn shard_of(&self, key: &[u8]) -> (usize, u32) {
+        let h = self.hasher.hash_one(key);
+        ((h as usize) & (self.shards.len() - 1), (h >> 32) as u32)
+    }
+
+    #[inline]
+    fn now_for(&self, entry: &EntryPtr) -> u64 {
+        if entry.header().expires_at == NEVER {
+            0
+        } else {
+            self.config.clock.now_ms()
+        }
+    }
+
+    /// The hit path: one map probe, an expiry and tag-generation check, a
+    /// relaxed frequency bump and a striped counter.
+    #[inline]
+    fn lookup<'g>(&self, key: &[u8], guard: &'g LocalGuard<'_>) -> Option<&'g EntryPtr> {
+        let stripe = self.counters.local();
+        match self.map.get_key_value(key, guard) {
+            Some((entry, _)) if entry.is_live(self.now_for(entry)) => {
+                let freq = &entry.header().freq;
+                let f = freq.load(Ordering::Relaxed);
+                if f < 3 {
+                    freq.store(f + 1, Ordering::Relaxed);
+                }
+                Counters::add(&stripe.hits, 1);
+                Some(entry)
+            }
+            _ => {
+                Counters::add(&stripe.misses, 1);
+                None
+            }
+        }
+    }
+
+    fn check_size(
+        &self,
+        tag_count: usize,
+        tag_bytes: usize,
+        key_len: usize,
+        value_len: usize,
+    ) -> Result<(), StoreError> {
+        let size = Store::charge_for(tag_count, tag_bytes, key_len, value_len);
+        if size > self.max_entry {
+            return Err(StoreError::EntryTooLarge {
+                size,
+                max: self.max_entry,
+            });
+        }
+        Ok(())
+    }
+
+    fn expires_at(&self, expiry: Expiry) -> u64 {
+        let ttl = match expiry {
+            Expiry::Default => self.config.default_ttl,
+            Expiry::Never => None,
+            Expiry::After(d) => Some(d),
+        };
+        match ttl {
+            None => NEVER,
+            Some(d) => self
+                .config
+                .clock
+                .now_ms()
+                .saturating_add(d.as_millis().min(u64::MAX as u128) as u64)
+                .min(NEVER - 1),
+        }
+    }
+
+    /// Stores an entry; with `fill`, only if that fill is not stale. Returns
+    /// whether it was stored. Sizes were checked by the caller.
+    fn write(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+        type_tag: u64,
+        expiry: Expiry,
+        tags: Vec<TagRef>,
+        fill: Option<u64>,
+    ) -> bool {
+        let (shard_idx, fingerprint) = self.shard_of(key);
+        let entry = EntryPtr::new(key, bytes, tags, self.expires_at(expiry), type_tag);
+        let tag_bytes = entry.tags().iter().map(|t| t.state.name().len()).sum();
+        let charge = Store::charge_for(entry.tags().len(), tag_bytes, key.len(), bytes.len());
+        let guard = self.map.guard();
+        let mut shard = lock(&self.shards[shard_idx]);
+        if let Some(id) = fill {
+            let pending_stale = shard.pending.iter().find(|p| p.id == id).is_none_or(|p| p.stale);
+            if pending_stale || !entry.tags().iter().all(TagRef::is_current) {
+                drop(shard);
+                self.release_tags(&entry);
+                Counters::add(&self.counters.local().stale_fills, 1);
+                return false;
+            }
+        }
+        mark_pending_stale(&mut shard, key, fill);
+        if let Some((old, _)) = self.map.get_key_value(key, &guard) {
+            let slot = old.header().slot.load(Ordering::Relaxed);
+            self.release_tags(old);
+            self.unlink(&mut shard, slot);
+        }
+        shard.link(&entry, charge, fingerprint);
+        self.map.insert(entry, (), &guard);
+        self.used.fetch_add(charge, Ordering::Relaxed);
+        self.entries.fetch_add(1, Ordering::Relaxed);
+        Counters::add(&self.counters.local().inserts, 1);
+
+        let now = self.config.clock.now_ms();
+        let mut scratch = Vec::new();
+        self.sweep_shard(&mut shard, SWEEP_PER_WRITE, now, &guard, &mut scratch);
+        // Evict from our own shard first (we hold its lock), then from the
+        // others; the new entry is last in line, so it goes only if it is alone.
+        while self.over_capacity() && shard.len() > 1 {
+            if !self.evict_one(&mut shard, now, &guard) {
+                break;
+            }
+        }
+        drop(shard);
+        let n = self.shards.len();
+        let mut i = shard_idx;
+        let mut idle_rounds = 0;
+        while self.over_capacity() && idle_rounds < n {
+            i = (i + 1) & (n - 1);
+            let mut other = lock(&self.shards[i]);
+            if self.evict_one(&mut other, now, &guard) {
+                idle_rounds = 0;
+            } else {
+                idle_rounds += 1;
+            }
+        }
+        true
+    }
+
+    fn over_capacity(&self) -> bool {
+        self.used.load(Ordering::Relaxed) > self.config.capacity_bytes
+    }
+
+    fn evict_one(&self, shard: &mut Shard, now: u64, guard: &LocalGuard<'_>) -> bool {
+        match shard.next_victim(|e| !e.is_live(now)) {
+            Victim::Empty => false,
+            Victim::Evict(slot) => {
+                // SAFETY: under the shard lock, slot is linked.
+                let reason = match unsafe { shard.entry(slot) } {
+                    Some(e) if e.header().expires_at <= now => Reason::Expired,
+                    Some(e) if !e.tags().iter().all(TagRef::is_current) => Reason::Invalidated,
+                    _ => {
+                        let (_, fp) = self.shard_of(unsafe { shard.entry(slot) }.expect("linked").key());
+                        shard.remember(slot, fp);
+                        Reason::Capacity
+                    }
+                };
+                self.evict_slot(shard, slot, guard, reason);
+                true
+            }
+        }
+    }
+
+    fn sweep_shard(
+        &self,
+        shard: &mut Shard,
+        budget: usize,
+        now: u64,
+        guard: &LocalGuard<'_>,
+        scratch: &mut Vec<u32>,
+    ) -> usize {
+        scratch.clear();
+        shard.sweep_slots(budget, scratch);
+        let mut reclaimed = 0;
+        for &slot in scratch.iter() {
+            // SAFETY: under the shard lock; sweep_slots returns linked slots.
+            let Some(entry) = (unsafe { shard.entry(slot) }) else {
+                continue;
+            };
+            if entry.header().expires_at <= now {
+                self.evict_slot(shard, slot, guard, Reason::Expired);
+                reclaimed += 1;
+            } else if !entry.tags().iter().all(TagRef::is_current) {
+                self.evict_slot(shard, slot, guard, Reason::Invalidated);
+                reclaimed += 1;
+            }
+        }
+        reclaimed
+    }
+
+    /// Removes the entry in `slot` from the map and the shard.
+    fn evict_slot(&self, shard: &mut Shard, slot: u32, guard: &LocalGuard<'_>, reason: Reason) {
+        // SAFETY: under the shard lock, slot is linked, entry is in the map.
+        let Some(entry) = (unsafe { shard.entry(slot) }) else {
+            return;
+        };
+        self.release_tags(entry);
+        // The block stays readable until `guard` (and every other guard that
+        // saw it) is released.
+        self.map.remove(entry.key(), guard);
+        self.unlink(shard, slot);
+        self.counters.evicted(reason);
+    }
+
+    fn unlink(&self, shard: &mut Shard, slot: u32) {
+        let charge = shard.unlink(slot);
+        self.used.fetch_sub(charge, Ordering::Relaxed);
+        self.entries.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn release_tags(&self, entry: &EntryPtr) {
+        for tag in entry.tags() {
+            self.tags.release(tag);
+        }
+    }
+
+    pub(crate) fn drop_pending(&self, shard: usize, id: u64) {
+        let mut shard = lock(&self.shards[shard]);
+        if let Some(i) = shard.pending.iter().position(|p| p.id == id) {
+            shard.pending.swap_remove(i);
+        }
+    }
+
+    pub(crate) fn pending_is_stale(&self, shard: usize, id: u64, tags: &[TagRef]) -> bool {
+        let shard = lock(&self.shards[shard]);
+        shard.pending.iter().find(|p| p.id == id).is_none_or(|p| p.stale)
+            || !tags.iter().all(TagRef::is_current)
+    }
+}
+
+// Guard is used via trait methods on LocalGuard in papaya's API.
+#[allow(unused_imports)]
+use Guard as _;
