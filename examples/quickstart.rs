@@ -73,7 +73,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert!(store.get::<User>(key)?.is_some());
 
     println!("6. bad input is a typed error and stores nothing");
-    let err = store.insert(b"", &1u32, Expiry::Default, &["t"]).unwrap_err();
+    let err = store
+        .insert(b"", &1u32, Expiry::Default, &["t"])
+        .unwrap_err();
     println!("  {err}");
 
     let stats = store.stats();

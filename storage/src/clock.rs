@@ -51,8 +51,10 @@ impl ManualClock {
 
     /// Moves the clock forward.
     pub fn advance(&self, by: Duration) {
-        self.0
-            .fetch_add(by.as_millis().min(u64::MAX as u128) as u64, Ordering::SeqCst);
+        self.0.fetch_add(
+            by.as_millis().min(u64::MAX as u128) as u64,
+            Ordering::SeqCst,
+        );
     }
 
     /// The current reading in milliseconds.

@@ -160,7 +160,11 @@ impl EntryPtr {
     #[inline]
     fn offsets(&self) -> Offsets {
         let h = self.header();
-        offsets(h.tag_count as usize, h.key_len as usize, h.value_len as usize)
+        offsets(
+            h.tag_count as usize,
+            h.key_len as usize,
+            h.value_len as usize,
+        )
     }
 
     /// The key bytes.
@@ -170,7 +174,10 @@ impl EntryPtr {
         // SAFETY: the key lies at a fixed offset inside the live block.
         unsafe {
             std::slice::from_raw_parts(
-                self.0.as_ptr().cast::<u8>().add(HEADER + h.tag_count as usize * TAGREF),
+                self.0
+                    .as_ptr()
+                    .cast::<u8>()
+                    .add(HEADER + h.tag_count as usize * TAGREF),
                 h.key_len as usize,
             )
         }
@@ -183,10 +190,7 @@ impl EntryPtr {
         let off = offsets(h.tag_count as usize, h.key_len as usize, 0).value;
         // SAFETY: the value lies at `off` inside the live block.
         unsafe {
-            std::slice::from_raw_parts(
-                self.0.as_ptr().cast::<u8>().add(off),
-                h.value_len as usize,
-            )
+            std::slice::from_raw_parts(self.0.as_ptr().cast::<u8>().add(off), h.value_len as usize)
         }
     }
 

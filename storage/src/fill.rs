@@ -39,7 +39,13 @@ pub struct FillTicket {
 }
 
 impl FillTicket {
-    pub(crate) fn new(inner: Arc<Inner>, id: u64, shard: usize, key: Box<[u8]>, tags: Vec<TagRef>) -> Self {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        id: u64,
+        shard: usize,
+        key: Box<[u8]>,
+        tags: Vec<TagRef>,
+    ) -> Self {
         FillTicket {
             inner,
             id,

@@ -93,7 +93,9 @@ impl Default for Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("stats", &self.stats()).finish()
+        f.debug_struct("Store")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
@@ -208,7 +210,9 @@ impl Store {
 
     /// [`Store::invalidate_tag`] for several tags.
     pub fn invalidate_tags(&self, tags: &[impl AsRef<[u8]>]) -> usize {
-        tags.iter().filter(|t| self.invalidate_tag(t.as_ref())).count()
+        tags.iter()
+            .filter(|t| self.invalidate_tag(t.as_ref()))
+            .count()
     }
 
     /// Removes every entry; fills in progress will not be stored.
@@ -253,19 +257,32 @@ impl Store {
     /// value is loaded. [`Store::complete_fill`] stores the loaded value only
     /// if neither the key nor any of the tags was invalidated (or written,
     /// removed or flushed) since.
-    pub fn begin_fill(&self, key: &[u8], tags: &[impl AsRef<[u8]>]) -> Result<FillTicket, StoreError> {
+    pub fn begin_fill(
+        &self,
+        key: &[u8],
+        tags: &[impl AsRef<[u8]>],
+    ) -> Result<FillTicket, StoreError> {
         self.check_key(key)?;
         self.check_tags(tags)?;
         let inner = &self.inner;
         let id = inner.next_fill.fetch_add(1, Ordering::Relaxed);
         let (shard, _) = inner.shard_of(key);
-        let tag_refs: Vec<TagRef> = tags.iter().map(|t| inner.tags.acquire(t.as_ref())).collect();
+        let tag_refs: Vec<TagRef> = tags
+            .iter()
+            .map(|t| inner.tags.acquire(t.as_ref()))
+            .collect();
         lock(&inner.shards[shard]).pending.push(Pending {
             id,
             key: key.into(),
             stale: false,
         });
-        Ok(FillTicket::new(Arc::clone(inner), id, shard, key.into(), tag_refs))
+        Ok(FillTicket::new(
+            Arc::clone(inner),
+            id,
+            shard,
+            key.into(),
+            tag_refs,
+        ))
     }
 
     /// Stores the loaded value for a fill unless it went stale.
@@ -391,7 +408,12 @@ impl Store {
     /// tag references, key, padding, value) plus [`ENTRY_OVERHEAD`], plus
     /// [`TAG_OVERHEAD`] - 16 and the name length for every tag
     /// (`tag_bytes` is the sum of the tag names' lengths).
-    pub fn charge_for(tag_count: usize, tag_bytes: usize, key_len: usize, value_len: usize) -> usize {
+    pub fn charge_for(
+        tag_count: usize,
+        tag_bytes: usize,
+        key_len: usize,
+        value_len: usize,
+    ) -> usize {
         block_size(tag_count, key_len, value_len)
             + ENTRY_OVERHEAD
             + tag_count * (TAG_OVERHEAD - 16)
@@ -402,7 +424,12 @@ impl Store {
     /// (queue nodes, ghost lists, tag registry).
     pub fn bookkeeping_bytes(&self) -> usize {
         let inner = &*self.inner;
-        inner.shards.iter().map(|s| lock(s).heap_bytes()).sum::<usize>() + inner.tags.heap_bytes()
+        inner
+            .shards
+            .iter()
+            .map(|s| lock(s).heap_bytes())
+            .sum::<usize>()
+            + inner.tags.heap_bytes()
     }
 
     // ---- internals ------------------------------------------------------
@@ -413,7 +440,10 @@ impl Store {
         }
         let max = self.inner.config.max_key_len;
         if key.len() > max {
-            return Err(StoreError::KeyTooLong { len: key.len(), max });
+            return Err(StoreError::KeyTooLong {
+                len: key.len(),
+                max,
+            });
         }
         Ok(())
     }
@@ -449,7 +479,10 @@ impl Store {
         let inner = &*self.inner;
         let tag_bytes = tags.iter().map(|t| t.as_ref().len()).sum();
         inner.check_size(tags.len(), tag_bytes, key.len(), bytes.len())?;
-        let tag_refs = tags.iter().map(|t| inner.tags.acquire(t.as_ref())).collect();
+        let tag_refs = tags
+            .iter()
+            .map(|t| inner.tags.acquire(t.as_ref()))
+            .collect();
         inner.write(key, bytes, type_tag, expiry, tag_refs, None);
         Ok(())
     }
@@ -567,7 +600,11 @@ impl Inner {
         let guard = self.map.guard();
         let mut shard = lock(&self.shards[shard_idx]);
         if let Some(id) = fill {
-            let pending_stale = shard.pending.iter().find(|p| p.id == id).is_none_or(|p| p.stale);
+            let pending_stale = shard
+                .pending
+                .iter()
+                .find(|p| p.id == id)
+                .is_none_or(|p| p.stale);
             if pending_stale || !entry.tags().iter().all(TagRef::is_current) {
                 drop(shard);
                 self.release_tags(&entry);
@@ -626,7 +663,8 @@ impl Inner {
                     Some(e) if e.header().expires_at <= now => Reason::Expired,
                     Some(e) if !e.tags().iter().all(TagRef::is_current) => Reason::Invalidated,
                     _ => {
-                        let (_, fp) = self.shard_of(unsafe { shard.entry(slot) }.expect("linked").key());
+                        let (_, fp) =
+                            self.shard_of(unsafe { shard.entry(slot) }.expect("linked").key());
                         shard.remember(slot, fp);
                         Reason::Capacity
                     }
@@ -699,7 +737,11 @@ impl Inner {
 
     pub(crate) fn pending_is_stale(&self, shard: usize, id: u64, tags: &[TagRef]) -> bool {
         let shard = lock(&self.shards[shard]);
-        shard.pending.iter().find(|p| p.id == id).is_none_or(|p| p.stale)
+        shard
+            .pending
+            .iter()
+            .find(|p| p.id == id)
+            .is_none_or(|p| p.stale)
             || !tags.iter().all(TagRef::is_current)
     }
 }

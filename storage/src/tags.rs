@@ -71,7 +71,7 @@ impl TagRegistry {
             shards: (0..shards.next_power_of_two())
                 .map(|_| Mutex::new(HashSet::with_hasher(FixedState::default())))
                 .collect(),
-            hasher: FixedState::with_seed(0x7a6_5eed),
+            hasher: FixedState::with_seed(0x07a6_5eed),
         }
     }
 

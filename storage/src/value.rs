@@ -20,8 +20,9 @@ use crate::error::StoreError;
 /// A type the store can hold natively: rkyv-archivable, checkable and
 /// deserializable. Implemented for every type that derives rkyv's
 /// `Archive`, `Serialize` and `Deserialize` (with the default `bytecheck`).
-pub trait StoreValue: Sized +
-    Archive<
+pub trait StoreValue:
+    Sized
+    + Archive<
         Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
                       + Deserialize<Self, HighDeserializer<rancor::Error>>,
     > + for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
@@ -52,7 +53,7 @@ pub fn encode<T: StoreValue>(value: &T) -> Result<AlignedVec, StoreError> {
 /// encoded so that reading them back as the same type can skip validation.
 /// Never zero (zero marks bytes of unknown type).
 pub fn type_tag<T: 'static>() -> u64 {
-    foldhash::fast::FixedState::with_seed(0x5eed_7a9).hash_one(TypeId::of::<T>()) | 1
+    foldhash::fast::FixedState::with_seed(0x05ee_d7a9).hash_one(TypeId::of::<T>()) | 1
 }
 
 /// Accesses archived bytes as `T`: unchecked when this process archived them
@@ -63,7 +64,8 @@ pub(crate) fn access<T: StoreValue>(bytes: &[u8], tag: u64) -> Result<&T::Archiv
         // (or validated as `T` on insertion) and are 16-byte aligned.
         Ok(unsafe { rkyv::access_unchecked::<T::Archived>(bytes) })
     } else {
-        rkyv::access::<T::Archived, rancor::Error>(bytes).map_err(|e| StoreError::Decode(e.to_string()))
+        rkyv::access::<T::Archived, rancor::Error>(bytes)
+            .map_err(|e| StoreError::Decode(e.to_string()))
     }
 }
 

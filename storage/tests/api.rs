@@ -39,9 +39,13 @@ fn user(id: u64) -> User {
 fn a_hit_returns_what_was_stored_and_a_put_replaces_it() {
     let store = Store::default();
     assert_eq!(store.get::<User>(b"u").unwrap(), None);
-    store.insert(b"u", &user(1), Expiry::Default, NO_TAGS).unwrap();
+    store
+        .insert(b"u", &user(1), Expiry::Default, NO_TAGS)
+        .unwrap();
     assert_eq!(store.get::<User>(b"u").unwrap(), Some(user(1)));
-    store.insert(b"u", &user(2), Expiry::Default, NO_TAGS).unwrap();
+    store
+        .insert(b"u", &user(2), Expiry::Default, NO_TAGS)
+        .unwrap();
     assert_eq!(store.get::<User>(b"u").unwrap(), Some(user(2)));
     assert_eq!(store.len(), 1);
     let s = store.stats();
@@ -52,7 +56,12 @@ fn a_hit_returns_what_was_stored_and_a_put_replaces_it() {
 fn expired_entries_are_never_returned_and_contains_key_agrees() {
     let (store, clock) = manual();
     store
-        .insert(b"k", &7u32, Expiry::After(Duration::from_millis(100)), NO_TAGS)
+        .insert(
+            b"k",
+            &7u32,
+            Expiry::After(Duration::from_millis(100)),
+            NO_TAGS,
+        )
         .unwrap();
     clock.advance(Duration::from_millis(99));
     assert!(store.contains_key(b"k"));
@@ -70,10 +79,19 @@ fn default_ttl_applies_unless_overridden() {
         .default_ttl(Duration::from_secs(10))
         .clock(Clock::Manual(clock.clone()))
         .build();
-    store.insert(b"default", &1u8, Expiry::Default, NO_TAGS).unwrap();
-    store.insert(b"never", &1u8, Expiry::Never, NO_TAGS).unwrap();
     store
-        .insert(b"long", &1u8, Expiry::After(Duration::from_secs(60)), NO_TAGS)
+        .insert(b"default", &1u8, Expiry::Default, NO_TAGS)
+        .unwrap();
+    store
+        .insert(b"never", &1u8, Expiry::Never, NO_TAGS)
+        .unwrap();
+    store
+        .insert(
+            b"long",
+            &1u8,
+            Expiry::After(Duration::from_secs(60)),
+            NO_TAGS,
+        )
         .unwrap();
     clock.advance(Duration::from_secs(10));
     assert!(!store.contains_key(b"default"));
@@ -112,7 +130,12 @@ fn writes_sweep_a_little_on_their_own() {
     let (store, clock) = manual();
     for i in 0..100u32 {
         store
-            .insert(format!("old{i}").as_bytes(), &i, Expiry::After(Duration::from_secs(1)), NO_TAGS)
+            .insert(
+                format!("old{i}").as_bytes(),
+                &i,
+                Expiry::After(Duration::from_secs(1)),
+                NO_TAGS,
+            )
             .unwrap();
     }
     clock.advance(Duration::from_secs(5));
@@ -130,23 +153,39 @@ fn writes_sweep_a_little_on_their_own() {
 fn invalidating_a_tag_hides_every_entry_with_it_at_once() {
     let store = Store::default();
     for i in 0..100u64 {
-        let tags: &[&str] = if i % 2 == 0 { &["users", "even"] } else { &["users"] };
+        let tags: &[&str] = if i % 2 == 0 {
+            &["users", "even"]
+        } else {
+            &["users"]
+        };
         store
-            .insert(format!("user:{i}").as_bytes(), &user(i), Expiry::Default, tags)
+            .insert(
+                format!("user:{i}").as_bytes(),
+                &user(i),
+                Expiry::Default,
+                tags,
+            )
             .unwrap();
     }
-    store.insert(b"other", &1u32, Expiry::Default, &["misc"]).unwrap();
+    store
+        .insert(b"other", &1u32, Expiry::Default, &["misc"])
+        .unwrap();
     assert!(store.invalidate_tag(b"even"));
     assert!(!store.contains_key(b"user:0"));
     assert!(store.contains_key(b"user:1"));
     assert!(!store.invalidate_tag(b"no-such-tag"));
     assert_eq!(store.invalidate_tags(&["users", "nothing"]), 1);
     for i in 0..100u64 {
-        assert_eq!(store.get::<User>(format!("user:{i}").as_bytes()).unwrap(), None);
+        assert_eq!(
+            store.get::<User>(format!("user:{i}").as_bytes()).unwrap(),
+            None
+        );
     }
     assert!(store.contains_key(b"other"));
     // A write after the invalidation is visible again.
-    store.insert(b"user:1", &user(1), Expiry::Default, &["users"]).unwrap();
+    store
+        .insert(b"user:1", &user(1), Expiry::Default, &["users"])
+        .unwrap();
     assert!(store.contains_key(b"user:1"));
     // The hidden entries are reclaimed by the sweep, and the tags with them.
     store.sweep(usize::MAX);
@@ -182,7 +221,9 @@ fn bad_input_is_a_typed_error_and_loses_nothing() {
         .max_tags(2)
         .max_tag_len(8)
         .build();
-    store.insert(b"keep", &1u32, Expiry::Default, &["t"]).unwrap();
+    store
+        .insert(b"keep", &1u32, Expiry::Default, &["t"])
+        .unwrap();
     let before = store.stats();
 
     assert_eq!(
@@ -220,7 +261,10 @@ fn bad_input_is_a_typed_error_and_loses_nothing() {
     // Nothing stored, nothing lost, nothing leaked.
     assert_eq!(store.get::<u32>(b"keep").unwrap(), Some(1));
     let after = store.stats();
-    assert_eq!((after.entries, after.bytes, after.tags), (before.entries, before.bytes, before.tags));
+    assert_eq!(
+        (after.entries, after.bytes, after.tags),
+        (before.entries, before.bytes, before.tags)
+    );
 }
 
 #[test]
@@ -244,7 +288,9 @@ fn an_entry_larger_than_the_capacity_is_refused() {
 #[test]
 fn a_value_read_as_the_wrong_type_is_an_error_and_is_dropped() {
     let store = Store::default();
-    store.insert(b"k", &user(1), Expiry::Default, NO_TAGS).unwrap();
+    store
+        .insert(b"k", &user(1), Expiry::Default, NO_TAGS)
+        .unwrap();
     // Reading as another type validates (it is not the recorded type) and fails.
     let err = store.get::<Other>(b"k").unwrap_err();
     assert!(matches!(err, StoreError::Decode(_)), "{err}");
@@ -254,7 +300,9 @@ fn a_value_read_as_the_wrong_type_is_an_error_and_is_dropped() {
 #[test]
 fn bytes_from_outside_are_validated_before_they_are_stored() {
     let store = Store::default();
-    store.insert(b"k", &user(1), Expiry::Default, NO_TAGS).unwrap();
+    store
+        .insert(b"k", &user(1), Expiry::Default, NO_TAGS)
+        .unwrap();
     let garbage = [0xffu8; 3];
     assert!(matches!(
         store.insert_validated::<User>(b"k", &garbage, Expiry::Default, NO_TAGS),
@@ -284,17 +332,25 @@ fn bytes_from_outside_are_validated_before_they_are_stored() {
     assert_eq!(store.get::<User>(b"k").unwrap(), Some(user(2)));
 
     // Raw bytes of unknown type are validated on every typed read.
-    store.insert_bytes(b"raw", &garbage, Expiry::Default, NO_TAGS).unwrap();
+    store
+        .insert_bytes(b"raw", &garbage, Expiry::Default, NO_TAGS)
+        .unwrap();
     assert!(store.get::<User>(b"raw").is_err());
 }
 
 #[test]
 fn zero_copy_reads_stay_valid_after_removal_and_share_bytes_without_copying() {
     let store = Store::default();
-    store.insert(b"k", &user(9), Expiry::Default, &["t"]).unwrap();
+    store
+        .insert(b"k", &user(9), Expiry::Default, &["t"])
+        .unwrap();
     let entry = store.get_ref(b"k").unwrap();
     let bytes = entry.to_bytes();
-    assert_eq!(bytes.as_ptr(), entry.bytes().as_ptr(), "Bytes shares the stored value");
+    assert_eq!(
+        bytes.as_ptr(),
+        entry.bytes().as_ptr(),
+        "Bytes shares the stored value"
+    );
     assert_eq!(bytes.as_ptr() as usize % 16, 0);
     assert_eq!(entry.tags().collect::<Vec<_>>(), vec![&b"t"[..]]);
     store.remove(b"k");
@@ -313,25 +369,38 @@ fn capacity_is_a_byte_bound_and_evictions_are_counted() {
     let store = StoreConfig::new().capacity_bytes(cap).shards(4).build();
     for i in 0..10_000u64 {
         store
-            .insert(format!("k{i}").as_bytes(), &vec![i; 8], Expiry::Default, &["t"])
+            .insert(
+                format!("k{i}").as_bytes(),
+                &vec![i; 8],
+                Expiry::Default,
+                &["t"],
+            )
             .unwrap();
         assert!(store.bytes() <= cap);
     }
     let s = store.stats();
     assert!(s.evicted_capacity > 9000, "{s:?}");
     assert_eq!(s.entries + s.evicted_capacity, 10_000);
-    assert!(s.bytes > cap as u64 * 9 / 10, "the store is used, not emptied: {s:?}");
+    assert!(
+        s.bytes > cap as u64 * 9 / 10,
+        "the store is used, not emptied: {s:?}"
+    );
 }
 
 #[test]
 fn s3_fifo_keeps_a_hot_set_through_a_scan() {
     let per = Store::charge_for(0, 0, 6, 8);
-    let store = StoreConfig::new().capacity_bytes(per * 1000).shards(1).build();
+    let store = StoreConfig::new()
+        .capacity_bytes(per * 1000)
+        .shards(1)
+        .build();
     for round in 0..3 {
         for i in 0..500u64 {
             let k = format!("hot{i:03}");
             if store.get::<u64>(k.as_bytes()).unwrap().is_none() {
-                store.insert(k.as_bytes(), &i, Expiry::Default, NO_TAGS).unwrap();
+                store
+                    .insert(k.as_bytes(), &i, Expiry::Default, NO_TAGS)
+                    .unwrap();
             }
         }
         let _ = round;
@@ -353,7 +422,10 @@ fn fills_are_refused_after_anything_they_depend_on_changes() {
     // Untouched: stored.
     let t = store.begin_fill(b"k", &["a"]).unwrap();
     assert!(!t.is_stale());
-    assert_eq!(store.complete_fill(t, &1u32, Expiry::Default).unwrap(), FillOutcome::Stored);
+    assert_eq!(
+        store.complete_fill(t, &1u32, Expiry::Default).unwrap(),
+        FillOutcome::Stored
+    );
     assert_eq!(store.get::<u32>(b"k").unwrap(), Some(1));
 
     type Race = fn(&Store);
@@ -364,7 +436,9 @@ fn fills_are_refused_after_anything_they_depend_on_changes() {
         ("key", |s| {
             s.remove(b"k");
         }),
-        ("put", |s| s.insert(b"k", &9u32, Expiry::Default, NO_TAGS).unwrap()),
+        ("put", |s| {
+            s.insert(b"k", &9u32, Expiry::Default, NO_TAGS).unwrap()
+        }),
         ("flush", |s| s.flush()),
         ("other fill", |s| {
             let t = s.begin_fill(b"k", NO_TAGS).unwrap();
@@ -386,8 +460,13 @@ fn fills_are_refused_after_anything_they_depend_on_changes() {
     let t = store.begin_fill(b"k", &["a"]).unwrap();
     store.invalidate_tag(b"b");
     store.remove(b"other");
-    store.insert(b"other", &1u32, Expiry::Default, &["c"]).unwrap();
-    assert_eq!(store.complete_fill(t, &3u32, Expiry::Default).unwrap(), FillOutcome::Stored);
+    store
+        .insert(b"other", &1u32, Expiry::Default, &["c"])
+        .unwrap();
+    assert_eq!(
+        store.complete_fill(t, &3u32, Expiry::Default).unwrap(),
+        FillOutcome::Stored
+    );
     assert_eq!(store.stats().stale_fills, 5);
 }
 
@@ -401,6 +480,9 @@ fn abandoned_fills_release_their_tags() {
     // A tag invalidated while only a fill held it still protects that fill.
     let t = store.begin_fill(b"k", &["x"]).unwrap();
     assert!(store.invalidate_tag(b"x"));
-    assert_eq!(store.complete_fill(t, &1u8, Expiry::Default).unwrap(), FillOutcome::Stale);
+    assert_eq!(
+        store.complete_fill(t, &1u8, Expiry::Default).unwrap(),
+        FillOutcome::Stale
+    );
     assert_eq!(store.stats().tags, 0);
 }

@@ -23,7 +23,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -43,11 +46,19 @@ fn memory_is_bounded_and_the_overhead_charge_is_honest() {
     let value = [7u8; 64];
     let archived_len = hydracache_storage::encode(&value).unwrap().len();
     let before = live();
-    let store = StoreConfig::new().capacity_bytes(1 << 30).shards(16).build();
+    let store = StoreConfig::new()
+        .capacity_bytes(1 << 30)
+        .shards(16)
+        .build();
     for i in 0..n {
         let key = format!("key:{i:012}");
         store
-            .insert(key.as_bytes(), &value, Expiry::After(Duration::from_secs(600)), NO_TAGS)
+            .insert(
+                key.as_bytes(),
+                &value,
+                Expiry::After(Duration::from_secs(600)),
+                NO_TAGS,
+            )
             .unwrap();
     }
     let used = (live() - before) as usize;
@@ -76,7 +87,12 @@ fn memory_is_bounded_and_the_overhead_charge_is_honest() {
         let own = format!("user:{i}");
         let page = format!("page:{}", i / 100);
         store
-            .insert(key.as_bytes(), &value, Expiry::Default, &[own.as_str(), page.as_str()])
+            .insert(
+                key.as_bytes(),
+                &value,
+                Expiry::Default,
+                &[own.as_str(), page.as_str()],
+            )
             .unwrap();
         if i % 50_000 == 0 {
             peak = peak.max(live() - base);
@@ -93,8 +109,14 @@ fn memory_is_bounded_and_the_overhead_charge_is_honest() {
         end as f64 / capacity as f64
     );
     assert!((28_000..=30_000).contains(&s.entries), "{s:?}");
-    assert!(s.tags <= 2 * s.entries, "tags are bounded by entries: {s:?}");
-    assert!(end < (capacity as isize) * 3 / 2, "heap {end} B is bounded by the capacity {capacity} B");
+    assert!(
+        s.tags <= 2 * s.entries,
+        "tags are bounded by entries: {s:?}"
+    );
+    assert!(
+        end < (capacity as isize) * 3 / 2,
+        "heap {end} B is bounded by the capacity {capacity} B"
+    );
     assert!(peak < (capacity as isize) * 3 / 2, "peak {peak} B");
     drop(store);
 }

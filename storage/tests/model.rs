@@ -13,7 +13,12 @@ const TAGS: [&str; 3] = ["t0", "t1", "t2"];
 
 #[derive(Clone, Debug)]
 enum Op {
-    Insert { key: u8, value: u32, ttl: Option<u64>, tags: Vec<usize> },
+    Insert {
+        key: u8,
+        value: u32,
+        ttl: Option<u64>,
+        tags: Vec<usize>,
+    },
     Get(u8),
     Contains(u8),
     Remove(u8),
@@ -21,8 +26,15 @@ enum Op {
     Advance(u64),
     Flush,
     Sweep,
-    BeginFill { key: u8, tags: Vec<usize> },
-    CompleteFill { which: usize, value: u32, ttl: Option<u64> },
+    BeginFill {
+        key: u8,
+        tags: Vec<usize>,
+    },
+    CompleteFill {
+        which: usize,
+        value: u32,
+        ttl: Option<u64>,
+    },
     AbandonFill(usize),
 }
 
@@ -74,7 +86,10 @@ impl Model {
     }
 
     fn live_count(&self) -> usize {
-        self.entries.keys().filter(|&&k| self.live(k).is_some()).count()
+        self.entries
+            .keys()
+            .filter(|&&k| self.live(k).is_some())
+            .count()
     }
 }
 
@@ -98,7 +113,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
 
     for op in ops {
         match op {
-            Op::Insert { key: k, value, ttl, tags } => {
+            Op::Insert {
+                key: k,
+                value,
+                ttl,
+                tags,
+            } => {
                 let names: Vec<&str> = tags.iter().map(|&t| TAGS[t]).collect();
                 store.insert(&key(k), &value, expiry(ttl), &names).unwrap();
                 model.entries.insert(
@@ -109,10 +129,18 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         tags: tags.iter().map(|&t| (t, model.tag_gen[t])).collect(),
                     },
                 );
-                fills.iter_mut().filter(|(_, f)| f.key == k).for_each(|(_, f)| f.touched = true);
+                fills
+                    .iter_mut()
+                    .filter(|(_, f)| f.key == k)
+                    .for_each(|(_, f)| f.touched = true);
             }
             Op::Get(k) => {
-                prop_assert_eq!(store.get::<u32>(&key(k)).unwrap(), model.live(k), "get {}", k);
+                prop_assert_eq!(
+                    store.get::<u32>(&key(k)).unwrap(),
+                    model.live(k),
+                    "get {}",
+                    k
+                );
             }
             Op::Contains(k) => {
                 prop_assert_eq!(store.contains_key(&key(k)), model.live(k).is_some());
@@ -120,7 +148,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Remove(k) => {
                 store.remove(&key(k));
                 model.entries.remove(&k);
-                fills.iter_mut().filter(|(_, f)| f.key == k).for_each(|(_, f)| f.touched = true);
+                fills
+                    .iter_mut()
+                    .filter(|(_, f)| f.key == k)
+                    .for_each(|(_, f)| f.touched = true);
             }
             Op::InvalidateTag(t) => {
                 store.invalidate_tag(TAGS[t].as_bytes());
@@ -137,13 +168,24 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Sweep => {
                 store.sweep(usize::MAX);
-                prop_assert_eq!(store.len(), model.live_count(), "after a full sweep only live entries remain");
+                prop_assert_eq!(
+                    store.len(),
+                    model.live_count(),
+                    "after a full sweep only live entries remain"
+                );
             }
             Op::BeginFill { key: k, tags } => {
                 let names: Vec<&str> = tags.iter().map(|&t| TAGS[t]).collect();
                 let ticket = store.begin_fill(&key(k), &names).unwrap();
                 let snapshot = tags.iter().map(|&t| (t, model.tag_gen[t])).collect();
-                fills.push((ticket, ModelFill { key: k, tags: snapshot, touched: false }));
+                fills.push((
+                    ticket,
+                    ModelFill {
+                        key: k,
+                        tags: snapshot,
+                        touched: false,
+                    },
+                ));
             }
             Op::CompleteFill { which, value, ttl } => {
                 if fills.is_empty() {
@@ -152,13 +194,27 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let (ticket, fill) = fills.remove(which % fills.len());
                 let stale = fill.touched || fill.tags.iter().any(|&(t, g)| model.tag_gen[t] != g);
                 let outcome = store.complete_fill(ticket, &value, expiry(ttl)).unwrap();
-                prop_assert_eq!(outcome, if stale { FillOutcome::Stale } else { FillOutcome::Stored });
+                prop_assert_eq!(
+                    outcome,
+                    if stale {
+                        FillOutcome::Stale
+                    } else {
+                        FillOutcome::Stored
+                    }
+                );
                 if !stale {
                     model.entries.insert(
                         fill.key,
-                        ModelEntry { value, expires_at: ttl.map(|t| model.now + t), tags: fill.tags },
+                        ModelEntry {
+                            value,
+                            expires_at: ttl.map(|t| model.now + t),
+                            tags: fill.tags,
+                        },
                     );
-                    fills.iter_mut().filter(|(_, f)| f.key == fill.key).for_each(|(_, f)| f.touched = true);
+                    fills
+                        .iter_mut()
+                        .filter(|(_, f)| f.key == fill.key)
+                        .for_each(|(_, f)| f.touched = true);
                 }
             }
             Op::AbandonFill(which) => {
@@ -173,7 +229,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     }
     drop(fills);
     store.flush();
-    prop_assert_eq!(store.stats().tags, 0, "no tag outlives its entries and fills");
+    prop_assert_eq!(
+        store.stats().tags,
+        0,
+        "no tag outlives its entries and fills"
+    );
     prop_assert_eq!(store.bytes(), 0);
     Ok(())
 }

@@ -53,7 +53,14 @@ fn capacity_holds_and_counters_add_up_under_concurrent_writers() {
                         let len = (next() % max_value as u64) as usize;
                         let value = vec![k; len / 8];
                         let tag = format!("group:{}", k % 64);
-                        store.insert(key.as_bytes(), &value, Expiry::Default, &[tag.as_str(), "all"]).unwrap();
+                        store
+                            .insert(
+                                key.as_bytes(),
+                                &value,
+                                Expiry::Default,
+                                &[tag.as_str(), "all"],
+                            )
+                            .unwrap();
                         inserts += 1;
                     } else {
                         gets += 1;
@@ -76,7 +83,10 @@ fn capacity_holds_and_counters_add_up_under_concurrent_writers() {
     }
     done.store(true, Ordering::Relaxed);
     let max_seen = monitor.join().unwrap();
-    assert!(max_seen <= cap + slack, "bytes peaked at {max_seen}, bound {cap} + slack {slack}");
+    assert!(
+        max_seen <= cap + slack,
+        "bytes peaked at {max_seen}, bound {cap} + slack {slack}"
+    );
     assert!(store.bytes() <= cap);
 
     let s = store.stats();
@@ -86,7 +96,11 @@ fn capacity_holds_and_counters_add_up_under_concurrent_writers() {
     assert!(s.evicted_capacity > 0);
     store.flush();
     let s = store.stats();
-    assert_eq!((s.entries, s.bytes, s.tags), (0, 0, 0), "gauges return to zero: {s:?}");
+    assert_eq!(
+        (s.entries, s.bytes, s.tags),
+        (0, 0, 0),
+        "gauges return to zero: {s:?}"
+    );
 }
 
 #[test]
@@ -110,7 +124,9 @@ fn nothing_invalidated_is_ever_returned() {
                     if epoch.load(Ordering::SeqCst) != n {
                         continue; // the epoch moved on before our snapshot: abandon
                     }
-                    if store.complete_fill(ticket, &n, Expiry::Default).unwrap() == FillOutcome::Stored {
+                    if store.complete_fill(ticket, &n, Expiry::Default).unwrap()
+                        == FillOutcome::Stored
+                    {
                         stored += 1;
                     }
                 }
@@ -129,7 +145,10 @@ fn nothing_invalidated_is_ever_returned() {
                     let key = format!("k{}", next() % 256);
                     if let Some(n) = store.get::<u64>(key.as_bytes()).unwrap() {
                         seen += 1;
-                        assert!(d == u64::MAX || n > d, "read epoch {n} after epoch {d} was invalidated");
+                        assert!(
+                            d == u64::MAX || n > d,
+                            "read epoch {n} after epoch {d} was invalidated"
+                        );
                     }
                 }
                 seen
@@ -147,9 +166,15 @@ fn nothing_invalidated_is_ever_returned() {
     stop.store(true, Ordering::Relaxed);
     let stored: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
     let seen: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
-    assert!(stored > 0 && seen > 0, "the race was exercised: stored {stored}, seen {seen}");
+    assert!(
+        stored > 0 && seen > 0,
+        "the race was exercised: stored {stored}, seen {seen}"
+    );
     store.sweep(usize::MAX);
-    assert!(store.stats().tags <= 1, "only the current epoch's tag may remain");
+    assert!(
+        store.stats().tags <= 1,
+        "only the current epoch's tag may remain"
+    );
 }
 
 #[test]
@@ -169,7 +194,9 @@ fn concurrent_removes_and_writes_keep_map_and_queues_in_step() {
                         1 => {
                             store.invalidate_tag(b"shared");
                         }
-                        _ => store.insert(key.as_bytes(), &t, Expiry::Default, &["shared"]).unwrap(),
+                        _ => store
+                            .insert(key.as_bytes(), &t, Expiry::Default, &["shared"])
+                            .unwrap(),
                     }
                 }
             })
@@ -178,11 +205,19 @@ fn concurrent_removes_and_writes_keep_map_and_queues_in_step() {
     for w in workers {
         w.join().unwrap();
     }
-    let live = (0..64).filter(|k| store.contains_key(format!("k{k}").as_bytes())).count();
+    let live = (0..64)
+        .filter(|k| store.contains_key(format!("k{k}").as_bytes()))
+        .count();
     store.sweep(usize::MAX);
-    assert_eq!(store.len(), live, "after a sweep the resident count is the live count");
+    assert_eq!(
+        store.len(),
+        live,
+        "after a sweep the resident count is the live count"
+    );
     store.flush();
     assert_eq!((store.len(), store.bytes(), store.stats().tags), (0, 0, 0));
-    store.insert(b"after", &1u8, Expiry::Default, NO_TAGS).unwrap();
+    store
+        .insert(b"after", &1u8, Expiry::Default, NO_TAGS)
+        .unwrap();
     assert_eq!(store.get::<u8>(b"after").unwrap(), Some(1));
 }

@@ -1,0 +1,215 @@
+//! Hit-path throughput, side by side in one process: hydracache-storage
+//! (copy-out `get` and zero-copy `get_ref`, every entry with a TTL and two
+//! tags) against quick_cache, moka (sync) and a raw papaya map.
+//! 100,000 keys, 64-byte values, 1 and 2 threads, uniform and zipf(1.0) keys.
+//! Prints million gets per second (median of runs) and ratios.
+//!
+//! `cargo bench -p hydracache-storage --bench hit_path`
+
+mod common;
+
+use std::hash::BuildHasher;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use common::{median, Rng, Zipf};
+use hydracache_storage::{Expiry, StoreConfig};
+
+const KEYS: usize = 100_000;
+const OPS_PER_THREAD: usize = 2_000_000;
+const RUNS: usize = 5;
+type Value = [u8; 64];
+
+trait Subject: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// Returns a byte of the value so the read cannot be optimised away.
+    fn read(&self, key: &str) -> u8;
+}
+
+struct StoreCopy(hydracache_storage::Store);
+struct StoreRef(hydracache_storage::Store);
+struct Quick(quick_cache::sync::Cache<String, Value>);
+struct QuickArc(quick_cache::sync::Cache<String, Arc<Value>>);
+struct Moka(moka::sync::Cache<String, Value>);
+struct Papaya(papaya::HashMap<String, Value, foldhash::fast::RandomState>);
+
+impl Subject for StoreCopy {
+    fn name(&self) -> &'static str {
+        "hydracache get (copy)"
+    }
+    fn read(&self, key: &str) -> u8 {
+        self.0.get::<Value>(key.as_bytes()).unwrap().unwrap()[7]
+    }
+}
+impl Subject for StoreRef {
+    fn name(&self) -> &'static str {
+        "hydracache get_ref (zero-copy)"
+    }
+    fn read(&self, key: &str) -> u8 {
+        self.0.get_ref(key.as_bytes()).unwrap().bytes()[7]
+    }
+}
+impl Subject for Quick {
+    fn name(&self) -> &'static str {
+        "quick_cache (copy)"
+    }
+    fn read(&self, key: &str) -> u8 {
+        self.0.get(key).unwrap()[7]
+    }
+}
+impl Subject for QuickArc {
+    fn name(&self) -> &'static str {
+        "quick_cache Arc (shared)"
+    }
+    fn read(&self, key: &str) -> u8 {
+        self.0.get(key).unwrap()[7]
+    }
+}
+impl Subject for Moka {
+    fn name(&self) -> &'static str {
+        "moka sync (copy)"
+    }
+    fn read(&self, key: &str) -> u8 {
+        self.0.get(key).unwrap()[7]
+    }
+}
+impl Subject for Papaya {
+    fn name(&self) -> &'static str {
+        "papaya raw (copy)"
+    }
+    fn read(&self, key: &str) -> u8 {
+        self.0.pin().get(key).copied().unwrap()[7]
+    }
+}
+
+fn value(i: usize) -> Value {
+    [i as u8; 64]
+}
+
+fn subjects(keys: &[String]) -> Vec<Arc<dyn Subject>> {
+    let store = StoreConfig::new().capacity_bytes(256 << 20).build();
+    for (i, k) in keys.iter().enumerate() {
+        let t1 = format!("tenant:{}", i % 100);
+        store
+            .insert(
+                k.as_bytes(),
+                &value(i),
+                Expiry::After(Duration::from_secs(3600)),
+                &[t1.as_str(), "all"],
+            )
+            .unwrap();
+    }
+    let quick = quick_cache::sync::Cache::new(KEYS * 2);
+    let quick_arc = quick_cache::sync::Cache::new(KEYS * 2);
+    let moka = moka::sync::Cache::builder()
+        .max_capacity(KEYS as u64 * 2)
+        .time_to_live(Duration::from_secs(3600))
+        .build();
+    let pap = papaya::HashMap::builder()
+        .hasher(foldhash::fast::RandomState::default())
+        .build();
+    for (i, k) in keys.iter().enumerate() {
+        quick.insert(k.clone(), value(i));
+        quick_arc.insert(k.clone(), Arc::new(value(i)));
+        moka.insert(k.clone(), value(i));
+        pap.pin().insert(k.clone(), value(i));
+    }
+    moka.run_pending_tasks();
+    vec![
+        Arc::new(StoreCopy(store.clone())),
+        Arc::new(StoreRef(store)),
+        Arc::new(Quick(quick)),
+        Arc::new(QuickArc(quick_arc)),
+        Arc::new(Moka(moka)),
+        Arc::new(Papaya(pap)),
+    ]
+}
+
+/// Million reads per second over all threads.
+fn measure(subject: &Arc<dyn Subject>, keys: &Arc<Vec<String>>, streams: &[Arc<Vec<u32>>]) -> f64 {
+    let threads = streams.len();
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = streams
+        .iter()
+        .map(|stream| {
+            let (subject, keys, stream, barrier) = (
+                subject.clone(),
+                keys.clone(),
+                stream.clone(),
+                barrier.clone(),
+            );
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut acc = 0u8;
+                for &i in stream.iter() {
+                    acc = acc.wrapping_add(subject.read(&keys[i as usize]));
+                }
+                std::hint::black_box(acc);
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    for h in handles {
+        h.join().unwrap();
+    }
+    (threads * OPS_PER_THREAD) as f64 / start.elapsed().as_secs_f64() / 1e6
+}
+
+fn main() {
+    let hasher = foldhash::fast::FixedState::with_seed(1);
+    let keys: Arc<Vec<String>> = Arc::new(
+        (0..KEYS)
+            .map(|i| format!("key:{:016x}", hasher.hash_one(i)))
+            .collect(),
+    );
+    let subjects = subjects(&keys);
+    let zipf = Zipf::new(KEYS, 1.0);
+    println!("hit path: {KEYS} keys, 64-byte values, TTL + 2 tags on hydracache entries; Mgets/s, median of {RUNS}");
+    for dist in ["uniform", "zipf1.0"] {
+        for threads in [1, 2] {
+            let streams: Vec<Arc<Vec<u32>>> = (0..threads)
+                .map(|t| {
+                    let mut rng = Rng::new(t as u64 + 11);
+                    Arc::new(
+                        (0..OPS_PER_THREAD)
+                            .map(|_| match dist {
+                                "uniform" => (rng.next_u64() % KEYS as u64) as u32,
+                                _ => zipf.sample(&mut rng) as u32,
+                            })
+                            .collect(),
+                    )
+                })
+                .collect();
+            let results: Vec<(String, f64)> = subjects
+                .iter()
+                .map(|s| {
+                    let runs = (0..RUNS).map(|_| measure(s, &keys, &streams)).collect();
+                    (s.name().to_string(), median(runs))
+                })
+                .collect();
+            let quick = results
+                .iter()
+                .find(|r| r.0 == "quick_cache (copy)")
+                .unwrap()
+                .1;
+            let moka = results
+                .iter()
+                .find(|r| r.0 == "moka sync (copy)")
+                .unwrap()
+                .1;
+            println!("\n{dist}, {threads} thread(s)");
+            println!(
+                "{:<32} {:>9} {:>11} {:>9}",
+                "", "Mgets/s", "vs quick", "vs moka"
+            );
+            for (name, mops) in &results {
+                println!(
+                    "{name:<32} {mops:>9.2} {:>10.2}x {:>8.2}x",
+                    mops / quick,
+                    mops / moka
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Hit-ratio trace simulator: the same request traces replayed through
+//! hydracache-storage (S3-FIFO), moka (W-TinyLFU), quick_cache (S3-FIFO-like
+//! CLOCK-Pro variant) and Belady's OPT (computed offline), at three cache sizes.
+//! On a miss the key is inserted. All entries have the same size, so the byte
+//! capacity of the store holds exactly as many entries as the others.
+//!
+//! `cargo bench -p hydracache-storage --bench hit_ratio`
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+
+use common::{Rng, Zipf};
+use hydracache_storage::{Expiry, Store, StoreConfig, NO_TAGS};
+
+const UNIVERSE: usize = 100_000;
+const REQUESTS: usize = 400_000;
+
+fn zipf_trace(s: f64, seed: u64) -> Vec<u32> {
+    let z = Zipf::new(UNIVERSE, s);
+    let mut rng = Rng::new(seed);
+    (0..REQUESTS).map(|_| z.sample(&mut rng) as u32).collect()
+}
+
+/// zipf 0.9 traffic interrupted every 50,000 requests by a scan of 20,000
+/// keys never seen before.
+fn scan_trace() -> Vec<u32> {
+    let z = Zipf::new(UNIVERSE, 0.9);
+    let mut rng = Rng::new(5);
+    let mut next_scan = UNIVERSE as u32;
+    let mut out = Vec::with_capacity(REQUESTS);
+    while out.len() < REQUESTS {
+        for _ in 0..50_000 {
+            out.push(z.sample(&mut rng) as u32);
+        }
+        for _ in 0..20_000 {
+            out.push(next_scan);
+            next_scan += 1;
+        }
+    }
+    out.truncate(REQUESTS);
+    out
+}
+
+/// A loop over `len` keys, repeated.
+fn loop_trace(len: usize) -> Vec<u32> {
+    (0..REQUESTS).map(|i| (i % len) as u32).collect()
+}
+
+fn key(k: u32) -> [u8; 8] {
+    (k as u64).to_le_bytes()
+}
+
+fn run_store(trace: &[u32], entries: usize) -> f64 {
+    let per = Store::charge_for(0, 0, 8, 8);
+    let store = StoreConfig::new().capacity_bytes(per * entries).build();
+    let mut hits = 0;
+    for &k in trace {
+        if store.contains_key(&key(k)) {
+            // count through get so the frequency bit is set
+            let _ = store.get::<u64>(&key(k));
+            hits += 1;
+        } else {
+            store
+                .insert(&key(k), &(k as u64), Expiry::Never, NO_TAGS)
+                .unwrap();
+        }
+    }
+    hits as f64 / trace.len() as f64
+}
+
+fn run_moka(trace: &[u32], entries: usize) -> f64 {
+    let cache = moka::sync::Cache::new(entries as u64);
+    let mut hits = 0;
+    for (i, &k) in trace.iter().enumerate() {
+        if cache.get(&k).is_some() {
+            hits += 1;
+        } else {
+            cache.insert(k, k as u64);
+        }
+        if i % 64 == 0 {
+            cache.run_pending_tasks();
+        }
+    }
+    hits as f64 / trace.len() as f64
+}
+
+fn run_quick(trace: &[u32], entries: usize) -> f64 {
+    let mut cache = quick_cache::unsync::Cache::new(entries);
+    let mut hits = 0;
+    for &k in trace {
+        if cache.get(&k).is_some() {
+            hits += 1;
+        } else {
+            cache.insert(k, k as u64);
+        }
+    }
+    hits as f64 / trace.len() as f64
+}
+
+/// Belady's OPT: on a miss with a full cache, evict the key whose next use is
+/// furthest in the future.
+fn run_opt(trace: &[u32], entries: usize) -> f64 {
+    let mut next_use = vec![usize::MAX; trace.len()];
+    let mut last: HashMap<u32, usize> = HashMap::new();
+    for (i, &k) in trace.iter().enumerate().rev() {
+        next_use[i] = last.get(&k).copied().unwrap_or(usize::MAX - i);
+        last.insert(k, i);
+    }
+    let mut resident: HashMap<u32, usize> = HashMap::new(); // key -> its next use
+    let mut by_next: BTreeSet<(usize, u32)> = BTreeSet::new();
+    let mut hits = 0;
+    for (i, &k) in trace.iter().enumerate() {
+        if let Some(n) = resident.get_mut(&k) {
+            hits += 1;
+            by_next.remove(&(*n, k));
+            *n = next_use[i];
+            by_next.insert((*n, k));
+            continue;
+        }
+        if resident.len() == entries {
+            let &(n, victim) = by_next.iter().next_back().unwrap();
+            if n < next_use[i] {
+                continue; // the new key is needed later than everything resident: bypass
+            }
+            by_next.remove(&(n, victim));
+            resident.remove(&victim);
+        }
+        resident.insert(k, next_use[i]);
+        by_next.insert((next_use[i], k));
+    }
+    hits as f64 / trace.len() as f64
+}
+
+fn main() {
+    let traces: Vec<(&str, Vec<u32>)> = vec![
+        ("zipf 0.7", zipf_trace(0.7, 1)),
+        ("zipf 0.9", zipf_trace(0.9, 2)),
+        ("zipf 1.1", zipf_trace(1.1, 3)),
+        ("zipf 0.9 + scans", scan_trace()),
+        ("loop 12k", loop_trace(12_000)),
+    ];
+    let sizes = [1_000usize, 5_000, 10_000];
+    println!(
+        "hit ratio, {REQUESTS} requests over {UNIVERSE} keys (loop: 12,000 keys), insert on miss"
+    );
+    println!(
+        "{:<18} {:>7} {:>11} {:>9} {:>11} {:>9} {:>13}",
+        "trace", "size", "hydracache", "moka", "quick_cache", "OPT", "hc - moka"
+    );
+    let mut worst = f64::MAX;
+    for (name, trace) in &traces {
+        for &size in &sizes {
+            let hc = run_store(trace, size);
+            let mk = run_moka(trace, size);
+            let qc = run_quick(trace, size);
+            let opt = run_opt(trace, size);
+            worst = worst.min(hc - mk);
+            println!(
+                "{name:<18} {size:>7} {:>10.2}% {:>8.2}% {:>10.2}% {:>8.2}% {:>+12.2}pp",
+                hc * 100.0,
+                mk * 100.0,
+                qc * 100.0,
+                opt * 100.0,
+                (hc - mk) * 100.0
+            );
+        }
+    }
+    println!(
+        "\nworst hydracache - moka difference: {:+.2} percentage points",
+        worst * 100.0
+    );
+}
