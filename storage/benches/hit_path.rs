@@ -16,8 +16,8 @@ use common::{median, Rng, Zipf};
 use hydracache_storage::{Expiry, StoreConfig};
 
 const KEYS: usize = 100_000;
-const OPS_PER_THREAD: usize = 2_000_000;
-const RUNS: usize = 5;
+const OPS_PER_THREAD: usize = 1_000_000;
+const RUNS: usize = 9;
 type Value = [u8; 64];
 
 trait Subject: Send + Sync + 'static {
@@ -86,9 +86,10 @@ fn value(i: usize) -> Value {
     [i as u8; 64]
 }
 
-fn subjects(keys: &[String]) -> Vec<Arc<dyn Subject>> {
+fn subjects(keys: &[String], only: Option<usize>) -> Vec<Arc<dyn Subject>> {
+    let want = |i: usize| only.is_none_or(|o| o == i);
     let store = StoreConfig::new().capacity_bytes(256 << 20).build();
-    for (i, k) in keys.iter().enumerate() {
+    for (i, k) in keys.iter().enumerate().filter(|_| want(0) || want(1)) {
         let t1 = format!("tenant:{}", i % 100);
         store
             .insert(
@@ -109,20 +110,44 @@ fn subjects(keys: &[String]) -> Vec<Arc<dyn Subject>> {
         .hasher(foldhash::fast::RandomState::default())
         .build();
     for (i, k) in keys.iter().enumerate() {
-        quick.insert(k.clone(), value(i));
-        quick_arc.insert(k.clone(), Arc::new(value(i)));
-        moka.insert(k.clone(), value(i));
-        pap.pin().insert(k.clone(), value(i));
+        if want(2) {
+            quick.insert(k.clone(), value(i));
+        }
+        if want(3) {
+            quick_arc.insert(k.clone(), Arc::new(value(i)));
+        }
+        if want(4) {
+            moka.insert(k.clone(), value(i));
+        }
+        if want(5) {
+            pap.pin().insert(k.clone(), value(i));
+        }
     }
     moka.run_pending_tasks();
-    vec![
+    let all: Vec<Arc<dyn Subject>> = vec![
         Arc::new(StoreCopy(store.clone())),
         Arc::new(StoreRef(store)),
         Arc::new(Quick(quick)),
         Arc::new(QuickArc(quick_arc)),
         Arc::new(Moka(moka)),
         Arc::new(Papaya(pap)),
-    ]
+    ];
+    all.into_iter().enumerate().filter(|(i, _)| want(*i)).map(|(_, s)| s).collect()
+}
+
+/// `hit_path single <subject 0..6> <ops>`: one thread, zipf keys, one
+/// subject, for instruction counting under callgrind (run it with two op
+/// counts and divide the difference).
+fn single(keys: Arc<Vec<String>>, subject: usize, ops: usize) {
+    let s = subjects(&keys, Some(subject)).pop().unwrap();
+    let zipf = Zipf::new(KEYS, 1.0);
+    let mut rng = Rng::new(11);
+    let stream: Vec<u32> = (0..ops).map(|_| zipf.sample(&mut rng) as u32).collect();
+    let mut acc = 0u8;
+    for &i in &stream {
+        acc = acc.wrapping_add(s.read(&keys[i as usize]));
+    }
+    println!("{}: {} gets (checksum {acc})", s.name(), ops);
 }
 
 /// Million reads per second over all threads.
@@ -163,7 +188,11 @@ fn main() {
             .map(|i| format!("key:{:016x}", hasher.hash_one(i)))
             .collect(),
     );
-    let subjects = subjects(&keys);
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("single") {
+        return single(keys, args[2].parse().unwrap(), args[3].parse().unwrap());
+    }
+    let subjects = subjects(&keys, None);
     let zipf = Zipf::new(KEYS, 1.0);
     println!("hit path: {KEYS} keys, 64-byte values, TTL + 2 tags on hydracache entries; Mgets/s, median of {RUNS}");
     for dist in ["uniform", "zipf1.0"] {
@@ -181,12 +210,18 @@ fn main() {
                     )
                 })
                 .collect();
+            // Interleave subjects run by run so that drift in the machine's
+            // speed affects all of them alike.
+            let mut runs: Vec<Vec<f64>> = vec![Vec::new(); subjects.len()];
+            for _ in 0..RUNS {
+                for (i, s) in subjects.iter().enumerate() {
+                    runs[i].push(measure(s, &keys, &streams));
+                }
+            }
             let results: Vec<(String, f64)> = subjects
                 .iter()
-                .map(|s| {
-                    let runs = (0..RUNS).map(|_| measure(s, &keys, &streams)).collect();
-                    (s.name().to_string(), median(runs))
-                })
+                .zip(runs)
+                .map(|(s, r)| (s.name().to_string(), median(r)))
                 .collect();
             let quick = results
                 .iter()

@@ -187,7 +187,8 @@ impl EntryPtr {
     #[inline]
     pub(crate) fn value(&self) -> &[u8] {
         let h = self.header();
-        let off = offsets(h.tag_count as usize, h.key_len as usize, 0).value;
+        let off = (HEADER + h.tag_count as usize * TAGREF + h.key_len as usize)
+            .next_multiple_of(VALUE_ALIGN);
         // SAFETY: the value lies at `off` inside the live block.
         unsafe {
             std::slice::from_raw_parts(self.0.as_ptr().cast::<u8>().add(off), h.value_len as usize)
