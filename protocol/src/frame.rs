@@ -31,8 +31,11 @@ pub const TRAILER_LEN: usize = 4;
 pub const MIN_FRAME_LEN: usize = HEADER_LEN + TRAILER_LEN;
 /// Lowest protocol version this build decodes.
 pub const MIN_VERSION: u8 = 1;
-/// Highest protocol version this build decodes, and the one it encodes.
+/// Highest protocol version this build decodes, and the one it encodes
+/// (Hello and HelloAck excepted: they are always version 1 frames).
 pub const MAX_VERSION: u8 = 1;
+/// The version Hello and HelloAck frames are always sent in.
+const MIN_VERSION_EVER: u8 = 1;
 
 /// Bits of the header's flags field.
 ///
@@ -268,8 +271,15 @@ impl Frame {
         self.flags.check()?;
         dst.reserve(MIN_FRAME_LEN + 64);
         dst.put_slice(&MAGIC);
-        dst.put_u8(MAX_VERSION);
-        dst.put_u8(self.message.kind() as u8);
+        let kind = self.message.kind();
+        // The handshake is readable by every build, so it always goes out in
+        // the first version; everything after it in the newest one.
+        let version = match kind {
+            Kind::Hello | Kind::HelloAck => MIN_VERSION_EVER,
+            _ => MAX_VERSION,
+        };
+        dst.put_u8(version);
+        dst.put_u8(kind as u8);
         dst.put_u16_le(self.flags.0);
         dst.put_u64_le(self.request_id);
         dst.put_u32_le(0); // payload length, patched below
