@@ -14,7 +14,7 @@
 
 use std::fmt;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::{Field, ProtocolError};
 use crate::message::{Kind, Message, VersionRange};
@@ -193,11 +193,9 @@ impl RawFrame {
         if expected != actual {
             return Err(ProtocolError::ChecksumMismatch { expected, actual });
         }
-        let frame = src.split_to(frame_len);
-        Ok(RawFrame {
-            header,
-            payload: frame.slice(HEADER_LEN..body_len),
-        })
+        let payload = src.slice(HEADER_LEN..body_len);
+        src.advance(frame_len);
+        Ok(RawFrame { header, payload })
     }
 }
 
