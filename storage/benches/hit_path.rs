@@ -132,7 +132,11 @@ fn subjects(keys: &[String], only: Option<usize>) -> Vec<Arc<dyn Subject>> {
         Arc::new(Moka(moka)),
         Arc::new(Papaya(pap)),
     ];
-    all.into_iter().enumerate().filter(|(i, _)| want(*i)).map(|(_, s)| s).collect()
+    all.into_iter()
+        .enumerate()
+        .filter(|(i, _)| want(*i))
+        .map(|(_, s)| s)
+        .collect()
 }
 
 /// `hit_path single <subject 0..6> <ops>`: one thread, zipf keys, one

@@ -348,7 +348,7 @@ impl Store {
         Some(EntryRef {
             _guard: guard,
             raw,
-            now: inner.config.clock.now_ms(),
+            clock: &inner.config.clock,
         })
     }
 

@@ -108,7 +108,7 @@ pub(crate) fn validate<T: StoreValue>(bytes: &[u8]) -> Result<(), StoreError> {
 pub struct EntryRef<'a> {
     pub(crate) _guard: papaya::LocalGuard<'a>,
     pub(crate) raw: NonNull<Header>,
-    pub(crate) now: u64,
+    pub(crate) clock: &'a crate::clock::Clock,
 }
 
 impl EntryRef<'_> {
@@ -145,9 +145,9 @@ impl EntryRef<'_> {
         self.entry().tags().iter().map(|t| t.state.name())
     }
 
-    /// Time to live left at the moment of the read, `None` if it never expires.
+    /// Time to live left now, `None` if it never expires.
     pub fn ttl_remaining(&self) -> Option<Duration> {
-        remaining(self.entry().header().expires_at, self.now)
+        remaining(self.entry().header().expires_at, self.clock.now_ms())
     }
 
     /// The value bytes as shareable [`Bytes`] (e.g. to send to a peer) with no

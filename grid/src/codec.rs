@@ -1,0 +1,121 @@
+//! Codecs: how a value becomes the bytes the store holds.
+//!
+//! [`Rkyv`] is the native format: values are archived once, read back with
+//! no validation when this process wrote them, and can be read in place
+//! ([`crate::Grid::get_ref`]). [`Postcard`] serves types that derive serde
+//! instead. A grid has one codec (a type parameter, `Rkyv` by default), and a
+//! typed view can choose another ([`crate::Grid::typed_with`]).
+
+use hydracache_storage::{EntryRef, Expiry, FillOutcome, FillTicket, Store, StoreValue};
+
+use crate::error::CacheError;
+
+/// A value format. Implemented by [`Rkyv`] and [`Postcard`].
+pub trait Codec: Clone + Copy + Default + Send + Sync + 'static {
+    /// Name used in errors and diagnostics.
+    const NAME: &'static str;
+}
+
+/// rkyv archives: zero-copy reads, no re-encoding between nodes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rkyv;
+
+/// postcard (compact serde format) for types that derive `serde`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Postcard;
+
+impl Codec for Rkyv {
+    const NAME: &'static str = "rkyv";
+}
+
+impl Codec for Postcard {
+    const NAME: &'static str = "postcard";
+}
+
+/// A value the grid can hold with codec `C`. Implemented for every rkyv
+/// type with [`Rkyv`], and every serde type with [`Postcard`]; you do not
+/// implement it yourself.
+pub trait CacheValue<C: Codec>: Sized + Send + Sync + 'static {
+    #[doc(hidden)]
+    fn put(
+        &self,
+        store: &Store,
+        key: &[u8],
+        expiry: Expiry,
+        tags: &[String],
+    ) -> Result<(), CacheError>;
+    #[doc(hidden)]
+    fn fill(
+        &self,
+        store: &Store,
+        ticket: FillTicket,
+        expiry: Expiry,
+    ) -> Result<FillOutcome, CacheError>;
+    #[doc(hidden)]
+    fn read(entry: &EntryRef<'_>) -> Result<Self, CacheError>;
+}
+
+impl<T: StoreValue + Send + Sync> CacheValue<Rkyv> for T {
+    #[inline]
+    fn put(
+        &self,
+        store: &Store,
+        key: &[u8],
+        expiry: Expiry,
+        tags: &[String],
+    ) -> Result<(), CacheError> {
+        Ok(store.insert(key, self, expiry, tags)?)
+    }
+
+    fn fill(
+        &self,
+        store: &Store,
+        ticket: FillTicket,
+        expiry: Expiry,
+    ) -> Result<FillOutcome, CacheError> {
+        Ok(store.complete_fill(ticket, self, expiry)?)
+    }
+
+    #[inline]
+    fn read(entry: &EntryRef<'_>) -> Result<Self, CacheError> {
+        Ok(entry.deserialize::<T>()?)
+    }
+}
+
+fn postcard_error(e: postcard::Error) -> CacheError {
+    CacheError::Codec {
+        codec: Postcard::NAME,
+        message: e.to_string(),
+    }
+}
+
+impl<T> CacheValue<Postcard> for T
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    fn put(
+        &self,
+        store: &Store,
+        key: &[u8],
+        expiry: Expiry,
+        tags: &[String],
+    ) -> Result<(), CacheError> {
+        let bytes = postcard::to_allocvec(self).map_err(postcard_error)?;
+        Ok(store.insert_bytes(key, &bytes, expiry, tags)?)
+    }
+
+    fn fill(
+        &self,
+        store: &Store,
+        ticket: FillTicket,
+        expiry: Expiry,
+    ) -> Result<FillOutcome, CacheError> {
+        let bytes = postcard::to_allocvec(self).map_err(postcard_error)?;
+        // Type tag 0: an rkyv read of these bytes always validates (and fails).
+        Ok(store.complete_fill_archived(ticket, &bytes, 0, expiry)?)
+    }
+
+    fn read(entry: &EntryRef<'_>) -> Result<Self, CacheError> {
+        postcard::from_bytes(entry.bytes()).map_err(postcard_error)
+    }
+}

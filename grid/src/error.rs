@@ -1,0 +1,109 @@
+//! The grid's error type.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+use hydracache_storage::StoreError;
+
+/// A loader's error, shared by every caller that waited on the same load.
+/// The original error is kept: get it back with [`LoadError::downcast_ref`].
+#[derive(Clone)]
+pub struct LoadError(Arc<dyn StdError + Send + Sync>);
+
+impl LoadError {
+    pub(crate) fn new(e: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        LoadError(Arc::from(e.into()))
+    }
+
+    /// The loader's error as its original type, if it is an `E`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use hydracache::{CacheError, CacheOptions, Grid};
+    /// #[derive(Debug)]
+    /// struct DbDown;
+    /// impl std::fmt::Display for DbDown {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("db down") }
+    /// }
+    /// impl std::error::Error for DbDown {}
+    ///
+    /// let grid = Grid::local().build();
+    /// let err = grid
+    ///     .get_or_load::<u64, _, _, _>("k", CacheOptions::new(), || async { Err(DbDown) })
+    ///     .await
+    ///     .unwrap_err();
+    /// let CacheError::Load(load) = err else { panic!() };
+    /// assert!(load.downcast_ref::<DbDown>().is_some());
+    /// # });
+    /// ```
+    pub fn downcast_ref<E: StdError + 'static>(&self) -> Option<&E> {
+        self.0.downcast_ref::<E>()
+    }
+}
+
+impl fmt::Debug for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl StdError for LoadError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// Why a cache operation failed. Nothing was stored by a failed operation.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CacheError {
+    /// The loader returned an error. It reached every caller waiting on that
+    /// load, and nothing was cached; the next call loads again.
+    #[error("loader failed: {0}")]
+    Load(LoadError),
+    /// The loader panicked. Every waiter gets this error; the next call loads again.
+    #[error("loader panicked: {0}")]
+    LoaderPanicked(String),
+    /// The store refused the key, tags or value (empty or over-long key, too
+    /// many tags, entry over the size limit, or stored bytes that are not a
+    /// valid value of the requested type — that entry has been dropped).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A serde codec failed to encode or decode the value. A value that
+    /// failed to decode has been dropped from the cache.
+    #[error("codec {codec} failed: {message}")]
+    Codec {
+        /// Which codec.
+        codec: &'static str,
+        /// What it said.
+        message: String,
+    },
+    /// A load for the same key produced a value of another Rust type (two
+    /// call sites disagree about what the key holds).
+    #[error("the value loaded for key {key:?} is not a {expected}")]
+    TypeMismatch {
+        /// The key.
+        key: String,
+        /// The type this caller asked for.
+        expected: &'static str,
+    },
+    /// The loader task was cancelled because the runtime shut down.
+    #[error("the load was cancelled: the runtime is shutting down")]
+    Cancelled,
+}
+
+impl CacheError {
+    /// The loader's error as its original type, if this is a [`CacheError::Load`] of an `E`.
+    pub fn load_error<E: StdError + 'static>(&self) -> Option<&E> {
+        match self {
+            CacheError::Load(e) => e.downcast_ref::<E>(),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Cache events: a bounded broadcast ring. Publishing never waits for
+//! listeners; a listener that falls behind gets [`EventError::Lagged`] with
+//! the number of events it missed. With no subscriber, no event is built.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+/// Where a change came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventOrigin {
+    /// This process.
+    Local,
+    /// Another node of the grid, named by its node id.
+    Remote {
+        /// The node that originated the change.
+        node: String,
+    },
+}
+
+/// Something that happened in the cache.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheEvent {
+    /// A value was stored (by `put` or by a load).
+    Inserted {
+        /// The key.
+        key: String,
+        /// The entry's tags.
+        tags: Vec<String>,
+        /// Who stored it.
+        origin: EventOrigin,
+    },
+    /// A key was removed or invalidated.
+    Removed {
+        /// The key.
+        key: String,
+        /// Who removed it.
+        origin: EventOrigin,
+    },
+    /// Every entry with this tag was invalidated.
+    TagInvalidated {
+        /// The tag.
+        tag: String,
+        /// Who invalidated it.
+        origin: EventOrigin,
+    },
+    /// Every entry was removed.
+    Flushed {
+        /// Who flushed.
+        origin: EventOrigin,
+    },
+    /// A loader failed; nothing was cached.
+    LoadFailed {
+        /// The key.
+        key: String,
+        /// The loader's error, rendered.
+        error: String,
+    },
+    /// A load finished after its key or one of its tags was invalidated; its
+    /// value went to the callers that waited but was not cached.
+    StaleLoadDiscarded {
+        /// The key.
+        key: String,
+    },
+    /// A read found a value (only with `enable_access_events`).
+    Hit {
+        /// The key.
+        key: String,
+    },
+    /// A read found nothing (only with `enable_access_events`).
+    Miss {
+        /// The key.
+        key: String,
+    },
+}
+
+impl CacheEvent {
+    /// True for events that change the cache's contents.
+    pub fn is_mutation(&self) -> bool {
+        matches!(
+            self,
+            CacheEvent::Inserted { .. }
+                | CacheEvent::Removed { .. }
+                | CacheEvent::TagInvalidated { .. }
+                | CacheEvent::Flushed { .. }
+        )
+    }
+
+    /// True for hit and miss events.
+    pub fn is_access(&self) -> bool {
+        matches!(self, CacheEvent::Hit { .. } | CacheEvent::Miss { .. })
+    }
+
+    /// The key the event is about, if it is about one key.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            CacheEvent::Inserted { key, .. }
+            | CacheEvent::Removed { key, .. }
+            | CacheEvent::LoadFailed { key, .. }
+            | CacheEvent::StaleLoadDiscarded { key }
+            | CacheEvent::Hit { key }
+            | CacheEvent::Miss { key } => Some(key),
+            CacheEvent::TagInvalidated { .. } | CacheEvent::Flushed { .. } => None,
+        }
+    }
+
+    fn concerns_tag(&self, tag: &str) -> bool {
+        match self {
+            CacheEvent::Inserted { tags, .. } => tags.iter().any(|t| t == tag),
+            CacheEvent::TagInvalidated { tag: t, .. } => t == tag,
+            CacheEvent::Flushed { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Why a subscription could not deliver the next event.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// This subscriber fell behind and `n` events were dropped for it. The
+    /// next `recv` continues with the oldest event still buffered.
+    #[error("subscriber lagged behind: {0} events were dropped")]
+    Lagged(u64),
+    /// The grid was dropped.
+    #[error("the grid is gone")]
+    Closed,
+}
+
+#[derive(Clone, Debug)]
+enum Filter {
+    All,
+    Mutations,
+    Access,
+    Key(String),
+    Tag(String),
+}
+
+impl Filter {
+    fn accepts(&self, e: &CacheEvent) -> bool {
+        match self {
+            Filter::All => !e.is_access(),
+            Filter::Mutations => e.is_mutation(),
+            Filter::Access => e.is_access(),
+            Filter::Key(k) => {
+                e.key() == Some(k.as_str()) || matches!(e, CacheEvent::Flushed { .. })
+            }
+            Filter::Tag(t) => e.concerns_tag(t),
+        }
+    }
+}
+
+pub(crate) struct EventBus {
+    sender: broadcast::Sender<CacheEvent>,
+    subscribers: AtomicUsize,
+    access_subscribers: AtomicUsize,
+    pub(crate) access_enabled: bool,
+    pub(crate) published: AtomicU64,
+    pub(crate) lagged: AtomicU64,
+}
+
+impl EventBus {
+    pub(crate) fn new(capacity: usize, access_enabled: bool) -> Self {
+        EventBus {
+            sender: broadcast::channel(capacity.max(1)).0,
+            subscribers: AtomicUsize::new(0),
+            access_subscribers: AtomicUsize::new(0),
+            access_enabled,
+            published: AtomicU64::new(0),
+            lagged: AtomicU64::new(0),
+        }
+    }
+
+    /// True if someone listens: callers build events only then.
+    #[inline]
+    pub(crate) fn active(&self) -> bool {
+        self.subscribers.load(Ordering::Relaxed) > 0
+    }
+
+    /// True if someone listens to access events and they are enabled.
+    #[inline]
+    pub(crate) fn access_active(&self) -> bool {
+        self.access_enabled && self.access_subscribers.load(Ordering::Relaxed) > 0
+    }
+
+    /// Publishes without waiting; with nobody listening the event is dropped.
+    pub(crate) fn publish(&self, event: CacheEvent) {
+        if self.sender.send(event).is_ok() {
+            self.published.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn subscribers(&self) -> usize {
+        self.subscribers.load(Ordering::Relaxed)
+    }
+}
+
+/// A stream of cache events. Dropping it unsubscribes.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use hydracache::{CacheEvent, CacheOptions, Grid};
+///
+/// let grid = Grid::local().build();
+/// let mut events = grid.subscribe_key("k");
+/// grid.put("k", &1u32, CacheOptions::new()).await.unwrap();
+/// assert!(matches!(events.recv().await.unwrap(), CacheEvent::Inserted { .. }));
+/// # });
+/// ```
+pub struct Subscription {
+    rx: broadcast::Receiver<CacheEvent>,
+    filter: Filter,
+    bus: Arc<EventBus>,
+}
+
+impl Subscription {
+    pub(crate) fn new(bus: &Arc<EventBus>, filter: FilterKind) -> Self {
+        let filter = match filter {
+            FilterKind::All => Filter::All,
+            FilterKind::Mutations => Filter::Mutations,
+            FilterKind::Access => Filter::Access,
+            FilterKind::Key(k) => Filter::Key(k),
+            FilterKind::Tag(t) => Filter::Tag(t),
+        };
+        bus.subscribers.fetch_add(1, Ordering::Relaxed);
+        if matches!(filter, Filter::Access) {
+            bus.access_subscribers.fetch_add(1, Ordering::Relaxed);
+        }
+        Subscription {
+            rx: bus.sender.subscribe(),
+            filter,
+            bus: Arc::clone(bus),
+        }
+    }
+
+    /// The next event this subscription wants. Cancel-safe.
+    pub async fn recv(&mut self) -> Result<CacheEvent, EventError> {
+        loop {
+            match self.rx.recv().await {
+                Ok(e) if self.filter.accepts(&e) => return Ok(e),
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    self.bus.lagged.fetch_add(n, Ordering::Relaxed);
+                    return Err(EventError::Lagged(n));
+                }
+                Err(broadcast::error::RecvError::Closed) => return Err(EventError::Closed),
+            }
+        }
+    }
+
+    /// The next buffered event this subscription wants, without waiting.
+    pub fn try_recv(&mut self) -> Option<Result<CacheEvent, EventError>> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(e) if self.filter.accepts(&e) => return Some(Ok(e)),
+                Ok(_) => continue,
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    self.bus.lagged.fetch_add(n, Ordering::Relaxed);
+                    return Some(Err(EventError::Lagged(n)));
+                }
+                Err(broadcast::error::TryRecvError::Empty) => return None,
+                Err(broadcast::error::TryRecvError::Closed) => {
+                    return Some(Err(EventError::Closed))
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.bus.subscribers.fetch_sub(1, Ordering::Relaxed);
+        if matches!(self.filter, Filter::Access) {
+            self.bus.access_subscribers.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+pub(crate) enum FilterKind {
+    All,
+    Mutations,
+    Access,
+    Key(String),
+    Tag(String),
+}
+
+/// A callback registered with [`crate::Grid::on_mutation`]; dropping the
+/// handle unsubscribes it.
+#[must_use = "the callback is unsubscribed when the handle is dropped"]
+pub struct ListenerHandle {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ListenerHandle {
+    pub(crate) fn spawn(
+        mut sub: Subscription,
+        mut callback: impl FnMut(CacheEvent) + Send + 'static,
+    ) -> Self {
+        let task = tokio::spawn(async move {
+            loop {
+                match sub.recv().await {
+                    Ok(e) => callback(e),
+                    Err(EventError::Lagged(_)) => continue,
+                    Err(EventError::Closed) => break,
+                }
+            }
+        });
+        ListenerHandle { task }
+    }
+}
+
+impl Drop for ListenerHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

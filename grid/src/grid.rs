@@ -1,0 +1,714 @@
+//! The `Grid` handle and its cache API.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use hydracache_storage::{EntryRef, FillOutcome, Store};
+
+use crate::builder::LocalBuilder;
+use crate::codec::{CacheValue, Codec, Rkyv};
+use crate::error::{CacheError, LoadError};
+use crate::events::{CacheEvent, EventBus, EventOrigin, FilterKind, ListenerHandle, Subscription};
+use crate::invalidation::Invalidation;
+use crate::options::CacheOptions;
+use crate::single_flight::{Flights, Joined, Outcome};
+use crate::stats::{GridCounters, GridDiagnostics, GridStats};
+use crate::typed::TypedCache;
+
+/// Shared state behind every clone of a [`Grid`].
+pub(crate) struct GridInner {
+    pub(crate) store: Store,
+    pub(crate) flights: Flights,
+    pub(crate) events: Arc<EventBus>,
+    pub(crate) counters: GridCounters,
+    pub(crate) remote: Option<Arc<dyn Remote>>,
+    pub(crate) codec_name: &'static str,
+    pub(crate) sweeper: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for GridInner {
+    fn drop(&mut self) {
+        if let Some(s) = &self.sweeper {
+            s.abort();
+        }
+    }
+}
+
+/// Where invalidations go beyond this process. A local grid has none, and
+/// its calls pay one predictable branch for the seam; the cluster runtime
+/// implements it to fan an applied invalidation out to every live node and
+/// resolve when they acknowledged.
+pub(crate) trait Remote: Send + Sync + 'static {
+    /// Sends an invalidation already applied here to the other nodes.
+    fn invalidate(
+        &self,
+        inv: Invalidation,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), CacheError>> + Send + '_>>;
+}
+
+/// A handle to a cache: cheap to clone, shared by every clone.
+///
+/// `C` is the codec values are stored with: [`Rkyv`] (the default, zero-copy
+/// reads) or [`crate::Postcard`] (serde types).
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use hydracache::{CacheOptions, Grid};
+/// use std::time::Duration;
+///
+/// let grid = Grid::local().max_capacity_bytes(64 << 20).build();
+/// let name: String = grid
+///     .get_or_load("user:42", CacheOptions::new().ttl(Duration::from_secs(60)).tag("users"), || async {
+///         Ok::<_, std::io::Error>("Ada".to_string())
+///     })
+///     .await?;
+/// assert_eq!(name, "Ada");
+/// grid.invalidate_tag("users").await?;
+/// assert_eq!(grid.get::<String>("user:42").await?, None);
+/// # Ok::<(), hydracache::CacheError>(())
+/// # }).unwrap();
+/// ```
+pub struct Grid<C: Codec = Rkyv> {
+    pub(crate) inner: Arc<GridInner>,
+    _codec: PhantomData<C>,
+}
+
+impl<C: Codec> Clone for Grid<C> {
+    fn clone(&self) -> Self {
+        Grid {
+            inner: Arc::clone(&self.inner),
+            _codec: PhantomData,
+        }
+    }
+}
+
+impl<C: Codec> std::fmt::Debug for Grid<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grid")
+            .field("diagnostics", &self.diagnostics())
+            .finish()
+    }
+}
+
+impl Grid {
+    /// A builder for a single-process grid.
+    ///
+    /// ```
+    /// let grid = hydracache::Grid::local().build();
+    /// assert_eq!(grid.diagnostics().capacity_bytes, 64 << 20);
+    /// ```
+    pub fn local() -> LocalBuilder {
+        LocalBuilder::new()
+    }
+}
+
+impl<C: Codec> Grid<C> {
+    pub(crate) fn from_inner(inner: Arc<GridInner>) -> Self {
+        Grid {
+            inner,
+            _codec: PhantomData,
+        }
+    }
+
+    /// The same cache seen through another codec (shares storage, stats,
+    /// single-flight and invalidation).
+    pub(crate) fn with_codec<C2: Codec>(&self) -> Grid<C2> {
+        Grid::from_inner(Arc::clone(&self.inner))
+    }
+
+    // ---- reads -----------------------------------------------------------
+
+    /// The value for `key`, or `None`. A hit completes on its first poll:
+    /// no lock, no await point, no allocation beyond the returned value.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let grid = hydracache::Grid::local().build();
+    /// grid.put("k", &7u64, Default::default()).await.unwrap();
+    /// assert_eq!(grid.get::<u64>("k").await.unwrap(), Some(7));
+    /// assert_eq!(grid.get::<u64>("other").await.unwrap(), None);
+    /// # });
+    /// ```
+    #[inline]
+    pub async fn get<T: CacheValue<C>>(&self, key: &str) -> Result<Option<T>, CacheError> {
+        self.get_now(key)
+    }
+
+    #[inline]
+    pub(crate) fn get_now<T: CacheValue<C>>(&self, key: &str) -> Result<Option<T>, CacheError> {
+        let inner = &*self.inner;
+        let Some(entry) = inner.store.get_ref(key.as_bytes()) else {
+            if inner.events.access_active() {
+                inner.events.publish(CacheEvent::Miss {
+                    key: key.to_string(),
+                });
+            }
+            return Ok(None);
+        };
+        match T::read(&entry) {
+            Ok(value) => {
+                if inner.events.access_active() {
+                    inner.events.publish(CacheEvent::Hit {
+                        key: key.to_string(),
+                    });
+                }
+                Ok(Some(value))
+            }
+            Err(e) => {
+                drop(entry);
+                // A value that no longer decodes (the type behind the key
+                // changed) is dropped rather than returned.
+                inner.store.remove(key.as_bytes());
+                Err(e)
+            }
+        }
+    }
+
+    /// A zero-copy guard over the archived value for `key` (rkyv values):
+    /// read it in place with [`EntryRef::archived`]. Hold it briefly and not
+    /// across `.await` points: it pins memory reclamation.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let grid = hydracache::Grid::local().build();
+    /// grid.put("k", &String::from("hello"), Default::default()).await.unwrap();
+    /// let entry = grid.get_ref("k").unwrap();
+    /// assert_eq!(entry.archived::<String>().unwrap().as_str(), "hello");
+    /// # });
+    /// ```
+    pub fn get_ref(&self, key: &str) -> Option<EntryRef<'_>> {
+        self.inner.store.get_ref(key.as_bytes())
+    }
+
+    /// True if `key` holds a live value (agrees with [`Grid::get`]).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let grid = hydracache::Grid::local().build();
+    /// assert!(!grid.contains_key("k").await);
+    /// grid.put("k", &1u8, Default::default()).await.unwrap();
+    /// assert!(grid.contains_key("k").await);
+    /// # });
+    /// ```
+    pub async fn contains_key(&self, key: &str) -> bool {
+        self.inner.store.contains_key(key.as_bytes())
+    }
+
+    // ---- writes ----------------------------------------------------------
+
+    /// Stores `value` under `key` with the options' TTL and tags, replacing
+    /// any previous value. A load of the key in flight will not be cached.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use hydracache::CacheOptions;
+    /// let grid = hydracache::Grid::local().build();
+    /// grid.put("user:1", &String::from("Ada"), CacheOptions::new().tag("users")).await.unwrap();
+    /// assert!(grid.contains_key("user:1").await);
+    /// # });
+    /// ```
+    pub async fn put<T: CacheValue<C>>(
+        &self,
+        key: &str,
+        value: &T,
+        options: CacheOptions,
+    ) -> Result<(), CacheError> {
+        let inner = &*self.inner;
+        value.put(
+            &inner.store,
+            key.as_bytes(),
+            options.expiry(),
+            options.tags.as_slice(),
+        )?;
+        if inner.events.active() {
+            inner.events.publish(CacheEvent::Inserted {
+                key: key.to_string(),
+                tags: options.tags.as_slice().to_vec(),
+                origin: EventOrigin::Local,
+            });
+        }
+        Ok(())
+    }
+
+    /// The value for `key`, loading it with `loader` on a miss.
+    ///
+    /// Concurrent misses for one key run the loader once and all get its
+    /// value (single-flight). The loader runs as its own task, so dropping
+    /// any caller — the first included — does not cancel it for the others.
+    /// A loader error or panic reaches every waiter and nothing is cached;
+    /// the next call loads again. If the key or one of its tags is
+    /// invalidated while the loader runs, the value still reaches the callers
+    /// that were waiting but is not cached, and callers after the
+    /// invalidation start a fresh load. Must be called within a Tokio runtime.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use hydracache::CacheOptions;
+    /// let grid = hydracache::Grid::local().build();
+    /// let v: u64 = grid
+    ///     .get_or_load("answer", CacheOptions::new(), || async { Ok::<_, std::io::Error>(42) })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(v, 42);
+    /// assert_eq!(grid.stats().loads, 1);
+    /// # });
+    /// ```
+    pub async fn get_or_load<T, F, Fut, E>(
+        &self,
+        key: &str,
+        options: CacheOptions,
+        loader: F,
+    ) -> Result<T, CacheError>
+    where
+        T: CacheValue<C> + Clone,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
+    {
+        if let Some(v) = self.get_now::<T>(key)? {
+            return Ok(v);
+        }
+        // The miss path lives in its own boxed future so that the hit path's
+        // future stays small (it is built and polled once per call).
+        Box::pin(self.load(key, options, loader)).await
+    }
+
+    async fn load<T, F, Fut, E>(
+        &self,
+        key: &str,
+        options: CacheOptions,
+        loader: F,
+    ) -> Result<T, CacheError>
+    where
+        T: CacheValue<C> + Clone,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
+    {
+        let mut loader = Some(loader);
+        loop {
+            let inner = &self.inner;
+            match inner.flights.join_or_start(key, &options, &inner.store)? {
+                Joined::Present => {
+                    if let Some(v) = self.get_now::<T>(key)? {
+                        return Ok(v);
+                    }
+                    // Expired or invalidated in between: try again.
+                }
+                Joined::Follower(flight) => {
+                    GridCounters::bump(&inner.counters.joins);
+                    return flight.wait::<T>(key).await;
+                }
+                Joined::Leader { flight, tx, ticket } => {
+                    GridCounters::bump(&inner.counters.loads);
+                    let fut = (loader.take().expect("leader runs the loader once"))();
+                    let task_inner = Arc::clone(inner);
+                    let task_flight = Arc::clone(&flight);
+                    let task_key = key.to_string();
+                    let expiry = options.expiry();
+                    let tags = options.tags.as_slice().to_vec();
+                    tokio::spawn(async move {
+                        let inner = task_inner;
+                        let outcome: Outcome = match AssertUnwindSafe(fut).catch_unwind().await {
+                            Ok(Ok(value)) => match value.fill(&inner.store, ticket, expiry) {
+                                Ok(FillOutcome::Stored) => {
+                                    if inner.events.active() {
+                                        inner.events.publish(CacheEvent::Inserted {
+                                            key: task_key.clone(),
+                                            tags,
+                                            origin: EventOrigin::Local,
+                                        });
+                                    }
+                                    Ok(Arc::new(value))
+                                }
+                                Ok(FillOutcome::Stale) => {
+                                    GridCounters::bump(&inner.counters.stale_loads);
+                                    if inner.events.active() {
+                                        inner.events.publish(CacheEvent::StaleLoadDiscarded {
+                                            key: task_key.clone(),
+                                        });
+                                    }
+                                    Ok(Arc::new(value))
+                                }
+                                Err(e) => Err(e),
+                            },
+                            Ok(Err(e)) => {
+                                drop(ticket);
+                                Err(CacheError::Load(LoadError::new(e)))
+                            }
+                            Err(panic) => {
+                                drop(ticket);
+                                Err(CacheError::LoaderPanicked(panic_message(&*panic)))
+                            }
+                        };
+                        if let Err(e) = &outcome {
+                            GridCounters::bump(&inner.counters.load_errors);
+                            if inner.events.active() {
+                                inner.events.publish(CacheEvent::LoadFailed {
+                                    key: task_key.clone(),
+                                    error: e.to_string(),
+                                });
+                            }
+                        }
+                        inner.flights.finish(&task_key, &task_flight);
+                        let _ = tx.send(Some(outcome));
+                    });
+                    return flight.wait::<T>(key).await;
+                }
+            }
+        }
+    }
+
+    /// [`Grid::get_or_load`] with an infallible producer.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let grid = hydracache::Grid::local().build();
+    /// let v = grid.get_or_insert_with("k", Default::default(), || async { 5u32 }).await.unwrap();
+    /// assert_eq!(v, 5);
+    /// # });
+    /// ```
+    pub async fn get_or_insert_with<T, F, Fut>(
+        &self,
+        key: &str,
+        options: CacheOptions,
+        init: F,
+    ) -> Result<T, CacheError>
+    where
+        T: CacheValue<C> + Clone,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        self.get_or_load(key, options, || {
+            let fut = init();
+            async move { Ok::<T, std::convert::Infallible>(fut.await) }
+        })
+        .await
+    }
+
+    /// Alias of [`Grid::get_or_load`] (a fallible initializer).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let grid = hydracache::Grid::local().build();
+    /// let r = grid
+    ///     .try_get_or_insert_with::<u8, _, _, _>("k", Default::default(), || async { Err("no") })
+    ///     .await;
+    /// assert!(r.is_err());
+    /// # });
+    /// ```
+    pub async fn try_get_or_insert_with<T, F, Fut, E>(
+        &self,
+        key: &str,
+        options: CacheOptions,
+        init: F,
+    ) -> Result<T, CacheError>
+    where
+        T: CacheValue<C> + Clone,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
+    {
+        self.get_or_load(key, options, init).await
+    }
+
+    // ---- invalidation ----------------------------------------------------
+
+    /// Removes `key`; returns whether a value was there. A load of the key in
+    /// flight will not be cached and later callers start a fresh one.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let grid = hydracache::Grid::local().build();
+    /// grid.put("k", &1u8, Default::default()).await.unwrap();
+    /// assert!(grid.remove("k").await.unwrap());
+    /// assert!(!grid.remove("k").await.unwrap());
+    /// # });
+    /// ```
+    pub async fn remove(&self, key: &str) -> Result<bool, CacheError> {
+        self.invalidate(Invalidation::Key(key.to_string())).await
+    }
+
+    /// Invalidates `key` (like [`Grid::remove`], without the answer).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let grid = hydracache::Grid::local().build();
+    /// grid.put("k", &1u8, Default::default()).await.unwrap();
+    /// grid.invalidate_key("k").await.unwrap();
+    /// assert!(!grid.contains_key("k").await);
+    /// # });
+    /// ```
+    pub async fn invalidate_key(&self, key: &str) -> Result<(), CacheError> {
+        self.invalidate(Invalidation::Key(key.to_string()))
+            .await
+            .map(drop)
+    }
+
+    /// Makes every entry with `tag` unreadable at once (O(1)); loads in
+    /// flight with the tag will not be cached.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use hydracache::CacheOptions;
+    /// let grid = hydracache::Grid::local().build();
+    /// grid.put("a", &1u8, CacheOptions::new().tag("t")).await.unwrap();
+    /// grid.put("b", &2u8, CacheOptions::new().tag("t")).await.unwrap();
+    /// grid.invalidate_tag("t").await.unwrap();
+    /// assert!(!grid.contains_key("a").await && !grid.contains_key("b").await);
+    /// # });
+    /// ```
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<(), CacheError> {
+        self.invalidate(Invalidation::Tags(vec![tag.to_string()]))
+            .await
+            .map(drop)
+    }
+
+    /// [`Grid::invalidate_tag`] for several tags in one call.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use hydracache::CacheOptions;
+    /// let grid = hydracache::Grid::local().build();
+    /// grid.put("a", &1u8, CacheOptions::new().tag("x")).await.unwrap();
+    /// grid.invalidate_tags(["x", "y"]).await.unwrap();
+    /// assert!(!grid.contains_key("a").await);
+    /// # });
+    /// ```
+    pub async fn invalidate_tags<S: AsRef<str>>(
+        &self,
+        tags: impl IntoIterator<Item = S>,
+    ) -> Result<(), CacheError> {
+        let tags = tags.into_iter().map(|t| t.as_ref().to_string()).collect();
+        self.invalidate(Invalidation::Tags(tags)).await.map(drop)
+    }
+
+    /// Removes every entry; loads in flight will not be cached.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let grid = hydracache::Grid::local().build();
+    /// grid.put("k", &1u8, Default::default()).await.unwrap();
+    /// grid.flush().await.unwrap();
+    /// assert_eq!(grid.diagnostics().entries, 0);
+    /// # });
+    /// ```
+    pub async fn flush(&self) -> Result<(), CacheError> {
+        self.invalidate(Invalidation::Flush).await.map(drop)
+    }
+
+    async fn invalidate(&self, inv: Invalidation) -> Result<bool, CacheError> {
+        let removed = self.inner.apply(&inv, EventOrigin::Local);
+        if let Some(remote) = &self.inner.remote {
+            remote.invalidate(inv).await?;
+        }
+        Ok(removed)
+    }
+
+    // ---- views -----------------------------------------------------------
+
+    /// A typed view whose keys live in namespace `ns` (`ns:key`), sharing
+    /// this grid's storage, stats, single-flight and invalidation.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let grid = hydracache::Grid::local().build();
+    /// let users = grid.typed::<String>("user");
+    /// users.put("42", &"Ada".to_string(), Default::default()).await.unwrap();
+    /// assert_eq!(grid.get::<String>("user:42").await.unwrap().as_deref(), Some("Ada"));
+    /// # });
+    /// ```
+    pub fn typed<T: CacheValue<C> + Clone>(&self, ns: &str) -> TypedCache<T, C> {
+        TypedCache::new(self.clone(), ns)
+    }
+
+    /// A typed view with its own codec, e.g. [`crate::Postcard`] for a serde
+    /// type in an rkyv grid.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// #[derive(serde::Serialize, serde::Deserialize, Clone, PartialEq, Debug)]
+    /// struct Config { name: String }
+    ///
+    /// let grid = hydracache::Grid::local().build();
+    /// let configs = grid.typed_with::<Config, hydracache::Postcard>("config");
+    /// configs.put("a", &Config { name: "x".into() }, Default::default()).await.unwrap();
+    /// assert_eq!(configs.get("a").await.unwrap(), Some(Config { name: "x".into() }));
+    /// # });
+    /// ```
+    pub fn typed_with<T: CacheValue<C2> + Clone, C2: Codec>(&self, ns: &str) -> TypedCache<T, C2> {
+        TypedCache::new(self.with_codec::<C2>(), ns)
+    }
+
+    // ---- events ----------------------------------------------------------
+
+    /// Every event except hits and misses.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let grid = hydracache::Grid::local().build();
+    /// let mut events = grid.subscribe();
+    /// grid.flush().await.unwrap();
+    /// assert!(matches!(events.recv().await.unwrap(), hydracache::CacheEvent::Flushed { .. }));
+    /// # });
+    /// ```
+    pub fn subscribe(&self) -> Subscription {
+        Subscription::new(&self.inner.events, FilterKind::All)
+    }
+
+    /// Events about one key (and flushes).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let grid = hydracache::Grid::local().build();
+    /// let mut events = grid.subscribe_key("a");
+    /// grid.put("b", &1u8, Default::default()).await.unwrap();
+    /// grid.put("a", &1u8, Default::default()).await.unwrap();
+    /// assert_eq!(events.recv().await.unwrap().key(), Some("a"));
+    /// # });
+    /// ```
+    pub fn subscribe_key(&self, key: &str) -> Subscription {
+        Subscription::new(&self.inner.events, FilterKind::Key(key.to_string()))
+    }
+
+    /// Events about one tag: inserts carrying it, its invalidation, flushes.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let grid = hydracache::Grid::local().build();
+    /// let mut events = grid.subscribe_tag("users");
+    /// grid.invalidate_tag("users").await.unwrap();
+    /// assert!(matches!(events.recv().await.unwrap(), hydracache::CacheEvent::TagInvalidated { .. }));
+    /// # });
+    /// ```
+    pub fn subscribe_tag(&self, tag: &str) -> Subscription {
+        Subscription::new(&self.inner.events, FilterKind::Tag(tag.to_string()))
+    }
+
+    /// Inserts, removals, tag invalidations and flushes.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let grid = hydracache::Grid::local().build();
+    /// let mut events = grid.subscribe_mutations();
+    /// grid.put("a", &1u8, Default::default()).await.unwrap();
+    /// assert!(events.recv().await.unwrap().is_mutation());
+    /// # });
+    /// ```
+    pub fn subscribe_mutations(&self) -> Subscription {
+        Subscription::new(&self.inner.events, FilterKind::Mutations)
+    }
+
+    /// Hits and misses. Delivered only if the grid was built with
+    /// `enable_access_events(true)`; reads build no event otherwise.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let grid = hydracache::Grid::local().enable_access_events(true).build();
+    /// let mut events = grid.subscribe_access();
+    /// let _ = grid.get::<u8>("nope").await;
+    /// assert!(matches!(events.recv().await.unwrap(), hydracache::CacheEvent::Miss { .. }));
+    /// # });
+    /// ```
+    pub fn subscribe_access(&self) -> Subscription {
+        Subscription::new(&self.inner.events, FilterKind::Access)
+    }
+
+    /// Calls `callback` for every mutation event, on a task of its own, until
+    /// the returned handle is dropped. Must be called within a Tokio runtime.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
+    /// let grid = hydracache::Grid::local().build();
+    /// let seen = Arc::new(AtomicUsize::new(0));
+    /// let s = seen.clone();
+    /// let handle = grid.on_mutation(move |_| { s.fetch_add(1, Ordering::SeqCst); });
+    /// grid.put("a", &1u8, Default::default()).await.unwrap();
+    /// while seen.load(Ordering::SeqCst) == 0 { tokio::task::yield_now().await; }
+    /// drop(handle); // unsubscribed
+    /// # });
+    /// ```
+    pub fn on_mutation(&self, callback: impl FnMut(CacheEvent) + Send + 'static) -> ListenerHandle {
+        ListenerHandle::spawn(self.subscribe_mutations(), callback)
+    }
+
+    // ---- introspection ---------------------------------------------------
+
+    /// Counters.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let grid = hydracache::Grid::local().build();
+    /// let _ = grid.get::<u8>("missing").await;
+    /// assert_eq!(grid.stats().misses, 1);
+    /// # });
+    /// ```
+    pub fn stats(&self) -> GridStats {
+        let inner = &*self.inner;
+        GridStats::from_parts(
+            &inner.store.stats(),
+            &inner.counters,
+            inner
+                .events
+                .published
+                .load(std::sync::atomic::Ordering::Relaxed),
+            inner
+                .events
+                .lagged
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// Counters plus entries, bytes, tags, loads in flight and subscribers.
+    ///
+    /// ```
+    /// let grid = hydracache::Grid::local().max_capacity_bytes(1 << 20).build();
+    /// let d = grid.diagnostics();
+    /// assert_eq!((d.entries, d.capacity_bytes, d.codec), (0, 1 << 20, "rkyv"));
+    /// ```
+    pub fn diagnostics(&self) -> GridDiagnostics {
+        let inner = &*self.inner;
+        let s = inner.store.stats();
+        GridDiagnostics {
+            stats: self.stats(),
+            entries: s.entries,
+            bytes: s.bytes,
+            capacity_bytes: s.capacity_bytes,
+            tags: s.tags,
+            loads_in_flight: inner.flights.len(),
+            subscribers: inner.events.subscribers(),
+            codec: inner.codec_name,
+        }
+    }
+
+    /// Reclaims expired and invalidated entries now (a background task does
+    /// this every second when the grid was built inside a Tokio runtime).
+    /// Returns how many were reclaimed.
+    ///
+    /// ```
+    /// let grid = hydracache::Grid::local().build();
+    /// assert_eq!(grid.run_maintenance(), 0);
+    /// ```
+    pub fn run_maintenance(&self) -> usize {
+        self.inner.store.sweep(usize::MAX)
+    }
+}
+
+/// Period of the background sweep.
+pub(crate) const SWEEP_PERIOD: Duration = Duration::from_secs(1);
+/// Entries examined per shard by each background sweep.
+pub(crate) const SWEEP_BUDGET: usize = 4096;
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_string())
+}

@@ -1,0 +1,66 @@
+//! What an invalidation targets, and the one place it is applied to this
+//! process's cache — for calls made here and, in a grid, for invalidations
+//! that arrive from other nodes.
+
+use crate::events::{CacheEvent, EventOrigin};
+use crate::grid::GridInner;
+use crate::single_flight::{detach_key, detach_tags};
+use crate::stats::GridCounters;
+
+/// The target of an invalidation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Invalidation {
+    /// One key.
+    Key(String),
+    /// Every entry carrying any of these tags.
+    Tags(Vec<String>),
+    /// Everything.
+    Flush,
+}
+
+impl GridInner {
+    /// Applies an invalidation locally: detaches the loads in flight it
+    /// concerns (so nobody joins them any more) and removes or hides the
+    /// entries, atomically with respect to new loads starting. Returns true
+    /// if an entry was removed (for `Key`).
+    pub(crate) fn apply(&self, inv: &Invalidation, origin: EventOrigin) -> bool {
+        GridCounters::bump(&self.counters.invalidations);
+        let removed = {
+            let mut flights = self.flights.lock();
+            match inv {
+                Invalidation::Key(key) => {
+                    detach_key(&mut flights, key);
+                    self.store.remove(key.as_bytes())
+                }
+                Invalidation::Tags(tags) => {
+                    detach_tags(&mut flights, tags);
+                    self.store.invalidate_tags(tags);
+                    false
+                }
+                Invalidation::Flush => {
+                    flights.clear();
+                    self.store.flush();
+                    false
+                }
+            }
+        };
+        if self.events.active() {
+            match inv {
+                Invalidation::Key(key) => self.events.publish(CacheEvent::Removed {
+                    key: key.clone(),
+                    origin,
+                }),
+                Invalidation::Tags(tags) => {
+                    for tag in tags {
+                        self.events.publish(CacheEvent::TagInvalidated {
+                            tag: tag.clone(),
+                            origin: origin.clone(),
+                        });
+                    }
+                }
+                Invalidation::Flush => self.events.publish(CacheEvent::Flushed { origin }),
+            }
+        }
+        removed
+    }
+}

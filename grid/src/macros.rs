@@ -1,0 +1,81 @@
+//! `cacheable!` and `cacheable_infallible!`: a cached computation in one
+//! expression.
+
+/// Expands to [`Grid::get_or_load`](crate::Grid::get_or_load) with options
+/// built from the arguments; evaluates to a future of `Result<T, CacheError>`.
+/// Arguments, in this order: `cache`, `key`, then optionally `tag`, `tags`,
+/// `ttl_secs`, then `load` (a future returning `Result<T, E>`).
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use hydracache::{cacheable, Grid};
+///
+/// async fn load_user(id: u64) -> Result<String, std::io::Error> { Ok(format!("user-{id}")) }
+///
+/// let grid = Grid::local().build();
+/// let id = 42;
+/// let user: String = cacheable!(
+///     cache = grid,
+///     key = format!("user:{id}"),
+///     tags = ["users"],
+///     ttl_secs = 60,
+///     load = async move { load_user(id).await },
+/// )
+/// .await
+/// .unwrap();
+/// assert_eq!(user, "user-42");
+/// # });
+/// ```
+#[macro_export]
+macro_rules! cacheable {
+    (
+        cache = $cache:expr,
+        key = $key:expr,
+        $(tag = $tag:expr,)?
+        $(tags = $tags:expr,)?
+        $(ttl_secs = $ttl:expr,)?
+        load = $load:expr $(,)?
+    ) => {{
+        let options = $crate::CacheOptions::new()
+            $(.tag($tag))?
+            $(.tags($tags))?
+            $(.ttl(::std::time::Duration::from_secs($ttl)))?;
+        let key: ::std::string::String = ::std::string::String::from($key);
+        let cache = &$cache;
+        async move { cache.get_or_load(&key, options, move || $load).await }
+    }};
+}
+
+/// Like [`cacheable!`] but `load` is an infallible future returning `T`
+/// ([`Grid::get_or_insert_with`](crate::Grid::get_or_insert_with)).
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use hydracache::{cacheable_infallible, Grid};
+///
+/// let grid = Grid::local().build();
+/// let n: u64 = cacheable_infallible!(cache = grid, key = "answer", tag = "numbers", load = async { 42 })
+///     .await
+///     .unwrap();
+/// assert_eq!(n, 42);
+/// # });
+/// ```
+#[macro_export]
+macro_rules! cacheable_infallible {
+    (
+        cache = $cache:expr,
+        key = $key:expr,
+        $(tag = $tag:expr,)?
+        $(tags = $tags:expr,)?
+        $(ttl_secs = $ttl:expr,)?
+        load = $load:expr $(,)?
+    ) => {{
+        let options = $crate::CacheOptions::new()
+            $(.tag($tag))?
+            $(.tags($tags))?
+            $(.ttl(::std::time::Duration::from_secs($ttl)))?;
+        let key: ::std::string::String = ::std::string::String::from($key);
+        let cache = &$cache;
+        async move { cache.get_or_insert_with(&key, options, move || $load).await }
+    }};
+}
