@@ -1,93 +1,129 @@
-//! Quickstart: an embedded store with TTLs, tags, a fill that loses a race
-//! with an invalidation, zero-copy reads and stats.
+//! Quickstart: a local grid with a loader that runs once per miss, a hit,
+//! a tag invalidation, a reload, a load that loses a race with an update,
+//! events and stats.
 //!
-//! Run with `cargo run --example quickstart`.
+//! Run with `cargo run --release --example quickstart`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use hydracache_storage::{Expiry, FillOutcome, StoreConfig};
-use rkyv::{Archive, Deserialize, Serialize};
+use hydracache::rkyv::{self, Archive, Deserialize, Serialize};
+use hydracache::{CacheEvent, CacheOptions, Grid};
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[rkyv(crate = rkyv)]
 struct User {
     id: u64,
     name: String,
     email: String,
 }
 
-fn load_user(id: u64) -> User {
-    println!("  (loading user {id} from the database)");
-    User {
-        id,
-        name: format!("user-{id}"),
-        email: format!("user{id}@example.com"),
+/// Stands in for a database: counts the queries it answers.
+#[derive(Clone, Default)]
+struct Database {
+    queries: Arc<AtomicUsize>,
+    version: Arc<AtomicUsize>,
+}
+
+impl Database {
+    async fn load_user(&self, id: u64) -> Result<User, std::io::Error> {
+        self.queries.fetch_add(1, Ordering::SeqCst);
+        let v = self.version.load(Ordering::SeqCst); // the row as the query sees it
+        tokio::time::sleep(Duration::from_millis(20)).await; // the query's latency
+        Ok(User {
+            id,
+            name: format!("user-{id} v{v}"),
+            email: format!("user{id}@example.com"),
+        })
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let store = StoreConfig::new()
-        .capacity_bytes(16 << 20)
+fn options(id: u64) -> CacheOptions {
+    CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tags(["users".to_string(), format!("user:{id}")])
+}
+
+#[tokio::main]
+async fn main() -> Result<(), hydracache::CacheError> {
+    let grid = Grid::local()
+        .max_capacity_bytes(64 << 20)
         .default_ttl(Duration::from_secs(300))
         .build();
+    let db = Database::default();
+    let mut events = grid.subscribe_mutations();
 
-    println!("1. miss, load, store with tags [users, user:42]");
-    let key = b"user:42";
-    let user = match store.get::<User>(key)? {
-        Some(u) => u,
-        None => {
-            let ticket = store.begin_fill(key, &["users", "user:42"])?;
-            let user = load_user(42);
-            store.complete_fill(ticket, &user, Expiry::After(Duration::from_secs(60)))?;
-            user
-        }
-    };
-    println!("  got {user:?}");
+    println!("1. 100 concurrent misses for user:42 run the query once");
+    let mut callers = Vec::new();
+    for _ in 0..100 {
+        let (grid, db) = (grid.clone(), db.clone());
+        callers.push(tokio::spawn(async move {
+            grid.get_or_load("user:42", options(42), move || async move { db.load_user(42).await })
+                .await
+        }));
+    }
+    for c in callers {
+        c.await.expect("task")?;
+    }
+    println!("   queries so far: {}", db.queries.load(Ordering::SeqCst));
 
-    println!("2. hit, copied out and read in place");
-    let again = store.get::<User>(key)?.expect("cached");
-    assert_eq!(again, user);
-    let entry = store.get_ref(key).expect("cached");
+    println!("2. a hit, copied out and read in place");
+    let user: User = grid.get("user:42").await?.expect("cached");
+    let entry = grid.get_ref("user:42").expect("cached");
     let archived = entry.archived::<User>()?;
-    println!(
-        "  zero-copy name = {}, ttl left = {:?}",
-        archived.name,
-        entry.ttl_remaining()
-    );
+    println!("   {user:?}; zero-copy name = {}, ttl left {:?}", archived.name, entry.ttl_remaining());
     drop(entry);
 
-    println!("3. invalidate tag 'users': the entry is gone at once");
-    store.invalidate_tag(b"users");
-    assert!(store.get::<User>(key)?.is_none());
+    println!("3. the row changes; invalidate its tag");
+    db.version.fetch_add(1, Ordering::SeqCst);
+    grid.invalidate_tag("user:42").await?;
+    println!("   cached after invalidation: {:?}", grid.get::<User>("user:42").await?);
 
-    println!("4. a load racing an invalidation is not stored");
-    let ticket = store.begin_fill(key, &["users", "user:42"])?;
-    let stale = load_user(42);
-    store.invalidate_tag(b"user:42");
-    let outcome = store.complete_fill(ticket, &stale, Expiry::Default)?;
-    assert_eq!(outcome, FillOutcome::Stale);
-    println!("  fill outcome: {outcome:?}");
+    println!("4. the next read reloads the new row");
+    let db2 = db.clone();
+    let user: User = grid
+        .get_or_load("user:42", options(42), move || async move { db2.load_user(42).await })
+        .await?;
+    println!("   {}", user.name);
 
-    println!("5. reload");
-    let ticket = store.begin_fill(key, &["users", "user:42"])?;
-    store.complete_fill(ticket, &load_user(42), Expiry::Default)?;
-    assert!(store.get::<User>(key)?.is_some());
-
-    println!("6. bad input is a typed error and stores nothing");
-    let err = store
-        .insert(b"", &1u32, Expiry::Default, &["t"])
-        .unwrap_err();
-    println!("  {err}");
-
-    let stats = store.stats();
+    println!("5. a load that races an update is returned but not cached");
+    let (g, db3) = (grid.clone(), db.clone());
+    let racing = tokio::spawn(async move {
+        g.get_or_load("user:7", options(7), move || async move { db3.load_user(7).await })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    db.version.fetch_add(1, Ordering::SeqCst);
+    grid.invalidate_tag("users").await?;
+    let stale = racing.await.expect("task")?;
     println!(
-        "stats: hits={} misses={} inserts={} stale_fills={} entries={} bytes={} hit_ratio={:.2}",
-        stats.hits,
-        stats.misses,
-        stats.inserts,
-        stats.stale_fills,
-        stats.entries,
-        stats.bytes,
-        stats.hit_ratio()
+        "   the waiter got {:?}; cached: {:?}",
+        stale.name,
+        grid.get::<User>("user:7").await?.map(|u| u.name)
     );
+
+    println!("6. events seen by a subscriber:");
+    while let Some(Ok(event)) = events.try_recv() {
+        match event {
+            CacheEvent::Inserted { key, .. } => println!("   inserted {key}"),
+            CacheEvent::TagInvalidated { tag, .. } => println!("   invalidated tag {tag}"),
+            other => println!("   {other:?}"),
+        }
+    }
+
+    let s = grid.stats();
+    println!(
+        "stats: hits={} misses={} loads={} joins={} stale_discarded={} invalidations={} hit_ratio={:.2}",
+        s.hits,
+        s.misses,
+        s.loads,
+        s.single_flight_joins,
+        s.stale_loads_discarded,
+        s.invalidations,
+        s.hit_ratio()
+    );
+    let d = grid.diagnostics();
+    println!("diagnostics: entries={} bytes={} of {} tags={}", d.entries, d.bytes, d.capacity_bytes, d.tags);
     Ok(())
 }
