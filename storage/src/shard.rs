@@ -1,53 +1,173 @@
-//! One shard's eviction state: S3-FIFO over a slab of nodes.
+//! One shard's eviction state: S3-FIFO over a slab of nodes, with a
+//! frequency sketch deciding which keys returning from the ghost list may
+//! displace an entry of the main queue.
 //!
 //! S3-FIFO keeps two FIFO queues and a ghost list. New entries enter the
 //! small queue (3% of the shard's bytes); when they reach its head they
 //! move to the main queue if they were read since insertion, and are evicted
-//! otherwise, leaving their key fingerprint in the ghost list. A key that
-//! comes back while its fingerprint is in the ghost list goes straight to the
-//! main queue. The main queue is a CLOCK: an entry at its head with a non-zero
-//! frequency is reinserted at the tail with the frequency decremented.
+//! otherwise, leaving their key in the ghost list. The main queue is a
+//! CLOCK: an entry at its head with a non-zero frequency is reinserted at the
+//! tail with the frequency decremented; the first one found at zero is the
+//! main queue's victim.
 //!
-//! A hit only sets the frequency byte in the entry, so reads never touch this
-//! structure; it is changed under the shard's mutex by writers and evictors.
+//! Three additions to the paper's algorithm:
+//!
+//! - While the store has room (nothing needs evicting), new entries go
+//!   straight to the main queue: there is nothing to protect yet, and the
+//!   first entries then stay put instead of draining through the small
+//!   queue. This is what keeps a loop larger than the cache from missing on
+//!   every request: FIFO order evicts a loop in exactly the order it comes
+//!   back.
+//! - Those entries are on probation: once the shard has evicted 16 times as
+//!   many entries as it holds since the last of them was placed, any of them
+//!   that reaches the main queue's head without having been read is evicted
+//!   ahead of everything else. Otherwise a store that is written and rarely
+//!   read would keep its first contents forever (the main queue only evicts
+//!   when something is promoted into it) instead of its most recent ones.
+//! - A key that comes back while it is in the ghost list is a candidate for
+//!   the main queue. If the main queue is below its share it is admitted;
+//!   otherwise its estimated frequency must beat that of the main queue's
+//!   victim (ties go to the victim, as in TinyLFU), else it enters the small
+//!   queue like a new key. Without this, on a loop every returning key would
+//!   push out a resident one that is needed just as often.
+//!
+//! The frequencies come from a count-min sketch (`sketch.rs`) that records
+//! an access when a key is inserted and when the CLOCK passes over an entry
+//! that was read since it was last examined (its frequency byte is non-zero).
+//! Hits themselves record nothing: a hit only sets the frequency byte in the
+//! entry, so reads never touch this structure; it is changed under the
+//! shard's mutex by writers and evictors.
 
-use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 
 use foldhash::fast::FixedState;
 
 use crate::entry::{EntryPtr, Header};
+use crate::ghost::Ghost;
+use crate::sketch::Sketch;
+use crate::store::entry_charge;
 
-pub(crate) const NIL: u32 = u32::MAX;
+/// End of a list. Slot indices are below it; the top bit of `Node::next`
+/// says which queue the node is on.
+const NIL: u32 = 0x7FFF_FFFF;
+const MAIN_BIT: u32 = 1 << 31;
+/// Top bit of `Node::prev`: the entry entered the main queue while the store
+/// was filling and has not been seen read since.
+const UNPROVEN_BIT: u32 = 1 << 31;
+
+/// Nodes per slab chunk. A chunk grows by doubling up to this size, so the
+/// slab never copies more than one chunk and its unused tail is at most half
+/// a chunk.
+const CHUNK_BITS: u32 = 10;
+const CHUNK: usize = 1 << CHUNK_BITS;
 
 /// Share of a shard's bytes the small (probationary) queue may hold before
 /// eviction takes from it. 3% beat the paper's 10% on every trace of
 /// `benches/hit_ratio.rs` (docs/benchmarks.md).
 const SMALL_PERCENT: usize = 3;
-/// Size of the ghost list relative to the shard's resident entries. Half
-/// the size was the best compromise between zipf traces and loops.
+/// Keys one generation of the ghost list takes, relative to the shard's
+/// resident entries; the ghost remembers one to two generations.
 const GHOST_PERCENT: usize = 50;
+/// Probation of entries placed in the main queue while the store was
+/// filling: once the shard has made this many evictions per resident entry
+/// since the last such placement, those never read are evicted first.
+const PROBATION_TURNOVERS: u64 = 16;
 
 /// Which queue a node is on.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Queue {
+enum Queue {
     Small,
     Main,
-    Free,
 }
 
+/// A queue node: 16 bytes. Its charge is not stored; it is recomputed from
+/// the entry block when needed.
 struct Node {
     /// Non-owning: the map owns the block; a node is unlinked in the same
-    /// critical section that removes its entry from the map.
+    /// critical section that removes its entry from the map. `None` on the
+    /// free list.
     entry: Option<NonNull<Header>>,
+    /// Previous slot (low 31 bits) and [`UNPROVEN_BIT`].
     prev: u32,
+    /// Next slot (low 31 bits) and [`MAIN_BIT`].
     next: u32,
-    charge: u32,
-    queue: Queue,
 }
 
-#[derive(Default)]
+impl Node {
+    #[inline]
+    fn next(&self) -> u32 {
+        self.next & !MAIN_BIT
+    }
+
+    #[inline]
+    fn set_next(&mut self, next: u32) {
+        self.next = (self.next & MAIN_BIT) | next;
+    }
+
+    #[inline]
+    fn prev(&self) -> u32 {
+        self.prev & !UNPROVEN_BIT
+    }
+
+    #[inline]
+    fn set_prev(&mut self, prev: u32) {
+        self.prev = (self.prev & UNPROVEN_BIT) | prev;
+    }
+
+    #[inline]
+    fn unproven(&self) -> bool {
+        self.prev & UNPROVEN_BIT != 0
+    }
+
+    #[inline]
+    fn queue(&self) -> Queue {
+        if self.next & MAIN_BIT != 0 {
+            Queue::Main
+        } else {
+            Queue::Small
+        }
+    }
+}
+
+/// Nodes in chunks, addressed by a 31-bit slot index.
+struct Slab {
+    chunks: Vec<Vec<Node>>,
+    len: usize,
+}
+
+impl Slab {
+    #[inline]
+    fn get(&self, slot: u32) -> &Node {
+        &self.chunks[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)]
+    }
+
+    #[inline]
+    fn get_mut(&mut self, slot: u32) -> &mut Node {
+        &mut self.chunks[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)]
+    }
+
+    fn push(&mut self, node: Node) -> u32 {
+        assert!(self.len < NIL as usize, "shard slab full");
+        if self.len % CHUNK == 0 {
+            self.chunks.push(Vec::new());
+        }
+        self.chunks.last_mut().expect("a chunk").push(node);
+        self.len += 1;
+        (self.len - 1) as u32
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.chunks.capacity() * std::mem::size_of::<Vec<Node>>()
+            + self
+                .chunks
+                .iter()
+                .map(|c| c.capacity() * std::mem::size_of::<Node>())
+                .sum::<usize>()
+    }
+}
+
 struct List {
     head: u32,
     tail: u32,
@@ -73,53 +193,10 @@ pub(crate) struct Pending {
     pub(crate) stale: bool,
 }
 
-/// Key fingerprints recently evicted from the small queue.
-struct Ghost {
-    fifo: VecDeque<u32>,
-    counts: HashMap<u32, u16, FixedState>,
-}
-
-impl Ghost {
-    fn new() -> Self {
-        Ghost {
-            fifo: VecDeque::new(),
-            counts: HashMap::with_hasher(FixedState::default()),
-        }
-    }
-
-    fn contains(&self, fp: u32) -> bool {
-        self.counts.contains_key(&fp)
-    }
-
-    fn push(&mut self, fp: u32, cap: usize) {
-        while self.fifo.len() >= cap.max(1) {
-            let Some(old) = self.fifo.pop_front() else {
-                break;
-            };
-            if let Some(c) = self.counts.get_mut(&old) {
-                *c -= 1;
-                if *c == 0 {
-                    self.counts.remove(&old);
-                }
-            }
-        }
-        self.fifo.push_back(fp);
-        *self.counts.entry(fp).or_insert(0) += 1;
-    }
-
-    fn clear(&mut self) {
-        self.fifo.clear();
-        self.counts.clear();
-    }
-
-    fn heap_bytes(&self) -> usize {
-        self.fifo.capacity() * 4 + self.counts.capacity() * 7
-    }
-}
-
 /// What the evictor should do with the node at a queue head.
 pub(crate) enum Victim {
-    /// Remove this entry (it was not read while it was in its queue).
+    /// Remove this entry (it was not read while it was in its queue, or it
+    /// is expired or invalidated).
     Evict(u32),
     /// Nothing left to evict.
     Empty,
@@ -127,13 +204,18 @@ pub(crate) enum Victim {
 
 /// The mutable state of one shard.
 pub(crate) struct Shard {
-    nodes: Vec<Node>,
+    slab: Slab,
     free: u32,
     small: List,
     main: List,
     ghost: Ghost,
+    sketch: Sketch,
+    /// The store's key hasher (same seed), for the hash of a resident key.
+    hasher: FixedState,
     pub(crate) pending: Vec<Pending>,
     sweep_cursor: usize,
+    unproven: usize,
+    since_fill: u64,
 }
 
 // SAFETY: the raw pointers are non-owning references to blocks that are Send
@@ -141,15 +223,22 @@ pub(crate) struct Shard {
 unsafe impl Send for Shard {}
 
 impl Shard {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(hasher: FixedState) -> Self {
         Shard {
-            nodes: Vec::new(),
+            slab: Slab {
+                chunks: Vec::new(),
+                len: 0,
+            },
             free: NIL,
             small: List::new(),
             main: List::new(),
             ghost: Ghost::new(),
+            sketch: Sketch::new(),
+            hasher,
             pending: Vec::new(),
             sweep_cursor: 0,
+            unproven: 0,
+            since_fill: 0,
         }
     }
 
@@ -157,134 +246,246 @@ impl Shard {
         self.small.len + self.main.len
     }
 
-    /// Links a new entry at the tail of the small queue, or of the main
-    /// queue if its key was recently evicted from the small queue.
-    pub(crate) fn link(&mut self, entry: &EntryPtr, charge: usize, fingerprint: u32) -> u32 {
-        let queue = if self.ghost.contains(fingerprint) {
+    /// Links a new entry (`hash` is its key's hash, `charge` its charge) and
+    /// records the access in the sketch. It goes to the main queue while the
+    /// store is `filling` (has room without evicting), or if its key is in
+    /// the ghost list and wins admission; otherwise to the small queue.
+    pub(crate) fn link(
+        &mut self,
+        entry: &EntryPtr,
+        charge: usize,
+        hash: u64,
+        filling: bool,
+        is_dead: impl Fn(&EntryPtr) -> bool,
+    ) -> u32 {
+        self.sketch.ensure(self.len() + 1);
+        self.sketch.increment(hash);
+        let queue = if filling || (self.ghost.contains(hash) && self.admit(hash, charge, &is_dead))
+        {
             Queue::Main
         } else {
             Queue::Small
         };
         let node = Node {
             entry: Some(entry.as_raw()),
-            prev: NIL,
+            prev: if filling { NIL | UNPROVEN_BIT } else { NIL },
             next: NIL,
-            charge: charge.min(u32::MAX as usize) as u32,
-            queue,
         };
         let slot = if self.free != NIL {
             let slot = self.free;
-            self.free = self.nodes[slot as usize].next;
-            self.nodes[slot as usize] = node;
+            let n = self.slab.get_mut(slot);
+            self.free = n.next();
+            *n = node;
             slot
         } else {
-            self.nodes.push(node);
-            (self.nodes.len() - 1) as u32
+            self.slab.push(node)
         };
-        self.push_tail(slot, queue);
+        self.push_tail(slot, queue, charge);
+        if filling {
+            self.unproven += 1;
+            self.since_fill = 0;
+        }
         entry.header().slot.store(slot, Ordering::Relaxed);
         slot
     }
 
-    /// Unlinks a node and frees its slot; returns its charge.
+    /// Whether a key returning from the ghost list enters the main queue.
+    fn admit(&mut self, hash: u64, charge: usize, is_dead: &impl Fn(&EntryPtr) -> bool) -> bool {
+        // Main below its share: eviction takes from the small queue even
+        // with the candidate in main, so no resident entry is displaced.
+        let total = self.small.bytes + self.main.bytes + charge;
+        if self.small.bytes * 100 >= total * SMALL_PERCENT {
+            return true;
+        }
+        let Some(victim) = self.main_victim(is_dead) else {
+            return true;
+        };
+        // SAFETY: under the shard lock; the victim is linked.
+        let victim = unsafe { self.entry_at(victim) };
+        if is_dead(victim) {
+            return true;
+        }
+        let victim_hash = self.hasher.hash_one(victim.key());
+        self.sketch.estimate(hash) > self.sketch.estimate(victim_hash)
+    }
+
+    /// Unlinks a node and frees its slot; returns its entry's charge.
     pub(crate) fn unlink(&mut self, slot: u32) -> usize {
-        self.detach(slot);
-        let node = &mut self.nodes[slot as usize];
-        let charge = node.charge as usize;
+        // SAFETY: under the shard lock; the slot is linked.
+        let charge = entry_charge(unsafe { self.entry_at(slot) });
+        self.prove(slot);
+        self.detach(slot, charge);
+        let free = self.free;
+        let node = self.slab.get_mut(slot);
         node.entry = None;
-        node.queue = Queue::Free;
-        node.next = self.free;
+        node.next = free;
         self.free = slot;
         charge
     }
 
-    /// Records that the entry in `slot` was evicted for capacity from the
-    /// small queue: its fingerprint joins the ghost list.
-    pub(crate) fn remember(&mut self, slot: u32, fingerprint: u32) {
-        if self.nodes[slot as usize].queue == Queue::Small {
-            // The ghost remembers GHOST_PERCENT of as many keys as the shard
-            // holds (it is full when it evicts).
-            let cap = ((self.main.len + self.small.len) * GHOST_PERCENT / 100).max(16);
-            self.ghost.push(fingerprint, cap);
+    /// Records that the entry in `slot` is being evicted for capacity: if it
+    /// is on the small queue, its key joins the ghost list.
+    pub(crate) fn remember(&mut self, slot: u32) {
+        if self.slab.get(slot).queue() == Queue::Small {
+            // SAFETY: under the shard lock; the slot is linked.
+            let hash = self.hasher.hash_one(unsafe { self.entry_at(slot) }.key());
+            let per_generation = self.len() * GHOST_PERCENT / 100;
+            self.ghost.insert(hash, per_generation);
         }
     }
 
-    /// The entry in a linked slot.
+    /// The entry in a slot, if it is linked.
     ///
     /// # Safety
     /// Call under the shard lock; the entry is in the map while linked.
     pub(crate) unsafe fn entry(&self, slot: u32) -> Option<&EntryPtr> {
-        self.nodes[slot as usize]
+        self.slab
+            .get(slot)
             .entry
             .as_ref()
             // SAFETY: forwarded from the caller.
             .map(|raw| unsafe { EntryPtr::from_raw(raw) })
     }
 
+    /// The entry in a slot that is known to be linked.
+    ///
+    /// # Safety
+    /// As [`Shard::entry`].
+    unsafe fn entry_at(&self, slot: u32) -> &EntryPtr {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.entry(slot) }.expect("linked")
+    }
+
+    /// Records in the sketch that the entry was read since the CLOCK last
+    /// looked at it.
+    fn credit(&mut self, slot: u32) {
+        // SAFETY: under the shard lock; the slot is linked.
+        let hash = self.hasher.hash_one(unsafe { self.entry_at(slot) }.key());
+        self.sketch.increment(hash);
+    }
+
     /// Picks the next victim, promoting and rotating as S3-FIFO says.
     /// `is_dead(entry)` short-cuts expired or invalidated entries to eviction.
     pub(crate) fn next_victim(&mut self, is_dead: impl Fn(&EntryPtr) -> bool) -> Victim {
-        // Bounded: each rotation lowers a frequency (max 3) or moves a node
-        // from small to main once.
-        let mut budget = 4 * self.len() + 4;
-        while budget > 0 {
-            budget -= 1;
+        self.since_fill += 1;
+        if self.unproven > 0 && self.since_fill >= PROBATION_TURNOVERS * self.len() as u64 {
+            if let Some(slot) = self.unproven_victim() {
+                return Victim::Evict(slot);
+            }
+        }
+        // Each pass either returns or moves one node from small to main, so
+        // the loop ends.
+        loop {
             let total = self.small.bytes + self.main.bytes;
             let from_small = self.small.len > 0
                 && (self.small.bytes * 100 >= total * SMALL_PERCENT || self.main.len == 0);
-            let slot = if from_small {
-                self.small.head
-            } else {
-                self.main.head
-            };
-            if slot == NIL {
-                return Victim::Empty;
+            if !from_small {
+                return match self.main_victim(&is_dead) {
+                    Some(slot) => Victim::Evict(slot),
+                    None => Victim::Empty,
+                };
             }
-            // SAFETY: we are under the shard lock and the node is linked.
-            let entry = unsafe {
-                EntryPtr::from_raw(self.nodes[slot as usize].entry.as_ref().expect("linked"))
-            };
+            let slot = self.small.head;
+            // SAFETY: under the shard lock; the head of a non-empty list is linked.
+            let entry = unsafe { self.entry_at(slot) };
             if is_dead(entry) {
                 return Victim::Evict(slot);
             }
             let freq = &entry.header().freq;
-            let f = freq.load(Ordering::Relaxed);
-            if from_small {
-                if f > 0 {
-                    freq.store(0, Ordering::Relaxed);
-                    self.detach(slot);
-                    self.push_tail(slot, Queue::Main);
-                    continue;
-                }
+            if freq.load(Ordering::Relaxed) == 0 {
                 return Victim::Evict(slot);
             }
-            if f > 0 {
-                freq.store(f - 1, Ordering::Relaxed);
-                self.detach(slot);
-                self.push_tail(slot, Queue::Main);
-                continue;
-            }
-            return Victim::Evict(slot);
+            freq.store(0, Ordering::Relaxed);
+            let charge = entry_charge(entry);
+            self.credit(slot);
+            self.detach(slot, charge);
+            self.push_tail(slot, Queue::Main, charge);
         }
-        // Every entry was hot; evict the main head regardless.
-        match (self.main.head, self.small.head) {
-            (NIL, NIL) => Victim::Empty,
-            (NIL, s) => Victim::Evict(s),
-            (m, _) => Victim::Evict(m),
+    }
+
+    /// Advances the main queue's CLOCK to its victim: the first entry at the
+    /// head that is dead or was not read since the CLOCK last passed it.
+    /// Entries passed over are reinserted at the tail with their frequency
+    /// decremented, and credited in the sketch.
+    fn main_victim(&mut self, is_dead: &impl Fn(&EntryPtr) -> bool) -> Option<u32> {
+        // Bounded: each rotation lowers a frequency (max 3); concurrent hits
+        // can raise them again, so stop after a few rounds regardless.
+        let mut budget = 4 * self.main.len + 4;
+        loop {
+            let slot = self.main.head;
+            if slot == NIL {
+                return None;
+            }
+            // SAFETY: under the shard lock; the head of a list is linked.
+            let entry = unsafe { self.entry_at(slot) };
+            if is_dead(entry) {
+                return Some(slot);
+            }
+            let freq = &entry.header().freq;
+            let f = freq.load(Ordering::Relaxed);
+            if f == 0 || budget == 0 {
+                return Some(slot);
+            }
+            budget -= 1;
+            self.rotate(slot, f);
+        }
+    }
+
+    /// Moves a main-queue entry that was read (`freq` = `f` > 0) from the
+    /// head to the tail: one CLOCK step.
+    fn rotate(&mut self, slot: u32, f: u8) {
+        // SAFETY: under the shard lock; the slot is linked.
+        let entry = unsafe { self.entry_at(slot) };
+        entry.header().freq.store(f - 1, Ordering::Relaxed);
+        self.credit(slot);
+        self.prove(slot);
+        // Moving within one list leaves its byte count unchanged.
+        self.detach(slot, 0);
+        self.push_tail(slot, Queue::Main, 0);
+    }
+
+    fn prove(&mut self, slot: u32) {
+        let node = self.slab.get_mut(slot);
+        if node.unproven() {
+            node.prev &= !UNPROVEN_BIT;
+            self.unproven -= 1;
+        }
+    }
+
+    /// The probation of entries placed in the main queue while the store was
+    /// filling: looks at the main queue's head and returns it if it is such
+    /// an entry and was never read. If it was read, it is rotated like any
+    /// read entry and is no longer on probation.
+    fn unproven_victim(&mut self) -> Option<u32> {
+        loop {
+            let slot = self.main.head;
+            if slot == NIL || !self.slab.get(slot).unproven() {
+                return None;
+            }
+            // SAFETY: under the shard lock; the head of a list is linked.
+            let f = unsafe { self.entry_at(slot) }
+                .header()
+                .freq
+                .load(Ordering::Relaxed);
+            if f == 0 {
+                return Some(slot);
+            }
+            // Each pass proves one entry, so the loop ends.
+            self.rotate(slot, f);
         }
     }
 
     /// Returns up to `budget` linked slots starting at the sweep cursor,
     /// advancing it cyclically over the slab.
     pub(crate) fn sweep_slots(&mut self, budget: usize, out: &mut Vec<u32>) {
-        let n = self.nodes.len();
+        let n = self.slab.len;
         if n == 0 {
             return;
         }
         for _ in 0..budget.min(n) {
             let slot = self.sweep_cursor % n;
             self.sweep_cursor = (slot + 1) % n;
-            if self.nodes[slot].entry.is_some() {
+            if self.slab.get(slot as u32).entry.is_some() {
                 out.push(slot as u32);
             }
         }
@@ -292,20 +493,22 @@ impl Shard {
 
     /// All linked slots (for flush).
     pub(crate) fn linked_slots(&self) -> Vec<u32> {
-        (0..self.nodes.len() as u32)
-            .filter(|&s| self.nodes[s as usize].entry.is_some())
+        (0..self.slab.len as u32)
+            .filter(|&s| self.slab.get(s).entry.is_some())
             .collect()
     }
 
-    /// Forgets the ghost history (after a flush).
-    pub(crate) fn clear_ghost(&mut self) {
+    /// Forgets the ghost list and the frequencies (after a flush).
+    pub(crate) fn clear_history(&mut self) {
         self.ghost.clear();
+        self.sketch.clear();
     }
 
     /// Heap bytes of this shard's bookkeeping.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.nodes.capacity() * std::mem::size_of::<Node>()
+        self.slab.heap_bytes()
             + self.ghost.heap_bytes()
+            + self.sketch.heap_bytes()
             + self.pending.capacity() * std::mem::size_of::<Pending>()
     }
 
@@ -313,12 +516,10 @@ impl Shard {
         match q {
             Queue::Small => &mut self.small,
             Queue::Main => &mut self.main,
-            Queue::Free => unreachable!("free nodes are on no list"),
         }
     }
 
-    fn push_tail(&mut self, slot: u32, q: Queue) {
-        let charge = self.nodes[slot as usize].charge as usize;
+    fn push_tail(&mut self, slot: u32, q: Queue, charge: usize) {
         let list = self.list(q);
         let old_tail = list.tail;
         list.tail = slot;
@@ -328,24 +529,26 @@ impl Shard {
         list.len += 1;
         list.bytes += charge;
         if old_tail != NIL {
-            self.nodes[old_tail as usize].next = slot;
+            self.slab.get_mut(old_tail).set_next(slot);
         }
-        let node = &mut self.nodes[slot as usize];
-        node.prev = old_tail;
-        node.next = NIL;
-        node.queue = q;
+        let node = self.slab.get_mut(slot);
+        node.set_prev(old_tail);
+        node.next = match q {
+            Queue::Small => NIL,
+            Queue::Main => NIL | MAIN_BIT,
+        };
     }
 
-    fn detach(&mut self, slot: u32) {
-        let (prev, next, q, charge) = {
-            let n = &self.nodes[slot as usize];
-            (n.prev, n.next, n.queue, n.charge as usize)
+    fn detach(&mut self, slot: u32, charge: usize) {
+        let (prev, next, q) = {
+            let n = self.slab.get(slot);
+            (n.prev(), n.next(), n.queue())
         };
         if prev != NIL {
-            self.nodes[prev as usize].next = next;
+            self.slab.get_mut(prev).set_next(next);
         }
         if next != NIL {
-            self.nodes[next as usize].prev = prev;
+            self.slab.get_mut(next).set_prev(prev);
         }
         let list = self.list(q);
         if list.head == slot {
@@ -356,5 +559,15 @@ impl Shard {
         }
         list.len -= 1;
         list.bytes -= charge;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_is_16_bytes() {
+        assert_eq!(std::mem::size_of::<Node>(), 16);
     }
 }

@@ -23,10 +23,15 @@ use crate::tags::{lock, TagRegistry};
 use crate::value::{self, EntryRef, StoreValue};
 
 /// Bytes charged per entry on top of its block (header, tag references, key,
-/// alignment padding and value): the map node and its table slot, the
-/// shard's queue node, the ghost fingerprint and allocator bookkeeping.
-/// `tests/memory.rs` measures the real figure against this constant.
-pub const ENTRY_OVERHEAD: usize = 96;
+/// alignment padding and value), covering the worst case of what the store
+/// allocates for it elsewhere: papaya's 8-byte entry node and its table slot
+/// (9 bytes per slot, up to 36 per entry right after the table doubles at
+/// half load), the shard's 16-byte queue node, and the entry's share of the
+/// frequency sketch and the ghost list (up to 4 bytes each): 68, rounded up
+/// for slab growth. The allocator's own headers and size-class rounding are
+/// not included. `tests/memory.rs` measures the real figure against this
+/// constant.
+pub const ENTRY_OVERHEAD: usize = 72;
 
 /// Bytes charged per tag reference on top of the tag name: the 16-byte
 /// reference in the entry block plus the registry's share for a tag no other
@@ -103,6 +108,7 @@ impl Store {
     /// A store with the given configuration (see [`StoreConfig::build`]).
     pub fn new(config: StoreConfig) -> Store {
         let shards = config.effective_shards();
+        let hasher = FixedState::default();
         Store {
             inner: Arc::new(Inner {
                 map: papaya::HashMap::builder()
@@ -110,9 +116,9 @@ impl Store {
                     .resize_mode(papaya::ResizeMode::Blocking)
                     .build(),
                 shards: (0..shards)
-                    .map(|_| CachePadded::new(Mutex::new(Shard::new())))
+                    .map(|_| CachePadded::new(Mutex::new(Shard::new(hasher.clone()))))
                     .collect(),
-                hasher: FixedState::default(),
+                hasher,
                 tags: TagRegistry::new(shards),
                 counters: Counters::new(shards.max(8)),
                 used: AtomicUsize::new(0),
@@ -188,7 +194,7 @@ impl Store {
     pub fn remove(&self, key: &[u8]) -> bool {
         let inner = &*self.inner;
         let guard = inner.map.guard();
-        let mut shard = lock(&inner.shards[inner.shard_of(key).0]);
+        let mut shard = lock(&inner.shards[inner.shard_of(key)]);
         mark_pending_stale(&mut shard, key, None);
         match inner.map.get_key_value(key, &guard) {
             Some((entry, _)) => {
@@ -227,7 +233,7 @@ impl Store {
             for slot in shard.linked_slots() {
                 inner.evict_slot(&mut shard, slot, &guard, Reason::Invalidated);
             }
-            shard.clear_ghost();
+            shard.clear_history();
         }
     }
 
@@ -266,7 +272,7 @@ impl Store {
         self.check_tags(tags)?;
         let inner = &self.inner;
         let id = inner.next_fill.fetch_add(1, Ordering::Relaxed);
-        let (shard, _) = inner.shard_of(key);
+        let shard = inner.shard_of(key);
         let tag_refs: Vec<TagRef> = tags
             .iter()
             .map(|t| inner.tags.acquire(t.as_ref()))
@@ -421,7 +427,7 @@ impl Store {
     }
 
     /// Heap bytes used by bookkeeping outside the entry blocks and the map
-    /// (queue nodes, ghost lists, tag registry).
+    /// (queue nodes, ghost lists, frequency sketches, tag registry).
     pub fn bookkeeping_bytes(&self) -> usize {
         let inner = &*self.inner;
         inner
@@ -491,7 +497,7 @@ impl Store {
     fn remove_if_same(&self, entry: &EntryPtr) {
         let inner = &*self.inner;
         let guard = inner.map.guard();
-        let mut shard = lock(&inner.shards[inner.shard_of(entry.key()).0]);
+        let mut shard = lock(&inner.shards[inner.shard_of(entry.key())]);
         if let Some((current, _)) = inner.map.get_key_value(entry.key(), &guard) {
             if current.as_raw() == entry.as_raw() {
                 let slot = current.header().slot.load(Ordering::Relaxed);
@@ -499,6 +505,18 @@ impl Store {
             }
         }
     }
+}
+
+/// The charge of a stored entry, recomputed from its block (the same
+/// figure its write added to the byte counter).
+pub(crate) fn entry_charge(entry: &EntryPtr) -> usize {
+    let tag_bytes = entry.tags().iter().map(|t| t.state.name().len()).sum();
+    Store::charge_for(
+        entry.tags().len(),
+        tag_bytes,
+        entry.key().len(),
+        entry.value().len(),
+    )
 }
 
 fn mark_pending_stale(shard: &mut Shard, key: &[u8], except: Option<u64>) {
@@ -510,11 +528,15 @@ fn mark_pending_stale(shard: &mut Shard, key: &[u8], except: Option<u64>) {
 }
 
 impl Inner {
-    /// Shard index and ghost fingerprint of a key.
+    /// Shard index of a key.
     #[inline]
-    fn shard_of(&self, key: &[u8]) -> (usize, u32) {
-        let h = self.hasher.hash_one(key);
-        ((h as usize) & (self.shards.len() - 1), (h >> 32) as u32)
+    fn shard_of(&self, key: &[u8]) -> usize {
+        self.shard_of_hash(self.hasher.hash_one(key))
+    }
+
+    #[inline]
+    fn shard_of_hash(&self, hash: u64) -> usize {
+        (hash as usize) & (self.shards.len() - 1)
     }
 
     #[inline]
@@ -593,10 +615,10 @@ impl Inner {
         tags: Vec<TagRef>,
         fill: Option<u64>,
     ) -> bool {
-        let (shard_idx, fingerprint) = self.shard_of(key);
+        let hash = self.hasher.hash_one(key);
+        let shard_idx = self.shard_of_hash(hash);
         let entry = EntryPtr::new(key, bytes, tags, self.expires_at(expiry), type_tag);
-        let tag_bytes = entry.tags().iter().map(|t| t.state.name().len()).sum();
-        let charge = Store::charge_for(entry.tags().len(), tag_bytes, key.len(), bytes.len());
+        let charge = entry_charge(&entry);
         let guard = self.map.guard();
         let mut shard = lock(&self.shards[shard_idx]);
         if let Some(id) = fill {
@@ -618,13 +640,16 @@ impl Inner {
             self.release_tags(old);
             self.unlink(&mut shard, slot);
         }
-        shard.link(&entry, charge, fingerprint);
+        // While the store has room for this entry nothing is evicted, and
+        // the shard places it in the main queue (see shard.rs).
+        let filling = self.used.load(Ordering::Relaxed) + charge <= self.config.capacity_bytes;
+        let now = self.config.clock.now_ms();
+        shard.link(&entry, charge, hash, filling, |e| !e.is_live(now));
         self.map.insert(entry, (), &guard);
         self.used.fetch_add(charge, Ordering::Relaxed);
         self.entries.fetch_add(1, Ordering::Relaxed);
         Counters::add(&self.counters.local().inserts, 1);
 
-        let now = self.config.clock.now_ms();
         let mut scratch = Vec::new();
         self.sweep_shard(&mut shard, SWEEP_PER_WRITE, now, &guard, &mut scratch);
         // Evict from our own shard first (we hold its lock), then from the
@@ -663,9 +688,7 @@ impl Inner {
                     Some(e) if e.header().expires_at <= now => Reason::Expired,
                     Some(e) if !e.tags().iter().all(TagRef::is_current) => Reason::Invalidated,
                     _ => {
-                        let (_, fp) =
-                            self.shard_of(unsafe { shard.entry(slot) }.expect("linked").key());
-                        shard.remember(slot, fp);
+                        shard.remember(slot);
                         Reason::Capacity
                     }
                 };
