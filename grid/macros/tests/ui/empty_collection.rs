@@ -1,0 +1,7 @@
+use hydracache_macros::HydraCacheEntity;
+
+#[derive(HydraCacheEntity)]
+#[hydracache(entity = "user", collection = "", id = i64)]
+struct User;
+
+fn main() {}
