@@ -36,6 +36,8 @@
 
 mod builder;
 mod codec;
+#[cfg(feature = "sqlx")]
+pub mod db;
 mod error;
 mod events;
 mod grid;

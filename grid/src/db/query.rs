@@ -1,0 +1,299 @@
+//! `CachedQuery`: a query descriptor (where the result lives, how long,
+//! which tags) and the load path every fetch goes through.
+
+use std::borrow::Cow;
+use std::error::Error as StdError;
+use std::fmt::Display;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hydracache_storage::Expiry;
+
+use crate::codec::{CacheValue, Codec};
+use crate::db::cache::DbCache;
+use crate::db::entity::CacheEntity;
+use crate::db::error::{DbCacheError, SharedQueryError};
+use crate::db::policy::QueryCachePolicy;
+use crate::db::value::Stored;
+use crate::error::CacheError;
+
+/// One query's caching: built by [`DbCache::cached`], [`DbCache::named`],
+/// [`DbCache::entity`], [`DbCache::collection`], [`DbCache::for_entity`] or
+/// [`DbCache::cached_with`], refined with the builder methods, and run with
+/// a fetch: [`fetch_one`](Self::fetch_one), [`fetch_optional`](Self::fetch_optional),
+/// [`fetch_all`](Self::fetch_all) for a `sqlx::query_as` query, or
+/// [`fetch_with`](Self::fetch_with) for anything else (`query_as!`,
+/// repository calls, several queries).
+///
+/// On a hit the value comes from the cache and no query runs. On a miss
+/// the query runs once however many callers miss together, its result is
+/// cached with the descriptor's key, tags and TTL, and an invalidation of
+/// that key or a tag while it runs keeps the (possibly stale) result out of
+/// the cache. A failed query caches nothing; see [`DbCacheError`] for who
+/// gets its error.
+///
+/// The query runs as its own task (so a caller that gives up does not
+/// cancel it for the others): what the loader captures must be `Send +
+/// 'static` — an owned pool handle, owned bind values, `&'static str` SQL.
+#[must_use = "a query descriptor does nothing until it is fetched"]
+pub struct CachedQuery<'a, T, C: Codec> {
+    cache: &'a DbCache<C>,
+    policy: QueryCachePolicy,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<'a, T, C: Codec> std::fmt::Debug for CachedQuery<'a, T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedQuery")
+            .field("namespace", &self.cache.namespace())
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl<'a, T: CacheValue<C> + Clone, C: Codec> CachedQuery<'a, T, C> {
+    pub(crate) fn new(cache: &'a DbCache<C>, policy: QueryCachePolicy) -> Self {
+        CachedQuery {
+            cache,
+            policy,
+            _t: PhantomData,
+        }
+    }
+
+    /// Renames the query (its diagnostic label).
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.policy = self.policy.name(name);
+        self
+    }
+
+    /// The key (relative to the cache's namespace).
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.policy = self.policy.key(key);
+        self
+    }
+
+    /// The entity id, for a descriptor built from a policy template.
+    pub fn id(mut self, id: impl Display) -> Self {
+        self.policy = self.policy.id(id);
+        self
+    }
+
+    /// Adds a tag.
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.policy = self.policy.tag(tag);
+        self
+    }
+
+    /// Adds several tags.
+    pub fn tags<S: Into<String>>(mut self, tags: impl IntoIterator<Item = S>) -> Self {
+        self.policy = self.policy.tags(tags);
+        self
+    }
+
+    /// Adds a broader tag (e.g. `"users"` on a query for one user).
+    pub fn collection_tag(mut self, tag: impl Into<String>) -> Self {
+        self.policy = self.policy.collection_tag(tag);
+        self
+    }
+
+    /// Adds the collection tag of entity `E`.
+    pub fn collection_of<E: CacheEntity>(self) -> Self {
+        self.collection_tag(E::COLLECTION)
+    }
+
+    /// The result lives this long.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.policy = self.policy.ttl(ttl);
+        self
+    }
+
+    /// The result lives until invalidated or evicted.
+    pub fn no_ttl(mut self) -> Self {
+        self.policy = self.policy.no_ttl();
+        self
+    }
+
+    /// Negative results (`None`, an empty `Vec`) live this long.
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.policy = self.policy.negative_ttl(ttl);
+        self
+    }
+
+    /// The policy this descriptor caches with.
+    pub fn policy(&self) -> &QueryCachePolicy {
+        &self.policy
+    }
+
+    /// The result of `loader` (`query_as!`, a repository call, several
+    /// queries), cached. The closure is called only on a miss, and only by
+    /// the caller that runs the load.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let db = hydracache::db::DbCache::new(hydracache::Grid::local().build(), "app");
+    /// let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await?;
+    /// let p = pool.clone();
+    /// let total: i64 = db
+    ///     .collection::<i64>("users:count")
+    ///     .fetch_with(move || async move {
+    ///         sqlx::query_scalar("select 40 + 2").fetch_one(&p).await
+    ///     })
+    ///     .await?;
+    /// assert_eq!(total, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn fetch_with<F, Fut, E>(self, loader: F) -> Result<T, DbCacheError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        E: StdError + Send + Sync + 'static,
+    {
+        self.run(|_| false, loader).await
+    }
+
+    /// Alias of [`fetch_with`](Self::fetch_with), the name policies read well with:
+    /// `db.cached_with::<User>(&policy).load(..)`.
+    pub async fn load<F, Fut, E>(self, loader: F) -> Result<T, DbCacheError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        E: StdError + Send + Sync + 'static,
+    {
+        self.fetch_with(loader).await
+    }
+
+    /// [`fetch_with`](Self::fetch_with) for a loader that may find nothing:
+    /// `None` is cached too (negative caching, with the
+    /// [`negative_ttl`](Self::negative_ttl) if set).
+    pub async fn fetch_optional_with<F, Fut, E>(
+        self,
+        loader: F,
+    ) -> Result<Option<T>, DbCacheError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>> + Send + 'static,
+        E: StdError + Send + Sync + 'static,
+        Option<T>: CacheValue<C> + Clone,
+    {
+        self.retyped::<Option<T>>()
+            .run(|v: &Option<T>| v.is_none(), loader)
+            .await
+    }
+
+    /// [`fetch_with`](Self::fetch_with) for a loader of many rows: an empty
+    /// `Vec` is cached too (negative caching, with the
+    /// [`negative_ttl`](Self::negative_ttl) if set).
+    pub async fn fetch_all_with<F, Fut, E>(self, loader: F) -> Result<Vec<T>, DbCacheError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<T>, E>> + Send + 'static,
+        E: StdError + Send + Sync + 'static,
+        Vec<T>: CacheValue<C> + Clone,
+    {
+        self.retyped::<Vec<T>>()
+            .run(|v: &Vec<T>| v.is_empty(), loader)
+            .await
+    }
+
+    pub(crate) fn retyped<U>(self) -> CachedQuery<'a, U, C> {
+        CachedQuery {
+            cache: self.cache,
+            policy: self.policy,
+            _t: PhantomData,
+        }
+    }
+
+    /// The load path of every fetch.
+    ///
+    /// Hit: one read of the grid. Miss: `get_or_load` with the policy's
+    /// options; the loader runs only in the caller that leads the load. Its
+    /// original error is parked in `mine` (only this caller holds the other
+    /// end) and the grid carries a [`SharedQueryError`] to the callers that
+    /// joined the load.
+    pub(crate) async fn run<F, Fut, E>(
+        self,
+        negative: fn(&T) -> bool,
+        loader: F,
+    ) -> Result<T, DbCacheError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        E: StdError + Send + Sync + 'static,
+    {
+        let counters = self.cache.registry().counters(self.policy.query_name());
+        let Some(key) = self.policy.cache_key() else {
+            counters.error();
+            return Err(DbCacheError::MissingKey {
+                query: self.policy.query_name().to_string(),
+            });
+        };
+        let key = self.cache.full_key(&key);
+        let grid = self.cache.grid();
+        match grid.get::<Stored<T>>(&key).await {
+            Ok(Some(hit)) => {
+                counters.hit();
+                return Ok(hit.value);
+            }
+            Ok(None) => counters.miss(),
+            Err(e) => {
+                // A value that no longer decodes has been dropped; reload it.
+                counters.miss();
+                if !matches!(e, CacheError::Store(_) | CacheError::Codec { .. }) {
+                    counters.error();
+                    return Err(DbCacheError::Cache(e));
+                }
+            }
+        }
+
+        let negative_expiry = self.policy.negative_ttl_setting().map(Expiry::After);
+        let mine: Arc<Mutex<Option<E>>> = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&mine);
+        let load_counters = Arc::clone(&counters);
+        let result = grid
+            .get_or_load::<Stored<T>, _, _, SharedQueryError>(
+                &key,
+                self.policy.cache_options(),
+                move || {
+                    load_counters.load();
+                    let fut = loader();
+                    async move {
+                        match fut.await {
+                            Ok(value) => {
+                                let expiry = if negative(&value) {
+                                    negative_expiry
+                                } else {
+                                    None
+                                };
+                                Ok(Stored::new(value, expiry))
+                            }
+                            Err(e) => {
+                                let shared = SharedQueryError::from_error(&e);
+                                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                                Err(shared)
+                            }
+                        }
+                    }
+                },
+            )
+            .await;
+        match result {
+            Ok(stored) => Ok(stored.value),
+            Err(e) => {
+                counters.error();
+                let original = mine.lock().unwrap_or_else(|p| p.into_inner()).take();
+                Err(match (original, e) {
+                    (Some(original), _) => DbCacheError::Database(original),
+                    (None, CacheError::Load(load)) => match load.downcast_ref::<SharedQueryError>()
+                    {
+                        Some(shared) => DbCacheError::Shared(shared.clone()),
+                        None => DbCacheError::Cache(CacheError::Load(load)),
+                    },
+                    (None, e) => DbCacheError::Cache(e),
+                })
+            }
+        }
+    }
+}

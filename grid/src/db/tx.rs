@@ -1,0 +1,245 @@
+//! Invalidation that follows commits: `CacheTransaction` records what a
+//! write makes stale and invalidates it once the transaction has committed.
+
+use std::error::Error as StdError;
+use std::ops::{Deref, DerefMut};
+
+use sqlx::{Database, Pool, Transaction};
+
+use crate::codec::{Codec, Rkyv};
+use crate::db::cache::DbCache;
+use crate::db::entity::CacheEntity;
+use crate::db::error::DbCacheError;
+use crate::db::invalidations::InvalidationSet;
+
+/// A sqlx transaction that invalidates cache entries after it commits.
+///
+/// Run queries on it exactly as on a `sqlx::Transaction` (`&mut *tx` is
+/// the connection), record what the write makes stale with the
+/// `invalidate_*` methods, then:
+///
+/// - [`commit`](Self::commit): the transaction commits, *then* the
+///   recorded keys and tags are invalidated. A reader that loaded the old
+///   row before the commit either sees its entry invalidated or, if its
+///   load was still running, has its result refused by the cache (an
+///   invalidation wins over a load in flight); a reader after the
+///   invalidation reads the committed row.
+/// - [`rollback`](Self::rollback), or dropping it: the transaction rolls
+///   back and nothing is invalidated.
+/// - If the COMMIT itself fails: when the server answered with an error
+///   the transaction did not commit and nothing is invalidated; when the
+///   answer was lost (the connection dropped), the outcome is unknown and
+///   the entries are invalidated anyway — a spurious reload is cheaper than
+///   a stale read.
+///
+/// Do not cache reads made inside a writing transaction: they may see rows
+/// that never commit. Cache reads on the pool.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use hydracache::{db::DbCache, CacheOptions, Grid};
+///
+/// let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await?;
+/// sqlx::query("create table users (id integer primary key, name text)").execute(&pool).await?;
+/// let db = DbCache::new(Grid::local().build(), "app");
+/// db.grid().put("app:user:1", &"old".to_string(), CacheOptions::new().tag("user:1")).await?;
+///
+/// let mut tx = db.begin(&pool).await?;
+/// sqlx::query("insert into users values (1, 'Ada')").execute(&mut *tx).await?;
+/// tx.invalidate_tag("user:1");
+/// assert!(db.grid().contains_key("app:user:1").await); // not yet: not committed
+/// tx.commit().await?;
+/// assert!(!db.grid().contains_key("app:user:1").await);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+pub struct CacheTransaction<'c, DB: Database, C: Codec = Rkyv> {
+    tx: Transaction<'c, DB>,
+    cache: DbCache<C>,
+    pending: InvalidationSet,
+}
+
+impl<'c, DB: Database, C: Codec> std::fmt::Debug for CacheTransaction<'c, DB, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheTransaction")
+            .field("namespace", &self.cache.namespace())
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Codec> DbCache<C> {
+    /// Begins a transaction on `pool` whose recorded invalidations apply
+    /// after it commits.
+    pub async fn begin<DB: Database>(
+        &self,
+        pool: &Pool<DB>,
+    ) -> Result<CacheTransaction<'static, DB, C>, sqlx::Error> {
+        Ok(self.with_transaction(pool.begin().await?))
+    }
+
+    /// Wraps a transaction you began yourself (on a connection, or nested).
+    pub fn with_transaction<'c, DB: Database>(
+        &self,
+        tx: Transaction<'c, DB>,
+    ) -> CacheTransaction<'c, DB, C> {
+        CacheTransaction {
+            tx,
+            cache: self.clone(),
+            pending: InvalidationSet::new(),
+        }
+    }
+
+    /// Runs `write` in a transaction on `pool`: commits and then
+    /// invalidates what it recorded if it returns `Ok`, rolls back and
+    /// invalidates nothing if it returns `Err` (its error comes back in
+    /// [`DbCacheError::Database`]). See [`CacheTransaction`] for the
+    /// guarantees.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use hydracache::{db::DbCache, CacheOptions, Grid};
+    ///
+    /// let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await?;
+    /// sqlx::query("create table users (id integer primary key, name text)").execute(&pool).await?;
+    /// let db = DbCache::new(Grid::local().build(), "app");
+    /// db.grid().put("app:users", &0u32, CacheOptions::new().tag("users")).await?;
+    ///
+    /// let id: i64 = db
+    ///     .write(&pool, async |tx| {
+    ///         let (id,): (i64,) = sqlx::query_as("insert into users (name) values ('Ada') returning id")
+    ///             .fetch_one(&mut **tx)
+    ///             .await?;
+    ///         tx.invalidate_tag("users").invalidate_tag(format!("user:{id}"));
+    ///         Ok::<_, sqlx::Error>(id)
+    ///     })
+    ///     .await?;
+    /// assert_eq!(id, 1);
+    /// assert!(!db.grid().contains_key("app:users").await);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn write<DB, R, E, F>(&self, pool: &Pool<DB>, write: F) -> Result<R, DbCacheError<E>>
+    where
+        DB: Database,
+        F: AsyncFnOnce(&mut CacheTransaction<'static, DB, C>) -> Result<R, E>,
+        E: From<sqlx::Error> + StdError,
+    {
+        let mut tx = self
+            .begin(pool)
+            .await
+            .map_err(|e| DbCacheError::Database(E::from(e)))?;
+        match write(&mut tx).await {
+            Ok(r) => {
+                tx.commit_mapped(E::from).await?;
+                Ok(r)
+            }
+            Err(e) => {
+                // If the rollback itself fails the connection is closed, and
+                // the server rolls back with it: nothing committed either way.
+                let _ = tx.rollback().await;
+                Err(DbCacheError::Database(e))
+            }
+        }
+    }
+}
+
+impl<'c, DB: Database, C: Codec> CacheTransaction<'c, DB, C> {
+    /// Invalidates `key` (in the cache's namespace) after the commit.
+    pub fn invalidate_key(&mut self, key: impl Into<String>) -> &mut Self {
+        self.pending.add_key(key);
+        self
+    }
+
+    /// Invalidates `tag` after the commit.
+    pub fn invalidate_tag(&mut self, tag: impl Into<String>) -> &mut Self {
+        self.pending.add_tag(tag);
+        self
+    }
+
+    /// Invalidates `tags` after the commit.
+    pub fn invalidate_tags<S: Into<String>>(
+        &mut self,
+        tags: impl IntoIterator<Item = S>,
+    ) -> &mut Self {
+        for t in tags {
+            self.pending.add_tag(t);
+        }
+        self
+    }
+
+    /// Invalidates entity `E` with `id` — its tag and its collection tag —
+    /// after the commit.
+    pub fn invalidate_entity<E: CacheEntity>(&mut self, id: &E::Id) -> &mut Self {
+        self.pending.add_tag(E::cache_tag(id));
+        self.pending.add_tag(E::collection_tag());
+        self
+    }
+
+    /// Invalidates everything in `set` after the commit.
+    pub fn invalidate(&mut self, set: InvalidationSet) -> &mut Self {
+        self.pending.extend(set);
+        self
+    }
+
+    /// What the commit will invalidate.
+    pub fn pending(&self) -> &InvalidationSet {
+        &self.pending
+    }
+
+    /// The sqlx transaction.
+    pub fn transaction(&mut self) -> &mut Transaction<'c, DB> {
+        &mut self.tx
+    }
+
+    /// Commits, then invalidates what was recorded. See [`CacheTransaction`]
+    /// for what happens when the commit fails.
+    pub async fn commit(self) -> Result<(), DbCacheError> {
+        self.commit_mapped(|e| e).await
+    }
+
+    /// Rolls back; nothing is invalidated.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+
+    async fn commit_mapped<E>(
+        self,
+        map: impl FnOnce(sqlx::Error) -> E,
+    ) -> Result<(), DbCacheError<E>> {
+        let CacheTransaction { tx, cache, pending } = self;
+        match tx.commit().await {
+            Ok(()) => cache
+                .invalidate(&pending)
+                .await
+                .map_err(DbCacheError::InvalidationAfterCommit),
+            Err(e) => {
+                if commit_outcome_unknown(&e) {
+                    // Best effort: the commit's own error is what the caller needs.
+                    let _ = cache.invalidate(&pending).await;
+                }
+                Err(DbCacheError::Database(map(e)))
+            }
+        }
+    }
+}
+
+/// A COMMIT that failed with the server's error answer did not commit; any
+/// other failure (I/O, a closed connection) leaves the outcome unknown.
+fn commit_outcome_unknown(e: &sqlx::Error) -> bool {
+    !matches!(e, sqlx::Error::Database(_))
+}
+
+impl<'c, DB: Database, C: Codec> Deref for CacheTransaction<'c, DB, C> {
+    type Target = DB::Connection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl<'c, DB: Database, C: Codec> DerefMut for CacheTransaction<'c, DB, C> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
