@@ -59,8 +59,10 @@ async fn main() -> Result<(), hydracache::CacheError> {
     for _ in 0..100 {
         let (grid, db) = (grid.clone(), db.clone());
         callers.push(tokio::spawn(async move {
-            grid.get_or_load("user:42", options(42), move || async move { db.load_user(42).await })
-                .await
+            grid.get_or_load("user:42", options(42), move || async move {
+                db.load_user(42).await
+            })
+            .await
         }));
     }
     for c in callers {
@@ -72,26 +74,37 @@ async fn main() -> Result<(), hydracache::CacheError> {
     let user: User = grid.get("user:42").await?.expect("cached");
     let entry = grid.get_ref("user:42").expect("cached");
     let archived = entry.archived::<User>()?;
-    println!("   {user:?}; zero-copy name = {}, ttl left {:?}", archived.name, entry.ttl_remaining());
+    println!(
+        "   {user:?}; zero-copy name = {}, ttl left {:?}",
+        archived.name,
+        entry.ttl_remaining()
+    );
     drop(entry);
 
     println!("3. the row changes; invalidate its tag");
     db.version.fetch_add(1, Ordering::SeqCst);
     grid.invalidate_tag("user:42").await?;
-    println!("   cached after invalidation: {:?}", grid.get::<User>("user:42").await?);
+    println!(
+        "   cached after invalidation: {:?}",
+        grid.get::<User>("user:42").await?
+    );
 
     println!("4. the next read reloads the new row");
     let db2 = db.clone();
     let user: User = grid
-        .get_or_load("user:42", options(42), move || async move { db2.load_user(42).await })
+        .get_or_load("user:42", options(42), move || async move {
+            db2.load_user(42).await
+        })
         .await?;
     println!("   {}", user.name);
 
     println!("5. a load that races an update is returned but not cached");
     let (g, db3) = (grid.clone(), db.clone());
     let racing = tokio::spawn(async move {
-        g.get_or_load("user:7", options(7), move || async move { db3.load_user(7).await })
-            .await
+        g.get_or_load("user:7", options(7), move || async move {
+            db3.load_user(7).await
+        })
+        .await
     });
     tokio::time::sleep(Duration::from_millis(5)).await;
     db.version.fetch_add(1, Ordering::SeqCst);
@@ -124,6 +137,9 @@ async fn main() -> Result<(), hydracache::CacheError> {
         s.hit_ratio()
     );
     let d = grid.diagnostics();
-    println!("diagnostics: entries={} bytes={} of {} tags={}", d.entries, d.bytes, d.capacity_bytes, d.tags);
+    println!(
+        "diagnostics: entries={} bytes={} of {} tags={}",
+        d.entries, d.bytes, d.capacity_bytes, d.tags
+    );
     Ok(())
 }

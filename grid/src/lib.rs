@@ -35,6 +35,8 @@
 #![deny(missing_docs)]
 
 mod builder;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 mod codec;
 #[cfg(feature = "sqlx")]
 pub mod db;

@@ -1,0 +1,554 @@
+//! One QUIC endpoint per node: server and client on one UDP port, mutual
+//! TLS, connections reused per peer address, protocol frames on streams.
+//!
+//! Every connection starts with a handshake on its first bidirectional
+//! stream: the connecting side sends `Hello`, the accepting side answers
+//! `HelloAck` (or `GoAway` with a reason and closes). Only then are other
+//! streams served. After that, a request is one frame on a fresh
+//! bidirectional stream answered by one frame; a one-way message (gossip,
+//! for example) is one frame on a unidirectional stream.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use hydracache_protocol::{
+    negotiate, ErrorCode, Frame, Hello, Limits, Message, ProtocolError, Role,
+};
+
+use super::tls::{TlsConfig, TlsError, SERVER_NAME};
+
+/// How long a peer may take to send its Hello after the TLS handshake.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request may take, from opening its stream to the answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a refusal waits for the peer to read its GoAway before closing.
+const GOAWAY_LINGER: Duration = Duration::from_secs(2);
+
+/// Who is on the other end of a connection, as its Hello said (and its
+/// certificate, signed by the cluster CA, vouched for).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// Node id.
+    pub node_id: String,
+    /// Generation of the peer's process.
+    pub generation: u64,
+    /// Member or client.
+    pub role: Role,
+    /// The address the connection comes from.
+    pub addr: SocketAddr,
+}
+
+/// Why a transport operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// TLS material was refused.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The UDP socket could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The QUIC (or TLS) handshake failed — for example the peer's
+    /// certificate is not signed by the cluster CA.
+    #[error("cannot connect to {addr}: {message}")]
+    Connect {
+        /// The peer.
+        addr: SocketAddr,
+        /// What quinn reported.
+        message: String,
+    },
+    /// The peer refused our Hello, or sent one we refuse.
+    #[error("handshake with {addr} refused: {reason}")]
+    Refused {
+        /// The peer.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// A stream failed mid-request.
+    #[error("stream to {addr} failed: {message}")]
+    Stream {
+        /// The peer.
+        addr: SocketAddr,
+        /// What failed.
+        message: String,
+    },
+    /// The peer did not answer in time.
+    #[error("request to {addr} timed out")]
+    Timeout {
+        /// The peer.
+        addr: SocketAddr,
+    },
+    /// The peer's bytes did not decode.
+    #[error("bad frame from {addr}: {source}")]
+    Protocol {
+        /// The peer.
+        addr: SocketAddr,
+        /// The decoding error.
+        source: ProtocolError,
+    },
+}
+
+/// A boxed future returned by [`Handler::request`].
+pub type Reply<'a> = Pin<Box<dyn Future<Output = Message> + Send + 'a>>;
+
+/// What a node does with what its peers send.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request from an authenticated peer.
+    fn request<'a>(&'a self, peer: &'a PeerIdentity, message: Message) -> Reply<'a>;
+    /// Receives one one-way message.
+    fn message(&self, peer: &PeerIdentity, message: Message);
+}
+
+struct Peer {
+    conn: quinn::Connection,
+    identity: PeerIdentity,
+}
+
+struct Shared {
+    endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+    hello: Hello,
+    limits: Limits,
+    /// Open connections by peer address (ours or theirs).
+    peers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
+    /// Highest generation seen per node id: older ones are refused.
+    generations: Mutex<HashMap<String, u64>>,
+    /// Serves the streams peers open, on connections in either direction.
+    handler: std::sync::OnceLock<Arc<dyn Handler>>,
+}
+
+/// A node's QUIC endpoint. Cheap to clone.
+#[derive(Clone)]
+pub struct Transport {
+    shared: Arc<Shared>,
+}
+
+fn quic_server(tls: &TlsConfig) -> Result<quinn::ServerConfig, TransportError> {
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls.server_crypto()?)
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(
+        Duration::from_secs(30).try_into().expect("idle timeout"),
+    ));
+    transport.keep_alive_interval(Some(Duration::from_secs(5)));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+fn quic_client(tls: &TlsConfig) -> Result<quinn::ClientConfig, TransportError> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls.client_crypto()?)
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(
+        Duration::from_secs(30).try_into().expect("idle timeout"),
+    ));
+    transport.keep_alive_interval(Some(Duration::from_secs(5)));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+impl Transport {
+    /// Binds one UDP socket at `addr` that both accepts and opens
+    /// connections. `hello` is what this node says about itself.
+    pub fn bind(
+        addr: SocketAddr,
+        tls: &TlsConfig,
+        hello: Hello,
+        limits: Limits,
+    ) -> Result<Transport, TransportError> {
+        let endpoint = quinn::Endpoint::server(quic_server(tls)?, addr)
+            .map_err(|source| TransportError::Bind { addr, source })?;
+        Ok(Transport {
+            shared: Arc::new(Shared {
+                endpoint,
+                client: quic_client(tls)?,
+                hello,
+                limits,
+                peers: Mutex::new(HashMap::new()),
+                generations: Mutex::new(HashMap::new()),
+                handler: std::sync::OnceLock::new(),
+            }),
+        })
+    }
+
+    /// The bound address (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared
+            .endpoint
+            .local_addr()
+            .expect("bound endpoint has an address")
+    }
+
+    /// What this node says about itself.
+    pub fn hello(&self) -> &Hello {
+        &self.shared.hello
+    }
+
+    /// Starts accepting connections and serving them with `handler` (which
+    /// also serves the streams peers open on connections this node made).
+    /// Call once.
+    pub fn serve(&self, handler: Arc<dyn Handler>) -> tokio::task::JoinHandle<()> {
+        let _ = self.shared.handler.set(Arc::clone(&handler));
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            while let Some(incoming) = shared.endpoint.accept().await {
+                let (shared, handler) = (Arc::clone(&shared), Arc::clone(&handler));
+                tokio::spawn(async move {
+                    // A TLS failure (foreign CA, no certificate) ends here.
+                    let Ok(conn) = incoming.await else { return };
+                    if let Ok(peer) = accept_hello(&shared, conn).await {
+                        // Reuse it for our own requests to that peer: a node
+                        // connects from the same port it listens on.
+                        shared
+                            .peers
+                            .lock()
+                            .expect("peers")
+                            .entry(peer.identity.addr)
+                            .and_modify(|p| {
+                                if p.conn.close_reason().is_some() {
+                                    *p = Arc::clone(&peer);
+                                }
+                            })
+                            .or_insert_with(|| Arc::clone(&peer));
+                        serve_connection(shared, peer, handler).await;
+                    }
+                });
+            }
+        })
+    }
+
+    /// The connection to `addr`, opening it (TLS, then Hello) if needed.
+    async fn peer(&self, addr: SocketAddr) -> Result<Arc<Peer>, TransportError> {
+        if let Some(p) = self.shared.peers.lock().expect("peers").get(&addr) {
+            if p.conn.close_reason().is_none() {
+                return Ok(Arc::clone(p));
+            }
+        }
+        let connecting = self
+            .shared
+            .endpoint
+            .connect_with(self.shared.client.clone(), addr, SERVER_NAME)
+            .map_err(|e| TransportError::Connect {
+                addr,
+                message: e.to_string(),
+            })?;
+        let conn = connecting.await.map_err(|e| TransportError::Connect {
+            addr,
+            message: e.to_string(),
+        })?;
+        let reply = exchange(
+            &conn,
+            &self.shared.limits,
+            Frame::new(0, Message::Hello(self.shared.hello.clone())),
+        )
+        .await
+        .map_err(|e| {
+            conn.close(1u32.into(), b"handshake failed");
+            match e {
+                TransportError::Stream { message, .. } => TransportError::Refused {
+                    addr,
+                    reason: message,
+                },
+                other => other,
+            }
+        })?;
+        let remote = match reply.message {
+            Message::HelloAck(h) => h,
+            Message::GoAway { code, message } => {
+                conn.close(1u32.into(), b"refused");
+                return Err(TransportError::Refused {
+                    addr,
+                    reason: format!("{} ({})", message, code.name().unwrap_or("unknown")),
+                });
+            }
+            other => {
+                return Err(TransportError::Refused {
+                    addr,
+                    reason: format!("expected HelloAck, got {:?}", other.kind()),
+                })
+            }
+        };
+        let agreed =
+            negotiate(&self.shared.hello, &remote).map_err(|e| TransportError::Refused {
+                addr,
+                reason: e.to_string(),
+            })?;
+        let peer = Arc::new(Peer {
+            conn,
+            identity: PeerIdentity {
+                node_id: agreed.peer.id.to_string(),
+                generation: agreed.peer.generation,
+                role: agreed.peer_role,
+                addr,
+            },
+        });
+        self.shared
+            .peers
+            .lock()
+            .expect("peers")
+            .insert(addr, Arc::clone(&peer));
+        if let Some(handler) = self.shared.handler.get() {
+            tokio::spawn(serve_connection(
+                Arc::clone(&self.shared),
+                Arc::clone(&peer),
+                Arc::clone(handler),
+            ));
+        }
+        Ok(peer)
+    }
+
+    /// Sends a request to `addr` and waits for its answer.
+    pub async fn request(
+        &self,
+        addr: SocketAddr,
+        message: Message,
+    ) -> Result<(PeerIdentity, Message), TransportError> {
+        let work = async {
+            let peer = self.peer(addr).await?;
+            let reply = exchange(&peer.conn, &self.shared.limits, Frame::new(0, message)).await?;
+            Ok((peer.identity.clone(), reply.message))
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, work)
+            .await
+            .unwrap_or(Err(TransportError::Timeout { addr }))
+    }
+
+    /// Sends a one-way message to `addr` on a unidirectional stream.
+    pub async fn send(&self, addr: SocketAddr, message: Message) -> Result<(), TransportError> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.send_now(addr, message))
+            .await
+            .unwrap_or(Err(TransportError::Timeout { addr }))
+    }
+
+    async fn send_now(&self, addr: SocketAddr, message: Message) -> Result<(), TransportError> {
+        let peer = self.peer(addr).await?;
+        let bytes = encode(&self.shared.limits, Frame::new(0, message), addr)?;
+        let stream_err = |e: &dyn std::fmt::Display| TransportError::Stream {
+            addr,
+            message: e.to_string(),
+        };
+        let mut send = peer.conn.open_uni().await.map_err(|e| stream_err(&e))?;
+        send.write_all(&bytes).await.map_err(|e| stream_err(&e))?;
+        send.finish().map_err(|e| stream_err(&e))?;
+        Ok(())
+    }
+
+    /// Identities of the peers this node holds connections to.
+    pub fn connected_peers(&self) -> Vec<PeerIdentity> {
+        self.shared
+            .peers
+            .lock()
+            .expect("peers")
+            .values()
+            .filter(|p| p.conn.close_reason().is_none())
+            .map(|p| p.identity.clone())
+            .collect()
+    }
+
+    /// Drops every connection to `addr` (a test hook for partitions, and
+    /// what a node does to a peer it has declared dead).
+    pub fn disconnect(&self, addr: SocketAddr) {
+        if let Some(p) = self.shared.peers.lock().expect("peers").remove(&addr) {
+            p.conn.close(0u32.into(), b"disconnect");
+        }
+    }
+
+    /// Closes every connection and the endpoint.
+    pub async fn close(&self) {
+        self.shared.endpoint.close(0u32.into(), b"shutdown");
+        self.shared.peers.lock().expect("peers").clear();
+        self.shared.endpoint.wait_idle().await;
+    }
+}
+
+fn encode(limits: &Limits, frame: Frame, addr: SocketAddr) -> Result<Bytes, TransportError> {
+    let mut buf = BytesMut::new();
+    frame
+        .encode(limits, &mut buf)
+        .map_err(|source| TransportError::Protocol { addr, source })?;
+    Ok(buf.freeze())
+}
+
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    limits: &Limits,
+    addr: SocketAddr,
+) -> Result<Frame, TransportError> {
+    let bytes = recv
+        .read_to_end(limits.max_frame_len as usize)
+        .await
+        .map_err(|e| TransportError::Stream {
+            addr,
+            message: e.to_string(),
+        })?;
+    Frame::decode_exact(Bytes::from(bytes), limits)
+        .map_err(|source| TransportError::Protocol { addr, source })
+}
+
+/// One request/response exchange on a fresh bidirectional stream.
+async fn exchange(
+    conn: &quinn::Connection,
+    limits: &Limits,
+    frame: Frame,
+) -> Result<Frame, TransportError> {
+    let addr = conn.remote_address();
+    let stream_err = |e: &dyn std::fmt::Display| TransportError::Stream {
+        addr,
+        message: e.to_string(),
+    };
+    let bytes = encode(limits, frame, addr)?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| stream_err(&e))?;
+    send.write_all(&bytes).await.map_err(|e| stream_err(&e))?;
+    send.finish().map_err(|e| stream_err(&e))?;
+    read_frame(&mut recv, limits, addr).await
+}
+
+async fn reply(send: &mut quinn::SendStream, limits: &Limits, message: Message, addr: SocketAddr) {
+    if let Ok(bytes) = encode(limits, Frame::new(0, message), addr) {
+        let _ = send.write_all(&bytes).await;
+        let _ = send.finish();
+    }
+}
+
+/// Answers a refused Hello with GoAway (code and reason) before closing.
+async fn refuse(
+    send: &mut quinn::SendStream,
+    limits: &Limits,
+    addr: SocketAddr,
+    code: ErrorCode,
+    why: String,
+) {
+    let message = Message::GoAway {
+        code,
+        message: why.into(),
+    };
+    reply(send, limits, message, addr).await;
+    // Give the peer the chance to read the reason before the connection closes.
+    let _ = tokio::time::timeout(GOAWAY_LINGER, send.stopped()).await;
+}
+
+/// Reads the peer's Hello on the first stream and answers it.
+async fn accept_hello(shared: &Arc<Shared>, conn: quinn::Connection) -> Result<Arc<Peer>, ()> {
+    let addr = conn.remote_address();
+    let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await
+    else {
+        conn.close(1u32.into(), b"no hello");
+        return Err(());
+    };
+    let limits = &shared.limits;
+    let hello = match read_frame(&mut recv, &shared.limits, addr)
+        .await
+        .map(|f| f.message)
+    {
+        Ok(Message::Hello(h)) => h,
+        Ok(other) => {
+            refuse(
+                &mut send,
+                limits,
+                addr,
+                ErrorCode::PROTOCOL,
+                format!("expected Hello, got {:?}", other.kind()),
+            )
+            .await;
+            conn.close(1u32.into(), b"expected hello");
+            return Err(());
+        }
+        Err(e) => {
+            refuse(&mut send, limits, addr, ErrorCode::PROTOCOL, e.to_string()).await;
+            conn.close(1u32.into(), b"bad hello");
+            return Err(());
+        }
+    };
+    let agreed = match negotiate(&shared.hello, &hello) {
+        Ok(a) => a,
+        Err(e) => {
+            refuse(&mut send, limits, addr, e.code(), e.to_string()).await;
+            conn.close(1u32.into(), b"refused");
+            return Err(());
+        }
+    };
+    // Node identity is (id, generation): an older generation of a node we
+    // have seen restart is refused; a newer one replaces it.
+    let stale = {
+        let mut gens = shared.generations.lock().expect("generations");
+        let known = gens
+            .entry(agreed.peer.id.to_string())
+            .or_insert(agreed.peer.generation);
+        if agreed.peer.generation < *known {
+            Some(format!(
+                "node {} generation {} is older than generation {}",
+                agreed.peer.id, agreed.peer.generation, known
+            ))
+        } else {
+            *known = agreed.peer.generation;
+            None
+        }
+    };
+    if let Some(why) = stale {
+        refuse(&mut send, limits, addr, ErrorCode::STALE_GENERATION, why).await;
+        conn.close(1u32.into(), b"stale generation");
+        return Err(());
+    }
+    reply(
+        &mut send,
+        &shared.limits,
+        Message::HelloAck(shared.hello.clone()),
+        addr,
+    )
+    .await;
+    Ok(Arc::new(Peer {
+        conn,
+        identity: PeerIdentity {
+            node_id: agreed.peer.id.to_string(),
+            generation: agreed.peer.generation,
+            role: agreed.peer_role,
+            addr,
+        },
+    }))
+}
+
+/// Serves an authenticated connection until it closes: each bidirectional
+/// stream is one request, each unidirectional stream one message.
+async fn serve_connection(shared: Arc<Shared>, peer: Arc<Peer>, handler: Arc<dyn Handler>) {
+    let addr = peer.identity.addr;
+    loop {
+        tokio::select! {
+            bi = peer.conn.accept_bi() => {
+                let Ok((mut send, mut recv)) = bi else { break };
+                let (shared, peer, handler) = (Arc::clone(&shared), Arc::clone(&peer), Arc::clone(&handler));
+                tokio::spawn(async move {
+                    let answer = match read_frame(&mut recv, &shared.limits, addr).await {
+                        Ok(frame) => handler.request(&peer.identity, frame.message).await,
+                        Err(TransportError::Protocol { source, .. }) => Message::Error {
+                            code: source.code(),
+                            message: source.to_string().into(),
+                        },
+                        Err(_) => return,
+                    };
+                    reply(&mut send, &shared.limits, answer, addr).await;
+                });
+            }
+            uni = peer.conn.accept_uni() => {
+                let Ok(mut recv) = uni else { break };
+                let (shared, peer, handler) = (Arc::clone(&shared), Arc::clone(&peer), Arc::clone(&handler));
+                tokio::spawn(async move {
+                    if let Ok(frame) = read_frame(&mut recv, &shared.limits, addr).await {
+                        handler.message(&peer.identity, frame.message);
+                    }
+                });
+            }
+        }
+    }
+}

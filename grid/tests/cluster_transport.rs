@@ -1,0 +1,269 @@
+//! The cluster transport: mutual TLS on one UDP port, the Hello handshake,
+//! and requests carried as protocol frames.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hydracache::cluster::{
+    DevCa, Handler, PeerIdentity, Reply, TlsConfig, Transport, TransportError,
+};
+use hydracache_protocol::{Hello, Limits, Message, Role};
+use rustls::pki_types::pem::PemObject;
+
+struct Echo;
+
+impl Handler for Echo {
+    fn request<'a>(&'a self, _peer: &'a PeerIdentity, message: Message) -> Reply<'a> {
+        Box::pin(async move {
+            match message {
+                Message::Ping { nonce } => Message::Pong { nonce },
+                other => other,
+            }
+        })
+    }
+    fn message(&self, _peer: &PeerIdentity, _message: Message) {}
+}
+
+fn local() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn node(tls: &TlsConfig, cluster: &str, id: &str, generation: u64, role: Role) -> Transport {
+    let t = Transport::bind(
+        local(),
+        tls,
+        Hello::new(cluster, (id, generation), role),
+        Limits::default(),
+    )
+    .unwrap();
+    t.serve(Arc::new(Echo));
+    t
+}
+
+#[tokio::test]
+async fn members_of_one_ca_exchange_frames_and_know_who_answered() {
+    let ca = DevCa::new("orders").unwrap();
+    let a = node(&ca.issue("a").unwrap(), "orders", "a", 1, Role::Member);
+    let b = node(&ca.issue("b").unwrap(), "orders", "b", 7, Role::Member);
+    for nonce in 0..10 {
+        let (peer, reply) = b
+            .request(a.local_addr(), Message::Ping { nonce })
+            .await
+            .unwrap();
+        assert_eq!(reply, Message::Pong { nonce });
+        assert_eq!(
+            (peer.node_id.as_str(), peer.generation, peer.role),
+            ("a", 1, Role::Member)
+        );
+    }
+    assert_eq!(
+        b.connected_peers().len(),
+        1,
+        "one connection, reused for every request"
+    );
+    // The accepting side reuses the same connection for its own requests.
+    let (peer, _) = a
+        .request(b.local_addr(), Message::Ping { nonce: 99 })
+        .await
+        .unwrap();
+    assert_eq!(peer.node_id, "b");
+}
+
+#[tokio::test]
+async fn a_certificate_from_another_ca_is_refused_at_the_handshake() {
+    let ca = DevCa::new("orders").unwrap();
+    let rogue_ca = DevCa::new("orders").unwrap();
+    let a = node(&ca.issue("a").unwrap(), "orders", "a", 1, Role::Member);
+    let rogue = node(
+        &rogue_ca.issue("x").unwrap(),
+        "orders",
+        "x",
+        1,
+        Role::Member,
+    );
+    let err = rogue
+        .request(a.local_addr(), Message::Ping { nonce: 1 })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TransportError::Connect { .. } | TransportError::Refused { .. }
+        ),
+        "{err:?}"
+    );
+    // And the other way round: a refuses rogue's certificate as a server.
+    let err = a
+        .request(rogue.local_addr(), Message::Ping { nonce: 1 })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Connect { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_client_without_a_certificate_is_refused() {
+    let ca = DevCa::new("orders").unwrap();
+    let a = node(&ca.issue("a").unwrap(), "orders", "a", 1, Role::Member);
+    // A QUIC client that trusts the CA but presents no certificate.
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca.ca_pem().as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut crypto = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    crypto.alpn_protocols = vec![hydracache::cluster::ALPN.to_vec()];
+    let client = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap(),
+    ));
+    let endpoint = quinn::Endpoint::client(local()).unwrap();
+    let result = async {
+        let conn = endpoint
+            .connect_with(client, a.local_addr(), hydracache::cluster::SERVER_NAME)?
+            .await?;
+        let (mut send, mut recv) = conn.open_bi().await?;
+        send.write_all(b"anything").await?;
+        send.finish()?;
+        Ok::<_, Box<dyn std::error::Error>>(recv.read_to_end(1024).await?)
+    }
+    .await;
+    assert!(
+        result.is_err(),
+        "no certificate, no conversation: {result:?}"
+    );
+}
+
+#[tokio::test]
+async fn another_cluster_name_is_refused_with_a_reason() {
+    let ca = DevCa::new("orders").unwrap();
+    let a = node(&ca.issue("a").unwrap(), "orders", "a", 1, Role::Member);
+    let b = node(&ca.issue("b").unwrap(), "billing", "b", 1, Role::Member);
+    match b.request(a.local_addr(), Message::Ping { nonce: 1 }).await {
+        Err(TransportError::Refused { reason, .. }) => {
+            assert!(reason.contains("cluster"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_older_generation_of_a_restarted_node_is_refused() {
+    let ca = DevCa::new("orders").unwrap();
+    let tls = ca.issue("n").unwrap();
+    let a = node(&ca.issue("a").unwrap(), "orders", "a", 1, Role::Member);
+    let new = node(&tls, "orders", "n", 2, Role::Member);
+    new.request(a.local_addr(), Message::Ping { nonce: 1 })
+        .await
+        .unwrap();
+    let old = node(&tls, "orders", "n", 1, Role::Member);
+    match old
+        .request(a.local_addr(), Message::Ping { nonce: 1 })
+        .await
+    {
+        Err(TransportError::Refused { reason, .. }) => {
+            assert!(reason.contains("generation"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // The newer generation keeps working.
+    new.request(a.local_addr(), Message::Ping { nonce: 2 })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn clients_talk_to_members_but_not_to_clients() {
+    let ca = DevCa::new("orders").unwrap();
+    let member = node(&ca.issue("m").unwrap(), "orders", "m", 1, Role::Member);
+    let c1 = node(&ca.issue("c1").unwrap(), "orders", "c1", 1, Role::Client);
+    let c2 = node(&ca.issue("c2").unwrap(), "orders", "c2", 1, Role::Client);
+    c1.request(member.local_addr(), Message::Ping { nonce: 1 })
+        .await
+        .unwrap();
+    assert!(matches!(
+        c1.request(c2.local_addr(), Message::Ping { nonce: 1 })
+            .await,
+        Err(TransportError::Refused { .. })
+    ));
+}
+
+/// UDP sockets this process holds, by reading /proc (what `ss -uanp` shows).
+#[cfg(target_os = "linux")]
+fn udp_sockets_of_this_process() -> usize {
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        if let Ok(text) = std::fs::read_to_string(table) {
+            for line in text.lines().skip(1) {
+                if let Some(inode) = line.split_whitespace().nth(9) {
+                    inodes.insert(inode.to_string());
+                }
+            }
+        }
+    }
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().to_string();
+            l.strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_string)
+        })
+        .filter(|i| inodes.contains(i))
+        .count()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_node_uses_exactly_one_udp_port_for_serving_and_connecting() {
+    let before = udp_sockets_of_this_process();
+    let ca = DevCa::new("orders").unwrap();
+    let a = node(&ca.issue("a").unwrap(), "orders", "a", 1, Role::Member);
+    let b = node(&ca.issue("b").unwrap(), "orders", "b", 1, Role::Member);
+    let c = node(&ca.issue("c").unwrap(), "orders", "c", 1, Role::Member);
+    for (x, y) in [(&a, &b), (&b, &c), (&c, &a), (&a, &c)] {
+        x.request(y.local_addr(), Message::Ping { nonce: 0 })
+            .await
+            .unwrap();
+        x.send(y.local_addr(), Message::Ping { nonce: 1 })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        udp_sockets_of_this_process() - before,
+        3,
+        "three nodes, three UDP sockets"
+    );
+}
+
+#[test]
+fn pem_files_round_trip_and_bad_files_are_typed_errors() {
+    let dir = std::env::temp_dir().join(format!("hydracache-certs-{}", std::process::id()));
+    let ca = DevCa::new("orders").unwrap();
+    ca.write_files(&dir, &["n1"]).unwrap();
+    TlsConfig::from_pem_files(dir.join("ca.pem"), dir.join("n1.pem"), dir.join("n1.key")).unwrap();
+    assert!(matches!(
+        TlsConfig::from_pem_files(
+            dir.join("missing.pem"),
+            dir.join("n1.pem"),
+            dir.join("n1.key")
+        ),
+        Err(hydracache::cluster::TlsError::Read { .. })
+    ));
+    assert!(matches!(
+        TlsConfig::from_pem_files(dir.join("n1.key"), dir.join("n1.pem"), dir.join("n1.key")),
+        Err(hydracache::cluster::TlsError::Pem { .. })
+    ));
+    // A key that does not match the certificate.
+    let other = ca.issue_pem("n2").unwrap();
+    let err = TlsConfig::from_pem(
+        ca.ca_pem().as_bytes(),
+        std::fs::read(dir.join("n1.pem")).unwrap().as_slice(),
+        other.key_pem.as_bytes(),
+    );
+    assert!(err.is_err());
+    std::fs::remove_dir_all(dir).unwrap();
+}
