@@ -8,8 +8,10 @@
 //! - Reads either copy out ([`Store::get`]) or borrow in place
 //!   ([`Store::get_ref`]); the same bytes are shareable as [`bytes::Bytes`]
 //!   without re-encoding ([`EntryRef::to_bytes`]).
-//! - Capacity is a byte bound; eviction is S3-FIFO per shard. A hit takes no
-//!   lock and writes only the entry's frequency byte (and a per-thread counter).
+//! - Capacity is a byte bound; eviction is S3-FIFO per shard, with a small
+//!   frequency sketch deciding which keys back from the ghost list may
+//!   displace main-queue entries. A hit takes no lock and writes only the
+//!   entry's frequency byte (and a per-thread counter).
 //! - TTLs per entry and by default; tags invalidated in O(1) by generation;
 //!   expired and invalidated entries are reclaimed by a sweep without reads.
 //! - [`FillTicket`]s protect loads that race invalidations.
