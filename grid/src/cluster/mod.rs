@@ -1,8 +1,10 @@
 //! The cluster runtime (feature `cluster`): one QUIC endpoint per node with
 //! mutual TLS, carrying the protocol crate's frames.
 
+mod gossip;
 mod tls;
 mod transport;
 
+pub use gossip::{keys as gossip_keys, GossipInbox, QuicGossip};
 pub use tls::{DevCa, NodeCertPem, TlsConfig, TlsError, ALPN, SERVER_NAME};
 pub use transport::{Handler, PeerIdentity, Reply, Transport, TransportError};
