@@ -93,6 +93,15 @@ pub enum CacheError {
         /// The type this caller asked for.
         expected: &'static str,
     },
+    /// An invalidation was applied here and sent, but these nodes did not
+    /// acknowledge it in time. They drop what they cannot prove fresh when
+    /// they next hear from this node (a sequence gap, or the high-water mark
+    /// it gossips); until then they may serve the old value.
+    #[error("invalidation not acknowledged by {nodes:?} within the timeout")]
+    Unacknowledged {
+        /// Node ids that did not answer.
+        nodes: Vec<String>,
+    },
     /// The loader task was cancelled because the runtime shut down.
     #[error("the load was cancelled: the runtime is shutting down")]
     Cancelled,

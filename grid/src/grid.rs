@@ -26,7 +26,11 @@ pub(crate) struct GridInner {
     pub(crate) flights: Flights,
     pub(crate) events: Arc<EventBus>,
     pub(crate) counters: GridCounters,
-    pub(crate) remote: Option<Arc<dyn Remote>>,
+    /// Set once when a cluster node attaches to this grid.
+    pub(crate) remote: std::sync::OnceLock<Arc<dyn Remote>>,
+    /// The cluster node, for diagnostics and test hooks.
+    #[cfg(feature = "cluster")]
+    pub(crate) node: std::sync::OnceLock<Arc<crate::cluster::node::Node>>,
     pub(crate) codec_name: &'static str,
     pub(crate) sweeper: Option<tokio::task::AbortHandle>,
 }
@@ -504,7 +508,7 @@ impl<C: Codec> Grid<C> {
 
     async fn invalidate(&self, inv: Invalidation) -> Result<bool, CacheError> {
         let removed = self.inner.apply(&inv, EventOrigin::Local);
-        if let Some(remote) = &self.inner.remote {
+        if let Some(remote) = self.inner.remote.get() {
             remote.invalidate(inv).await?;
         }
         Ok(removed)
@@ -684,6 +688,24 @@ impl<C: Codec> Grid<C> {
             loads_in_flight: inner.flights.len(),
             subscribers: inner.events.subscribers(),
             codec: inner.codec_name,
+        }
+    }
+
+    /// What the cluster looks like from this node; `None` for a local grid.
+    #[cfg(feature = "cluster")]
+    pub async fn cluster_diagnostics(&self) -> Option<crate::cluster::ClusterDiagnostics> {
+        let node = self.inner.node.get()?;
+        Some(node.diagnostics().await)
+    }
+
+    /// Cuts this node's connection to the peer at `addr` (a test hook that
+    /// simulates a partition; the connection is re-established on the next
+    /// message).
+    #[cfg(feature = "cluster")]
+    #[doc(hidden)]
+    pub fn disconnect_peer(&self, addr: std::net::SocketAddr) {
+        if let Some(node) = self.inner.node.get() {
+            node.transport().disconnect(addr);
         }
     }
 

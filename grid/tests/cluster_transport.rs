@@ -190,15 +190,18 @@ async fn clients_talk_to_members_but_not_to_clients() {
     ));
 }
 
-/// UDP sockets this process holds, by reading /proc (what `ss -uanp` shows).
+/// UDP sockets of this process bound to `port`, by reading /proc (what
+/// `ss -uanp` shows).
 #[cfg(target_os = "linux")]
-fn udp_sockets_of_this_process() -> usize {
+fn udp_sockets_on_port(port: u16) -> usize {
     let mut inodes = std::collections::HashSet::new();
     for table in ["/proc/net/udp", "/proc/net/udp6"] {
         if let Ok(text) = std::fs::read_to_string(table) {
             for line in text.lines().skip(1) {
-                if let Some(inode) = line.split_whitespace().nth(9) {
-                    inodes.insert(inode.to_string());
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                let local_port = cols.get(1).and_then(|a| a.rsplit(':').next());
+                if local_port.and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port) {
+                    inodes.insert(cols[9].to_string());
                 }
             }
         }
@@ -219,7 +222,6 @@ fn udp_sockets_of_this_process() -> usize {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_node_uses_exactly_one_udp_port_for_serving_and_connecting() {
-    let before = udp_sockets_of_this_process();
     let ca = DevCa::new("orders").unwrap();
     let a = node(&ca.issue("a").unwrap(), "orders", "a", 1, Role::Member);
     let b = node(&ca.issue("b").unwrap(), "orders", "b", 1, Role::Member);
@@ -232,11 +234,19 @@ async fn a_node_uses_exactly_one_udp_port_for_serving_and_connecting() {
             .await
             .unwrap();
     }
-    assert_eq!(
-        udp_sockets_of_this_process() - before,
-        3,
-        "three nodes, three UDP sockets"
-    );
+    let nodes = [&a, &b, &c];
+    for n in nodes {
+        assert_eq!(udp_sockets_on_port(n.local_addr().port()), 1);
+        // Every connection, in either direction, comes from a peer's one port.
+        for peer in n.connected_peers() {
+            assert!(
+                nodes.iter().any(|m| m.local_addr() == peer.addr),
+                "{} talks from {}, not from its listening port",
+                peer.node_id,
+                peer.addr
+            );
+        }
+    }
 }
 
 #[test]

@@ -2,9 +2,11 @@
 //! mutual TLS, carrying the protocol crate's frames.
 
 mod gossip;
+pub(crate) mod node;
 mod tls;
 mod transport;
 
 pub use gossip::{keys as gossip_keys, GossipInbox, QuicGossip};
+pub use node::{ClusterDiagnostics, ClusterError, InvalidationMode, NodeBuilder};
 pub use tls::{DevCa, NodeCertPem, TlsConfig, TlsError, ALPN, SERVER_NAME};
 pub use transport::{Handler, PeerIdentity, Reply, Transport, TransportError};

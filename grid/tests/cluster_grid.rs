@@ -1,0 +1,268 @@
+//! Members and clients of one grid on 127.0.0.1: they agree on who is live,
+//! an invalidation made anywhere is applied everywhere before the call
+//! returns, and a node that may have missed one drops what it cannot prove.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hydracache::cluster::{DevCa, InvalidationMode};
+use hydracache::{CacheError, CacheEvent, CacheOptions, EventOrigin, Grid};
+use hydracache_protocol::{Hello, Invalidate, Limits, Message, NodeIdentity, Role, Target};
+
+const GOSSIP: Duration = Duration::from_millis(50);
+
+async fn member(ca: &DevCa, id: &str, seeds: &[SocketAddr]) -> Grid {
+    Grid::member()
+        .cluster("orders")
+        .node_id(id)
+        .seeds(seeds.iter().map(|s| s.to_string()))
+        .tls(ca.issue(id).unwrap())
+        .gossip_interval(GOSSIP)
+        .ack_timeout(Duration::from_millis(500))
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn client(ca: &DevCa, id: &str, seeds: &[SocketAddr]) -> Grid {
+    Grid::client()
+        .cluster("orders")
+        .node_id(id)
+        .seeds(seeds.iter().map(|s| s.to_string()))
+        .tls(ca.issue(id).unwrap())
+        .gossip_interval(GOSSIP)
+        .near_cache_capacity_bytes(8 << 20)
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn addr(g: &Grid) -> SocketAddr {
+    g.cluster_diagnostics().await.unwrap().addr
+}
+
+/// Polls until every node sees `members` members and `clients` clients
+/// (bounded: 400 gossip rounds).
+async fn converge(nodes: &[&Grid], members: usize, clients: usize) {
+    for _ in 0..400 {
+        let mut ok = true;
+        for n in nodes {
+            let d = n.cluster_diagnostics().await.unwrap();
+            ok &= d.members.len() == members && d.clients.len() == clients;
+        }
+        if ok {
+            return;
+        }
+        tokio::time::sleep(GOSSIP).await;
+    }
+    for n in nodes {
+        eprintln!("{:?}", n.cluster_diagnostics().await);
+    }
+    panic!("no agreement on {members} members and {clients} clients");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_and_two_clients_agree_and_invalidations_reach_everyone() {
+    let ca = DevCa::new("orders").unwrap();
+    let m0 = member(&ca, "m0", &[]).await;
+    let seed = addr(&m0).await;
+    let mut nodes = vec![m0];
+    for i in 1..5 {
+        nodes.push(member(&ca, &format!("m{i}"), &[seed]).await);
+    }
+    nodes.push(client(&ca, "c0", &[seed]).await);
+    nodes.push(client(&ca, "c1", &[seed]).await);
+    let refs: Vec<&Grid> = nodes.iter().collect();
+    converge(&refs, 5, 2).await;
+    let d = nodes[6].cluster_diagnostics().await.unwrap();
+    assert_eq!(d.members, ["m0", "m1", "m2", "m3", "m4"]);
+    assert_eq!(d.clients, ["c0", "c1"]);
+    assert_eq!(d.role, Role::Client);
+
+    // Every node caches the same user, tagged.
+    for n in &nodes {
+        n.put(
+            "user:1",
+            &"Ada".to_string(),
+            CacheOptions::new().tag("users"),
+        )
+        .await
+        .unwrap();
+        n.put("order:9", &9u64, CacheOptions::new().tag("orders"))
+            .await
+            .unwrap();
+    }
+    let mut events = nodes[3].subscribe_tag("users");
+    // A client invalidates the tag: gone on every node when the call returns.
+    nodes[6].invalidate_tag("users").await.unwrap();
+    for n in &nodes {
+        assert!(!n.contains_key("user:1").await);
+        assert!(n.contains_key("order:9").await, "other tags untouched");
+    }
+    assert_eq!(
+        events.recv().await.unwrap(),
+        CacheEvent::TagInvalidated {
+            tag: "users".into(),
+            origin: EventOrigin::Remote { node: "c1".into() }
+        }
+    );
+    // Keys and flushes travel the same way.
+    nodes[2].invalidate_key("order:9").await.unwrap();
+    for n in &nodes {
+        assert!(!n.contains_key("order:9").await);
+    }
+    for n in &nodes {
+        n.put("x", &1u8, CacheOptions::new()).await.unwrap();
+    }
+    nodes[0].flush().await.unwrap();
+    for n in &nodes {
+        assert!(!n.contains_key("x").await);
+    }
+    assert_eq!(
+        nodes[2]
+            .cluster_diagnostics()
+            .await
+            .unwrap()
+            .invalidation_sequence,
+        1
+    );
+    assert_eq!(
+        nodes[6]
+            .cluster_diagnostics()
+            .await
+            .unwrap()
+            .invalidation_sequence,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_node_is_named_in_a_typed_error() {
+    let ca = DevCa::new("orders").unwrap();
+    let a = member(&ca, "a", &[]).await;
+    let seed = addr(&a).await;
+    let b = member(&ca, "b", &[seed]).await;
+    let c = member(&ca, "c", &[seed]).await;
+    converge(&[&a, &b, &c], 3, 0).await;
+    // c's endpoint goes away abruptly; gossip still believes it live for a while.
+    let c_addr = addr(&c).await;
+    drop(c);
+    a.disconnect_peer(c_addr);
+    // Until the failure detector notices, an acknowledged invalidation names c.
+    match a.invalidate_tag("t").await {
+        Err(CacheError::Unacknowledged { nodes }) => assert_eq!(nodes, ["c"]),
+        // The detector may already have declared c dead: then nobody is missing.
+        Ok(()) => {}
+        Err(e) => panic!("{e:?}"),
+    }
+    // Send-only mode returns after sending, whoever answers.
+    let d = Grid::member()
+        .cluster("orders")
+        .node_id("d")
+        .seeds([seed.to_string()])
+        .tls(ca.issue("d").unwrap())
+        .gossip_interval(GOSSIP)
+        .invalidation_mode(InvalidationMode::Sent)
+        .start()
+        .await
+        .unwrap();
+    d.invalidate_key("k").await.unwrap();
+}
+
+/// Speaks to a member as an origin node with a raw transport.
+async fn raw_origin(ca: &DevCa, id: &str, generation: u64) -> hydracache::cluster::Transport {
+    hydracache::cluster::Transport::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &ca.issue(id).unwrap(),
+        Hello::new("orders", (id, generation), Role::Member),
+        Limits::default(),
+    )
+    .unwrap()
+}
+
+fn invalidate(id: &str, generation: u64, sequence: u64, key: &'static str) -> Message {
+    Message::Invalidate(Invalidate {
+        origin: NodeIdentity::new(id, generation),
+        sequence,
+        epoch: 0,
+        target: Target::Key(bytes::Bytes::from_static(key.as_bytes())),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequence_gap_drops_what_cannot_be_proven_fresh() {
+    let ca = DevCa::new("orders").unwrap();
+    let m = member(&ca, "m", &[]).await;
+    let m_addr = addr(&m).await;
+    let origin = raw_origin(&ca, "o", 5).await;
+    for k in ["a", "b", "c"] {
+        m.put(k, &1u8, CacheOptions::new()).await.unwrap();
+    }
+    // In order: only the named key goes.
+    let (_, reply) = origin
+        .request(m_addr, invalidate("o", 5, 1, "a"))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply,
+        Message::InvalidateAck {
+            origin_generation: 5,
+            sequence: 1
+        }
+    );
+    assert!(!m.contains_key("a").await && m.contains_key("b").await && m.contains_key("c").await);
+    // Sequence 2 was lost: on 3, everything is dropped.
+    origin
+        .request(m_addr, invalidate("o", 5, 3, "b"))
+        .await
+        .unwrap();
+    assert!(
+        !m.contains_key("c").await,
+        "an unrelated entry could not be proven fresh"
+    );
+    // An older generation of the origin is refused.
+    let old = raw_origin(&ca, "o2", 1).await;
+    m.put("d", &1u8, CacheOptions::new()).await.unwrap();
+    origin
+        .request(m_addr, invalidate("o", 5, 4, "zzz"))
+        .await
+        .unwrap();
+    let (_, reply) = old
+        .request(m_addr, invalidate("o", 4, 1, "d"))
+        .await
+        .unwrap();
+    assert!(matches!(reply, Message::Error { .. }), "{reply:?}");
+    assert!(m.contains_key("d").await);
+    // First contact above sequence 1: this node may have missed the start.
+    let late = raw_origin(&ca, "late", 1).await;
+    late.request(m_addr, invalidate("late", 1, 7, "zzz"))
+        .await
+        .unwrap();
+    assert!(!m.contains_key("d").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_are_typed_errors() {
+    let ca = DevCa::new("orders").unwrap();
+    assert!(matches!(
+        Grid::member().cluster("orders").node_id("x").start().await,
+        Err(hydracache::cluster::ClusterError::Missing("tls"))
+    ));
+    assert!(matches!(
+        Grid::member()
+            .cluster("orders")
+            .tls(ca.issue("x").unwrap())
+            .start()
+            .await,
+        Err(hydracache::cluster::ClusterError::Missing("node_id"))
+    ));
+    assert!(matches!(
+        Grid::member()
+            .node_id("x")
+            .tls(ca.issue("x").unwrap())
+            .seeds(["not an address"])
+            .start()
+            .await,
+        Err(hydracache::cluster::ClusterError::BadSeed(_))
+    ));
+}
