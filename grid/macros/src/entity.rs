@@ -7,8 +7,7 @@ use syn::{DeriveInput, LitStr, Type};
 
 use crate::names;
 
-const USAGE: &str =
-    "expected #[hydracache(entity = \"user\", collection = \"users\", id = i64)]";
+const USAGE: &str = "expected #[hydracache(entity = \"user\", collection = \"users\", id = i64)]";
 
 #[derive(Default)]
 struct Attrs {
@@ -25,7 +24,9 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let missing = |what: &str, example: &str| {
         syn::Error::new(
             span,
-            format!("#[derive(HydraCacheEntity)] needs `{what}` in #[hydracache(...)], e.g. {example}"),
+            format!(
+                "#[derive(HydraCacheEntity)] needs `{what}` in #[hydracache(...)], e.g. {example}"
+            ),
         )
     };
     let entity = attrs
@@ -50,7 +51,11 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 fn parse_attrs(input: &DeriveInput) -> syn::Result<Attrs> {
     let mut attrs = Attrs::default();
     let mut seen_attr = false;
-    for attr in input.attrs.iter().filter(|a| a.path().is_ident("hydracache")) {
+    for attr in input
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("hydracache"))
+    {
         seen_attr = true;
         attrs.span = Some(attr.meta.span());
         if !matches!(attr.meta, syn::Meta::List(_)) {
@@ -76,7 +81,10 @@ fn parse_attrs(input: &DeriveInput) -> syn::Result<Attrs> {
                     let lit: LitStr = value.parse().map_err(|e| {
                         syn::Error::new(
                             e.span(),
-                            format!("`{key}` takes a string literal, e.g. {key} = \"{}\"", example(&key)),
+                            format!(
+                                "`{key}` takes a string literal, e.g. {key} = \"{}\"",
+                                example(&key)
+                            ),
                         )
                     })?;
                     if let Some(problem) = names::problem(&key, &lit.value()) {

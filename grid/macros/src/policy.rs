@@ -9,7 +9,8 @@ use syn::{Expr, Ident, Lit, LitStr, Token, Type};
 
 use crate::names;
 
-const FIELDS: &str = "name, key, entity, id, tag, collection_tag, ttl_secs, ttl, negative_ttl_secs, negative_ttl";
+const FIELDS: &str =
+    "name, key, entity, id, tag, collection_tag, ttl_secs, ttl, negative_ttl_secs, negative_ttl";
 
 /// `entity = "user"` or `entity = User` (a type implementing CacheEntity).
 enum Entity {
@@ -113,7 +114,11 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
             }
             ("ttl_secs" | "ttl" | "negative_ttl_secs" | "negative_ttl", Value::Expr(e)) => {
                 let negative = key.starts_with("negative");
-                let slot = if negative { &mut p.negative_ttl } else { &mut p.ttl };
+                let slot = if negative {
+                    &mut p.negative_ttl
+                } else {
+                    &mut p.ttl
+                };
                 if let Some((first, _)) = slot {
                     return Err(syn::Error::new(
                         name.span(),
@@ -130,7 +135,9 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
             (_, Value::Expr(_)) => {
                 return Err(syn::Error::new(
                     name.span(),
-                    format!("unknown field `{key}` in query_cache_policy!; expected one of: {FIELDS}"),
+                    format!(
+                        "unknown field `{key}` in query_cache_policy!; expected one of: {FIELDS}"
+                    ),
                 ));
             }
         }
@@ -162,9 +169,7 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
     match (p.entity, p.id) {
         (Some((_, Entity::Name(lit))), Some((_, id))) => calls.push(quote!(.entity(#lit).id(#id))),
         (Some((_, Entity::Name(lit))), None) => calls.push(quote!(.entity(#lit))),
-        (Some((_, Entity::Type(ty))), Some((_, id))) => {
-            calls.push(quote!(.for_entity::<#ty>(#id)))
-        }
+        (Some((_, Entity::Type(ty))), Some((_, id))) => calls.push(quote!(.for_entity::<#ty>(#id))),
         (Some((_, Entity::Type(ty))), None) => calls.push(quote!(.entity_of::<#ty>())),
         (None, _) => {}
     }

@@ -395,3 +395,54 @@ fn quote_ident(s: &str) -> String {
 fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{notify, PgInvalidationListener};
+    use crate::db::test_support::grid_with_failing_fan_out;
+    use crate::db::{DbCache, NotifyPayload};
+
+    /// DATABASE_URL, or `None` outside CI (under CI a missing server fails).
+    fn database_url() -> Option<String> {
+        match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("DATABASE_URL is not set, and under CI the Postgres tests must run")
+            }
+            _ => {
+                eprintln!("skipping: DATABASE_URL is not set");
+                None
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_invalidation_that_fails_is_counted_and_reported() {
+        let Some(url) = database_url() else { return };
+        let db = DbCache::new(grid_with_failing_fan_out(), "app");
+        let channel = format!("hydracache_unit_{}", std::process::id());
+        let mut handle = PgInvalidationListener::from_url(db, &url)
+            .unwrap()
+            .channel(channel.clone())
+            .start()
+            .await
+            .unwrap();
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        notify(&pool, &channel, &NotifyPayload::new().tag("t"))
+            .await
+            .unwrap();
+        let status = tokio::time::timeout(
+            Duration::from_secs(30),
+            handle.wait_for(|s| s.invalidation_errors == 1),
+        )
+        .await
+        .expect("the failure is reported");
+        assert!(status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("invalidation failed")));
+        assert!(status.connected, "the listener keeps listening");
+    }
+}

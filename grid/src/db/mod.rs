@@ -62,6 +62,8 @@ mod policy;
 mod query;
 mod sqlx_ext;
 mod stats;
+#[cfg(test)]
+mod test_support;
 mod tx;
 mod value;
 

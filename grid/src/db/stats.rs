@@ -71,12 +71,7 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) fn counters(&self, name: &str) -> Arc<Counters> {
-        if let Some(c) = self
-            .map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-        {
+        if let Some(c) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(name) {
             return Arc::clone(c);
         }
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());

@@ -26,11 +26,12 @@ use crate::db::invalidations::InvalidationSet;
 ///   invalidation reads the committed row.
 /// - [`rollback`](Self::rollback), or dropping it: the transaction rolls
 ///   back and nothing is invalidated.
-/// - If the COMMIT itself fails: when the server answered with an error
-///   the transaction did not commit and nothing is invalidated; when the
-///   answer was lost (the connection dropped), the outcome is unknown and
-///   the entries are invalidated anyway — a spurious reload is cheaper than
-///   a stale read.
+/// - If the COMMIT itself fails: when the server refused it (a deferred
+///   constraint, a serialization failure) the transaction did not commit
+///   and nothing is invalidated; when the connection failed or was
+///   terminated around it, the client cannot know the outcome and the
+///   entries are invalidated anyway — a spurious reload is cheaper than a
+///   stale read. Either way the commit's error is returned.
 ///
 /// Do not cache reads made inside a writing transaction: they may see rows
 /// that never commit. Cache reads on the pool.
@@ -224,10 +225,21 @@ impl<'c, DB: Database, C: Codec> CacheTransaction<'c, DB, C> {
     }
 }
 
-/// A COMMIT that failed with the server's error answer did not commit; any
-/// other failure (I/O, a closed connection) leaves the outcome unknown.
+/// Whether a failed COMMIT may have committed all the same.
+///
+/// A server's error answer to COMMIT means it did not commit — unless the
+/// error is about the connection going away (SQLSTATE class 08, connection
+/// exception, or 57P, operator intervention: a terminated backend, a server
+/// shutting down or crashing), which a backend can report at any moment,
+/// the moment just after its commit reached the disk included. Any other
+/// failure (I/O, a closed pool, a protocol error) leaves the outcome unknown.
 fn commit_outcome_unknown(e: &sqlx::Error) -> bool {
-    !matches!(e, sqlx::Error::Database(_))
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_none_or(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => true,
+    }
 }
 
 impl<'c, DB: Database, C: Codec> Deref for CacheTransaction<'c, DB, C> {
@@ -241,5 +253,65 @@ impl<'c, DB: Database, C: Codec> Deref for CacheTransaction<'c, DB, C> {
 impl<'c, DB: Database, C: Codec> DerefMut for CacheTransaction<'c, DB, C> {
     fn deref_mut(&mut self) -> &mut Self::Target {
         &mut self.tx
+    }
+}
+
+#[cfg(all(test, feature = "sqlx-sqlite"))]
+mod tests {
+    use sqlx::sqlite::SqlitePoolOptions;
+
+    use crate::db::test_support::grid_with_failing_fan_out;
+    use crate::db::{DbCache, DbCacheError};
+    use crate::error::CacheError;
+
+    #[tokio::test]
+    async fn an_invalidation_that_fails_after_the_commit_is_reported_as_such() {
+        let db = DbCache::new(grid_with_failing_fan_out(), "app");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::query("create table t (x integer)")
+            .execute(&pool)
+            .await
+            .unwrap();
+
+        let mut tx = db.begin(&pool).await.unwrap();
+        sqlx::query("insert into t values (1)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.invalidate_tag("t");
+        let err = tx.commit().await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DbCacheError::InvalidationAfterCommit(CacheError::Cancelled)
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("committed"), "{err}");
+
+        let err = db
+            .write(&pool, async |tx| {
+                sqlx::query("insert into t values (2)")
+                    .execute(&mut **tx)
+                    .await?;
+                tx.invalidate_key("k");
+                Ok::<_, sqlx::Error>(())
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, DbCacheError::InvalidationAfterCommit(_)),
+            "{err:?}"
+        );
+
+        let rows: i64 = sqlx::query_scalar("select count(*) from t")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 2, "both writes committed");
     }
 }
