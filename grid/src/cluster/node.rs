@@ -17,7 +17,7 @@
 //! Messages from an older generation of an origin than one already seen are
 //! refused.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -26,7 +26,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
+use chitchat::{
+    spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState,
+};
 use hydracache_protocol::{
     ErrorCode, Hello, Invalidate, Limits, Message, NodeIdentity, Role, Target,
 };
@@ -255,11 +257,15 @@ impl<C: Codec> NodeBuilder<C> {
             mode: self.mode,
             inbox,
             gossip_interval: self.gossip_interval,
+            live: std::sync::OnceLock::new(),
         });
         transport.serve(Arc::new(NodeHandler(Arc::clone(&node))));
         let chitchat = spawn_chitchat(config, kvs, &gossip)
             .await
             .map_err(|e| ClusterError::Gossip(e.to_string()))?;
+        let _ = node
+            .live
+            .set(chitchat.chitchat().lock().await.live_nodes_watcher());
         let _ = node.chitchat.set(chitchat);
         let _ = grid.inner.remote.set(Arc::clone(&node) as Arc<dyn Remote>);
         let _ = grid.inner.node.set(Arc::clone(&node));
@@ -317,6 +323,9 @@ pub(crate) struct Node {
     mode: InvalidationMode,
     inbox: GossipInbox,
     gossip_interval: Duration,
+    /// chitchat's live-node watch: updated with every liveness or state
+    /// change, read without waiting on gossip's lock.
+    live: std::sync::OnceLock<tokio::sync::watch::Receiver<BTreeMap<ChitchatId, NodeState>>>,
 }
 
 struct LivePeer {
@@ -328,17 +337,14 @@ struct LivePeer {
 }
 
 impl Node {
-    async fn live_peers(&self, include_self: bool) -> Vec<LivePeer> {
-        let Some(handle) = self.chitchat.get() else {
+    fn live_peers(&self, include_self: bool) -> Vec<LivePeer> {
+        let Some(live) = self.live.get() else {
             return Vec::new();
         };
-        let chitchat = handle.chitchat();
-        let guard = chitchat.lock().await;
-        guard
-            .live_nodes()
-            .filter(|id| include_self || *id.node_id != *self.identity.id)
-            .filter_map(|id| {
-                let state = guard.node_state(id)?;
+        let live = live.borrow();
+        live.iter()
+            .filter(|(id, _)| include_self || *id.node_id != *self.identity.id)
+            .filter_map(|(id, state)| {
                 Some(LivePeer {
                     id: id.node_id.to_string(),
                     generation: id.generation_id,
@@ -354,7 +360,7 @@ impl Node {
     }
 
     pub(crate) async fn diagnostics(&self) -> ClusterDiagnostics {
-        let live = self.live_peers(true).await;
+        let live = self.live_peers(true);
         let dead = match self.chitchat.get() {
             Some(h) => {
                 let c = h.chitchat();
@@ -414,13 +420,12 @@ impl Node {
         });
         // Clients do not talk to clients: a client sends to the members,
         // and each member relays to the other clients before it acknowledges.
-        let mut peers = self.live_peers(false).await;
+        let mut peers = self.live_peers(false);
         if self.role == Role::Client {
             peers.retain(|p| p.role == "member");
         }
-        let result = self.send_to(peers, message, sequence).await;
-        self.publish_hwm(sequence).await;
-        result
+        // The high-water mark is gossiped by the maintenance task.
+        self.send_to(peers, message, sequence).await
     }
 
     /// Sends an invalidation to `peers` and, in acknowledged mode, waits for
@@ -530,13 +535,15 @@ impl Remote for Node {
     }
 }
 
-/// Compares gossiped high-water marks with what was applied; a missed tail
-/// drops everything this node cannot prove fresh.
+/// Every gossip interval: refreshes the live-peer snapshot, publishes this
+/// node's high-water mark, and compares the peers' marks with what was
+/// applied; a missed tail drops everything this node cannot prove fresh.
 async fn watch_high_water_marks(node: Weak<Node>) {
     loop {
         let Some(n) = node.upgrade() else { return };
         let interval = n.gossip_interval;
-        let peers = n.live_peers(false).await;
+        let peers = n.live_peers(false);
+        n.publish_hwm(n.sequence.load(Ordering::SeqCst)).await;
         let mut missed = Vec::new();
         {
             let mut applied = n.applied.lock().expect("applied");
@@ -616,7 +623,7 @@ impl Handler for NodeHandler {
                         // Relay a client's invalidation to the other clients.
                         let sequence = inv.sequence;
                         let origin = inv.origin.id.to_string();
-                        let mut clients = self.0.live_peers(false).await;
+                        let mut clients = self.0.live_peers(false);
                         clients.retain(|p| p.role == "client" && p.id != origin);
                         if let Err(e) = self
                             .0

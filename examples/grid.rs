@@ -1,0 +1,97 @@
+//! A grid on loopback: three members and one client with development
+//! certificates. Every node caches a value; the client invalidates its tag;
+//! the call returns once every node applied it. Prints cluster diagnostics.
+//!
+//! Run with `cargo run --example grid --features cluster`.
+
+use std::time::Duration;
+
+use hydracache::cluster::DevCa;
+use hydracache::{CacheOptions, Grid};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let ca = DevCa::new("orders")?;
+    let gossip = Duration::from_millis(100);
+    let start_member = |id: &'static str, seeds: Vec<String>| {
+        let tls = ca.issue(id);
+        async move {
+            Grid::member()
+                .cluster("orders")
+                .node_id(id)
+                .seeds(seeds)
+                .tls(tls?)
+                .gossip_interval(gossip)
+                .start()
+                .await
+                .map_err(Box::<dyn std::error::Error>::from)
+        }
+    };
+    let m1 = start_member("member-1", vec![]).await?;
+    let seed = m1
+        .cluster_diagnostics()
+        .await
+        .expect("a member")
+        .addr
+        .to_string();
+    let m2 = start_member("member-2", vec![seed.clone()]).await?;
+    let m3 = start_member("member-3", vec![seed.clone()]).await?;
+    let client = Grid::client()
+        .cluster("orders")
+        .node_id("web-client")
+        .seeds([seed])
+        .tls(ca.issue("web-client")?)
+        .gossip_interval(gossip)
+        .near_cache_capacity_bytes(16 << 20)
+        .connect()
+        .await?;
+    let nodes = [
+        ("member-1", &m1),
+        ("member-2", &m2),
+        ("member-3", &m3),
+        ("web-client", &client),
+    ];
+
+    print!("waiting for gossip to agree");
+    for _ in 0..100 {
+        let d = client.cluster_diagnostics().await.expect("a node");
+        if d.members.len() == 3 && d.clients.len() == 1 {
+            break;
+        }
+        print!(".");
+        tokio::time::sleep(gossip).await;
+    }
+    println!();
+
+    for (_, grid) in &nodes {
+        grid.put(
+            "user:42",
+            &"Ada".to_string(),
+            CacheOptions::new().tags(["users", "user:42"]),
+        )
+        .await?;
+    }
+    println!("every node caches user:42");
+
+    let started = std::time::Instant::now();
+    client.invalidate_tag("user:42").await?;
+    println!(
+        "client invalidated tag user:42, acknowledged by every node in {:?}",
+        started.elapsed()
+    );
+    for (name, grid) in &nodes {
+        println!(
+            "  {name}: user:42 cached = {}",
+            grid.contains_key("user:42").await
+        );
+    }
+
+    for (name, grid) in &nodes {
+        let d = grid.cluster_diagnostics().await.expect("a node");
+        println!(
+            "{name}: role={:?} generation={} addr={} members={:?} clients={:?} dead={:?} sent={}",
+            d.role, d.generation, d.addr, d.members, d.clients, d.dead, d.invalidation_sequence
+        );
+    }
+    Ok(())
+}

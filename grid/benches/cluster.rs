@@ -1,0 +1,211 @@
+//! Invalidation latency across a 5-member grid on loopback (call to
+//! all-acknowledged, p50/p99), with two references measured in the same run:
+//! a framed Ping/Pong request over the node transport, and a raw quinn
+//! request/response (a bidirectional stream echo of 64 bytes, same TLS).
+//!
+//! `cargo bench -p hydracache --features cluster --bench cluster`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hydracache::cluster::{DevCa, Transport, ALPN, SERVER_NAME};
+use hydracache::{CacheOptions, Grid};
+use hydracache_protocol::{Hello, Limits, Message, Role};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+const SAMPLES: usize = 2000;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+fn report(name: &str, mut xs: Vec<Duration>) -> (Duration, Duration) {
+    xs.sort();
+    let (p50, p99) = (percentile(&xs, 0.50), percentile(&xs, 0.99));
+    println!("{name:<44} p50 {:>9.1?}  p99 {:>9.1?}", p50, p99);
+    (p50, p99)
+}
+
+async fn raw_quinn(ca: &DevCa) -> Vec<Duration> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let pem = ca.issue_pem("raw").unwrap();
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(pem.cert_pem.as_bytes())
+            .map(|c| c.unwrap())
+            .collect();
+    let key = PrivateKeyDer::from_pem_slice(pem.key_pem.as_bytes()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca.ca_pem().as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    server.alpn_protocols = vec![ALPN.to_vec()];
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![ALPN.to_vec()];
+    let server = quinn::ServerConfig::with_crypto(Arc::new(
+        quinn::crypto::rustls::QuicServerConfig::try_from(server).unwrap(),
+    ));
+    let client = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(client).unwrap(),
+    ));
+    let server_ep = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server_ep.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Some(incoming) = server_ep.accept().await {
+            tokio::spawn(async move {
+                let conn = incoming.await.unwrap();
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    tokio::spawn(async move {
+                        let data = recv.read_to_end(1024).await.unwrap();
+                        send.write_all(&data).await.unwrap();
+                        send.finish().unwrap();
+                    });
+                }
+            });
+        }
+    });
+    let client_ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = client_ep
+        .connect_with(client, addr, SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let payload = [7u8; 64];
+    let mut out = Vec::with_capacity(SAMPLES);
+    for i in 0..SAMPLES + 200 {
+        let start = Instant::now();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&payload).await.unwrap();
+        send.finish().unwrap();
+        let back = recv.read_to_end(1024).await.unwrap();
+        assert_eq!(back.len(), 64);
+        if i >= 200 {
+            out.push(start.elapsed());
+        }
+    }
+    out
+}
+
+async fn framed_ping(ca: &DevCa) -> Vec<Duration> {
+    let a = Transport::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &ca.issue("pa").unwrap(),
+        Hello::new("orders", ("pa", 1), Role::Member),
+        Limits::default(),
+    )
+    .unwrap();
+    let b = Transport::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &ca.issue("pb").unwrap(),
+        Hello::new("orders", ("pb", 1), Role::Member),
+        Limits::default(),
+    )
+    .unwrap();
+    struct Pong;
+    impl hydracache::cluster::Handler for Pong {
+        fn request<'a>(
+            &'a self,
+            _: &'a hydracache::cluster::PeerIdentity,
+            m: Message,
+        ) -> hydracache::cluster::Reply<'a> {
+            Box::pin(async move {
+                match m {
+                    Message::Ping { nonce } => Message::Pong { nonce },
+                    other => other,
+                }
+            })
+        }
+        fn message(&self, _: &hydracache::cluster::PeerIdentity, _: Message) {}
+    }
+    a.serve(Arc::new(Pong));
+    b.serve(Arc::new(Pong));
+    let mut out = Vec::with_capacity(SAMPLES);
+    for i in 0..SAMPLES + 200 {
+        let start = Instant::now();
+        b.request(a.local_addr(), Message::Ping { nonce: i as u64 })
+            .await
+            .unwrap();
+        if i >= 200 {
+            out.push(start.elapsed());
+        }
+    }
+    out
+}
+
+async fn invalidation(ca: &DevCa) -> Vec<Duration> {
+    let gossip = Duration::from_millis(100);
+    let mut nodes = Vec::new();
+    let mut seed = None;
+    for i in 0..5 {
+        let id = format!("m{i}");
+        let g = Grid::member()
+            .cluster("orders")
+            .node_id(id.as_str())
+            .seeds(seed.iter().map(|s: &String| s.clone()))
+            .tls(ca.issue(&id).unwrap())
+            .gossip_interval(gossip)
+            .start()
+            .await
+            .unwrap();
+        if seed.is_none() {
+            seed = Some(g.cluster_diagnostics().await.unwrap().addr.to_string());
+        }
+        nodes.push(g);
+    }
+    for _ in 0..200 {
+        let mut all = true;
+        for n in &nodes {
+            all &= n.cluster_diagnostics().await.unwrap().members.len() == 5;
+        }
+        if all {
+            break;
+        }
+        tokio::time::sleep(gossip).await;
+    }
+    let mut out = Vec::with_capacity(SAMPLES);
+    for i in 0..SAMPLES + 200 {
+        let key = format!("k{}", i % 100);
+        for n in &nodes[1..] {
+            n.put(&key, &1u8, CacheOptions::new()).await.unwrap();
+        }
+        let start = Instant::now();
+        nodes[0].invalidate_key(&key).await.unwrap();
+        let t = start.elapsed();
+        if i >= 200 {
+            out.push(t);
+        }
+        assert!(!nodes[4].contains_key(&key).await);
+    }
+    out
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ca = DevCa::new("orders").unwrap();
+        println!("loopback, {SAMPLES} samples each after 200 warm-up");
+        let (raw, _) = report("raw quinn request/response (64 B echo)", raw_quinn(&ca).await);
+        let (framed, _) = report("framed Ping/Pong over the node transport", framed_ping(&ca).await);
+        let (p50, p99) = report("invalidate_key, 5 members, all acknowledged", invalidation(&ca).await);
+        println!(
+            "\nframed request / raw quinn p50: {:.2}x; invalidation p50 / raw quinn p50: {:.2}x; invalidation p99 {:.2} ms (target < 2 ms)",
+            framed.as_secs_f64() / raw.as_secs_f64(),
+            p50.as_secs_f64() / raw.as_secs_f64(),
+            p99.as_secs_f64() * 1e3
+        );
+    });
+}
