@@ -4,11 +4,19 @@
 mod gossip;
 pub(crate) mod node;
 mod ownership;
+mod raft;
+mod raft_state;
 mod tls;
 mod transport;
 
 pub use gossip::{keys as gossip_keys, GossipInbox, QuicGossip};
 pub use node::{ClusterDiagnostics, ClusterError, InvalidationMode, NodeBuilder};
 pub use ownership::{rendezvous_weight, KeyMove, MembershipView};
+pub use raft::{
+    decode_message, encode_message, raft_id, Applied, CommandError, DecodeError, Ignored,
+    MembershipCommand, Outbound, Outcome, ProposeError, RaftConfig, RaftDriver, RaftError,
+    RaftOutput, StepError, DEFAULT_MAX_RAFT_MESSAGE_BYTES, MAX_COMMAND_LEN, MAX_NODE_ID_LEN,
+    MAX_RAFT_MESSAGE_FIELDS,
+};
 pub use tls::{DevCa, NodeCertPem, TlsConfig, TlsError, ALPN, SERVER_NAME};
 pub use transport::{Handler, PeerIdentity, Reply, Transport, TransportError};
