@@ -62,7 +62,7 @@ mod policy;
 mod query;
 mod sqlx_ext;
 mod stats;
-#[cfg(test)]
+#[cfg(all(test, any(feature = "sqlx-sqlite", feature = "sqlx-postgres")))]
 mod test_support;
 mod tx;
 mod value;
