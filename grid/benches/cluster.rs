@@ -151,7 +151,7 @@ async fn invalidation(ca: &DevCa) -> Vec<Duration> {
         let g = Grid::member()
             .cluster("orders")
             .node_id(id.as_str())
-            .seeds(seed.iter().map(|s: &String| s.clone()))
+            .seeds(seed.iter().cloned())
             .tls(ca.issue(&id).unwrap())
             .gossip_interval(gossip)
             .start()

@@ -40,6 +40,11 @@ impl Drop for GridInner {
         if let Some(s) = &self.sweeper {
             s.abort();
         }
+        // The last handle is gone: the node stops gossiping and serving.
+        #[cfg(feature = "cluster")]
+        if let Some(node) = self.node.get() {
+            node.shutdown_now();
+        }
     }
 }
 
@@ -696,6 +701,37 @@ impl<C: Codec> Grid<C> {
     pub async fn cluster_diagnostics(&self) -> Option<crate::cluster::ClusterDiagnostics> {
         let node = self.inner.node.get()?;
         Some(node.diagnostics().await)
+    }
+
+    /// Leaves the cluster gracefully: announces it, waits (bounded) until the
+    /// raft leader has removed this node from the membership, then stops
+    /// gossip and closes the endpoint. The grid keeps working as a local cache.
+    #[cfg(feature = "cluster")]
+    pub async fn leave(&self) {
+        if let Some(node) = self.inner.node.get() {
+            node.leave().await;
+        }
+    }
+
+    /// The node id owning `key` at the current membership epoch (rendezvous
+    /// hashing over the admitted members); `None` for a local grid or before
+    /// the first admission.
+    #[cfg(feature = "cluster")]
+    pub fn owner_for_key(&self, key: &str) -> Option<String> {
+        let node = self.inner.node.get()?;
+        node.view()
+            .owner_for_key(key)
+            .map(|m| m.node.id.to_string())
+    }
+
+    /// Test hook: while `on`, this node refuses incoming invalidations as if
+    /// they were lost in a partition (gossip still flows).
+    #[cfg(feature = "cluster")]
+    #[doc(hidden)]
+    pub fn simulate_lost_invalidations(&self, on: bool) {
+        if let Some(node) = self.inner.node.get() {
+            node.set_partitioned(on);
+        }
     }
 
     /// Cuts this node's connection to the peer at `addr` (a test hook that

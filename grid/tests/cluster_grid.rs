@@ -42,9 +42,9 @@ async fn addr(g: &Grid) -> SocketAddr {
 }
 
 /// Polls until every node sees `members` members and `clients` clients
-/// (bounded: 400 gossip rounds).
+/// (bounded: 800 gossip rounds).
 async fn converge(nodes: &[&Grid], members: usize, clients: usize) {
-    for _ in 0..400 {
+    for _ in 0..800 {
         let mut ok = true;
         for n in nodes {
             let d = n.cluster_diagnostics().await.unwrap();
@@ -265,4 +265,117 @@ async fn bad_settings_are_typed_errors() {
             .await,
         Err(hydracache::cluster::ClusterError::BadSeed(_))
     ));
+}
+
+/// Polls `check` (bounded: 800 gossip rounds).
+async fn eventually<F: AsyncFnMut() -> bool>(mut check: F) -> bool {
+    for _ in 0..800 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(GOSSIP).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_membership_follows_failures_restarts_and_leaves_and_ownership_moves() {
+    let ca = DevCa::new("orders").unwrap();
+    let m0 = member(&ca, "m0", &[]).await;
+    let seed = addr(&m0).await;
+    let m1 = member(&ca, "m1", &[seed]).await;
+    let m2 = member(&ca, "m2", &[seed]).await;
+    let m3 = member(&ca, "m3", &[seed]).await;
+    converge(&[&m0, &m1, &m2, &m3], 4, 0).await;
+    let d = m1.cluster_diagnostics().await.unwrap();
+    assert_eq!(d.raft_leader.as_deref(), Some("m0"));
+    let epoch = d.epoch;
+    // Every node computes the same owner for every key.
+    let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+    let owners: Vec<_> = keys.iter().map(|k| m0.owner_for_key(k).unwrap()).collect();
+    for n in [&m1, &m2, &m3] {
+        let theirs: Vec<_> = keys.iter().map(|k| n.owner_for_key(k).unwrap()).collect();
+        assert_eq!(theirs, owners);
+    }
+    assert!(owners.iter().any(|o| o == "m3"));
+
+    // m3 dies (its endpoint closes): gossip declares it dead, Raft removes it,
+    // the epoch moves and its keys move to the others.
+    drop(m3);
+    converge(&[&m0, &m1, &m2], 3, 0).await;
+    let after = m0.cluster_diagnostics().await.unwrap();
+    assert!(after.epoch > epoch);
+    for (k, old) in keys.iter().zip(&owners) {
+        let new = m2.owner_for_key(k).unwrap();
+        if old == "m3" {
+            assert_ne!(new, "m3");
+        } else {
+            assert_eq!(&new, old, "only m3's keys move");
+        }
+    }
+
+    // m3 restarts with a new generation and is admitted again.
+    let m3 = member(&ca, "m3", &[seed]).await;
+    converge(&[&m0, &m1, &m2, &m3], 4, 0).await;
+    let d3 = m3.cluster_diagnostics().await.unwrap();
+    assert!(d3.generation > 0 && d3.epoch > after.epoch);
+
+    // A graceful leave: m1 announces it, the leader removes it, then it stops.
+    let epoch = m0.cluster_diagnostics().await.unwrap().epoch;
+    m1.leave().await;
+    assert!(
+        !m1.cluster_diagnostics()
+            .await
+            .unwrap()
+            .members
+            .contains(&"m1".to_string()),
+        "removed before it stopped"
+    );
+    assert!(
+        eventually(async || !m0
+            .cluster_diagnostics()
+            .await
+            .unwrap()
+            .members
+            .contains(&"m1".to_string()))
+        .await
+    );
+    assert!(m0.cluster_diagnostics().await.unwrap().epoch > epoch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_missed_invalidations_drops_what_it_cannot_prove() {
+    let ca = DevCa::new("orders").unwrap();
+    let a = member(&ca, "a", &[]).await;
+    let seed = addr(&a).await;
+    let b = member(&ca, "b", &[seed]).await;
+    let x = member(&ca, "x", &[seed]).await;
+    converge(&[&a, &b, &x], 3, 0).await;
+    for n in [&a, &b, &x] {
+        n.put("k1", &1u8, CacheOptions::new().tag("t1"))
+            .await
+            .unwrap();
+        n.put("k2", &2u8, CacheOptions::new().tag("t2"))
+            .await
+            .unwrap();
+    }
+    // x loses every invalidation for a while: the caller is told.
+    x.simulate_lost_invalidations(true);
+    match a.invalidate_tag("t1").await {
+        Err(CacheError::Unacknowledged { nodes }) => assert_eq!(nodes, ["x"]),
+        other => panic!("{other:?}"),
+    }
+    assert!(!b.contains_key("k1").await);
+    x.simulate_lost_invalidations(false);
+    // a's gossiped high-water mark tells x it missed one: x drops what it
+    // cannot prove fresh (k1 and, since it cannot tell, k2 too).
+    assert!(
+        eventually(async || !x.contains_key("k1").await).await,
+        "x still serves the invalidated k1"
+    );
+    assert!(!x.contains_key("k2").await);
+    assert!(
+        b.contains_key("k2").await,
+        "nodes that did not miss anything keep their entries"
+    );
 }

@@ -114,4 +114,6 @@ pub mod keys {
     /// The node's invalidation high-water mark: the last sequence number it
     /// originated.
     pub const INVALIDATION_HWM: &str = "inv_hwm";
+    /// "1" once the node has started a graceful leave.
+    pub const LEAVING: &str = "leaving";
 }

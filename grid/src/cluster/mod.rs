@@ -1,6 +1,7 @@
 //! The cluster runtime (feature `cluster`): one QUIC endpoint per node with
 //! mutual TLS, carrying the protocol crate's frames.
 
+mod consensus;
 mod gossip;
 pub(crate) mod node;
 mod ownership;

@@ -33,7 +33,10 @@ use hydracache_protocol::{
     ErrorCode, Hello, Invalidate, Limits, Message, NodeIdentity, Role, Target,
 };
 
+use super::consensus::{role_name, Consensus};
 use super::gossip::{keys, GossipInbox, QuicGossip};
+use super::ownership::MembershipView;
+use super::raft::{raft_id, MembershipCommand, RaftConfig};
 use super::tls::TlsConfig;
 use super::transport::{Handler, PeerIdentity, Reply, Transport, TransportError};
 use crate::builder::LocalBuilder;
@@ -100,6 +103,7 @@ pub struct NodeBuilder<C: Codec = Rkyv> {
     gossip_interval: Duration,
     mode: InvalidationMode,
     limits: Limits,
+    raft: RaftConfig,
 }
 
 impl Grid {
@@ -129,6 +133,7 @@ impl NodeBuilder {
             gossip_interval: Duration::from_millis(200),
             mode: InvalidationMode::Acknowledged,
             limits: Limits::default(),
+            raft: RaftConfig::default(),
         }
     }
 }
@@ -184,6 +189,14 @@ impl<C: Codec> NodeBuilder<C> {
         self
     }
 
+    /// How many raft voters the cluster keeps (3 or 5; default 3). The first
+    /// members admitted become voters; later ones are learners, promoted
+    /// when a voter leaves.
+    pub fn raft_voters(mut self, voters: usize) -> Self {
+        self.raft.voters = voters;
+        self
+    }
+
     /// Local cache settings (capacity, TTL, events, codec, …).
     pub fn cache(mut self, f: impl FnOnce(LocalBuilder<C>) -> LocalBuilder<C>) -> Self {
         self.local = f(self.local);
@@ -236,14 +249,12 @@ impl<C: Codec> NodeBuilder<C> {
             catchup_callback: None,
             extra_liveness_predicate: None,
         };
-        let role = match self.role {
-            Role::Member => "member",
-            Role::Client => "client",
-        };
+        let role = role_name(self.role);
         let kvs = vec![
             (keys::ROLE.to_string(), role.to_string()),
             (keys::ADDR.to_string(), addr.to_string()),
             (keys::INVALIDATION_HWM.to_string(), "0".to_string()),
+            (keys::LEAVING.to_string(), "0".to_string()),
         ];
         let node = Arc::new(Node {
             transport: transport.clone(),
@@ -258,6 +269,10 @@ impl<C: Codec> NodeBuilder<C> {
             inbox,
             gossip_interval: self.gossip_interval,
             live: std::sync::OnceLock::new(),
+            partitioned: std::sync::atomic::AtomicBool::new(false),
+            consensus: std::sync::OnceLock::new(),
+            view: std::sync::RwLock::new(Arc::new(MembershipView::empty())),
+            raft_status: std::sync::RwLock::new(Default::default()),
         });
         transport.serve(Arc::new(NodeHandler(Arc::clone(&node))));
         let chitchat = spawn_chitchat(config, kvs, &gossip)
@@ -267,6 +282,20 @@ impl<C: Codec> NodeBuilder<C> {
             .live
             .set(chitchat.chitchat().lock().await.live_nodes_watcher());
         let _ = node.chitchat.set(chitchat);
+        if self.role == Role::Member {
+            // The first member (started without seeds) founds the cluster;
+            // every other member joins with an empty log and is admitted by
+            // the leader once gossip reports it.
+            let consensus = Consensus::start(
+                node.identity.clone(),
+                self.seeds.is_empty(),
+                self.raft.clone(),
+                transport.clone(),
+                Arc::downgrade(&node),
+            )
+            .map_err(|e| ClusterError::Gossip(format!("raft: {e}")))?;
+            let _ = node.consensus.set(consensus);
+        }
         let _ = grid.inner.remote.set(Arc::clone(&node) as Arc<dyn Remote>);
         let _ = grid.inner.node.set(Arc::clone(&node));
         tokio::spawn(watch_high_water_marks(Arc::downgrade(&node)));
@@ -299,10 +328,18 @@ pub struct ClusterDiagnostics {
     pub generation: u64,
     /// The UDP address the node listens on.
     pub addr: SocketAddr,
-    /// Live members according to gossip (including this node if a member).
+    /// The membership epoch of the view below (0 before the first admission).
+    pub epoch: u64,
+    /// Members Raft has admitted at that epoch.
     pub members: Vec<String>,
-    /// Live clients according to gossip (including this node if a client).
+    /// Clients Raft has admitted at that epoch.
     pub clients: Vec<String>,
+    /// The raft leader's node id, if known.
+    pub raft_leader: Option<String>,
+    /// The raft term (0 on clients, which are not raft peers).
+    pub raft_term: u64,
+    /// Nodes gossip reports live (including this one).
+    pub gossip_live: usize,
     /// Nodes gossip has declared dead.
     pub dead: Vec<String>,
     /// The last invalidation sequence number this node originated.
@@ -326,9 +363,18 @@ pub(crate) struct Node {
     /// chitchat's live-node watch: updated with every liveness or state
     /// change, read without waiting on gossip's lock.
     live: std::sync::OnceLock<tokio::sync::watch::Receiver<BTreeMap<ChitchatId, NodeState>>>,
+    /// Test hook: refuse incoming invalidations, as if they were lost.
+    partitioned: std::sync::atomic::AtomicBool,
+    /// The raft task (members only).
+    consensus: std::sync::OnceLock<Consensus>,
+    /// The admitted membership at the latest epoch this node knows.
+    view: std::sync::RwLock<Arc<MembershipView>>,
+    /// Copy of the raft status for diagnostics (clients: the leader they heard from).
+    raft_status: std::sync::RwLock<super::consensus::RaftStatus>,
 }
 
 struct LivePeer {
+    leaving: bool,
     id: String,
     generation: u64,
     role: String,
@@ -346,6 +392,7 @@ impl Node {
             .filter(|(id, _)| include_self || *id.node_id != *self.identity.id)
             .filter_map(|(id, state)| {
                 Some(LivePeer {
+                    leaving: state.get(keys::LEAVING) == Some("1"),
                     id: id.node_id.to_string(),
                     generation: id.generation_id,
                     role: state.get(keys::ROLE)?.to_string(),
@@ -360,34 +407,178 @@ impl Node {
     }
 
     pub(crate) async fn diagnostics(&self) -> ClusterDiagnostics {
-        let live = self.live_peers(true);
-        let dead = match self.chitchat.get() {
-            Some(h) => {
-                let c = h.chitchat();
-                let g = c.lock().await;
-                g.dead_nodes().map(|id| id.node_id.to_string()).collect()
-            }
-            None => Vec::new(),
-        };
-        let pick = |role: &str| {
-            let mut v: Vec<String> = live
+        let live = self.live_peers(true).len();
+        let dead = self
+            .dead_nodes()
+            .await
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let view = self.view();
+        let pick = |role: Role| {
+            view.members()
                 .iter()
-                .filter(|p| p.role == role)
-                .map(|p| p.id.clone())
-                .collect();
-            v.sort();
-            v
+                .filter(|m| m.role == role)
+                .map(|m| m.node.id.to_string())
+                .collect::<Vec<_>>()
         };
+        let status = self.status();
         ClusterDiagnostics {
             role: self.role,
             node_id: self.identity.id.to_string(),
             generation: self.identity.generation,
             addr: self.transport.local_addr(),
-            members: pick("member"),
-            clients: pick("client"),
+            epoch: view.epoch(),
+            members: pick(Role::Member),
+            clients: pick(Role::Client),
+            raft_leader: status.leader,
+            raft_term: status.term,
+            gossip_live: live,
             dead,
             invalidation_sequence: self.sequence.load(Ordering::SeqCst),
         }
+    }
+
+    /// The gossiped address of the live process with this raft id.
+    pub(crate) fn address_of_raft_id(&self, id: u64) -> Option<SocketAddr> {
+        self.live_peers(true)
+            .into_iter()
+            .find(|p| raft_id(&p.id, p.generation) == id)
+            .map(|p| p.addr)
+    }
+
+    fn status(&self) -> super::consensus::RaftStatus {
+        match self.consensus.get() {
+            Some(c) => c.status(),
+            None => self.raft_status.read().expect("status").clone(),
+        }
+    }
+
+    /// The admitted membership at the latest epoch this node knows.
+    pub(crate) fn view(&self) -> Arc<MembershipView> {
+        Arc::clone(&self.view.read().expect("view"))
+    }
+
+    /// Nodes gossip has declared dead, with their generations.
+    async fn dead_nodes(&self) -> Vec<(String, u64)> {
+        match self.chitchat.get() {
+            Some(h) => {
+                let c = h.chitchat();
+                let g = c.lock().await;
+                g.dead_nodes()
+                    .map(|id| (id.node_id.to_string(), id.generation_id))
+                    .collect()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// What the raft leader should propose to make the membership match
+    /// gossip: admissions of live, unadmitted processes; removals of dead,
+    /// leaving or superseded ones.
+    pub(crate) async fn reconcile(&self, view: &MembershipView) -> Vec<MembershipCommand> {
+        let live = self.live_peers(true);
+        let dead = self.dead_nodes().await;
+        let mut commands = Vec::new();
+        for p in &live {
+            let role = if p.role == "client" {
+                Role::Client
+            } else {
+                Role::Member
+            };
+            if p.leaving {
+                if view.is_admitted(&p.id, p.generation) {
+                    commands.push(MembershipCommand::remove(p.id.clone(), p.generation));
+                }
+            } else if !view.is_admitted(&p.id, p.generation) {
+                let newer_admitted = view
+                    .member(&p.id)
+                    .is_some_and(|m| m.node.generation > p.generation);
+                if !newer_admitted {
+                    commands.push(MembershipCommand::admit(
+                        p.id.clone(),
+                        p.generation,
+                        role,
+                        p.addr,
+                    ));
+                }
+            }
+        }
+        for m in view.members() {
+            let id = m.node.id.to_string();
+            if dead
+                .iter()
+                .any(|(d, g)| *d == id && *g == m.node.generation)
+            {
+                commands.push(MembershipCommand::remove(id, m.node.generation));
+            }
+        }
+        commands
+    }
+
+    /// A new membership view from Raft (or, on a client, from a member).
+    pub(crate) fn on_new_view(self: &Arc<Self>, view: MembershipView, leader: bool) {
+        let view = Arc::new(view);
+        {
+            let mut current = self.view.write().expect("view");
+            if view.epoch() < current.epoch() {
+                return;
+            }
+            *current = Arc::clone(&view);
+        }
+        if leader {
+            // Clients are not raft peers: the leader pushes them the view.
+            let snapshot = view.to_snapshot();
+            for m in view.members().iter().filter(|m| m.role == Role::Client) {
+                let (transport, addr, snapshot) =
+                    (self.transport.clone(), m.address, snapshot.clone());
+                tokio::spawn(async move {
+                    let _ = transport
+                        .send(addr, Message::MetadataSnapshot(snapshot))
+                        .await;
+                });
+            }
+        }
+    }
+
+    /// Leaves the cluster: announces it in gossip, waits (bounded) until the
+    /// leader has removed this node from the membership, then stops.
+    pub(crate) async fn leave(&self) {
+        if let Some(h) = self.chitchat.get() {
+            let c = h.chitchat();
+            c.lock().await.self_node_state().set(keys::LEAVING, "1");
+        }
+        for _ in 0..100 {
+            if !self
+                .view()
+                .is_admitted(&self.identity.id, self.identity.generation)
+            {
+                break;
+            }
+            tokio::time::sleep(self.gossip_interval / 2).await;
+        }
+        self.shutdown().await;
+    }
+
+    /// Stops gossip and closes the endpoint.
+    pub(crate) async fn shutdown(&self) {
+        if let Some(h) = self.chitchat.get() {
+            h.abort();
+        }
+        self.transport.close().await;
+    }
+
+    /// Stops gossip and closes the endpoint without waiting (on drop).
+    pub(crate) fn shutdown_now(&self) {
+        if let Some(h) = self.chitchat.get() {
+            h.abort();
+        }
+        self.transport.close_now();
+    }
+
+    /// Test hook: while set, incoming invalidations are refused as if lost.
+    pub(crate) fn set_partitioned(&self, on: bool) {
+        self.partitioned.store(on, Ordering::SeqCst);
     }
 
     /// The transport (tests cut links with it).
@@ -415,7 +606,7 @@ impl Node {
         let message = Message::Invalidate(Invalidate {
             origin: self.identity.clone(),
             sequence,
-            epoch: 0,
+            epoch: self.view().epoch(),
             target: to_target(&inv),
         });
         // Clients do not talk to clients: a client sends to the members,
@@ -614,6 +805,12 @@ impl Handler for NodeHandler {
     fn request<'a>(&'a self, peer: &'a PeerIdentity, message: Message) -> Reply<'a> {
         Box::pin(async move {
             match message {
+                Message::Invalidate(_) if self.0.partitioned.load(Ordering::SeqCst) => {
+                    Message::Error {
+                        code: ErrorCode::REFUSED,
+                        message: "partitioned (test hook)".into(),
+                    }
+                }
                 Message::Invalidate(inv) => {
                     let reply = self.0.receive(&inv);
                     if matches!(reply, Message::InvalidateAck { .. })
@@ -654,6 +851,20 @@ impl Handler for NodeHandler {
             }
             Message::Invalidate(inv) => {
                 self.0.receive(&inv);
+            }
+            Message::Raft(bytes) => {
+                // Only from an authenticated peer, under the driver's size
+                // limit; the raft id is derived from the peer's Hello.
+                if let Some(consensus) = self.0.consensus.get() {
+                    consensus.deliver(raft_id(&peer.node_id, peer.generation), bytes);
+                }
+            }
+            Message::MetadataSnapshot(snapshot)
+                if self.0.role == Role::Client && peer.role == Role::Member =>
+            {
+                let view = MembershipView::from(snapshot);
+                self.0.raft_status.write().expect("status").leader = Some(peer.node_id.clone());
+                self.0.on_new_view(view, false);
             }
             _ => {}
         }

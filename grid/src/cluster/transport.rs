@@ -365,6 +365,13 @@ impl Transport {
         }
     }
 
+    /// Closes every connection and the endpoint without waiting for peers
+    /// to be told.
+    pub fn close_now(&self) {
+        self.shared.endpoint.close(0u32.into(), b"shutdown");
+        self.shared.peers.lock().expect("peers").clear();
+    }
+
     /// Closes every connection and the endpoint.
     pub async fn close(&self) {
         self.shared.endpoint.close(0u32.into(), b"shutdown");
