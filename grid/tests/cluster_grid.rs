@@ -379,3 +379,73 @@ async fn a_node_that_missed_invalidations_drops_what_it_cannot_prove() {
         "nodes that did not miss anything keep their entries"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_serves_a_fetch_and_others_answer_wrong_owner_with_their_epoch() {
+    use hydracache_protocol::{Fetch, FetchReply};
+    let ca = DevCa::new("orders").unwrap();
+    let a = member(&ca, "a", &[]).await;
+    let seed = addr(&a).await;
+    let b = member(&ca, "b", &[seed]).await;
+    let c = member(&ca, "c", &[seed]).await;
+    converge(&[&a, &b, &c], 3, 0).await;
+    let nodes = [("a", &a), ("b", &b), ("c", &c)];
+    let owner_id = a.owner_for_key("user:7").unwrap();
+    let epoch = a.cluster_diagnostics().await.unwrap().epoch;
+    for (_, n) in &nodes {
+        n.put(
+            "user:7",
+            &"Grace".to_string(),
+            CacheOptions::new()
+                .tag("users")
+                .ttl(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    }
+    let reader = raw_origin(&ca, "reader", 1).await;
+    for (id, n) in &nodes {
+        let fetch = Message::Fetch(Fetch {
+            epoch,
+            key: bytes::Bytes::from_static(b"user:7"),
+        });
+        let (_, reply) = reader.request(addr(n).await, fetch).await.unwrap();
+        match reply {
+            Message::FetchReply(FetchReply::Hit(entry)) => {
+                assert_eq!(*id, owner_id);
+                let value = hydracache_protocol::align_value(entry.value);
+                assert_eq!(
+                    rkyv::from_bytes::<String, rkyv::rancor::Error>(&value).unwrap(),
+                    "Grace"
+                );
+                assert_eq!(entry.tags, [bytes::Bytes::from_static(b"users")]);
+                assert!(entry.ttl_ms.unwrap() <= 60_000);
+            }
+            Message::FetchReply(FetchReply::WrongOwner { epoch: e }) => {
+                assert_ne!(*id, owner_id);
+                assert_eq!(e, epoch);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let owner = nodes.iter().find(|(id, _)| *id == owner_id).unwrap().1;
+    let (_, reply) = reader
+        .request(
+            addr(owner).await,
+            Message::Fetch(Fetch {
+                epoch,
+                key: bytes::Bytes::from_static(b"nobody"),
+            }),
+        )
+        .await
+        .unwrap();
+    let nobody_owner = a.owner_for_key("nobody").unwrap();
+    if nobody_owner == owner_id {
+        assert_eq!(reply, Message::FetchReply(FetchReply::Miss));
+    } else {
+        assert!(matches!(
+            reply,
+            Message::FetchReply(FetchReply::WrongOwner { .. })
+        ));
+    }
+}

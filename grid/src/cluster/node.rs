@@ -97,6 +97,7 @@ pub struct NodeBuilder<C: Codec = Rkyv> {
     cluster: String,
     node_id: Option<String>,
     bind: SocketAddr,
+    advertise: Option<SocketAddr>,
     seeds: Vec<String>,
     tls: Option<TlsConfig>,
     ack_timeout: Duration,
@@ -127,6 +128,7 @@ impl NodeBuilder {
             cluster: "hydracache".to_string(),
             node_id: None,
             bind: "127.0.0.1:0".parse().expect("literal address"),
+            advertise: None,
             seeds: Vec::new(),
             tls: None,
             ack_timeout: Duration::from_secs(2),
@@ -156,6 +158,13 @@ impl<C: Codec> NodeBuilder<C> {
     /// everything: requests, invalidations, gossip.
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.bind = addr;
+        self
+    }
+
+    /// The address peers should use to reach this node, if not the bound
+    /// one (behind NAT, or when binding 0.0.0.0).
+    pub fn advertise(mut self, addr: SocketAddr) -> Self {
+        self.advertise = Some(addr);
         self
     }
 
@@ -227,7 +236,8 @@ impl<C: Codec> NodeBuilder<C> {
             self.role,
         );
         let transport = Transport::bind(self.bind, tls, hello, self.limits.clone())?;
-        let addr = transport.local_addr();
+        let bound = transport.local_addr();
+        let addr = self.advertise.unwrap_or(bound);
         let (gossip, inbox) = QuicGossip::new(transport.clone());
         let mut seeds = Vec::new();
         for s in &self.seeds {
@@ -238,7 +248,7 @@ impl<C: Codec> NodeBuilder<C> {
             chitchat_id: ChitchatId::new(node_id.clone(), generation, addr),
             cluster_id: self.cluster.clone(),
             gossip_interval: self.gossip_interval,
-            listen_addr: addr,
+            listen_addr: bound,
             seed_nodes: seeds,
             failure_detector_config: FailureDetectorConfig {
                 initial_interval: self.gossip_interval,
@@ -576,6 +586,56 @@ impl Node {
         self.transport.close_now();
     }
 
+    /// Answers a peer's read of a key this node should own at its epoch:
+    /// the value (the stored bytes, shared, not re-encoded) or a miss; or,
+    /// if it does not own the key at its epoch, wrong-owner with that epoch,
+    /// followed by the newer membership if the peer's is older.
+    fn fetch(&self, peer: &PeerIdentity, fetch: &hydracache_protocol::Fetch) -> Message {
+        use hydracache_protocol::{Entry, FetchReply};
+        let view = self.view();
+        let key = match std::str::from_utf8(&fetch.key) {
+            Ok(k) => k,
+            Err(_) => {
+                return Message::Error {
+                    code: ErrorCode::PROTOCOL,
+                    message: "keys must be UTF-8".into(),
+                }
+            }
+        };
+        if self.role != Role::Member || !view.is_owner(key, &self.identity.id) {
+            if fetch.epoch < view.epoch() {
+                let (transport, addr, snapshot) =
+                    (self.transport.clone(), peer.addr, view.to_snapshot());
+                tokio::spawn(async move {
+                    let _ = transport
+                        .send(addr, Message::MetadataSnapshot(snapshot))
+                        .await;
+                });
+            }
+            return Message::FetchReply(FetchReply::WrongOwner {
+                epoch: view.epoch(),
+            });
+        }
+        let Some(grid) = self.grid.upgrade() else {
+            return Message::Error {
+                code: ErrorCode::SHUTTING_DOWN,
+                message: "this node is shutting down".into(),
+            };
+        };
+        let reply = match grid.store.get_ref(key.as_bytes()) {
+            Some(entry) => {
+                let mut e = Entry::new(entry.to_bytes())
+                    .with_tags(entry.tags().map(Bytes::copy_from_slice).collect::<Vec<_>>());
+                if let Some(ttl) = entry.ttl_remaining() {
+                    e = e.with_ttl_ms(ttl.as_millis() as u64);
+                }
+                FetchReply::Hit(e)
+            }
+            None => FetchReply::Miss,
+        };
+        Message::FetchReply(reply)
+    }
+
     /// Test hook: while set, incoming invalidations are refused as if lost.
     pub(crate) fn set_partitioned(&self, on: bool) {
         self.partitioned.store(on, Ordering::SeqCst);
@@ -836,6 +896,7 @@ impl Handler for NodeHandler {
                     reply
                 }
                 Message::Ping { nonce } => Message::Pong { nonce },
+                Message::Fetch(fetch) => self.0.fetch(peer, &fetch),
                 other => Message::Error {
                     code: ErrorCode::REFUSED,
                     message: format!("{:?} is not served by this node", other.kind()).into(),
