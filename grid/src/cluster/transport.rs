@@ -133,16 +133,22 @@ pub struct Transport {
     shared: Arc<Shared>,
 }
 
-fn quic_server(tls: &TlsConfig) -> Result<quinn::ServerConfig, TransportError> {
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls.server_crypto()?)
-        .map_err(|e| TlsError::Verifier(e.to_string()))?;
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+/// Idle timeout and keep-alives, the same for both directions: a peer that
+/// stops answering for 30 s is gone; idle connections ping every 5 s.
+fn quic_transport() -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
     transport.max_idle_timeout(Some(
         Duration::from_secs(30).try_into().expect("idle timeout"),
     ));
     transport.keep_alive_interval(Some(Duration::from_secs(5)));
-    config.transport_config(Arc::new(transport));
+    Arc::new(transport)
+}
+
+fn quic_server(tls: &TlsConfig) -> Result<quinn::ServerConfig, TransportError> {
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls.server_crypto()?)
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(quic_transport());
     Ok(config)
 }
 
@@ -150,12 +156,7 @@ fn quic_client(tls: &TlsConfig) -> Result<quinn::ClientConfig, TransportError> {
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls.client_crypto()?)
         .map_err(|e| TlsError::Verifier(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    transport.max_idle_timeout(Some(
-        Duration::from_secs(30).try_into().expect("idle timeout"),
-    ));
-    transport.keep_alive_interval(Some(Duration::from_secs(5)));
-    config.transport_config(Arc::new(transport));
+    config.transport_config(quic_transport());
     Ok(config)
 }
 
