@@ -142,7 +142,7 @@ async fn framed_ping(ca: &DevCa) -> Vec<Duration> {
     out
 }
 
-async fn invalidation(ca: &DevCa) -> Vec<Duration> {
+async fn invalidation(ca: &DevCa) -> (Vec<Duration>, Vec<Grid>) {
     let gossip = Duration::from_millis(100);
     let mut nodes = Vec::new();
     let mut seed = None;
@@ -186,6 +186,50 @@ async fn invalidation(ca: &DevCa) -> Vec<Duration> {
         }
         assert!(!nodes[4].contains_key(&key).await);
     }
+    (out, nodes)
+}
+
+/// A peer-fetch round trip: a Fetch for a key to its owner, answered with
+/// the stored 64-byte value (shared from the store, not re-encoded).
+async fn peer_fetch(ca: &DevCa, nodes: &[Grid]) -> Vec<Duration> {
+    let key = "fetch:me";
+    let owner_id = nodes[0].owner_for_key(key).unwrap();
+    let mut owner = None;
+    for n in nodes {
+        let d = n.cluster_diagnostics().await.unwrap();
+        if d.node_id == owner_id {
+            owner = Some((n, d.addr, d.epoch));
+        }
+    }
+    let (owner, owner_addr, epoch) = owner.unwrap();
+    owner
+        .put(key, &[7u8; 64], CacheOptions::new())
+        .await
+        .unwrap();
+    let reader = Transport::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &ca.issue("reader").unwrap(),
+        Hello::new("orders", ("reader", 1), Role::Client),
+        Limits::default(),
+    )
+    .unwrap();
+    let fetch = Message::Fetch(hydracache_protocol::Fetch {
+        epoch,
+        key: bytes::Bytes::from_static(b"fetch:me"),
+    });
+    let mut out = Vec::with_capacity(SAMPLES);
+    for i in 0..SAMPLES + 200 {
+        let start = Instant::now();
+        let (_, reply) = reader.request(owner_addr, fetch.clone()).await.unwrap();
+        let t = start.elapsed();
+        assert!(matches!(
+            reply,
+            Message::FetchReply(hydracache_protocol::FetchReply::Hit(_))
+        ));
+        if i >= 200 {
+            out.push(t);
+        }
+    }
     out
 }
 
@@ -200,10 +244,14 @@ fn main() {
         println!("loopback, {SAMPLES} samples each after 200 warm-up");
         let (raw, _) = report("raw quinn request/response (64 B echo)", raw_quinn(&ca).await);
         let (framed, _) = report("framed Ping/Pong over the node transport", framed_ping(&ca).await);
-        let (p50, p99) = report("invalidate_key, 5 members, all acknowledged", invalidation(&ca).await);
+        let (latencies, nodes) = invalidation(&ca).await;
+        let (p50, p99) = report("invalidate_key, 5 members, all acknowledged", latencies);
+        let (fetch, _) = report("peer fetch of a 64 B value from its owner", peer_fetch(&ca, &nodes).await);
         println!(
-            "\nframed request / raw quinn p50: {:.2}x; invalidation p50 / raw quinn p50: {:.2}x; invalidation p99 {:.2} ms (target < 2 ms)",
+            "\nframed request / raw quinn p50: {:.2}x; peer fetch / raw quinn p50: {:.2}x (target <= 1.3x); \
+             invalidation p50 / raw quinn p50: {:.2}x; invalidation p99 {:.2} ms (target < 2 ms)",
             framed.as_secs_f64() / raw.as_secs_f64(),
+            fetch.as_secs_f64() / raw.as_secs_f64(),
             p50.as_secs_f64() / raw.as_secs_f64(),
             p99.as_secs_f64() * 1e3
         );
