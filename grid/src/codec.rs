@@ -112,7 +112,7 @@ where
     ) -> Result<FillOutcome, CacheError> {
         let bytes = postcard::to_allocvec(self).map_err(postcard_error)?;
         // Type tag 0: an rkyv read of these bytes always validates (and fails).
-        Ok(store.complete_fill_archived(ticket, &bytes, 0, expiry)?)
+        Ok(store.complete_fill_bytes(ticket, &bytes, expiry)?)
     }
 
     fn read(entry: &EntryRef<'_>) -> Result<Self, CacheError> {

@@ -113,6 +113,9 @@ impl Store {
             inner: Arc::new(Inner {
                 map: papaya::HashMap::builder()
                     .hasher(RandomState::default())
+                    // Small batches of retired entries: removed blocks are
+                    // freed after a few evictions, not a few dozen.
+                    .collector(seize::Collector::new().batch_size(8))
                     .resize_mode(papaya::ResizeMode::Blocking)
                     .build(),
                 shards: (0..shards)
@@ -299,12 +302,35 @@ impl Store {
         expiry: Expiry,
     ) -> Result<FillOutcome, StoreError> {
         let bytes = value::encode(value)?;
-        self.complete_fill_archived(ticket, &bytes, value::type_tag::<T>(), expiry)
+        self.complete_fill_with(ticket, &bytes, value::type_tag::<T>(), expiry)
     }
 
-    /// [`Store::complete_fill`] for bytes already archived by this process
-    /// (`type_tag` from [`crate::type_tag`], or 0 for unknown bytes).
-    pub fn complete_fill_archived(
+    /// [`Store::complete_fill`] for bytes already archived as `T`; they are
+    /// validated first, as in [`Store::insert_archived`].
+    pub fn complete_fill_archived<T: StoreValue>(
+        &self,
+        ticket: FillTicket,
+        archived: &[u8],
+        expiry: Expiry,
+    ) -> Result<FillOutcome, StoreError> {
+        value::validate::<T>(archived)?;
+        self.complete_fill_with(ticket, archived, value::type_tag::<T>(), expiry)
+    }
+
+    /// [`Store::complete_fill`] for bytes of unknown shape (as in
+    /// [`Store::insert_bytes`]): every typed read of them is validated.
+    pub fn complete_fill_bytes(
+        &self,
+        ticket: FillTicket,
+        bytes: &[u8],
+        expiry: Expiry,
+    ) -> Result<FillOutcome, StoreError> {
+        self.complete_fill_with(ticket, bytes, 0, expiry)
+    }
+
+    /// The one fill path. `type_tag` must be 0 or the tag of a type the bytes
+    /// were encoded or validated as: reads trust it.
+    fn complete_fill_with(
         &self,
         mut ticket: FillTicket,
         bytes: &[u8],
@@ -645,7 +671,11 @@ impl Inner {
         let filling = self.used.load(Ordering::Relaxed) + charge <= self.config.capacity_bytes;
         let now = self.config.clock.now_ms();
         shard.link(&entry, charge, hash, filling, |e| !e.is_live(now));
+        let raw = entry.as_raw();
+        // papaya replaces the whole entry, key included, on insert (the
+        // shard now links `raw`); the version is pinned for this.
         self.map.insert(entry, (), &guard);
+        debug_assert!(self.map.get_key_value(key, &guard).map(|(k, _)| k.as_raw()) == Some(raw));
         self.used.fetch_add(charge, Ordering::Relaxed);
         self.entries.fetch_add(1, Ordering::Relaxed);
         Counters::add(&self.counters.local().inserts, 1);
@@ -737,6 +767,9 @@ impl Inner {
         self.map.remove(entry.key(), guard);
         self.unlink(shard, slot);
         self.counters.evicted(reason);
+        // Start reclaiming now rather than when this thread's batch of
+        // retired entries fills: evicted bytes must not linger uncounted.
+        guard.flush();
     }
 
     fn unlink(&self, shard: &mut Shard, slot: u32) {

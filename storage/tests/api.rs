@@ -486,3 +486,34 @@ fn abandoned_fills_release_their_tags() {
     );
     assert_eq!(store.stats().tags, 0);
 }
+
+#[test]
+fn fills_of_outside_bytes_are_validated_or_marked_unknown() {
+    let store = Store::default();
+    let wild = [0xabu8; 8];
+    let t = store.begin_fill(b"k", NO_TAGS).unwrap();
+    assert!(matches!(
+        store.complete_fill_archived::<Vec<u64>>(t, &wild, Expiry::Default),
+        Err(StoreError::Decode(_))
+    ));
+    assert!(!store.contains_key(b"k"));
+    // Unknown bytes are stored, and every typed read validates them.
+    let t = store.begin_fill(b"k", NO_TAGS).unwrap();
+    assert_eq!(
+        store
+            .complete_fill_bytes(t, &wild, Expiry::Default)
+            .unwrap(),
+        FillOutcome::Stored
+    );
+    assert!(matches!(
+        store.get::<Vec<u64>>(b"k"),
+        Err(StoreError::Decode(_))
+    ));
+    // Valid archived bytes are accepted and read back.
+    let good = hydracache_storage::encode(&vec![1u64, 2]).unwrap();
+    let t = store.begin_fill(b"k", NO_TAGS).unwrap();
+    store
+        .complete_fill_archived::<Vec<u64>>(t, &good, Expiry::Default)
+        .unwrap();
+    assert_eq!(store.get::<Vec<u64>>(b"k").unwrap(), Some(vec![1, 2]));
+}
