@@ -315,20 +315,30 @@ impl<C: Codec> Grid<C> {
                 }
                 Joined::Leader { flight, tx, ticket } => {
                     GridCounters::bump(&inner.counters.loads);
-                    let fut = (loader.take().expect("leader runs the loader once"))();
-                    let task_inner = Arc::clone(inner);
-                    let task_flight = Arc::clone(&flight);
-                    let task_key = key.to_string();
+                    // From here on the flight always gets an outcome, even if
+                    // the loader or the fill panics: the guard publishes one
+                    // when it is dropped without having published.
+                    let landing =
+                        Landing::new(Arc::clone(inner), key.to_string(), Arc::clone(&flight), tx);
+                    let make = loader.take().expect("leader runs the loader once");
+                    let fut = match std::panic::catch_unwind(AssertUnwindSafe(make)) {
+                        Ok(fut) => fut,
+                        Err(panic) => {
+                            drop(ticket);
+                            landing.land(Err(CacheError::LoaderPanicked(panic_message(&*panic))));
+                            return flight.wait::<T>(key).await;
+                        }
+                    };
                     let expiry = options.expiry();
                     let tags = options.tags.as_slice().to_vec();
                     tokio::spawn(async move {
-                        let inner = task_inner;
+                        let inner = Arc::clone(&landing.inner);
                         let outcome: Outcome = match AssertUnwindSafe(fut).catch_unwind().await {
                             Ok(Ok(value)) => match value.fill(&inner.store, ticket, expiry) {
                                 Ok(FillOutcome::Stored) => {
                                     if inner.events.active() {
                                         inner.events.publish(CacheEvent::Inserted {
-                                            key: task_key.clone(),
+                                            key: landing.key.clone(),
                                             tags,
                                             origin: EventOrigin::Local,
                                         });
@@ -339,7 +349,7 @@ impl<C: Codec> Grid<C> {
                                     GridCounters::bump(&inner.counters.stale_loads);
                                     if inner.events.active() {
                                         inner.events.publish(CacheEvent::StaleLoadDiscarded {
-                                            key: task_key.clone(),
+                                            key: landing.key.clone(),
                                         });
                                     }
                                     Ok(Arc::new(value))
@@ -355,17 +365,7 @@ impl<C: Codec> Grid<C> {
                                 Err(CacheError::LoaderPanicked(panic_message(&*panic)))
                             }
                         };
-                        if let Err(e) = &outcome {
-                            GridCounters::bump(&inner.counters.load_errors);
-                            if inner.events.active() {
-                                inner.events.publish(CacheEvent::LoadFailed {
-                                    key: task_key.clone(),
-                                    error: e.to_string(),
-                                });
-                            }
-                        }
-                        inner.flights.finish(&task_key, &task_flight);
-                        let _ = tx.send(Some(outcome));
+                        landing.land(outcome);
                     });
                     return flight.wait::<T>(key).await;
                 }
@@ -755,6 +755,60 @@ impl<C: Codec> Grid<C> {
     /// ```
     pub fn run_maintenance(&self) -> usize {
         self.inner.store.sweep(usize::MAX)
+    }
+}
+
+/// Delivers a load's outcome exactly once: counts and reports a failure,
+/// retires the flight so later callers start afresh, and wakes the waiters.
+/// Dropped without landing (a panic outside the loader's own future, in a
+/// fill for example), it lands an error instead of leaving the flight stuck.
+struct Landing {
+    inner: Arc<GridInner>,
+    key: String,
+    flight: Arc<crate::single_flight::Flight>,
+    tx: Option<tokio::sync::watch::Sender<Option<Outcome>>>,
+}
+
+impl Landing {
+    fn new(
+        inner: Arc<GridInner>,
+        key: String,
+        flight: Arc<crate::single_flight::Flight>,
+        tx: tokio::sync::watch::Sender<Option<Outcome>>,
+    ) -> Self {
+        Landing {
+            inner,
+            key,
+            flight,
+            tx: Some(tx),
+        }
+    }
+
+    fn land(mut self, outcome: Outcome) {
+        self.deliver(outcome);
+    }
+
+    fn deliver(&mut self, outcome: Outcome) {
+        let Some(tx) = self.tx.take() else { return };
+        if let Err(e) = &outcome {
+            GridCounters::bump(&self.inner.counters.load_errors);
+            if self.inner.events.active() {
+                self.inner.events.publish(CacheEvent::LoadFailed {
+                    key: self.key.clone(),
+                    error: e.to_string(),
+                });
+            }
+        }
+        self.inner.flights.finish(&self.key, &self.flight);
+        let _ = tx.send(Some(outcome));
+    }
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        self.deliver(Err(CacheError::LoaderPanicked(
+            "the load ended without an outcome (a panic outside the loader)".into(),
+        )));
     }
 }
 

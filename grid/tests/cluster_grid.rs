@@ -449,3 +449,79 @@ async fn the_owner_serves_a_fetch_and_others_answer_wrong_owner_with_their_epoch
         ));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_or_departed_node_stops_its_tasks_and_stays_usable_locally() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let baseline = metrics.num_alive_tasks();
+    let ca = DevCa::new("orders").unwrap();
+    let a = member(&ca, "a", &[]).await;
+    let seed = addr(&a).await;
+    let b = member(&ca, "b", &[seed]).await;
+    converge(&[&a, &b], 2, 0).await;
+    assert!(metrics.num_alive_tasks() > baseline);
+
+    // b leaves: its invalidations are local from then on.
+    b.leave().await;
+    b.put("k", &1u8, CacheOptions::new()).await.unwrap();
+    b.invalidate_key("k").await.unwrap();
+    assert!(!b.contains_key("k").await);
+
+    // Dropping both grids stops every task they started.
+    drop(a);
+    drop(b);
+    assert!(
+        eventually(async || tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+            <= baseline)
+        .await,
+        "{} tasks still alive, {baseline} before",
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_send_only_mode_a_clients_invalidation_is_relayed_to_the_other_clients() {
+    let ca = DevCa::new("orders").unwrap();
+    let m = member(&ca, "m", &[]).await;
+    let seed = addr(&m).await;
+    let sent_client = |id: &'static str| {
+        let tls = ca.issue(id).unwrap();
+        async move {
+            Grid::client()
+                .cluster("orders")
+                .node_id(id)
+                .seeds([seed.to_string()])
+                .tls(tls)
+                .gossip_interval(GOSSIP)
+                .invalidation_mode(InvalidationMode::Sent)
+                .connect()
+                .await
+                .unwrap()
+        }
+    };
+    let c1 = sent_client("c1").await;
+    let c2 = sent_client("c2").await;
+    converge(&[&m, &c1, &c2], 1, 2).await;
+    c2.put("k", &1u8, CacheOptions::new()).await.unwrap();
+    c2.put("other", &1u8, CacheOptions::new()).await.unwrap();
+    let mut events = c2.subscribe_key("k");
+    c1.invalidate_key("k").await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .unwrap()
+            .unwrap(),
+        CacheEvent::Removed {
+            key: "k".into(),
+            origin: EventOrigin::Remote { node: "c1".into() }
+        }
+    );
+    assert!(
+        c2.contains_key("other").await,
+        "a relayed key invalidation is not a flush"
+    );
+}

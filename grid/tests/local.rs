@@ -698,3 +698,29 @@ fn key_segments_cannot_collide() {
         3
     );
 }
+
+#[tokio::test]
+async fn a_loader_that_panics_before_returning_its_future_leaves_no_stuck_flight() {
+    let grid = Grid::local().build();
+    let err = grid
+        .get_or_load::<u64, _, std::future::Ready<Result<u64, DbError>>, DbError>(
+            "k",
+            CacheOptions::new(),
+            || panic!("could not even start"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CacheError::LoaderPanicked(ref m) if m.contains("could not even start")),
+        "{err:?}"
+    );
+    assert_eq!(grid.diagnostics().loads_in_flight, 0);
+    let v = grid
+        .get_or_load("k", CacheOptions::new(), || async {
+            Ok::<_, DbError>(5u64)
+        })
+        .await
+        .unwrap();
+    assert_eq!(v, 5);
+    assert_eq!(grid.stats().load_errors, 1);
+}

@@ -280,6 +280,7 @@ impl<C: Codec> NodeBuilder<C> {
             gossip_interval: self.gossip_interval,
             live: std::sync::OnceLock::new(),
             partitioned: std::sync::atomic::AtomicBool::new(false),
+            stopped: std::sync::atomic::AtomicBool::new(false),
             consensus: std::sync::OnceLock::new(),
             view: std::sync::RwLock::new(Arc::new(MembershipView::empty())),
             raft_status: std::sync::RwLock::new(Default::default()),
@@ -373,6 +374,8 @@ pub(crate) struct Node {
     /// chitchat's live-node watch: updated with every liveness or state
     /// change, read without waiting on gossip's lock.
     live: std::sync::OnceLock<tokio::sync::watch::Receiver<BTreeMap<ChitchatId, NodeState>>>,
+    /// Set once the node has left or stopped: invalidations stay local.
+    stopped: std::sync::atomic::AtomicBool,
     /// Test hook: refuse incoming invalidations, as if they were lost.
     partitioned: std::sync::atomic::AtomicBool,
     /// The raft task (members only).
@@ -572,6 +575,7 @@ impl Node {
 
     /// Stops gossip and closes the endpoint.
     pub(crate) async fn shutdown(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
         if let Some(h) = self.chitchat.get() {
             h.abort();
         }
@@ -580,6 +584,7 @@ impl Node {
 
     /// Stops gossip and closes the endpoint without waiting (on drop).
     pub(crate) fn shutdown_now(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
         if let Some(h) = self.chitchat.get() {
             h.abort();
         }
@@ -662,6 +667,9 @@ impl Node {
     }
 
     async fn fan_out(&self, inv: Invalidation) -> Result<(), CacheError> {
+        if self.stopped.load(Ordering::SeqCst) {
+            return Ok(()); // left the cluster: a local cache now
+        }
         let sequence = self.sequence.fetch_add(1, Ordering::SeqCst) + 1;
         let message = Message::Invalidate(Invalidate {
             origin: self.identity.clone(),
@@ -676,7 +684,26 @@ impl Node {
             peers.retain(|p| p.role == "member");
         }
         // The high-water mark is gossiped by the maintenance task.
-        self.send_to(peers, message, sequence).await
+        self.send_to(peers, message, sequence, self.ack_timeout)
+            .await
+    }
+
+    /// Passes a client's invalidation on to the other live clients (clients
+    /// do not talk to clients). Relays wait half the acknowledgement timeout,
+    /// so that the originating client hears about a slow client before its
+    /// own wait for this member ends.
+    async fn relay_to_clients(&self, inv: Invalidate) -> Result<(), CacheError> {
+        let sequence = inv.sequence;
+        let origin = inv.origin.id.to_string();
+        let mut clients = self.live_peers(false);
+        clients.retain(|p| p.role == "client" && p.id != origin);
+        self.send_to(
+            clients,
+            Message::Invalidate(inv),
+            sequence,
+            self.ack_timeout / 2,
+        )
+        .await
     }
 
     /// Sends an invalidation to `peers` and, in acknowledged mode, waits for
@@ -686,11 +713,11 @@ impl Node {
         peers: Vec<LivePeer>,
         message: Message,
         sequence: u64,
+        timeout: Duration,
     ) -> Result<(), CacheError> {
         let sends = peers.into_iter().map(|peer| {
             let transport = self.transport.clone();
             let message = message.clone();
-            let timeout = self.ack_timeout;
             let mode = self.mode;
             async move {
                 let ok = match mode {
@@ -740,7 +767,7 @@ impl Node {
                     };
                 }
                 Some((gen, last)) if gen == inv.origin.generation => {
-                    let gap = inv.sequence > last + 1;
+                    let gap = inv.sequence > last.saturating_add(1);
                     applied.insert(origin.clone(), (gen, last.max(inv.sequence)));
                     gap
                 }
@@ -878,15 +905,7 @@ impl Handler for NodeHandler {
                         && peer.role == Role::Client
                     {
                         // Relay a client's invalidation to the other clients.
-                        let sequence = inv.sequence;
-                        let origin = inv.origin.id.to_string();
-                        let mut clients = self.0.live_peers(false);
-                        clients.retain(|p| p.role == "client" && p.id != origin);
-                        if let Err(e) = self
-                            .0
-                            .send_to(clients, Message::Invalidate(inv), sequence)
-                            .await
-                        {
+                        if let Err(e) = self.0.relay_to_clients(inv).await {
                             return Message::Error {
                                 code: ErrorCode::INTERNAL,
                                 message: e.to_string().into(),
@@ -911,7 +930,13 @@ impl Handler for NodeHandler {
                 self.0.inbox.deliver(peer.addr, &bytes);
             }
             Message::Invalidate(inv) => {
-                self.0.receive(&inv);
+                let applied = matches!(self.0.receive(&inv), Message::InvalidateAck { .. });
+                if applied && self.0.role == Role::Member && peer.role == Role::Client {
+                    let node = Arc::clone(&self.0);
+                    tokio::spawn(async move {
+                        let _ = node.relay_to_clients(inv).await;
+                    });
+                }
             }
             Message::Raft(bytes) => {
                 // Only from an authenticated peer, under the driver's size

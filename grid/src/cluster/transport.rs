@@ -124,7 +124,9 @@ struct Shared {
     /// Highest generation seen per node id: older ones are refused.
     generations: Mutex<HashMap<String, u64>>,
     /// Serves the streams peers open, on connections in either direction.
-    handler: std::sync::OnceLock<Arc<dyn Handler>>,
+    /// Cleared when the transport closes, which breaks the cycle
+    /// handler -> node -> transport so that a stopped node is freed.
+    handler: Mutex<Option<Arc<dyn Handler>>>,
 }
 
 /// A node's QUIC endpoint. Cheap to clone.
@@ -179,7 +181,7 @@ impl Transport {
                 limits,
                 peers: Mutex::new(HashMap::new()),
                 generations: Mutex::new(HashMap::new()),
-                handler: std::sync::OnceLock::new(),
+                handler: Mutex::new(None),
             }),
         })
     }
@@ -201,7 +203,7 @@ impl Transport {
     /// also serves the streams peers open on connections this node made).
     /// Call once.
     pub fn serve(&self, handler: Arc<dyn Handler>) -> tokio::task::JoinHandle<()> {
-        let _ = self.shared.handler.set(Arc::clone(&handler));
+        *self.shared.handler.lock().expect("handler") = Some(Arc::clone(&handler));
         let shared = Arc::clone(&self.shared);
         tokio::spawn(async move {
             while let Some(incoming) = shared.endpoint.accept().await {
@@ -300,11 +302,12 @@ impl Transport {
             .lock()
             .expect("peers")
             .insert(addr, Arc::clone(&peer));
-        if let Some(handler) = self.shared.handler.get() {
+        let handler = self.shared.handler.lock().expect("handler").clone();
+        if let Some(handler) = handler {
             tokio::spawn(serve_connection(
                 Arc::clone(&self.shared),
                 Arc::clone(&peer),
-                Arc::clone(handler),
+                handler,
             ));
         }
         Ok(peer)
@@ -371,12 +374,12 @@ impl Transport {
     pub fn close_now(&self) {
         self.shared.endpoint.close(0u32.into(), b"shutdown");
         self.shared.peers.lock().expect("peers").clear();
+        self.shared.handler.lock().expect("handler").take();
     }
 
     /// Closes every connection and the endpoint.
     pub async fn close(&self) {
-        self.shared.endpoint.close(0u32.into(), b"shutdown");
-        self.shared.peers.lock().expect("peers").clear();
+        self.close_now();
         self.shared.endpoint.wait_idle().await;
     }
 }
