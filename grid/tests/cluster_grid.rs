@@ -220,15 +220,21 @@ async fn a_sequence_gap_drops_what_cannot_be_proven_fresh() {
         !m.contains_key("c").await,
         "an unrelated entry could not be proven fresh"
     );
-    // An older generation of the origin is refused.
-    let old = raw_origin(&ca, "o2", 1).await;
+    // An older generation of the origin is refused at the handshake.
     m.put("d", &1u8, CacheOptions::new()).await.unwrap();
     origin
         .request(m_addr, invalidate("o", 5, 4, "zzz"))
         .await
         .unwrap();
-    let (_, reply) = old
+    let old = raw_origin(&ca, "o", 4).await;
+    assert!(old
         .request(m_addr, invalidate("o", 4, 1, "d"))
+        .await
+        .is_err());
+    // Another node may not speak for this origin.
+    let other = raw_origin(&ca, "o2", 1).await;
+    let (_, reply) = other
+        .request(m_addr, invalidate("o", 9, 1, "d"))
         .await
         .unwrap();
     assert!(matches!(reply, Message::Error { .. }), "{reply:?}");

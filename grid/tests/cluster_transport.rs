@@ -150,6 +150,34 @@ async fn another_cluster_name_is_refused_with_a_reason() {
 }
 
 #[tokio::test]
+async fn a_hello_must_claim_the_node_id_its_certificate_was_issued_for() {
+    let ca = DevCa::new("orders").unwrap();
+    let a = node(&ca.issue("a").unwrap(), "orders", "a", 1, Role::Member);
+    // A certificate issued to "impostor", presenting itself as "a".
+    let impostor = node(
+        &ca.issue("impostor").unwrap(),
+        "orders",
+        "a",
+        9,
+        Role::Member,
+    );
+    match impostor
+        .request(a.local_addr(), Message::Ping { nonce: 1 })
+        .await
+    {
+        Err(TransportError::Refused { reason, .. }) => {
+            assert!(reason.contains("certificate"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // The refused claim did not raise a's idea of node a's generation.
+    let b = node(&ca.issue("b").unwrap(), "orders", "b", 1, Role::Member);
+    b.request(a.local_addr(), Message::Ping { nonce: 2 })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn an_older_generation_of_a_restarted_node_is_refused() {
     let ca = DevCa::new("orders").unwrap();
     let tls = ca.issue("n").unwrap();

@@ -688,6 +688,12 @@ impl Node {
             .await
     }
 
+    /// An invalidation names its origin; a peer may only send its own, except
+    /// that members relay clients' invalidations to clients.
+    fn may_speak_for(&self, peer: &PeerIdentity, inv: &Invalidate) -> bool {
+        *inv.origin.id == *peer.node_id || (self.role == Role::Client && peer.role == Role::Member)
+    }
+
     /// Passes a client's invalidation on to the other live clients (clients
     /// do not talk to clients). Relays wait half the acknowledgement timeout,
     /// so that the originating client hears about a slow client before its
@@ -898,6 +904,14 @@ impl Handler for NodeHandler {
                         message: "partitioned (test hook)".into(),
                     }
                 }
+                Message::Invalidate(inv) if !self.0.may_speak_for(peer, &inv) => Message::Error {
+                    code: ErrorCode::REFUSED,
+                    message: format!(
+                        "{} may not send invalidations as {}",
+                        peer.node_id, inv.origin.id
+                    )
+                    .into(),
+                },
                 Message::Invalidate(inv) => {
                     let reply = self.0.receive(&inv);
                     if matches!(reply, Message::InvalidateAck { .. })
@@ -929,7 +943,7 @@ impl Handler for NodeHandler {
             Message::Gossip(bytes) => {
                 self.0.inbox.deliver(peer.addr, &bytes);
             }
-            Message::Invalidate(inv) => {
+            Message::Invalidate(inv) if self.0.may_speak_for(peer, &inv) => {
                 let applied = matches!(self.0.receive(&inv), Message::InvalidateAck { .. });
                 if applied && self.0.role == Role::Member && peer.role == Role::Client {
                     let node = Arc::clone(&self.0);

@@ -433,6 +433,29 @@ async fn reply(send: &mut quinn::SendStream, limits: &Limits, message: Message, 
     }
 }
 
+/// The node id the cluster CA certified for the peer of `conn`: the subject
+/// common name of its (already verified) leaf certificate.
+fn certified_node_id(conn: &quinn::Connection) -> Option<String> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(certs.first()?.as_ref()).ok()?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    Some(cn)
+}
+
+/// True if the certificate on `conn` was issued for `node_id`.
+fn certificate_matches(conn: &quinn::Connection, node_id: &str) -> bool {
+    certified_node_id(conn).as_deref() == Some(node_id)
+}
+
 /// Answers a refused Hello with GoAway (code and reason) before closing.
 async fn refuse(
     send: &mut quinn::SendStream,
@@ -490,6 +513,17 @@ async fn accept_hello(shared: &Arc<Shared>, conn: quinn::Connection) -> Result<A
             return Err(());
         }
     };
+    // The Hello may only claim the node id the CA certified.
+    if !certificate_matches(&conn, &agreed.peer.id) {
+        let why = format!(
+            "the certificate is for {:?}, the Hello claims {:?}",
+            certified_node_id(&conn).unwrap_or_default(),
+            agreed.peer.id.to_string()
+        );
+        refuse(&mut send, limits, addr, ErrorCode::REFUSED, why).await;
+        conn.close(1u32.into(), b"identity mismatch");
+        return Err(());
+    }
     // Node identity is (id, generation): an older generation of a node we
     // have seen restart is refused; a newer one replaces it.
     let stale = {
