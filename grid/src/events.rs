@@ -127,8 +127,9 @@ pub enum EventError {
     Closed,
 }
 
+/// Which events a subscription delivers.
 #[derive(Clone, Debug)]
-enum Filter {
+pub(crate) enum Filter {
     All,
     Mutations,
     Access,
@@ -214,14 +215,7 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    pub(crate) fn new(bus: &Arc<EventBus>, filter: FilterKind) -> Self {
-        let filter = match filter {
-            FilterKind::All => Filter::All,
-            FilterKind::Mutations => Filter::Mutations,
-            FilterKind::Access => Filter::Access,
-            FilterKind::Key(k) => Filter::Key(k),
-            FilterKind::Tag(t) => Filter::Tag(t),
-        };
+    pub(crate) fn new(bus: &Arc<EventBus>, filter: Filter) -> Self {
         bus.subscribers.fetch_add(1, Ordering::Relaxed);
         if matches!(filter, Filter::Access) {
             bus.access_subscribers.fetch_add(1, Ordering::Relaxed);
@@ -274,14 +268,6 @@ impl Drop for Subscription {
             self.bus.access_subscribers.fetch_sub(1, Ordering::Relaxed);
         }
     }
-}
-
-pub(crate) enum FilterKind {
-    All,
-    Mutations,
-    Access,
-    Key(String),
-    Tag(String),
 }
 
 /// A callback registered with [`crate::Grid::on_mutation`]; dropping the

@@ -13,7 +13,7 @@ use hydracache_storage::{EntryRef, FillOutcome, Store};
 use crate::builder::LocalBuilder;
 use crate::codec::{CacheValue, Codec, Rkyv};
 use crate::error::{CacheError, LoadError};
-use crate::events::{CacheEvent, EventBus, EventOrigin, FilterKind, ListenerHandle, Subscription};
+use crate::events::{CacheEvent, EventBus, EventOrigin, Filter, ListenerHandle, Subscription};
 use crate::invalidation::Invalidation;
 use crate::options::CacheOptions;
 use crate::single_flight::{Flights, Joined, Outcome};
@@ -567,7 +567,7 @@ impl<C: Codec> Grid<C> {
     /// # });
     /// ```
     pub fn subscribe(&self) -> Subscription {
-        Subscription::new(&self.inner.events, FilterKind::All)
+        Subscription::new(&self.inner.events, Filter::All)
     }
 
     /// Events about one key (and flushes).
@@ -582,7 +582,7 @@ impl<C: Codec> Grid<C> {
     /// # });
     /// ```
     pub fn subscribe_key(&self, key: &str) -> Subscription {
-        Subscription::new(&self.inner.events, FilterKind::Key(key.to_string()))
+        Subscription::new(&self.inner.events, Filter::Key(key.to_string()))
     }
 
     /// Events about one tag: inserts carrying it, its invalidation, flushes.
@@ -596,7 +596,7 @@ impl<C: Codec> Grid<C> {
     /// # });
     /// ```
     pub fn subscribe_tag(&self, tag: &str) -> Subscription {
-        Subscription::new(&self.inner.events, FilterKind::Tag(tag.to_string()))
+        Subscription::new(&self.inner.events, Filter::Tag(tag.to_string()))
     }
 
     /// Inserts, removals, tag invalidations and flushes.
@@ -610,7 +610,7 @@ impl<C: Codec> Grid<C> {
     /// # });
     /// ```
     pub fn subscribe_mutations(&self) -> Subscription {
-        Subscription::new(&self.inner.events, FilterKind::Mutations)
+        Subscription::new(&self.inner.events, Filter::Mutations)
     }
 
     /// Hits and misses. Delivered only if the grid was built with
@@ -625,7 +625,7 @@ impl<C: Codec> Grid<C> {
     /// # });
     /// ```
     pub fn subscribe_access(&self) -> Subscription {
-        Subscription::new(&self.inner.events, FilterKind::Access)
+        Subscription::new(&self.inner.events, Filter::Access)
     }
 
     /// Calls `callback` for every mutation event, on a task of its own, until

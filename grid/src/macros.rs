@@ -35,15 +35,9 @@ macro_rules! cacheable {
         $(tags = $tags:expr,)?
         $(ttl_secs = $ttl:expr,)?
         load = $load:expr $(,)?
-    ) => {{
-        let options = $crate::CacheOptions::new()
-            $(.tag($tag))?
-            $(.tags($tags))?
-            $(.ttl(::std::time::Duration::from_secs($ttl)))?;
-        let key: ::std::string::String = ::std::string::String::from($key);
-        let cache = &$cache;
-        async move { cache.get_or_load(&key, options, move || $load).await }
-    }};
+    ) => {
+        $crate::__cacheable!(get_or_load, $cache, $key, [$($tag)?], [$($tags)?], [$($ttl)?], $load)
+    };
 }
 
 /// Like [`cacheable!`] but `load` is an infallible future returning `T`
@@ -69,13 +63,23 @@ macro_rules! cacheable_infallible {
         $(tags = $tags:expr,)?
         $(ttl_secs = $ttl:expr,)?
         load = $load:expr $(,)?
-    ) => {{
+    ) => {
+        $crate::__cacheable!(get_or_insert_with, $cache, $key, [$($tag)?], [$($tags)?], [$($ttl)?], $load)
+    };
+}
+
+/// The expansion both `cacheable!` macros share: options from the optional
+/// arguments, then `method` on the cache. Not part of the API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cacheable {
+    ($method:ident, $cache:expr, $key:expr, [$($tag:expr)?], [$($tags:expr)?], [$($ttl:expr)?], $load:expr) => {{
         let options = $crate::CacheOptions::new()
             $(.tag($tag))?
             $(.tags($tags))?
             $(.ttl(::std::time::Duration::from_secs($ttl)))?;
         let key: ::std::string::String = ::std::string::String::from($key);
         let cache = &$cache;
-        async move { cache.get_or_insert_with(&key, options, move || $load).await }
+        async move { cache.$method(&key, options, move || $load).await }
     }};
 }
