@@ -34,6 +34,8 @@
 //! or per typed view ([`Grid::typed_with`]).
 #![deny(missing_docs)]
 
+#[cfg(feature = "actuator")]
+pub mod actuator;
 mod builder;
 #[cfg(feature = "cluster")]
 pub mod cluster;
