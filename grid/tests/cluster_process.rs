@@ -147,7 +147,7 @@ fn three_processes_form_a_cluster_and_survive_a_sigkill() {
 fn bad_arguments_and_bad_certificates_are_reported() {
     let out = Command::new(BIN).arg("frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));
     let out = Command::new(BIN)
         .args([
             "run",
