@@ -8,6 +8,12 @@ use super::health::{DownReason, NodeFacts};
 use super::source::Snapshot;
 use crate::stats::{GridDiagnostics, GridStats};
 
+/// `{"caches": [...]}`: the envelope of `/caches` and `/cluster`.
+#[derive(Serialize)]
+pub(crate) struct Caches<T> {
+    pub(crate) caches: Vec<T>,
+}
+
 /// `GET /caches`: one line per cache.
 #[derive(Serialize)]
 pub(crate) struct CacheSummary<'a> {

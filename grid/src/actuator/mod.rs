@@ -274,7 +274,7 @@ async fn caches(State(shared): Ctx) -> Response {
         .iter()
         .map(|(name, s)| json::CacheSummary::new(name, s))
         .collect();
-    Json(serde_json::json!({ "caches": list })).into_response()
+    Json(json::Caches { caches: list }).into_response()
 }
 
 async fn stats(State(shared): Ctx, Path(name): Path<String>) -> Response {
@@ -300,7 +300,7 @@ async fn cluster(State(shared): Ctx) -> Response {
             view: json::ClusterJson::new(s),
         })
         .collect();
-    Json(serde_json::json!({ "caches": list })).into_response()
+    Json(json::Caches { caches: list }).into_response()
 }
 
 async fn metrics(State(shared): Ctx, headers: HeaderMap) -> Response {
