@@ -1,13 +1,17 @@
 //! A grid on loopback: three members and one client with development
 //! certificates. Every node caches a value; the client invalidates its tag;
-//! the call returns once every node applied it. Prints cluster diagnostics.
+//! the call returns once every node applied it. Prints cluster diagnostics
+//! and serves member-1's and the client's actuator on loopback while it
+//! runs (`-- --hold` keeps it serving until Ctrl-C).
 //!
 //! Run with `cargo run --example grid --features cluster`.
 
 use std::time::Duration;
 
+use hydracache::actuator::Actuator;
 use hydracache::cluster::DevCa;
 use hydracache::{CacheOptions, Grid};
+use hydracache_examples::serve_on_loopback;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -52,6 +56,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("web-client", &client),
     ];
 
+    let actuator = Actuator::new()
+        .cache("member-1", m1.clone())
+        .cache("web-client", client.clone())
+        .router();
+    println!("actuator: {}", serve_on_loopback(actuator).await?);
+
     print!("waiting for gossip to agree");
     for _ in 0..100 {
         let d = client.cluster_diagnostics().await.expect("a node");
@@ -92,6 +102,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "{name}: role={:?} generation={} addr={} members={:?} clients={:?} dead={:?} sent={}",
             d.role, d.generation, d.addr, d.members, d.clients, d.dead, d.invalidation_sequence
         );
+    }
+    if std::env::args().any(|a| a == "--hold") {
+        println!("the actuator keeps serving until Ctrl-C");
+        std::future::pending::<()>().await;
     }
     Ok(())
 }
