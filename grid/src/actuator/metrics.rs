@@ -18,6 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::source::Snapshot;
+use crate::stats::GridStats;
 
 /// The OpenMetrics content type prometheus-client's text encoder writes.
 pub(crate) const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -42,6 +43,84 @@ pub(crate) struct Reading<'a> {
     pub(crate) up: bool,
 }
 
+type StatsGet = fn(&GridStats) -> u64;
+type ReadingGet = fn(&Reading<'_>) -> u64;
+
+/// Counters per cache: name (prometheus-client appends `_total`), help, value.
+const COUNTERS: [(&str, &str, StatsGet); 9] = [
+    ("hits", "Reads that found a value", |s| s.hits),
+    ("misses", "Reads that found nothing", |s| s.misses),
+    ("loads", "Loader runs, one per single-flight group", |s| {
+        s.loads
+    }),
+    ("load_errors", "Loader runs that failed or panicked", |s| {
+        s.load_errors
+    }),
+    (
+        "single_flight_joins",
+        "Callers that joined a load already in flight",
+        |s| s.single_flight_joins,
+    ),
+    (
+        "stale_loads_discarded",
+        "Loads not cached because an invalidation raced them",
+        |s| s.stale_loads_discarded,
+    ),
+    (
+        "invalidations",
+        "Invalidation calls on this node (key, tag, remove, flush)",
+        |s| s.invalidations,
+    ),
+    (
+        "events_published",
+        "Cache events delivered to subscribers",
+        |s| s.events_published,
+    ),
+    (
+        "events_lagged",
+        "Cache events dropped for subscribers that fell behind",
+        |s| s.subscriber_lag,
+    ),
+];
+
+/// Gauges per cache: name, help, unit (appended to the name), value.
+const GAUGES: [(&str, &str, Option<Unit>, ReadingGet); 7] = [
+    (
+        "up",
+        "1 when the cache's health is up, 0 when down",
+        None,
+        |r| u64::from(r.up),
+    ),
+    ("entries", "Resident entries", None, |r| {
+        r.snapshot.diagnostics.entries
+    }),
+    (
+        "stored",
+        "Bytes charged against the capacity",
+        Some(Unit::Bytes),
+        |r| r.snapshot.diagnostics.bytes,
+    ),
+    ("capacity", "The capacity", Some(Unit::Bytes), |r| {
+        r.snapshot.diagnostics.capacity_bytes
+    }),
+    ("tags", "Distinct tags in use", None, |r| {
+        r.snapshot.diagnostics.tags
+    }),
+    ("loads_in_flight", "Loads running now", None, |r| {
+        r.snapshot.diagnostics.loads_in_flight as u64
+    }),
+    ("subscribers", "Event subscribers", None, |r| {
+        r.snapshot.diagnostics.subscribers as u64
+    }),
+];
+
+fn label(cache: &str) -> CacheLabel {
+    CacheLabel {
+        cache: cache.to_string(),
+    }
+}
+
+/// Registers a gauge family; `unit` is appended to the name.
 fn gauge(
     registry: &mut Registry,
     name: &str,
@@ -58,75 +137,33 @@ fn gauge(
 
 fn set(family: &Family<CacheLabel, Gauge>, cache: &str, v: u64) {
     family
-        .get_or_create(&CacheLabel {
-            cache: cache.to_string(),
-        })
+        .get_or_create(&label(cache))
         .set(i64::try_from(v).unwrap_or(i64::MAX));
+}
+
+/// Registers a counter family with one value per cache.
+fn counter<'a>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    values: impl Iterator<Item = (&'a str, u64)>,
+) {
+    let family = Family::<CacheLabel, Counter>::default();
+    registry.register(name, help, family.clone());
+    for (cache, v) in values {
+        family.get_or_create(&label(cache)).inc_by(v);
+    }
 }
 
 /// Encodes the readings as OpenMetrics text.
 pub(crate) fn encode(readings: &[Reading<'_>]) -> String {
     let mut registry = Registry::with_prefix("hydracache");
-    let c = |registry: &mut Registry, name: &str, help: &str, get: fn(&Snapshot) -> u64| {
-        let family = Family::<CacheLabel, Counter>::default();
-        registry.register(name, help, family.clone());
-        for r in readings {
-            family
-                .get_or_create(&CacheLabel {
-                    cache: r.name.to_string(),
-                })
-                .inc_by(get(r.snapshot));
-        }
-    };
-    c(&mut registry, "hits", "Reads that found a value", |s| {
-        s.diagnostics.stats.hits
-    });
-    c(&mut registry, "misses", "Reads that found nothing", |s| {
-        s.diagnostics.stats.misses
-    });
-    c(
-        &mut registry,
-        "loads",
-        "Loader runs, one per single-flight group",
-        |s| s.diagnostics.stats.loads,
-    );
-    c(
-        &mut registry,
-        "load_errors",
-        "Loader runs that failed or panicked",
-        |s| s.diagnostics.stats.load_errors,
-    );
-    c(
-        &mut registry,
-        "single_flight_joins",
-        "Callers that joined a load already in flight",
-        |s| s.diagnostics.stats.single_flight_joins,
-    );
-    c(
-        &mut registry,
-        "stale_loads_discarded",
-        "Loads not cached because an invalidation raced them",
-        |s| s.diagnostics.stats.stale_loads_discarded,
-    );
-    c(
-        &mut registry,
-        "invalidations",
-        "Invalidation calls on this node (key, tag, remove, flush)",
-        |s| s.diagnostics.stats.invalidations,
-    );
-    c(
-        &mut registry,
-        "events_published",
-        "Cache events delivered to subscribers",
-        |s| s.diagnostics.stats.events_published,
-    );
-    c(
-        &mut registry,
-        "events_lagged",
-        "Cache events dropped for subscribers that fell behind",
-        |s| s.diagnostics.stats.subscriber_lag,
-    );
-
+    for (name, help, get) in COUNTERS {
+        let values = readings
+            .iter()
+            .map(|r| (r.name, get(&r.snapshot.diagnostics.stats)));
+        counter(&mut registry, name, help, values);
+    }
     let evictions = Family::<EvictionLabel, Counter>::default();
     registry.register(
         "evictions",
@@ -148,58 +185,12 @@ pub(crate) fn encode(readings: &[Reading<'_>]) -> String {
                 .inc_by(v);
         }
     }
-
-    let g = |registry: &mut Registry,
-             name: &str,
-             help: &str,
-             unit: Option<Unit>,
-             get: &dyn Fn(&Reading<'_>) -> u64| {
-        let family = gauge(registry, name, help, unit);
+    for (name, help, unit, get) in GAUGES {
+        let family = gauge(&mut registry, name, help, unit);
         for r in readings {
             set(&family, r.name, get(r));
         }
-    };
-    g(
-        &mut registry,
-        "up",
-        "1 when the cache's health is up, 0 when down",
-        None,
-        &|r| u64::from(r.up),
-    );
-    g(&mut registry, "entries", "Resident entries", None, &|r| {
-        r.snapshot.diagnostics.entries
-    });
-    g(
-        &mut registry,
-        "stored",
-        "Bytes charged against the capacity",
-        Some(Unit::Bytes),
-        &|r| r.snapshot.diagnostics.bytes,
-    );
-    g(
-        &mut registry,
-        "capacity",
-        "The capacity",
-        Some(Unit::Bytes),
-        &|r| r.snapshot.diagnostics.capacity_bytes,
-    );
-    g(&mut registry, "tags", "Distinct tags in use", None, &|r| {
-        r.snapshot.diagnostics.tags
-    });
-    g(
-        &mut registry,
-        "loads_in_flight",
-        "Loads running now",
-        None,
-        &|r| r.snapshot.diagnostics.loads_in_flight as u64,
-    );
-    g(
-        &mut registry,
-        "subscribers",
-        "Event subscribers",
-        None,
-        &|r| r.snapshot.diagnostics.subscribers as u64,
-    );
+    }
     #[cfg(feature = "cluster")]
     cluster(&mut registry, readings);
 
@@ -216,18 +207,14 @@ fn cluster(registry: &mut Registry, readings: &[Reading<'_>]) {
         .iter()
         .filter_map(|r| r.snapshot.cluster.as_ref().map(|c| (r.name, c)))
         .collect();
-    let sent = Family::<CacheLabel, Counter>::default();
-    registry.register(
+    counter(
+        registry,
         "cluster_invalidations_sent",
         "Invalidations this node originated and fanned out",
-        sent.clone(),
+        nodes
+            .iter()
+            .map(|(name, c)| (*name, c.invalidation_sequence)),
     );
-    for (name, c) in &nodes {
-        sent.get_or_create(&CacheLabel {
-            cache: name.to_string(),
-        })
-        .inc_by(c.invalidation_sequence);
-    }
     type Get = fn(&crate::cluster::ClusterDiagnostics) -> u64;
     let gauges: [(&str, &str, Get); 7] = [
         (
