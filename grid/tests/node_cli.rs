@@ -95,6 +95,21 @@ fn a_bad_flag_is_named_in_the_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--node-id"), "{}", stderr(&out));
 
+    #[cfg(feature = "actuator")]
+    {
+        let mut args = base.to_vec();
+        args.extend(["--http-token", "t"]);
+        let out = node(&args, &[]);
+        assert_eq!(out.status.code(), Some(2), "a token without --http");
+        assert!(stderr(&out).contains("--http <HTTP>"), "{}", stderr(&out));
+
+        let mut args = base.to_vec();
+        args.extend(["--http", "localhost"]);
+        let out = node(&args, &[]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).contains("--http <HTTP>"), "{}", stderr(&out));
+    }
+
     let out = node(&["run", "--frobnicate"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--frobnicate"), "{}", stderr(&out));
