@@ -2,7 +2,7 @@
 //! certificates. Every node caches a value; the client invalidates its tag;
 //! the call returns once every node applied it. Prints cluster diagnostics.
 //!
-//! Run with `cargo run --example grid --features cluster`.
+//! Run with `cargo run --example grid`.
 
 use std::time::Duration;
 
@@ -66,7 +66,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (_, grid) in &nodes {
         grid.put(
             "user:42",
-            &"Ada".to_string(),
+            "Ada".to_string(),
             CacheOptions::new().tags(["users", "user:42"]),
         )
         .await?;

@@ -117,9 +117,9 @@ async fn main() -> Result<(), hydracache::CacheError> {
     );
 
     println!("6. events seen by a subscriber:");
-    while let Some(Ok(event)) = events.try_recv() {
+    while let Some(Ok(event)) = events.try_next_event() {
         match event {
-            CacheEvent::Inserted { key, .. } => println!("   inserted {key}"),
+            CacheEvent::Stored { key, .. } => println!("   stored {key}"),
             CacheEvent::TagInvalidated { tag, .. } => println!("   invalidated tag {tag}"),
             other => println!("   {other:?}"),
         }
@@ -127,7 +127,7 @@ async fn main() -> Result<(), hydracache::CacheError> {
 
     let s = grid.stats();
     println!(
-        "stats: hits={} misses={} loads={} joins={} stale_discarded={} invalidations={} hit_ratio={:.2}",
+        "stats: hits={} misses={} loads={} joins={} stale_discarded={} invalidations={} hit_ratio={}",
         s.hits,
         s.misses,
         s.loads,
@@ -135,6 +135,7 @@ async fn main() -> Result<(), hydracache::CacheError> {
         s.stale_loads_discarded,
         s.invalidations,
         s.hit_ratio()
+            .map_or("-".to_string(), |r| format!("{r:.2}"))
     );
     let d = grid.diagnostics();
     println!(

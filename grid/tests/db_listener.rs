@@ -71,7 +71,7 @@ async fn gone(db: &DbCache, key: &str) -> bool {
 /// applied, so is everything before it.
 async fn settle(db: &DbCache, pg: &Pg, channel: &str) {
     db.grid()
-        .put("app:sentinel", &1u8, CacheOptions::new().tag("sentinel"))
+        .put("app:sentinel", 1u8, CacheOptions::new().tag("sentinel"))
         .await
         .unwrap();
     notify(&pg.pool, channel, &NotifyPayload::new().tag("sentinel"))
@@ -127,7 +127,7 @@ async fn a_trigger_notify_invalidates_end_to_end() {
 
     // A TRUNCATE cannot name its rows: it flushes.
     db.grid()
-        .put("app:unrelated", &1u8, CacheOptions::new())
+        .put("app:unrelated", 1u8, CacheOptions::new())
         .await
         .unwrap();
     sqlx::query("truncate users")
@@ -157,7 +157,7 @@ async fn a_killed_connection_is_recovered_and_what_it_may_have_missed_is_invalid
 
     assert_eq!(load_user_in_collection(&db, &pg, 1).await.name, "Ada");
     db.grid()
-        .put("app:other", &1u8, CacheOptions::new().tag("other"))
+        .put("app:other", 1u8, CacheOptions::new().tag("other"))
         .await
         .unwrap();
 
@@ -217,7 +217,7 @@ async fn without_covered_tags_a_dropped_connection_flushes() {
     let db = cache();
     let mut listener = start(&db, &pg, &pg.schema, &[]).await;
     db.grid()
-        .put("app:anything", &1u8, CacheOptions::new().tag("x"))
+        .put("app:anything", 1u8, CacheOptions::new().tag("x"))
         .await
         .unwrap();
     let pid = listener.status().backend_pid.unwrap();
@@ -246,7 +246,7 @@ async fn payload_keys_tags_and_flush() {
     let put = |key: &'static str, tag: &'static str| {
         let grid = db.grid().clone();
         async move {
-            grid.put(key, &1u8, CacheOptions::new().tag(tag))
+            grid.put(key, 1u8, CacheOptions::new().tag(tag))
                 .await
                 .unwrap()
         }
@@ -296,11 +296,11 @@ async fn an_unreadable_payload_counts_as_a_missed_notification() {
     let db = cache();
     let mut listener = start(&db, &pg, &pg.schema, &["users"]).await;
     db.grid()
-        .put("app:list", &1u8, CacheOptions::new().tag("users"))
+        .put("app:list", 1u8, CacheOptions::new().tag("users"))
         .await
         .unwrap();
     db.grid()
-        .put("app:other", &1u8, CacheOptions::new().tag("other"))
+        .put("app:other", 1u8, CacheOptions::new().tag("other"))
         .await
         .unwrap();
     for garbage in ["user:42", r#"{"tags":"users"}"#, r#"{"prefix":"user:"}"#] {

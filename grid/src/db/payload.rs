@@ -8,7 +8,7 @@ use crate::db::invalidations::InvalidationSet;
 /// - `"tags"`: tags to invalidate, e.g. `["user:42", "users"]`;
 /// - `"keys"`: keys to invalidate, relative to the listener's
 ///   [`crate::db::DbCache`] namespace, e.g. `["user:42"]`;
-/// - `"flush"`: `true` to flush the grid.
+/// - `"flush"`: `true` to flush the listening cache's namespace ([`crate::db::DbCache::flush`]).
 ///
 /// Other fields are refused (a payload the listener does not fully
 /// understand is treated like a missed notification), as is anything that
@@ -36,13 +36,14 @@ pub struct NotifyPayload {
     /// Keys to invalidate (relative to the cache's namespace).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<String>,
-    /// Flush the grid.
+    /// Flush the namespace of the cache that applies it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub flush: bool,
 }
 
 /// A NOTIFY payload that is not in the [`NotifyPayload`] format.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 #[error("invalid invalidation payload {payload:?}: {reason} (expected JSON like {{\"tags\":[\"user:42\"],\"keys\":[\"user:42\"]}})")]
 pub struct PayloadError {
     /// The payload (its first 200 characters).
