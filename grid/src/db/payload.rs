@@ -24,7 +24,8 @@ use crate::db::invalidations::InvalidationSet;
 /// let json = NotifyPayload::new().tag("users").key("stats").to_json();
 /// assert_eq!(json, r#"{"tags":["users"],"keys":["stats"]}"#);
 ///
-/// assert!(NotifyPayload::parse("user:42").is_err());
+/// let err = NotifyPayload::parse("user:42").unwrap_err();
+/// assert!(std::error::Error::source(&err).is_some()); // the JSON parser's own error
 /// assert!(NotifyPayload::parse(r#"{"tag":"users"}"#).is_err());
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -42,14 +43,14 @@ pub struct NotifyPayload {
 }
 
 /// A NOTIFY payload that is not in the [`NotifyPayload`] format.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
-#[error("invalid invalidation payload {payload:?}: {reason} (expected JSON like {{\"tags\":[\"user:42\"],\"keys\":[\"user:42\"]}})")]
+#[error("invalid invalidation payload {payload:?}: {source} (expected JSON like {{\"tags\":[\"user:42\"],\"keys\":[\"user:42\"]}})")]
 pub struct PayloadError {
     /// The payload (its first 200 characters).
     pub payload: String,
-    /// What is wrong with it.
-    pub reason: String,
+    /// What is wrong with it: the JSON parser's error (a `serde_json::Error`).
+    pub source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
 }
 
 impl NotifyPayload {
@@ -80,7 +81,7 @@ impl NotifyPayload {
     pub fn parse(payload: &str) -> Result<Self, PayloadError> {
         serde_json::from_str(payload).map_err(|e| PayloadError {
             payload: payload.chars().take(200).collect(),
-            reason: e.to_string(),
+            source: std::sync::Arc::new(e),
         })
     }
 
