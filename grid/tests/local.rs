@@ -752,3 +752,52 @@ async fn a_loader_that_panics_before_returning_its_future_leaves_no_stuck_flight
     assert_eq!(v, 5);
     assert_eq!(grid.stats().load_errors, 1);
 }
+
+#[tokio::test]
+async fn typed_views_subscribe_within_their_namespace() {
+    let grid = Grid::local().enable_access_events(true).build();
+    let users = grid.typed::<User>("user");
+    let mut all = users.subscribe();
+    let mut one = users.subscribe_key("1");
+    let mut tagged = users.subscribe_tag("vip");
+    let mut access = users.subscribe_access();
+
+    grid.put("order:1", 1u8, CacheOptions::new().tag("vip"))
+        .await
+        .unwrap();
+    users
+        .put("2", user(2), CacheOptions::new().tag("vip"))
+        .await
+        .unwrap();
+    users.put("1", user(1), CacheOptions::new()).await.unwrap();
+    let _ = grid.get::<u8>("order:1").await;
+    let _ = users.get("3").await;
+    grid.invalidate_tag("vip").await.unwrap();
+
+    let drain = |sub: &mut hydracache::Subscription| {
+        let mut seen = Vec::new();
+        while let Some(e) = sub.try_next_event() {
+            let e = e.unwrap();
+            seen.push((e.kind(), e.key().map(str::to_string)));
+        }
+        seen
+    };
+    let key = |k: &str| Some(k.to_string());
+    assert_eq!(
+        drain(&mut all),
+        [
+            (CacheEventKind::Stored, key("user:2")),
+            (CacheEventKind::Stored, key("user:1")),
+            (CacheEventKind::TagInvalidated, None),
+        ]
+    );
+    assert_eq!(drain(&mut one), [(CacheEventKind::Stored, key("user:1"))]);
+    assert_eq!(
+        drain(&mut tagged),
+        [
+            (CacheEventKind::Stored, key("user:2")),
+            (CacheEventKind::TagInvalidated, None),
+        ]
+    );
+    assert_eq!(drain(&mut access), [(CacheEventKind::Miss, key("user:3"))]);
+}
