@@ -63,6 +63,10 @@ pub trait CacheValue<C: Codec>: Sized + Send + Sync + 'static {
     ) -> Result<FillOutcome, CacheError>;
     #[doc(hidden)]
     fn read(entry: &EntryRef<'_>) -> Result<Self, CacheError>;
+    /// An independent copy made through the codec (encode, then decode),
+    /// for values that are not `Clone`.
+    #[doc(hidden)]
+    fn duplicate(&self) -> Result<Self, CacheError>;
 }
 
 impl<T: StoreValue + Send + Sync> CacheValue<Rkyv> for T {
@@ -89,6 +93,12 @@ impl<T: StoreValue + Send + Sync> CacheValue<Rkyv> for T {
     #[inline]
     fn read(entry: &EntryRef<'_>) -> Result<Self, CacheError> {
         Ok(entry.deserialize::<T>()?)
+    }
+
+    fn duplicate(&self) -> Result<Self, CacheError> {
+        let bytes = hydracache_storage::encode(self)?;
+        rkyv::from_bytes::<T, rkyv::rancor::Error>(&bytes)
+            .map_err(|e| CacheError::Store(hydracache_storage::StoreError::Decode(e.to_string())))
     }
 }
 
@@ -127,5 +137,10 @@ where
 
     fn read(entry: &EntryRef<'_>) -> Result<Self, CacheError> {
         postcard::from_bytes(entry.bytes()).map_err(postcard_error)
+    }
+
+    fn duplicate(&self) -> Result<Self, CacheError> {
+        let bytes = postcard::to_allocvec(self).map_err(postcard_error)?;
+        postcard::from_bytes(&bytes).map_err(postcard_error)
     }
 }

@@ -799,3 +799,52 @@ async fn invalidation_sets_apply_keys_tags_and_flush() {
     // directly under a key that looks like the namespace's.
     assert!(db.grid().contains_key("app:c").await);
 }
+
+/// A row type that is not `Clone`.
+#[derive(
+    sqlx::FromRow,
+    hydracache::rkyv::Archive,
+    hydracache::rkyv::Serialize,
+    hydracache::rkyv::Deserialize,
+    serde::Serialize,
+    serde::Deserialize,
+    Debug,
+    PartialEq,
+)]
+#[rkyv(crate = hydracache::rkyv)]
+struct Row {
+    id: i64,
+    name: String,
+}
+
+#[tokio::test]
+async fn row_types_need_not_be_clone() {
+    let sqlite = Sqlite::memory().await;
+    let ada = || Row {
+        id: 1,
+        name: "Ada".to_string(),
+    };
+
+    let db = cache();
+    let fetch = || {
+        db.entity::<Row>("row", 1)
+            .fetch_one(&sqlite.pool, sqlx::query_as(SELECT_USER).bind(1i64))
+    };
+    // Three callers miss together: one query, and each gets its own row.
+    let (a, b, c) = tokio::join!(fetch(), fetch(), fetch());
+    for row in [a, b, c] {
+        assert_eq!(row.unwrap(), ada());
+    }
+    assert_eq!(fetch().await.unwrap(), ada(), "a hit");
+    assert_eq!(stats(&db, "row").loads, 1);
+
+    let serde_db = DbCache::new(Grid::local().codec::<Postcard>().build(), "app");
+    let fetch = || {
+        serde_db
+            .entity::<Row>("row", 1)
+            .fetch_optional(&sqlite.pool, sqlx::query_as(SELECT_USER).bind(1i64))
+    };
+    let (a, b) = tokio::join!(fetch(), fetch());
+    assert_eq!((a.unwrap(), b.unwrap()), (Some(ada()), Some(ada())));
+    assert_eq!(serde_db.query_stats()[0].loads, 1);
+}

@@ -150,13 +150,13 @@ impl<C: Codec> DbCache<C> {
     /// assert_eq!(n, 3);
     /// # });
     /// ```
-    pub fn cached<T: CacheValue<C> + Clone>(&self) -> CachedQuery<'_, T, C> {
+    pub fn cached<T: CacheValue<C>>(&self) -> CachedQuery<'_, T, C> {
         CachedQuery::new(self, QueryCachePolicy::named("cached"))
     }
 
     /// A query named `name` (a diagnostic label, see [`DbCache::query_stats`]);
     /// give it a key with `.key(..)`.
-    pub fn named<T: CacheValue<C> + Clone>(
+    pub fn named<T: CacheValue<C>>(
         &self,
         name: impl Into<std::borrow::Cow<'static, str>>,
     ) -> CachedQuery<'_, T, C> {
@@ -172,7 +172,7 @@ impl<C: Codec> DbCache<C> {
     /// assert_eq!(q.policy().cache_key().as_deref(), Some("user:42"));
     /// assert_eq!(q.policy().tag_set().iter().collect::<Vec<_>>(), ["user:42"]);
     /// ```
-    pub fn entity<T: CacheValue<C> + Clone>(
+    pub fn entity<T: CacheValue<C>>(
         &self,
         entity: &str,
         id: impl Display,
@@ -191,7 +191,7 @@ impl<C: Codec> DbCache<C> {
     /// assert_eq!(q.policy().cache_key().as_deref(), Some("users"));
     /// assert_eq!(q.policy().tag_set().iter().collect::<Vec<_>>(), ["users"]);
     /// ```
-    pub fn collection<T: CacheValue<C> + Clone>(&self, name: &str) -> CachedQuery<'_, T, C> {
+    pub fn collection<T: CacheValue<C>>(&self, name: &str) -> CachedQuery<'_, T, C> {
         let policy = QueryCachePolicy::named(name.to_string())
             .key(name)
             .tag(name);
@@ -213,10 +213,7 @@ impl<C: Codec> DbCache<C> {
     /// let q = db.for_entity::<User>(42);
     /// assert_eq!(q.policy().cache_key().as_deref(), Some("user:42"));
     /// ```
-    pub fn for_entity<E: CacheEntity + CacheValue<C> + Clone>(
-        &self,
-        id: E::Id,
-    ) -> CachedQuery<'_, E, C> {
+    pub fn for_entity<E: CacheEntity + CacheValue<C>>(&self, id: E::Id) -> CachedQuery<'_, E, C> {
         let policy = QueryCachePolicy::named(E::ENTITY).for_cache_entity::<E>(id);
         CachedQuery::new(self, policy)
     }
@@ -241,7 +238,7 @@ impl<C: Codec> DbCache<C> {
     /// assert!(db.grid().contains_key("app:user:42").await);
     /// # });
     /// ```
-    pub fn cached_with<T: CacheValue<C> + Clone>(
+    pub fn cached_with<T: CacheValue<C>>(
         &self,
         policy: impl Into<QueryCachePolicy>,
     ) -> CachedQuery<'_, T, C> {

@@ -53,7 +53,7 @@ impl<'a, T, C: Codec> std::fmt::Debug for CachedQuery<'a, T, C> {
     }
 }
 
-impl<'a, T: CacheValue<C> + Clone, C: Codec> CachedQuery<'a, T, C> {
+impl<'a, T: CacheValue<C>, C: Codec> CachedQuery<'a, T, C> {
     pub(crate) fn new(cache: &'a DbCache<C>, policy: QueryCachePolicy) -> Self {
         CachedQuery {
             cache,
@@ -179,7 +179,7 @@ impl<'a, T: CacheValue<C> + Clone, C: Codec> CachedQuery<'a, T, C> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, E>> + Send + 'static,
         E: StdError + Send + Sync + 'static,
-        Option<T>: CacheValue<C> + Clone,
+        Option<T>: CacheValue<C>,
     {
         self.retyped::<Option<T>>()
             .run(|v: &Option<T>| v.is_none(), loader)
@@ -194,7 +194,7 @@ impl<'a, T: CacheValue<C> + Clone, C: Codec> CachedQuery<'a, T, C> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Vec<T>, E>> + Send + 'static,
         E: StdError + Send + Sync + 'static,
-        Vec<T>: CacheValue<C> + Clone,
+        Vec<T>: CacheValue<C>,
     {
         self.retyped::<Vec<T>>()
             .run(|v: &Vec<T>| v.is_empty(), loader)
@@ -235,10 +235,10 @@ impl<'a, T: CacheValue<C> + Clone, C: Codec> CachedQuery<'a, T, C> {
         };
         let key = self.cache.full_key(&key);
         let grid = self.cache.grid();
-        match grid.get_now::<Stored<T>>(&key) {
+        match grid.get_now::<T>(&key) {
             Ok(Some(hit)) => {
                 counters.hit();
-                return Ok(hit.value);
+                return Ok(hit);
             }
             Ok(None) => counters.miss(),
             Err(e) => {
@@ -281,7 +281,10 @@ impl<'a, T: CacheValue<C> + Clone, C: Codec> CachedQuery<'a, T, C> {
         ))
         .await;
         match result {
-            Ok(stored) => Ok(stored.value),
+            Ok(stored) => stored.into_value().map_err(|e| {
+                counters.error();
+                DbCacheError::Cache(e)
+            }),
             Err(e) => {
                 counters.error();
                 let original = mine.lock().unwrap_or_else(|p| p.into_inner()).take();

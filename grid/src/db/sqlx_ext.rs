@@ -32,7 +32,7 @@ use crate::db::query::CachedQuery;
 
 impl<'a, T, C> CachedQuery<'a, T, C>
 where
-    T: CacheValue<C> + Clone + Send + Unpin,
+    T: CacheValue<C> + Send + Unpin,
     C: Codec,
 {
     /// The one row `query` returns, cached. A query that finds no row fails
@@ -97,7 +97,7 @@ where
         for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
         T: for<'r> FromRow<'r, DB::Row>,
         A: IntoArguments<'static, DB> + Send + 'static,
-        Option<T>: CacheValue<C> + Clone,
+        Option<T>: CacheValue<C>,
     {
         let pool = pool.into_pool();
         self.fetch_optional_with(move || async move { query.fetch_optional(&pool).await })
@@ -129,7 +129,7 @@ where
         for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
         T: for<'r> FromRow<'r, DB::Row>,
         A: IntoArguments<'static, DB> + Send + 'static,
-        Vec<T>: CacheValue<C> + Clone,
+        Vec<T>: CacheValue<C>,
     {
         let pool = pool.into_pool();
         self.fetch_all_with(move || async move { query.fetch_all(&pool).await })
@@ -181,7 +181,7 @@ impl<'a, DB, O, A, C> CachedQueryAs<'a, DB, O, A, C>
 where
     DB: Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    O: for<'r> FromRow<'r, DB::Row> + CacheValue<C> + Clone + Send + Unpin,
+    O: for<'r> FromRow<'r, DB::Row> + CacheValue<C> + Send + Unpin,
     A: IntoArguments<'static, DB> + Send + 'static,
     C: Codec,
 {
@@ -193,7 +193,7 @@ where
     /// [`CachedQuery::fetch_optional`].
     pub async fn fetch_optional(self, pool: impl IntoPool<DB>) -> Result<Option<O>, DbCacheError>
     where
-        Option<O>: CacheValue<C> + Clone,
+        Option<O>: CacheValue<C>,
     {
         self.descriptor.fetch_optional(pool, self.query).await
     }
@@ -201,7 +201,7 @@ where
     /// [`CachedQuery::fetch_all`].
     pub async fn fetch_all(self, pool: impl IntoPool<DB>) -> Result<Vec<O>, DbCacheError>
     where
-        Vec<O>: CacheValue<C> + Clone,
+        Vec<O>: CacheValue<C>,
     {
         self.descriptor.fetch_all(pool, self.query).await
     }
