@@ -125,9 +125,11 @@ async fn a_trigger_notify_invalidates_end_to_end() {
         .unwrap();
     eventually("user:2 is invalidated", || gone(&db, "app:user:2")).await;
 
-    // A TRUNCATE cannot name its rows: it flushes.
-    db.grid()
-        .put("app:unrelated", 1u8, CacheOptions::new())
+    // A TRUNCATE cannot name its rows: it flushes the cache's namespace.
+    let _: u8 = db
+        .named("unrelated")
+        .key("unrelated")
+        .fetch_with(|| async { Ok::<_, sqlx::Error>(1) })
         .await
         .unwrap();
     sqlx::query("truncate users")
@@ -280,10 +282,18 @@ async fn payload_keys_tags_and_flush() {
     settle(&db, &pg, &pg.schema).await;
     assert!(db.grid().contains_key("app:k3").await);
 
+    // A flush reaches what the listener's DbCache stored, not the rest of the grid.
+    let _: u8 = db
+        .named("k4")
+        .key("k4")
+        .fetch_with(|| async { Ok::<_, sqlx::Error>(4) })
+        .await
+        .unwrap();
     notify(&pg.pool, &pg.schema, &NotifyPayload::new().flush())
         .await
         .unwrap();
-    eventually("flush", || gone(&db, "other:k1")).await;
+    eventually("flush", || gone(&db, "app:k4")).await;
+    assert!(db.grid().contains_key("other:k1").await);
     assert_eq!(listener.status().recoveries, 0);
     pg.cleanup().await;
 }
