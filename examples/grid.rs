@@ -4,7 +4,7 @@
 //! and serves member-1's and the client's actuator on loopback while it
 //! runs (`-- --hold` keeps it serving until Ctrl-C).
 //!
-//! Run with `cargo run --example grid --features cluster`.
+//! Run with `cargo run --example grid`.
 
 use std::time::Duration;
 
@@ -76,7 +76,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (_, grid) in &nodes {
         grid.put(
             "user:42",
-            &"Ada".to_string(),
+            "Ada".to_string(),
             CacheOptions::new().tags(["users", "user:42"]),
         )
         .await?;

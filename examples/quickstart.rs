@@ -122,9 +122,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     println!("6. events seen by a subscriber:");
-    while let Some(Ok(event)) = events.try_recv() {
+    while let Some(Ok(event)) = events.try_next_event() {
         match event {
-            CacheEvent::Inserted { key, .. } => println!("   inserted {key}"),
+            CacheEvent::Stored { key, .. } => println!("   stored {key}"),
             CacheEvent::TagInvalidated { tag, .. } => println!("   invalidated tag {tag}"),
             other => println!("   {other:?}"),
         }
@@ -132,7 +132,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let s = grid.stats();
     println!(
-        "stats: hits={} misses={} loads={} joins={} stale_discarded={} invalidations={} hit_ratio={:.2}",
+        "stats: hits={} misses={} loads={} joins={} stale_discarded={} invalidations={} hit_ratio={}",
         s.hits,
         s.misses,
         s.loads,
@@ -140,6 +140,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         s.stale_loads_discarded,
         s.invalidations,
         s.hit_ratio()
+            .map_or("-".to_string(), |r| format!("{r:.2}"))
     );
     let d = grid.diagnostics();
     println!(

@@ -35,6 +35,16 @@ impl Codec for Postcard {
 /// A value the grid can hold with codec `C`. Implemented for every rkyv
 /// type with [`Rkyv`], and every serde type with [`Postcard`]; you do not
 /// implement it yourself.
+///
+/// A grid stores owned values: a `&str` is stored as a `String`
+/// (`"Ada".to_string()`), a `&T` as the `T` it points to (`value.clone()`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be stored in a grid with codec `{C}`",
+    label = "not a cache value with codec `{C}`",
+    note = "the default codec is rkyv: derive `hydracache::rkyv::{{Archive, Serialize, Deserialize}}` (with `#[rkyv(crate = hydracache::rkyv)]`) on the value type",
+    note = "a type that derives serde's `Serialize`/`Deserialize` needs the Postcard codec: `Grid::local().codec::<hydracache::Postcard>()`, or a view `grid.typed_with::<T, hydracache::Postcard>(\"ns\")`",
+    note = "values are owned: store a `String` for a `&str` (`\"Ada\".to_string()`), and `value.clone()` for a `&T`"
+)]
 pub trait CacheValue<C: Codec>: Sized + Send + Sync + 'static {
     #[doc(hidden)]
     fn put(
@@ -53,6 +63,10 @@ pub trait CacheValue<C: Codec>: Sized + Send + Sync + 'static {
     ) -> Result<FillOutcome, CacheError>;
     #[doc(hidden)]
     fn read(entry: &EntryRef<'_>) -> Result<Self, CacheError>;
+    /// An independent copy made through the codec (encode, then decode),
+    /// for values that are not `Clone`.
+    #[doc(hidden)]
+    fn duplicate(&self) -> Result<Self, CacheError>;
 }
 
 impl<T: StoreValue + Send + Sync> CacheValue<Rkyv> for T {
@@ -80,12 +94,18 @@ impl<T: StoreValue + Send + Sync> CacheValue<Rkyv> for T {
     fn read(entry: &EntryRef<'_>) -> Result<Self, CacheError> {
         Ok(entry.deserialize::<T>()?)
     }
+
+    fn duplicate(&self) -> Result<Self, CacheError> {
+        let bytes = hydracache_storage::encode(self)?;
+        rkyv::from_bytes::<T, rkyv::rancor::Error>(&bytes)
+            .map_err(|e| CacheError::Store(hydracache_storage::StoreError::Decode(e.to_string())))
+    }
 }
 
 fn postcard_error(e: postcard::Error) -> CacheError {
     CacheError::Codec {
         codec: Postcard::NAME,
-        message: e.to_string(),
+        source: std::sync::Arc::new(e),
     }
 }
 
@@ -117,5 +137,10 @@ where
 
     fn read(entry: &EntryRef<'_>) -> Result<Self, CacheError> {
         postcard::from_bytes(entry.bytes()).map_err(postcard_error)
+    }
+
+    fn duplicate(&self) -> Result<Self, CacheError> {
+        let bytes = postcard::to_allocvec(self).map_err(postcard_error)?;
+        postcard::from_bytes(&bytes).map_err(postcard_error)
     }
 }

@@ -169,11 +169,11 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let reply = match words.as_slice() {
             ["put", key, value] => grid
-                .put(key, &value.to_string(), CacheOptions::new())
+                .put(key, value.to_string(), CacheOptions::new())
                 .await
                 .map_or_else(|e| format!("ERR {e}"), |_| "OK".into()),
             ["put", key, value, tag] => grid
-                .put(key, &value.to_string(), CacheOptions::new().tag(*tag))
+                .put(key, value.to_string(), CacheOptions::new().tag(*tag))
                 .await
                 .map_or_else(|e| format!("ERR {e}"), |_| "OK".into()),
             ["get", key] => match grid.get::<String>(key).await {
