@@ -87,7 +87,7 @@ async fn the_cluster_view_health_and_metrics_of_members_and_a_client() {
     converge(&[&m0, &m1, &c0], 2, 1).await;
 
     for i in 0..4u32 {
-        m0.put(&format!("k{i}"), &i, CacheOptions::new().tag("t"))
+        m0.put(&format!("k{i}"), i, CacheOptions::new().tag("t"))
             .await
             .unwrap();
     }

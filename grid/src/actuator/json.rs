@@ -23,7 +23,7 @@ pub(crate) struct CacheSummary<'a> {
     pub(crate) entries: u64,
     pub(crate) bytes: u64,
     pub(crate) capacity_bytes: u64,
-    pub(crate) hit_ratio: f64,
+    pub(crate) hit_ratio: Option<f64>,
 }
 
 impl<'a> CacheSummary<'a> {
@@ -45,7 +45,7 @@ impl<'a> CacheSummary<'a> {
 pub(crate) struct StatsJson {
     pub(crate) hits: u64,
     pub(crate) misses: u64,
-    pub(crate) hit_ratio: f64,
+    pub(crate) hit_ratio: Option<f64>,
     pub(crate) loads: u64,
     pub(crate) load_errors: u64,
     pub(crate) single_flight_joins: u64,
