@@ -3,7 +3,7 @@
 //! displace an entry of the main queue.
 //!
 //! S3-FIFO keeps two FIFO queues and a ghost list. New entries enter the
-//! small queue (3% of the shard's bytes); when they reach its head they
+//! small queue (2% of the shard's bytes); when they reach its head they
 //! move to the main queue if they were read since insertion, and are evicted
 //! otherwise, leaving their key in the ghost list. The main queue is a
 //! CLOCK: an entry at its head with a non-zero frequency is reinserted at the
