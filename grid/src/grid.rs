@@ -186,6 +186,7 @@ impl<C: Codec> Grid<C> {
     /// assert_eq!(entry.archived::<String>().unwrap().as_str(), "hello");
     /// # });
     /// ```
+    #[inline]
     pub fn get_ref(&self, key: &str) -> Option<EntryRef<'_>> {
         self.inner.store.get_ref(key.as_bytes())
     }
@@ -200,6 +201,7 @@ impl<C: Codec> Grid<C> {
     /// assert!(grid.contains_key("k").await);
     /// # });
     /// ```
+    #[inline]
     pub async fn contains_key(&self, key: &str) -> bool {
         self.inner.store.contains_key(key.as_bytes())
     }
