@@ -90,7 +90,7 @@ fn build(kind: Kind, rt: &tokio::runtime::Runtime) -> Subject {
                 let opts = CacheOptions::new()
                     .ttl(Duration::from_secs(3600))
                     .tags([format!("tenant:{}", i % 100), "all".to_string()]);
-                grid.put(&key(i), &value(i), opts).await.unwrap();
+                grid.put(&key(i), value(i), opts).await.unwrap();
             }
             Subject::Grid(grid)
         }),
