@@ -246,8 +246,8 @@ pub fn check(ops: &[Op], faults: &[Fault], bound: Duration) -> Report {
                 "after an acknowledged invalidation"
             };
             report.violations.push(format!(
-                "{} read {key}={value} at {:?}, {what} ({:?} ended {:?})",
-                read.node, read.start, inv.kind, inv.end
+                "{} read {key}={value} at {:?}, {what} ({:?} from {} ended {:?}: {:?})",
+                read.node, read.start, inv.kind, inv.node, inv.end, inv.outcome
             ));
         }
     }
