@@ -58,7 +58,9 @@ impl Cluster {
                 },
                 certs: certs.clone(),
             };
-            let node = NodeProcess::start(&spec)?;
+            let node = NodeProcess::start(&spec).inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&certs);
+            })?;
             slots.push(Slot {
                 spec,
                 pid: AtomicU32::new(node.pid()),
