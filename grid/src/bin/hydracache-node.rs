@@ -11,7 +11,9 @@
 //!                     [--http ADDR [--http-token TOKEN]]
 //!     starts a node; prints `LISTEN <addr>` (and `HTTP <url>` with --http),
 //!     then answers commands on stdin, one per line: `put KEY VALUE [TAG]`,
-//!     `get KEY`, `load KEY VALUE`, `invalidate-tag TAG`, `view`, `quit`
+//!     `get KEY`, `load KEY VALUE [TAG]` (answers `VALUE V`, with ` loaded`
+//!     when its loader ran), `invalidate-key KEY`, `invalidate-tag TAG`,
+//!     `view`, `status`, `quit`
 //! ```
 
 use std::io::Write;
@@ -37,8 +39,8 @@ enum Command {
     /// Writes a development CA and a certificate and key for each node.
     Certs(CertsArgs),
     /// Starts a member (or, with --client, a client) and answers commands
-    /// on stdin: put KEY VALUE [TAG], get KEY, load KEY VALUE,
-    /// invalidate-tag TAG, view, quit.
+    /// on stdin: put KEY VALUE [TAG], get KEY, load KEY VALUE [TAG],
+    /// invalidate-key KEY, invalidate-tag TAG, view, status, quit.
     Run(RunArgs),
 }
 
@@ -181,14 +183,26 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 Ok(None) => "NONE".into(),
                 Err(e) => format!("ERR {e}"),
             },
-            ["load", key, value] => {
+            ["load", key, value, tag @ ..] if tag.len() <= 1 => {
                 let value = value.to_string();
-                grid.get_or_load(key, CacheOptions::new(), || async move {
-                    Ok::<_, std::io::Error>(value)
-                })
-                .await
-                .map_or_else(|e| format!("ERR {e}"), |v: String| format!("VALUE {v}"))
+                let options = tag.iter().fold(CacheOptions::new(), |o, t| o.tag(*t));
+                let mut loaded = false;
+                let result = grid
+                    .get_or_load(key, options, || {
+                        loaded = true;
+                        async move { Ok::<_, std::io::Error>(value) }
+                    })
+                    .await;
+                let note = if loaded { " loaded" } else { "" };
+                result.map_or_else(
+                    |e| format!("ERR {e}"),
+                    |v: String| format!("VALUE {v}{note}"),
+                )
             }
+            ["invalidate-key", key] => grid
+                .invalidate_key(key)
+                .await
+                .map_or_else(|e| format!("ERR {e}"), |_| "OK".into()),
             ["invalidate-tag", tag] => grid
                 .invalidate_tag(tag)
                 .await
@@ -200,6 +214,16 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                     d.members.join(","),
                     d.clients.join(","),
                     d.dead.join(",")
+                )
+            }
+            ["status"] => {
+                let d = grid.cluster_diagnostics().await.expect("a cluster node");
+                format!(
+                    "STATUS epoch={} leader={} term={} generation={}",
+                    d.epoch,
+                    d.raft_leader.unwrap_or_default(),
+                    d.raft_term,
+                    d.generation
                 )
             }
             ["quit"] => break,
