@@ -271,8 +271,14 @@ fn the_dashboard_shows_what_the_json_routes_say() {
     }
 
     // The screenshot docs/operations.md shows, taken while reads go on so
-    // the chart has something to draw (bounded: at most 20,000 reads).
-    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/actuator-dashboard.png");
+    // the chart has something to draw (bounded: at most 20,000 reads). It
+    // goes to the target directory; HYDRACACHE_UPDATE_SCREENSHOT=1 writes
+    // docs/actuator-dashboard.png instead, so a test run leaves the tree clean.
+    let shot = if std::env::var_os("HYDRACACHE_UPDATE_SCREENSHOT").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/actuator-dashboard.png")
+    } else {
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("actuator-dashboard.png")
+    };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
         let stop = stop.clone();
