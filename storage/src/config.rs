@@ -1,8 +1,10 @@
 //! Store configuration.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
+use crate::listener::{EvictionListener, Listener};
 use crate::store::Store;
 
 /// Default capacity: 64 MiB.
@@ -41,6 +43,7 @@ pub struct StoreConfig {
     pub(crate) default_ttl: Option<Duration>,
     pub(crate) shards: Option<usize>,
     pub(crate) clock: Clock,
+    pub(crate) listener: Option<Listener>,
 }
 
 impl Default for StoreConfig {
@@ -54,6 +57,7 @@ impl Default for StoreConfig {
             default_ttl: None,
             shards: None,
             clock: Clock::Monotonic,
+            listener: None,
         }
     }
 }
@@ -115,6 +119,14 @@ impl StoreConfig {
     /// The clock used for expiry.
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Reports every entry the store removes (evicted, expired, invalidated,
+    /// removed or flushed) to `listener`, with its cause. See
+    /// [`EvictionListener`] for when it is called.
+    pub fn eviction_listener(mut self, listener: Arc<dyn EvictionListener>) -> Self {
+        self.listener = Some(Listener(listener));
         self
     }
 

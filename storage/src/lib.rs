@@ -15,6 +15,8 @@
 //! - TTLs per entry and by default; tags invalidated in O(1) by generation;
 //!   expired and invalidated entries are reclaimed by a sweep without reads.
 //! - [`FillTicket`]s protect loads that race invalidations.
+//! - An [`EvictionListener`] hears of every entry the store removes, with
+//!   its [`EvictionCause`], after the store released its locks.
 //!
 //! ```
 //! use hydracache_storage::{Expiry, StoreConfig};
@@ -32,6 +34,7 @@ mod entry;
 mod error;
 mod fill;
 mod ghost;
+mod listener;
 mod shard;
 mod sketch;
 mod stats;
@@ -46,6 +49,7 @@ pub use config::{
 pub use entry::VALUE_ALIGN;
 pub use error::StoreError;
 pub use fill::{FillOutcome, FillTicket};
+pub use listener::{EvictionCause, EvictionListener};
 pub use stats::StoreStats;
 pub use store::{Expiry, Store, ENTRY_OVERHEAD, NO_TAGS, TAG_OVERHEAD};
 pub use value::{encode, type_tag, EntryRef, StoreValue};

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
 
+use crate::listener::EvictionCause;
+
 /// One stripe of counters.
 #[derive(Default)]
 pub(crate) struct Stripe {
@@ -16,14 +18,6 @@ pub(crate) struct Stripe {
     pub(crate) evicted_expired: AtomicU64,
     pub(crate) evicted_invalidated: AtomicU64,
     pub(crate) stale_fills: AtomicU64,
-}
-
-/// Why an entry left the store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Reason {
-    Capacity,
-    Expired,
-    Invalidated,
 }
 
 pub(crate) struct Counters {
@@ -60,12 +54,12 @@ impl Counters {
         cell.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn evicted(&self, reason: Reason) {
+    pub(crate) fn evicted(&self, cause: EvictionCause) {
         let s = self.local();
-        let cell = match reason {
-            Reason::Capacity => &s.evicted_capacity,
-            Reason::Expired => &s.evicted_expired,
-            Reason::Invalidated => &s.evicted_invalidated,
+        let cell = match cause {
+            EvictionCause::Capacity => &s.evicted_capacity,
+            EvictionCause::Expired => &s.evicted_expired,
+            EvictionCause::Invalidated => &s.evicted_invalidated,
         };
         Self::add(cell, 1);
     }

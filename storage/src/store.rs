@@ -17,8 +17,9 @@ use crate::config::StoreConfig;
 use crate::entry::{block_size, EntryPtr, TagRef, NEVER};
 use crate::error::StoreError;
 use crate::fill::{FillOutcome, FillTicket};
+use crate::listener::{EvictionCause, Evictions};
 use crate::shard::{Pending, Shard, Victim};
-use crate::stats::{Counters, Reason, StoreStats};
+use crate::stats::{Counters, StoreStats};
 use crate::tags::{lock, TagRegistry};
 use crate::value::{self, EntryRef, StoreValue};
 
@@ -198,16 +199,26 @@ impl Store {
     pub fn remove(&self, key: &[u8]) -> bool {
         let inner = &*self.inner;
         let guard = inner.map.guard();
+        let mut evictions = inner.evictions();
         let mut shard = lock(&inner.shards[inner.shard_of(key)]);
         mark_pending_stale(&mut shard, key, None);
-        match inner.map.get_key_value(key, &guard) {
+        let removed = match inner.map.get_key_value(key, &guard) {
             Some((entry, _)) => {
                 let slot = entry.header().slot.load(Ordering::Relaxed);
-                inner.evict_slot(&mut shard, slot, &guard, Reason::Invalidated);
+                inner.evict_slot(
+                    &mut shard,
+                    slot,
+                    &guard,
+                    EvictionCause::Invalidated,
+                    &mut evictions,
+                );
                 true
             }
             None => false,
-        }
+        };
+        drop(shard);
+        evictions.report();
+        removed
     }
 
     /// Makes every entry carrying `tag` unreadable at once (one atomic
@@ -229,15 +240,25 @@ impl Store {
     pub fn flush(&self) {
         let inner = &*self.inner;
         let guard = inner.map.guard();
+        let mut evictions = inner.evictions();
         for shard in inner.shards.iter() {
             let mut shard = lock(shard);
             for p in shard.pending.iter_mut() {
                 p.stale = true;
             }
             for slot in shard.linked_slots() {
-                inner.evict_slot(&mut shard, slot, &guard, Reason::Invalidated);
+                inner.evict_slot(
+                    &mut shard,
+                    slot,
+                    &guard,
+                    EvictionCause::Invalidated,
+                    &mut evictions,
+                );
             }
             shard.clear_history();
+            drop(shard);
+            // Shard by shard: at most one shard's keys are held at a time.
+            evictions.report();
         }
     }
 
@@ -251,12 +272,23 @@ impl Store {
         let guard = inner.map.guard();
         let now = inner.config.clock.now_ms();
         let mut slots = Vec::new();
+        let mut evictions = inner.evictions();
         inner
             .shards
             .iter()
             .map(|shard| {
                 let mut shard = lock(shard);
-                inner.sweep_shard(&mut shard, max_per_shard, now, &guard, &mut slots)
+                let swept = inner.sweep_shard(
+                    &mut shard,
+                    max_per_shard,
+                    now,
+                    &guard,
+                    &mut slots,
+                    &mut evictions,
+                );
+                drop(shard);
+                evictions.report();
+                swept
             })
             .sum()
     }
@@ -524,13 +556,22 @@ impl Store {
     fn remove_if_same(&self, entry: &EntryPtr) {
         let inner = &*self.inner;
         let guard = inner.map.guard();
+        let mut evictions = inner.evictions();
         let mut shard = lock(&inner.shards[inner.shard_of(entry.key())]);
         if let Some((current, _)) = inner.map.get_key_value(entry.key(), &guard) {
             if current.as_raw() == entry.as_raw() {
                 let slot = current.header().slot.load(Ordering::Relaxed);
-                inner.evict_slot(&mut shard, slot, &guard, Reason::Invalidated);
+                inner.evict_slot(
+                    &mut shard,
+                    slot,
+                    &guard,
+                    EvictionCause::Invalidated,
+                    &mut evictions,
+                );
             }
         }
+        drop(shard);
+        evictions.report();
     }
 }
 
@@ -682,11 +723,19 @@ impl Inner {
         Counters::add(&self.counters.local().inserts, 1);
 
         let mut scratch = Vec::new();
-        self.sweep_shard(&mut shard, SWEEP_PER_WRITE, now, &guard, &mut scratch);
+        let mut evictions = self.evictions();
+        self.sweep_shard(
+            &mut shard,
+            SWEEP_PER_WRITE,
+            now,
+            &guard,
+            &mut scratch,
+            &mut evictions,
+        );
         // Evict from our own shard first (we hold its lock), then from the
         // others; the new entry is last in line, so it goes only if it is alone.
         while self.over_capacity() && shard.len() > 1 {
-            if !self.evict_one(&mut shard, now, &guard) {
+            if !self.evict_one(&mut shard, now, &guard, &mut evictions) {
                 break;
             }
         }
@@ -697,12 +746,13 @@ impl Inner {
         while self.over_capacity() && idle_rounds < n {
             i = (i + 1) & (n - 1);
             let mut other = lock(&self.shards[i]);
-            if self.evict_one(&mut other, now, &guard) {
+            if self.evict_one(&mut other, now, &guard, &mut evictions) {
                 idle_rounds = 0;
             } else {
                 idle_rounds += 1;
             }
         }
+        evictions.report();
         true
     }
 
@@ -710,20 +760,28 @@ impl Inner {
         self.used.load(Ordering::Relaxed) > self.config.capacity_bytes
     }
 
-    fn evict_one(&self, shard: &mut Shard, now: u64, guard: &LocalGuard<'_>) -> bool {
+    fn evict_one(
+        &self,
+        shard: &mut Shard,
+        now: u64,
+        guard: &LocalGuard<'_>,
+        evictions: &mut Evictions<'_>,
+    ) -> bool {
         match shard.next_victim(|e| !e.is_live(now)) {
             Victim::Empty => false,
             Victim::Evict(slot) => {
                 // SAFETY: under the shard lock, slot is linked.
-                let reason = match unsafe { shard.entry(slot) } {
-                    Some(e) if e.header().expires_at <= now => Reason::Expired,
-                    Some(e) if !e.tags().iter().all(TagRef::is_current) => Reason::Invalidated,
+                let cause = match unsafe { shard.entry(slot) } {
+                    Some(e) if e.header().expires_at <= now => EvictionCause::Expired,
+                    Some(e) if !e.tags().iter().all(TagRef::is_current) => {
+                        EvictionCause::Invalidated
+                    }
                     _ => {
                         shard.remember(slot);
-                        Reason::Capacity
+                        EvictionCause::Capacity
                     }
                 };
-                self.evict_slot(shard, slot, guard, reason);
+                self.evict_slot(shard, slot, guard, cause, evictions);
                 true
             }
         }
@@ -736,6 +794,7 @@ impl Inner {
         now: u64,
         guard: &LocalGuard<'_>,
         scratch: &mut Vec<u32>,
+        evictions: &mut Evictions<'_>,
     ) -> usize {
         scratch.clear();
         shard.sweep_slots(budget, scratch);
@@ -746,28 +805,43 @@ impl Inner {
                 continue;
             };
             if entry.header().expires_at <= now {
-                self.evict_slot(shard, slot, guard, Reason::Expired);
+                self.evict_slot(shard, slot, guard, EvictionCause::Expired, evictions);
                 reclaimed += 1;
             } else if !entry.tags().iter().all(TagRef::is_current) {
-                self.evict_slot(shard, slot, guard, Reason::Invalidated);
+                self.evict_slot(shard, slot, guard, EvictionCause::Invalidated, evictions);
                 reclaimed += 1;
             }
         }
         reclaimed
     }
 
-    /// Removes the entry in `slot` from the map and the shard.
-    fn evict_slot(&self, shard: &mut Shard, slot: u32, guard: &LocalGuard<'_>, reason: Reason) {
+    /// The collector for one operation's removals (see listener.rs).
+    #[inline]
+    fn evictions(&self) -> Evictions<'_> {
+        Evictions::new(self.config.listener.as_ref())
+    }
+
+    /// Removes the entry in `slot` from the map and the shard, counts it and
+    /// records it for the listener.
+    fn evict_slot(
+        &self,
+        shard: &mut Shard,
+        slot: u32,
+        guard: &LocalGuard<'_>,
+        cause: EvictionCause,
+        evictions: &mut Evictions<'_>,
+    ) {
         // SAFETY: under the shard lock, slot is linked, entry is in the map.
         let Some(entry) = (unsafe { shard.entry(slot) }) else {
             return;
         };
         self.release_tags(entry);
+        evictions.record(entry.key(), cause);
         // The block stays readable until `guard` (and every other guard that
         // saw it) is released.
         self.map.remove(entry.key(), guard);
         self.unlink(shard, slot);
-        self.counters.evicted(reason);
+        self.counters.evicted(cause);
         // Start reclaiming now rather than when this thread's batch of
         // retired entries fills: evicted bytes must not linger uncounted.
         guard.flush();
