@@ -115,14 +115,18 @@ impl<C: Codec> LocalBuilder<C> {
     /// task that reclaims expired and invalidated entries every second; it
     /// stops when the last handle is dropped.
     pub fn build(self) -> Grid<C> {
-        let mut store = self.store.capacity_bytes(self.capacity);
+        let events = Arc::new(EventBus::new(self.event_buffer, self.access_events));
+        let mut store = self
+            .store
+            .capacity_bytes(self.capacity)
+            .eviction_listener(events.clone());
         if let Some(max) = self.max_entry {
             store = store.max_entry_bytes(max);
         }
         let inner = Arc::new_cyclic(|weak: &Weak<GridInner>| GridInner {
             store: store.build(),
             flights: Flights::default(),
-            events: Arc::new(EventBus::new(self.event_buffer, self.access_events)),
+            events,
             counters: GridCounters::default(),
             remote: std::sync::OnceLock::new(),
             #[cfg(feature = "cluster")]

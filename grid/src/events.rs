@@ -1,10 +1,18 @@
 //! Cache events: a bounded broadcast ring. Publishing never waits for
 //! listeners; a listener that falls behind gets [`EventError::Lagged`] with
 //! the number of events it missed. With no subscriber, no event is built.
+//!
+//! Evictions and expiries come from the store, which reports each entry it
+//! removes to the bus (its [`EvictionListener`]) after releasing its locks.
+//! The store asks the bus before copying a key, and the bus says yes only
+//! while a subscriber asked for them ([`crate::Grid::subscribe_evictions`]),
+//! so without one they cost a load of an atomic per removal. The store's
+//! eviction counters are kept either way.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use hydracache_storage::{EvictionCause as StoreCause, EvictionListener};
 use tokio::sync::broadcast;
 
 /// Where a change came from.
@@ -18,6 +26,19 @@ pub enum EventOrigin {
         /// The node that originated the change.
         node: String,
     },
+}
+
+/// Why the cache evicted an entry ([`CacheEvent::Evicted`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EvictionCause {
+    /// Evicted to stay within capacity (counted in
+    /// [`GridStats::evicted_capacity`](crate::GridStats::evicted_capacity)).
+    Capacity,
+    /// Removed by an invalidation: of its key or a flush at once, of one of
+    /// its tags when the sweep or the evictor reclaims it (counted in
+    /// [`GridStats::evicted_invalidated`](crate::GridStats::evicted_invalidated)).
+    Invalidated,
 }
 
 /// Something that happened in the cache. Match on it, or compare its
@@ -89,6 +110,21 @@ pub enum CacheEvent {
         /// The key.
         key: String,
     },
+    /// An entry left the cache for capacity or after an invalidation (only
+    /// to [`crate::Grid::subscribe_evictions`]).
+    Evicted {
+        /// The key.
+        key: String,
+        /// Why it went.
+        cause: EvictionCause,
+    },
+    /// An entry's TTL ran out and the cache reclaimed it (only to
+    /// [`crate::Grid::subscribe_evictions`]; counted in
+    /// [`GridStats::evicted_expired`](crate::GridStats::evicted_expired)).
+    Expired {
+        /// The key.
+        key: String,
+    },
 }
 
 /// What kind of thing a [`CacheEvent`] reports, without its data.
@@ -111,6 +147,10 @@ pub enum CacheEventKind {
     Hit,
     /// [`CacheEvent::Miss`].
     Miss,
+    /// [`CacheEvent::Evicted`].
+    Evicted,
+    /// [`CacheEvent::Expired`].
+    Expired,
 }
 
 impl CacheEvent {
@@ -125,6 +165,8 @@ impl CacheEvent {
             CacheEvent::StaleLoadDiscarded { .. } => CacheEventKind::StaleLoadDiscarded,
             CacheEvent::Hit { .. } => CacheEventKind::Hit,
             CacheEvent::Miss { .. } => CacheEventKind::Miss,
+            CacheEvent::Evicted { .. } => CacheEventKind::Evicted,
+            CacheEvent::Expired { .. } => CacheEventKind::Expired,
         }
     }
 
@@ -144,6 +186,14 @@ impl CacheEvent {
         matches!(self, CacheEvent::Hit { .. } | CacheEvent::Miss { .. })
     }
 
+    /// True for eviction and expiry events.
+    pub fn is_eviction(&self) -> bool {
+        matches!(
+            self,
+            CacheEvent::Evicted { .. } | CacheEvent::Expired { .. }
+        )
+    }
+
     /// The key the event is about, if it is about one key.
     pub fn key(&self) -> Option<&str> {
         match self {
@@ -152,7 +202,9 @@ impl CacheEvent {
             | CacheEvent::LoadFailed { key, .. }
             | CacheEvent::StaleLoadDiscarded { key }
             | CacheEvent::Hit { key }
-            | CacheEvent::Miss { key } => Some(key),
+            | CacheEvent::Miss { key }
+            | CacheEvent::Evicted { key, .. }
+            | CacheEvent::Expired { key } => Some(key),
             CacheEvent::TagInvalidated { .. } | CacheEvent::Flushed { .. } => None,
         }
     }
@@ -186,6 +238,7 @@ pub(crate) enum Filter {
     All,
     Mutations,
     Access,
+    Evictions,
     Key(String),
     Tag(String),
     /// `inner`, restricted to events about keys under `prefix` (a typed
@@ -206,13 +259,23 @@ impl Filter {
         }
     }
 
+    fn wants_evictions(&self) -> bool {
+        match self {
+            Filter::Evictions => true,
+            Filter::Prefix { inner, .. } => inner.wants_evictions(),
+            _ => false,
+        }
+    }
+
     fn accepts(&self, e: &CacheEvent) -> bool {
         match self {
-            Filter::All => !e.is_access(),
+            Filter::All => !e.is_access() && !e.is_eviction(),
             Filter::Mutations => e.is_mutation(),
             Filter::Access => e.is_access(),
+            Filter::Evictions => e.is_eviction(),
             Filter::Key(k) => {
-                e.key() == Some(k.as_str()) || matches!(e, CacheEvent::Flushed { .. })
+                (e.key() == Some(k.as_str()) && !e.is_access() && !e.is_eviction())
+                    || matches!(e, CacheEvent::Flushed { .. })
             }
             Filter::Tag(t) => e.concerns_tag(t),
             Filter::Prefix { prefix, inner } => {
@@ -226,6 +289,7 @@ pub(crate) struct EventBus {
     sender: broadcast::Sender<CacheEvent>,
     subscribers: AtomicUsize,
     access_subscribers: AtomicUsize,
+    eviction_subscribers: AtomicUsize,
     pub(crate) access_enabled: bool,
     pub(crate) published: AtomicU64,
     pub(crate) lagged: AtomicU64,
@@ -237,6 +301,7 @@ impl EventBus {
             sender: broadcast::channel(capacity.max(1)).0,
             subscribers: AtomicUsize::new(0),
             access_subscribers: AtomicUsize::new(0),
+            eviction_subscribers: AtomicUsize::new(0),
             access_enabled,
             published: AtomicU64::new(0),
             lagged: AtomicU64::new(0),
@@ -255,6 +320,12 @@ impl EventBus {
         self.access_enabled && self.access_subscribers.load(Ordering::Relaxed) > 0
     }
 
+    /// True if someone listens to evictions and expiries.
+    #[inline]
+    pub(crate) fn evictions_active(&self) -> bool {
+        self.eviction_subscribers.load(Ordering::Relaxed) > 0
+    }
+
     /// Publishes without waiting; with nobody listening the event is dropped.
     pub(crate) fn publish(&self, event: CacheEvent) {
         if self.sender.send(event).is_ok() {
@@ -264,6 +335,32 @@ impl EventBus {
 
     pub(crate) fn subscribers(&self) -> usize {
         self.subscribers.load(Ordering::Relaxed)
+    }
+}
+
+/// The store reports its removals here. Publishing never waits, so this is
+/// safe on any thread the store removes entries on.
+impl EvictionListener for EventBus {
+    fn is_listening(&self) -> bool {
+        self.evictions_active()
+    }
+
+    fn on_eviction(&self, key: &[u8], cause: StoreCause) {
+        // Grid keys are strings; the store holds their bytes.
+        let key = String::from_utf8_lossy(key).into_owned();
+        self.publish(match cause {
+            StoreCause::Expired => CacheEvent::Expired { key },
+            StoreCause::Capacity => CacheEvent::Evicted {
+                key,
+                cause: EvictionCause::Capacity,
+            },
+            // `Invalidated`, and any cause a later store adds: the entry was
+            // taken out on purpose rather than for room or age.
+            _ => CacheEvent::Evicted {
+                key,
+                cause: EvictionCause::Invalidated,
+            },
+        });
     }
 }
 
@@ -290,6 +387,9 @@ impl Subscription {
         bus.subscribers.fetch_add(1, Ordering::Relaxed);
         if filter.wants_access() {
             bus.access_subscribers.fetch_add(1, Ordering::Relaxed);
+        }
+        if filter.wants_evictions() {
+            bus.eviction_subscribers.fetch_add(1, Ordering::Relaxed);
         }
         Subscription {
             rx: bus.sender.subscribe(),
@@ -337,6 +437,11 @@ impl Drop for Subscription {
         self.bus.subscribers.fetch_sub(1, Ordering::Relaxed);
         if self.filter.wants_access() {
             self.bus.access_subscribers.fetch_sub(1, Ordering::Relaxed);
+        }
+        if self.filter.wants_evictions() {
+            self.bus
+                .eviction_subscribers
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

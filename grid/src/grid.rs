@@ -631,6 +631,29 @@ impl<C: Codec> Grid<C> {
         Subscription::new(&self.inner.events, Filter::Access)
     }
 
+    /// Evictions and expiries, with their cause: [`CacheEvent::Evicted`]
+    /// (capacity, or an invalidation of the key, a tag or everything) and
+    /// [`CacheEvent::Expired`]. No other subscription receives them, and
+    /// the store builds none while no one subscribes here; the eviction
+    /// counters in [`Grid::stats`] are kept either way.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use hydracache::{CacheEvent, CacheOptions, EvictionCause};
+    /// let grid = hydracache::Grid::local().build();
+    /// let mut evictions = grid.subscribe_evictions();
+    /// grid.put("k", 1u8, CacheOptions::new()).await.unwrap();
+    /// grid.invalidate_key("k").await.unwrap();
+    /// assert_eq!(
+    ///     evictions.next_event().await.unwrap(),
+    ///     CacheEvent::Evicted { key: "k".into(), cause: EvictionCause::Invalidated }
+    /// );
+    /// # });
+    /// ```
+    pub fn subscribe_evictions(&self) -> Subscription {
+        Subscription::new(&self.inner.events, Filter::Evictions)
+    }
+
     /// Calls `callback` for every mutation event, on a task of its own, until
     /// the returned handle is dropped. Must be called within a Tokio runtime.
     ///

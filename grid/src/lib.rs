@@ -57,7 +57,8 @@ pub use builder::{LocalBuilder, DEFAULT_CAPACITY_BYTES, DEFAULT_EVENT_BUFFER};
 pub use codec::{CacheValue, Codec, Postcard, Rkyv};
 pub use error::{CacheError, LoadError};
 pub use events::{
-    CacheEvent, CacheEventKind, EventError, EventOrigin, ListenerHandle, Subscription,
+    CacheEvent, CacheEventKind, EventError, EventOrigin, EvictionCause, ListenerHandle,
+    Subscription,
 };
 pub use grid::Grid;
 pub use hydracache_storage::{Clock, EntryRef, ManualClock, StoreError};

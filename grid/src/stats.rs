@@ -43,7 +43,8 @@ pub struct GridStats {
     pub evicted_capacity: u64,
     /// Expired entries reclaimed.
     pub evicted_expired: u64,
-    /// Entries reclaimed after invalidation.
+    /// Entries removed by an invalidation: of their key or a flush at once,
+    /// of one of their tags when reclaimed.
     pub evicted_invalidated: u64,
     /// Events delivered to the subscriber ring.
     pub events_published: u64,

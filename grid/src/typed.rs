@@ -199,6 +199,11 @@ impl<T: CacheValue<C> + Clone, C: Codec> TypedCache<T, C> {
         self.subscription(Filter::Access)
     }
 
+    /// [`Grid::subscribe_evictions`] for the keys of this namespace.
+    pub fn subscribe_evictions(&self) -> Subscription {
+        self.subscription(Filter::Evictions)
+    }
+
     /// The grid behind this view.
     pub fn grid(&self) -> &Grid<C> {
         &self.grid
