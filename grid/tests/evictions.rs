@@ -262,3 +262,56 @@ async fn no_subscriber_means_no_event_is_published() {
     assert!(s.evicted_capacity > 0);
     assert_eq!(s.events_published, 0);
 }
+
+/// The actuator's evictions by cause (JSON and Prometheus) are the counts
+/// the events reported.
+#[cfg(feature = "actuator")]
+#[tokio::test]
+async fn the_actuator_shows_the_evictions_the_events_reported() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use hydracache::actuator::Actuator;
+    use tower::ServiceExt;
+
+    let clock = ManualClock::new();
+    let grid = small_grid(&clock);
+    let mut evictions = grid.subscribe_evictions();
+    workload(&grid, &clock).await;
+    let events = drain(&mut evictions);
+    let router = Actuator::new().cache("main", grid.clone()).router();
+    let body = |path: &'static str| {
+        let router = router.clone();
+        async move {
+            let response = router
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert!(response.status().is_success(), "{path}");
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            String::from_utf8(bytes.to_vec()).unwrap()
+        }
+    };
+    let expected = [
+        ("capacity", evicted_for(&events, EvictionCause::Capacity)),
+        ("expired", by_kind(&events, CacheEventKind::Expired) as u64),
+        (
+            "invalidated",
+            evicted_for(&events, EvictionCause::Invalidated),
+        ),
+    ];
+    let json: serde_json::Value = serde_json::from_str(&body("/caches/main/stats").await).unwrap();
+    let metrics = body("/metrics").await;
+    for (cause, count) in expected {
+        assert!(count > 0, "{cause}");
+        assert_eq!(json["evictions"][cause], count, "{cause}");
+        let series = format!("hydracache_evictions_total{{cache=\"main\",cause=\"{cause}\"}} ");
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&series))
+            .unwrap_or_else(|| panic!("{series} missing in\n{metrics}"));
+        let value: f64 = line[series.len()..].trim().parse().unwrap();
+        assert_eq!(value, count as f64, "{cause}");
+    }
+}
