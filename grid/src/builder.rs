@@ -125,8 +125,6 @@ impl<C: Codec> LocalBuilder<C> {
             events: Arc::new(EventBus::new(self.event_buffer, self.access_events)),
             counters: GridCounters::default(),
             remote: std::sync::OnceLock::new(),
-            #[cfg(feature = "cluster")]
-            node: std::sync::OnceLock::new(),
             codec_name: C::NAME,
             sweeper: spawn_sweeper(weak.clone()),
         });

@@ -16,6 +16,7 @@ use crate::error::{CacheError, LoadError};
 use crate::events::{CacheEvent, EventBus, EventOrigin, Filter, ListenerHandle, Subscription};
 use crate::invalidation::Invalidation;
 use crate::options::CacheOptions;
+use crate::remote::Remote;
 use crate::single_flight::{Flights, Joined, Outcome};
 use crate::stats::{GridCounters, GridDiagnostics, GridStats};
 use crate::typed::TypedCache;
@@ -26,11 +27,8 @@ pub(crate) struct GridInner {
     pub(crate) flights: Flights,
     pub(crate) events: Arc<EventBus>,
     pub(crate) counters: GridCounters,
-    /// Set once when a cluster node attaches to this grid.
+    /// Set once when a cluster runtime attaches to this grid.
     pub(crate) remote: std::sync::OnceLock<Arc<dyn Remote>>,
-    /// The cluster node, for diagnostics and test hooks.
-    #[cfg(feature = "cluster")]
-    pub(crate) node: std::sync::OnceLock<Arc<crate::cluster::node::Node>>,
     pub(crate) codec_name: &'static str,
     pub(crate) sweeper: Option<tokio::task::AbortHandle>,
 }
@@ -41,23 +39,10 @@ impl Drop for GridInner {
             s.abort();
         }
         // The last handle is gone: the node stops gossiping and serving.
-        #[cfg(feature = "cluster")]
-        if let Some(node) = self.node.get() {
-            node.shutdown_now();
+        if let Some(remote) = self.remote.get() {
+            remote.detach();
         }
     }
-}
-
-/// Where invalidations go beyond this process. A local grid has none, and
-/// its calls pay one predictable branch for the seam; the cluster runtime
-/// implements it to fan an applied invalidation out to every live node and
-/// resolve when they acknowledged.
-pub(crate) trait Remote: Send + Sync + 'static {
-    /// Sends an invalidation already applied here to the other nodes.
-    fn invalidate(
-        &self,
-        inv: Invalidation,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), CacheError>> + Send + '_>>;
 }
 
 /// A handle to a cache: cheap to clone, shared by every clone.
@@ -693,55 +678,6 @@ impl<C: Codec> Grid<C> {
             loads_in_flight: inner.flights.len(),
             subscribers: inner.events.subscribers(),
             codec: inner.codec_name,
-        }
-    }
-
-    /// What the cluster looks like from this node; `None` for a local grid.
-    #[cfg(feature = "cluster")]
-    pub async fn cluster_diagnostics(&self) -> Option<crate::cluster::ClusterDiagnostics> {
-        let node = self.inner.node.get()?;
-        Some(node.diagnostics().await)
-    }
-
-    /// Leaves the cluster gracefully: announces it, waits (bounded) until the
-    /// raft leader has removed this node from the membership, then stops
-    /// gossip and closes the endpoint. The grid keeps working as a local cache.
-    #[cfg(feature = "cluster")]
-    pub async fn leave(&self) {
-        if let Some(node) = self.inner.node.get() {
-            node.leave().await;
-        }
-    }
-
-    /// The node id owning `key` at the current membership epoch (rendezvous
-    /// hashing over the admitted members); `None` for a local grid or before
-    /// the first admission.
-    #[cfg(feature = "cluster")]
-    pub fn owner_for_key(&self, key: &str) -> Option<String> {
-        let node = self.inner.node.get()?;
-        node.view()
-            .owner_for_key(key)
-            .map(|m| m.node.id.to_string())
-    }
-
-    /// Test hook: while `on`, this node refuses incoming invalidations as if
-    /// they were lost in a partition (gossip still flows).
-    #[cfg(feature = "cluster")]
-    #[doc(hidden)]
-    pub fn simulate_lost_invalidations(&self, on: bool) {
-        if let Some(node) = self.inner.node.get() {
-            node.set_partitioned(on);
-        }
-    }
-
-    /// Cuts this node's connection to the peer at `addr` (a test hook that
-    /// simulates a partition; the connection is re-established on the next
-    /// message).
-    #[cfg(feature = "cluster")]
-    #[doc(hidden)]
-    pub fn disconnect_peer(&self, addr: std::net::SocketAddr) {
-        if let Some(node) = self.inner.node.get() {
-            node.transport().disconnect(addr);
         }
     }
 

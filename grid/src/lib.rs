@@ -47,6 +47,7 @@ mod invalidation;
 mod key;
 mod macros;
 mod options;
+mod remote;
 mod single_flight;
 mod stats;
 mod typed;
