@@ -16,7 +16,7 @@ use crate::error::{CacheError, LoadError};
 use crate::events::{CacheEvent, EventBus, EventOrigin, Filter, ListenerHandle, Subscription};
 use crate::invalidation::Invalidation;
 use crate::options::CacheOptions;
-use crate::remote::Remote;
+use crate::remote::{PutAt, Remote};
 use crate::single_flight::{Flights, Joined, Outcome};
 use crate::stats::{GridCounters, GridDiagnostics, GridStats};
 use crate::typed::TypedCache;
@@ -30,6 +30,10 @@ pub(crate) struct GridInner {
     /// Set once when a cluster runtime attaches to this grid.
     pub(crate) remote: std::sync::OnceLock<Arc<dyn Remote>>,
     pub(crate) codec_name: &'static str,
+    /// Bumped by invalidations, read around remote fetches (near.rs).
+    pub(crate) stamps: crate::near::Stamps,
+    /// The TTL of entries written without one (sent with puts to the owner).
+    pub(crate) default_ttl: Option<Duration>,
     pub(crate) sweeper: Option<tokio::task::AbortHandle>,
 }
 
@@ -128,9 +132,20 @@ impl<C: Codec> Grid<C> {
     /// assert_eq!(grid.get::<u64>("other").await.unwrap(), None);
     /// # });
     /// ```
+    ///
+    /// In a grid (member or client), a miss asks the key's owner and keeps
+    /// what it has as a near copy (the owner's bytes, TTL and tags), which
+    /// invalidations keep coherent; a hit never leaves this process.
     #[inline]
     pub async fn get<T: CacheValue<C>>(&self, key: &str) -> Result<Option<T>, CacheError> {
-        self.get_now(key)
+        match self.get_now(key)? {
+            Some(value) => Ok(Some(value)),
+            None => match self.inner.remote.get() {
+                None => Ok(None),
+                // Boxed so that the hit path's future stays small.
+                Some(remote) => Box::pin(self.inner.fetch_near::<T, C>(&**remote, key)).await,
+            },
+        }
     }
 
     #[inline]
@@ -166,6 +181,10 @@ impl<C: Codec> Grid<C> {
     /// A zero-copy guard over the archived value for `key` (rkyv values):
     /// read it in place with [`EntryRef::archived`]. Hold it briefly and not
     /// across `.await` points: it pins memory reclamation.
+    ///
+    /// It reads this process's store only, synchronously: in a grid it
+    /// sees near copies and owned entries but never asks the owner (use
+    /// [`Grid::get`] for that).
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -213,18 +232,65 @@ impl<C: Codec> Grid<C> {
         options: CacheOptions,
     ) -> Result<(), CacheError> {
         let inner = &*self.inner;
-        value.put(
-            &inner.store,
-            key.as_bytes(),
-            options.expiry(),
-            options.tags.as_slice(),
-        )?;
+        match inner.remote.get() {
+            None => value.put(
+                &inner.store,
+                key.as_bytes(),
+                options.expiry(),
+                options.tags.as_slice(),
+            )?,
+            Some(remote) => Box::pin(self.put_in_grid(&**remote, key, value, &options)).await?,
+        }
         if inner.events.active() {
             inner.events.publish(CacheEvent::Inserted {
                 key: key.to_string(),
                 tags: options.tags.as_slice().to_vec(),
                 origin: EventOrigin::Local,
             });
+        }
+        Ok(())
+    }
+
+    /// A put in a grid, in the order that makes it race-free (see
+    /// docs/consistency.md): drop the local copy and take a fill ticket;
+    /// store at the owner, which invalidates every other copy (acknowledged)
+    /// before it answers; then store here with the ticket, so that an
+    /// invalidation or a later put that reached this node meanwhile wins.
+    /// When this node is the owner (or no owner is reachable and the grid
+    /// serves locally) it stores here first and invalidates the others.
+    async fn put_in_grid<T: CacheValue<C>>(
+        &self,
+        remote: &dyn Remote,
+        key: &str,
+        value: &T,
+        options: &CacheOptions,
+    ) -> Result<(), CacheError> {
+        let inner = &*self.inner;
+        let encoded = value.encode()?;
+        let tags = options.tags.as_slice();
+        let expiry = options.expiry();
+        inner.before_write(key);
+        let ticket = inner.store.begin_fill(key.as_bytes(), tags)?;
+        match remote
+            .put(key, encoded.bytes(), inner.ttl_of(expiry), tags)
+            .await?
+        {
+            PutAt::Owner => {
+                let outcome = T::fill_encoded(&inner.store, ticket, encoded.bytes(), expiry)?;
+                if outcome == FillOutcome::Stale {
+                    // Something wrote the key here meanwhile: an invalidation
+                    // (then it is gone), or a read of this node that fetched
+                    // the owner's value from before this put. Dropping the
+                    // key is always safe; the next read asks the owner.
+                    inner.before_write(key);
+                }
+            }
+            PutAt::Here => {
+                T::fill_encoded(&inner.store, ticket, encoded.bytes(), expiry)?;
+                remote
+                    .invalidate(Invalidation::Key(key.to_string()))
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -316,8 +382,25 @@ impl<C: Codec> Grid<C> {
                     };
                     let expiry = options.expiry();
                     let tags = options.tags.as_slice().to_vec();
+                    let remote = inner.remote.get().cloned();
                     tokio::spawn(async move {
                         let inner = Arc::clone(&landing.inner);
+                        // In a grid, the owner may have it: ask before loading.
+                        if let Some(remote) = remote {
+                            match inner.fetch_near::<T, C>(&*remote, &landing.key).await {
+                                Ok(Some(value)) => {
+                                    drop(ticket);
+                                    landing.land(Ok(Arc::new(value)));
+                                    return;
+                                }
+                                Ok(None) => {}
+                                Err(e) => {
+                                    drop(ticket);
+                                    landing.land(Err(e));
+                                    return;
+                                }
+                            }
+                        }
                         let outcome: Outcome = match AssertUnwindSafe(fut).catch_unwind().await {
                             Ok(Ok(value)) => match value.fill(&inner.store, ticket, expiry) {
                                 Ok(FillOutcome::Stored) => {

@@ -46,6 +46,7 @@ mod grid;
 mod invalidation;
 mod key;
 mod macros;
+mod near;
 mod options;
 mod remote;
 mod single_flight;

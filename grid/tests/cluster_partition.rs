@@ -98,13 +98,16 @@ async fn a_node_that_missed_invalidations_drops_what_it_cannot_prove() {
     let b = member(&ca, "b", &[seed]).await;
     let x = member(&ca, "x", &[seed]).await;
     converge(&[&a, &b, &x], 3, 0).await;
+    a.put("k1", &1u8, CacheOptions::new().tag("t1"))
+        .await
+        .unwrap();
+    a.put("k2", &2u8, CacheOptions::new().tag("t2"))
+        .await
+        .unwrap();
+    // Every node holds both (owned, or a near copy).
     for n in [&a, &b, &x] {
-        n.put("k1", &1u8, CacheOptions::new().tag("t1"))
-            .await
-            .unwrap();
-        n.put("k2", &2u8, CacheOptions::new().tag("t2"))
-            .await
-            .unwrap();
+        assert_eq!(n.get::<u8>("k1").await.unwrap(), Some(1));
+        assert_eq!(n.get::<u8>("k2").await.unwrap(), Some(2));
     }
     // x loses every invalidation for a while: the caller is told.
     x.simulate_lost_invalidations(true);

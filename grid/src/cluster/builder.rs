@@ -17,6 +17,7 @@ use super::invalidations::watch_high_water_marks;
 use super::node::Node;
 use super::ownership::MembershipView;
 use super::raft::RaftConfig;
+use super::read_path::OwnerUnreachable;
 use super::sequence::SequenceTable;
 use super::tls::TlsConfig;
 use super::transport::{Transport, TransportError};
@@ -80,6 +81,8 @@ pub struct NodeBuilder<C: Codec = Rkyv> {
     seeds: Vec<String>,
     tls: Option<TlsConfig>,
     ack_timeout: Duration,
+    request_timeout: Duration,
+    on_unreachable: OwnerUnreachable,
     gossip_interval: Duration,
     mode: InvalidationMode,
     limits: Limits,
@@ -111,6 +114,8 @@ impl NodeBuilder {
             seeds: Vec::new(),
             tls: None,
             ack_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(2),
+            on_unreachable: OwnerUnreachable::ServeLocally,
             gossip_interval: Duration::from_millis(200),
             mode: InvalidationMode::Acknowledged,
             limits: Limits::default(),
@@ -162,6 +167,21 @@ impl<C: Codec> NodeBuilder<C> {
     /// How long an invalidation waits for acknowledgements (default 2 s).
     pub fn ack_timeout(mut self, timeout: Duration) -> Self {
         self.ack_timeout = timeout;
+        self
+    }
+
+    /// Deadline of one read or put at a key's owner, retries after
+    /// wrong-owner answers included (default 2 s; a put also waits for the
+    /// owner's invalidation, up to the acknowledgement timeout).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// What reads and puts do when no owner answers within the request
+    /// deadline (default: serve locally, counted in `local_fallbacks`).
+    pub fn owner_unreachable(mut self, on: OwnerUnreachable) -> Self {
+        self.on_unreachable = on;
         self
     }
 
@@ -254,6 +274,9 @@ impl<C: Codec> NodeBuilder<C> {
             sequence: AtomicU64::new(0),
             sequences: Mutex::new(SequenceTable::default()),
             ack_timeout: self.ack_timeout,
+            request_timeout: self.request_timeout,
+            on_unreachable: self.on_unreachable,
+            read_path: Default::default(),
             mode: self.mode,
             inbox,
             gossip_interval: self.gossip_interval,

@@ -37,6 +37,16 @@ pub struct ClusterDiagnostics {
     pub dead: Vec<String>,
     /// The last invalidation sequence number this node originated.
     pub invalidation_sequence: u64,
+    /// Local misses the owner answered with a value (kept as near copies).
+    pub remote_hits: u64,
+    /// Local misses the owner did not have either.
+    pub remote_misses: u64,
+    /// Requests answered `WrongOwner` and retried with a newer membership.
+    pub wrong_owner_retries: u64,
+    /// Requests that reached no owner within their deadline.
+    pub local_fallbacks: u64,
+    /// Puts from other nodes this node stored as the owner.
+    pub puts_served: u64,
 }
 
 /// The cluster's own extensions of [`Grid`]: they reach the node behind the

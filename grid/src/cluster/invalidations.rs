@@ -37,8 +37,19 @@ impl Node {
     }
 
     pub(super) async fn fan_out(&self, inv: Invalidation) -> Result<(), CacheError> {
+        self.fan_out_except(inv, None).await.1
+    }
+
+    /// [`Node::fan_out`] to every live node but `except` (the sender of a
+    /// put, told the sequence number in the reply instead); returns the
+    /// sequence number used.
+    pub(super) async fn fan_out_except(
+        &self,
+        inv: Invalidation,
+        except: Option<&str>,
+    ) -> (u64, Result<(), CacheError>) {
         if self.stopped.load(Ordering::SeqCst) {
-            return Ok(()); // left the cluster: a local cache now
+            return (0, Ok(())); // left the cluster: a local cache now
         }
         let sequence = self.sequence.fetch_add(1, Ordering::SeqCst) + 1;
         let message = Message::Invalidate(Invalidate {
@@ -53,9 +64,14 @@ impl Node {
         if self.role == Role::Client {
             peers.retain(|p| p.role == "member");
         }
+        if let Some(except) = except {
+            peers.retain(|p| p.id != except);
+        }
         // The high-water mark is gossiped by the maintenance task.
-        self.send_to(peers, message, sequence, self.ack_timeout)
-            .await
+        let acked = self
+            .send_to(peers, message, sequence, self.ack_timeout)
+            .await;
+        (sequence, acked)
     }
 
     /// An invalidation names its origin; a peer may only send its own, except

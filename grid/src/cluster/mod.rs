@@ -15,6 +15,7 @@ mod node;
 mod ownership;
 mod raft;
 mod raft_state;
+mod read_path;
 mod routing;
 mod sequence;
 mod tls;
@@ -30,5 +31,6 @@ pub use raft::{
     RaftOutput, StepError, DEFAULT_MAX_RAFT_MESSAGE_BYTES, MAX_COMMAND_LEN, MAX_NODE_ID_LEN,
     MAX_RAFT_MESSAGE_FIELDS,
 };
+pub use read_path::OwnerUnreachable;
 pub use tls::{DevCa, NodeCertPem, TlsConfig, TlsError, ALPN, SERVER_NAME};
 pub use transport::{Handler, PeerIdentity, Reply, Transport, TransportError};

@@ -25,13 +25,14 @@ use super::gossip::{keys, GossipInbox};
 use super::handle::ClusterDiagnostics;
 use super::ownership::MembershipView;
 use super::raft::{raft_id, MembershipCommand};
+use super::read_path::{OwnerUnreachable, ReadPathCounters};
 use super::routing::{route, Route};
 use super::sequence::SequenceTable;
 use super::transport::{PeerIdentity, Transport};
 use crate::error::CacheError;
 use crate::grid::GridInner;
 use crate::invalidation::Invalidation;
-use crate::remote::{Remote, RemoteFuture};
+use crate::remote::{Fetched, PutAt, Remote, RemoteFuture};
 
 /// The cluster side of a grid.
 pub(crate) struct Node {
@@ -61,6 +62,12 @@ pub(crate) struct Node {
     pub(super) view: std::sync::RwLock<Arc<MembershipView>>,
     /// Copy of the raft status for diagnostics (clients: the leader they heard from).
     pub(super) raft_status: std::sync::RwLock<super::consensus::RaftStatus>,
+    /// Deadline of one read or put at an owner, retries included.
+    pub(super) request_timeout: Duration,
+    /// What a request does when no owner answers in time.
+    pub(super) on_unreachable: OwnerUnreachable,
+    /// Remote hits and misses, wrong-owner retries, fallbacks, puts served.
+    pub(super) read_path: ReadPathCounters,
 }
 
 pub(super) struct LivePeer {
@@ -126,6 +133,11 @@ impl Node {
             gossip_live: live,
             dead,
             invalidation_sequence: self.sequence.load(Ordering::SeqCst),
+            remote_hits: self.read_path.remote_hits.load(Ordering::Relaxed),
+            remote_misses: self.read_path.remote_misses.load(Ordering::Relaxed),
+            wrong_owner_retries: self.read_path.wrong_owner_retries.load(Ordering::Relaxed),
+            local_fallbacks: self.read_path.local_fallbacks.load(Ordering::Relaxed),
+            puts_served: self.read_path.puts_served.load(Ordering::Relaxed),
         }
     }
 
@@ -268,13 +280,31 @@ impl Node {
         self.transport.close_now();
     }
 
+    /// `Some(epoch)` if this node does not own `key` at its epoch; then a
+    /// peer that asked at an older epoch is also sent the newer membership.
+    pub(super) fn not_owner(&self, peer: &PeerIdentity, key: &str, asked_at: u64) -> Option<u64> {
+        let view = self.view();
+        if route(&view, &self.identity.id, self.role, key) == Route::Local {
+            return None;
+        }
+        if asked_at < view.epoch() {
+            let (transport, addr, snapshot) =
+                (self.transport.clone(), peer.addr, view.to_snapshot());
+            tokio::spawn(async move {
+                let _ = transport
+                    .send(addr, Message::MetadataSnapshot(snapshot))
+                    .await;
+            });
+        }
+        Some(view.epoch())
+    }
+
     /// Answers a peer's read of a key this node should own at its epoch:
     /// the value (the stored bytes, shared, not re-encoded) or a miss; or,
     /// if it does not own the key at its epoch, wrong-owner with that epoch,
     /// followed by the newer membership if the peer's is older.
     pub(super) fn fetch(&self, peer: &PeerIdentity, fetch: &hydracache_protocol::Fetch) -> Message {
         use hydracache_protocol::{Entry, FetchReply};
-        let view = self.view();
         let key = match std::str::from_utf8(&fetch.key) {
             Ok(k) => k,
             Err(_) => {
@@ -284,19 +314,8 @@ impl Node {
                 }
             }
         };
-        if route(&view, &self.identity.id, self.role, key) != Route::Local {
-            if fetch.epoch < view.epoch() {
-                let (transport, addr, snapshot) =
-                    (self.transport.clone(), peer.addr, view.to_snapshot());
-                tokio::spawn(async move {
-                    let _ = transport
-                        .send(addr, Message::MetadataSnapshot(snapshot))
-                        .await;
-                });
-            }
-            return Message::FetchReply(FetchReply::WrongOwner {
-                epoch: view.epoch(),
-            });
+        if let Some(epoch) = self.not_owner(peer, key, fetch.epoch) {
+            return Message::FetchReply(FetchReply::WrongOwner { epoch });
         }
         let Some(grid) = self.grid.upgrade() else {
             return Message::Error {
@@ -332,6 +351,20 @@ impl Node {
 }
 
 impl Remote for Node {
+    fn fetch<'a>(&'a self, key: &'a str) -> RemoteFuture<'a, Result<Fetched, CacheError>> {
+        Box::pin(self.fetch_from_owner(key))
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+        tags: &'a [String],
+    ) -> RemoteFuture<'a, Result<PutAt, CacheError>> {
+        Box::pin(self.put_at_owner(key, value, ttl, tags))
+    }
+
     fn invalidate(&self, inv: Invalidation) -> RemoteFuture<'_, Result<(), CacheError>> {
         Box::pin(self.fan_out(inv))
     }

@@ -47,7 +47,6 @@ pub(crate) fn route(view: &MembershipView, me: &str, role: Role, key: &str) -> R
 }
 
 /// Why an attempt at the owner did not give an answer.
-#[cfg_attr(not(test), allow(dead_code))] // driven by the read path next
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Failure {
     /// The asked node does not own the key at its `epoch`.
@@ -60,7 +59,6 @@ pub(crate) enum Failure {
 }
 
 /// What to do after a failed attempt.
-#[cfg_attr(not(test), allow(dead_code))] // driven by the read path next
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Next {
     /// Route again after `after` (a newer view may have arrived by then).
@@ -73,7 +71,6 @@ pub(crate) enum Next {
 }
 
 /// The retry budget of one request: a number of attempts and a deadline.
-#[cfg_attr(not(test), allow(dead_code))] // driven by the read path next
 #[derive(Clone, Debug)]
 pub(crate) struct Attempts {
     left: u32,
@@ -81,7 +78,6 @@ pub(crate) struct Attempts {
     backoff: Duration,
 }
 
-#[cfg_attr(not(test), allow(dead_code))]
 impl Attempts {
     /// At most `attempts` tries until `now + budget`.
     pub(crate) fn new(now: Instant, budget: Duration, attempts: u32) -> Self {

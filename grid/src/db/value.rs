@@ -11,7 +11,7 @@
 
 use hydracache_storage::{EntryRef, Expiry, FillOutcome, FillTicket, Store};
 
-use crate::codec::{CacheValue, Codec};
+use crate::codec::{CacheValue, Codec, Encoded};
 use crate::error::CacheError;
 
 #[derive(Clone)]
@@ -55,5 +55,18 @@ impl<C: Codec, T: CacheValue<C>> CacheValue<C> for Stored<T> {
             value: T::read(entry)?,
             expiry: None,
         })
+    }
+
+    fn encode(&self) -> Result<Encoded, CacheError> {
+        self.value.encode()
+    }
+
+    fn fill_encoded(
+        store: &Store,
+        ticket: FillTicket,
+        bytes: &[u8],
+        expiry: Expiry,
+    ) -> Result<FillOutcome, CacheError> {
+        T::fill_encoded(store, ticket, bytes, expiry)
     }
 }
