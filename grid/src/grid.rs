@@ -271,10 +271,13 @@ impl<C: Codec> Grid<C> {
         let expiry = options.expiry();
         inner.before_write(key);
         let ticket = inner.store.begin_fill(key.as_bytes(), tags)?;
-        match remote
+        let at = remote
             .put(key, encoded.bytes(), inner.ttl_of(expiry), tags)
-            .await?
-        {
+            .await?;
+        // A read of this node may have a fetch from before the owner stored
+        // the value in flight: this write must condemn its reply (near.rs).
+        inner.stamps.bump_key(key);
+        match at {
             PutAt::Owner => {
                 let outcome = T::fill_encoded(&inner.store, ticket, encoded.bytes(), expiry)?;
                 if outcome == FillOutcome::Stale {

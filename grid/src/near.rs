@@ -108,7 +108,8 @@ impl GridInner {
     /// Asks the owner for `key` and keeps what it has as a near copy.
     /// `Ok(None)` when the owner has nothing, this node is the owner, no
     /// owner could be reached (and the grid serves locally), or an
-    /// invalidation overtook the reply: a cache may always miss.
+    /// invalidation overtook the reply and left nothing here: a cache may
+    /// always miss.
     pub(crate) async fn fetch_near<T: CacheValue<C>, C: Codec>(
         &self,
         remote: &dyn Remote,
@@ -118,9 +119,9 @@ impl GridInner {
         let Fetched::Hit(entry) = remote.fetch(key).await? else {
             return Ok(None);
         };
-        if !self.keep_near_copy(key, before, &entry)? {
-            return Ok(None);
-        }
+        // Not kept (overtaken): whatever the store holds now is as fresh as
+        // the invalidation rules make it (another read may have kept a copy).
+        self.keep_near_copy(key, before, &entry)?;
         let Some(stored) = self.store.get_ref(key.as_bytes()) else {
             return Ok(None);
         };

@@ -13,7 +13,7 @@ use hydracache::{CacheError, CacheOptions, Grid};
 const GOSSIP: Duration = Duration::from_millis(50);
 
 async fn member(ca: &DevCa, id: &str, seeds: &[SocketAddr]) -> Grid {
-    member_with(ca, id, seeds, OwnerUnreachable::ServeLocally).await
+    member_with(ca, id, seeds, OwnerUnreachable::ServeLocally, GOSSIP).await
 }
 
 async fn member_with(
@@ -21,13 +21,14 @@ async fn member_with(
     id: &str,
     seeds: &[SocketAddr],
     on_unreachable: OwnerUnreachable,
+    gossip: Duration,
 ) -> Grid {
     Grid::member()
         .cluster("orders")
         .node_id(id)
         .seeds(seeds.iter().map(|s| s.to_string()))
         .tls(ca.issue(id).unwrap())
-        .gossip_interval(GOSSIP)
+        .gossip_interval(gossip)
         .request_timeout(Duration::from_millis(300))
         .ack_timeout(Duration::from_millis(400))
         .owner_unreachable(on_unreachable)
@@ -213,10 +214,14 @@ async fn puts_racing_reads_on_every_node_never_leave_an_old_value_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_owner_is_served_locally_or_reported_as_configured() {
     let ca = DevCa::new("orders").unwrap();
-    let a = member(&ca, "a", &[]).await;
+    // Slow gossip, so that the failure detector takes seconds to declare b
+    // dead and the membership still names it during the requests below.
+    let slow = Duration::from_millis(400);
+    let serve = OwnerUnreachable::ServeLocally;
+    let a = member_with(&ca, "a", &[], serve, slow).await;
     let seed = addr(&a).await;
-    let strict = member_with(&ca, "strict", &[seed], OwnerUnreachable::Fail).await;
-    let b = member(&ca, "b", &[seed]).await;
+    let strict = member_with(&ca, "strict", &[seed], OwnerUnreachable::Fail, slow).await;
+    let b = member_with(&ca, "b", &[seed], serve, slow).await;
     converge(&[&a, &strict, &b], 3, 0).await;
     let key = (0..)
         .map(|i| format!("k{i}"))
