@@ -67,10 +67,43 @@ impl Node {
         if let Some(except) = except {
             peers.retain(|p| p.id != except);
         }
+        // A key's owner applies its invalidation before anyone else is told:
+        // a node that applied it and then misses can only fetch from an
+        // owner that has applied it too (docs/consistency.md).
+        let owner = match &inv {
+            Invalidation::Key(key) => self
+                .view()
+                .owner_for_key(key)
+                .map(|m| m.node.id.to_string()),
+            Invalidation::Tags(_) | Invalidation::Flush => None,
+        };
+        let first = owner
+            .and_then(|o| peers.iter().position(|p| p.id == o))
+            .map(|i| peers.swap_remove(i));
+        let owner_acked = match first {
+            Some(owner) => {
+                self.send_to(vec![owner], message.clone(), sequence, self.ack_timeout)
+                    .await
+            }
+            None => Ok(()),
+        };
         // The high-water mark is gossiped by the maintenance task.
         let acked = self
             .send_to(peers, message, sequence, self.ack_timeout)
             .await;
+        let acked = match (owner_acked, acked) {
+            (Ok(()), rest) => rest,
+            (first, Ok(())) => first,
+            (
+                Err(CacheError::Unacknowledged { nodes: mut a }),
+                Err(CacheError::Unacknowledged { nodes: b }),
+            ) => {
+                a.extend(b);
+                a.sort();
+                Err(CacheError::Unacknowledged { nodes: a })
+            }
+            (first, _) => first,
+        };
         (sequence, acked)
     }
 
