@@ -2,14 +2,18 @@
 //! certificates. One member puts a value; it lands at the key's owner and
 //! every node reads it through the owner (keeping a near copy); the client
 //! invalidates its tag and the call returns once every node applied it.
-//! Prints cluster diagnostics.
+//! Prints cluster diagnostics and serves member-1's and the client's
+//! actuator on loopback while it runs (`-- --hold` keeps it serving until
+//! Ctrl-C).
 //!
-//! Run with `cargo run --example grid --features cluster`.
+//! Run with `cargo run --example grid`.
 
 use std::time::Duration;
 
+use hydracache::actuator::Actuator;
 use hydracache::cluster::DevCa;
 use hydracache::{CacheOptions, Grid};
+use hydracache_examples::serve_on_loopback;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -54,6 +58,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("web-client", &client),
     ];
 
+    let actuator = Actuator::new()
+        .cache("member-1", m1.clone())
+        .cache("web-client", client.clone())
+        .router();
+    println!("actuator: {}", serve_on_loopback(actuator).await?);
+
     print!("waiting for gossip to agree");
     for _ in 0..100 {
         let d = client.cluster_diagnostics().await.expect("a node");
@@ -69,7 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // reads it through the owner and keeps a near copy.
     m2.put(
         "user:42",
-        &"Ada".to_string(),
+        "Ada".to_string(),
         CacheOptions::new().tags(["users", "user:42"]),
     )
     .await?;
@@ -101,6 +111,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "{name}: role={:?} generation={} addr={} members={:?} clients={:?} dead={:?} sent={} remote_hits={} puts_served={}",
             d.role, d.generation, d.addr, d.members, d.clients, d.dead, d.invalidation_sequence, d.remote_hits, d.puts_served
         );
+    }
+    if std::env::args().any(|a| a == "--hold") {
+        println!("the actuator keeps serving until Ctrl-C");
+        std::future::pending::<()>().await;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Quickstart: a local grid with a loader that runs once per miss, a hit,
 //! a tag invalidation, a reload, a load that loses a race with an update,
-//! events and stats.
+//! events and stats; the actuator's dashboard serves the grid on loopback
+//! while it runs (`-- --hold` keeps it serving until Ctrl-C).
 //!
 //! Run with `cargo run --release --example quickstart`.
 
@@ -8,8 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hydracache::actuator::Actuator;
 use hydracache::rkyv::{self, Archive, Deserialize, Serialize};
 use hydracache::{CacheEvent, CacheOptions, Grid};
+use hydracache_examples::serve_on_loopback;
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[rkyv(crate = rkyv)]
@@ -46,11 +49,13 @@ fn options(id: u64) -> CacheOptions {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), hydracache::CacheError> {
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let grid = Grid::local()
         .max_capacity_bytes(64 << 20)
         .default_ttl(Duration::from_secs(300))
         .build();
+    let actuator = Actuator::new().cache("users", grid.clone()).router();
+    println!("actuator: {}", serve_on_loopback(actuator).await?);
     let db = Database::default();
     let mut events = grid.subscribe_mutations();
 
@@ -117,9 +122,9 @@ async fn main() -> Result<(), hydracache::CacheError> {
     );
 
     println!("6. events seen by a subscriber:");
-    while let Some(Ok(event)) = events.try_recv() {
+    while let Some(Ok(event)) = events.try_next_event() {
         match event {
-            CacheEvent::Inserted { key, .. } => println!("   inserted {key}"),
+            CacheEvent::Stored { key, .. } => println!("   stored {key}"),
             CacheEvent::TagInvalidated { tag, .. } => println!("   invalidated tag {tag}"),
             other => println!("   {other:?}"),
         }
@@ -127,7 +132,7 @@ async fn main() -> Result<(), hydracache::CacheError> {
 
     let s = grid.stats();
     println!(
-        "stats: hits={} misses={} loads={} joins={} stale_discarded={} invalidations={} hit_ratio={:.2}",
+        "stats: hits={} misses={} loads={} joins={} stale_discarded={} invalidations={} hit_ratio={}",
         s.hits,
         s.misses,
         s.loads,
@@ -135,11 +140,16 @@ async fn main() -> Result<(), hydracache::CacheError> {
         s.stale_loads_discarded,
         s.invalidations,
         s.hit_ratio()
+            .map_or("-".to_string(), |r| format!("{r:.2}"))
     );
     let d = grid.diagnostics();
     println!(
         "diagnostics: entries={} bytes={} of {} tags={}",
         d.entries, d.bytes, d.capacity_bytes, d.tags
     );
+    if std::env::args().any(|a| a == "--hold") {
+        println!("the actuator keeps serving until Ctrl-C");
+        std::future::pending::<()>().await;
+    }
     Ok(())
 }

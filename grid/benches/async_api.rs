@@ -33,7 +33,7 @@ fn bench(c: &mut Criterion) {
     let grid = rt.block_on(async {
         let grid = Grid::local().build();
         for k in &keys {
-            grid.put(k, &[1u8; 64], opts.clone()).await.unwrap();
+            grid.put(k, [1u8; 64], opts.clone()).await.unwrap();
         }
         grid
     });

@@ -177,7 +177,7 @@ async fn invalidation(ca: &DevCa) -> (Vec<Duration>, Vec<Grid>) {
     for i in 0..SAMPLES + 200 {
         let key = format!("k{}", i % 100);
         for n in &nodes[1..] {
-            n.put(&key, &1u8, CacheOptions::new()).await.unwrap();
+            n.put(&key, 1u8, CacheOptions::new()).await.unwrap();
         }
         let start = Instant::now();
         nodes[0].invalidate_key(&key).await.unwrap();
@@ -204,7 +204,7 @@ async fn peer_fetch(ca: &DevCa, nodes: &[Grid]) -> Vec<Duration> {
     }
     let (owner, owner_addr, epoch) = owner.unwrap();
     owner
-        .put(key, &[7u8; 64], CacheOptions::new())
+        .put(key, [7u8; 64], CacheOptions::new())
         .await
         .unwrap();
     let reader = Transport::bind(
@@ -255,7 +255,7 @@ async fn read_through_owner(nodes: &[Grid]) -> Vec<Duration> {
         .take(SAMPLES + 200)
         .collect();
     for k in &keys {
-        owner.put(k, &[7u8; 64], CacheOptions::new()).await.unwrap();
+        owner.put(k, [7u8; 64], CacheOptions::new()).await.unwrap();
     }
     let mut out = Vec::with_capacity(SAMPLES);
     for (i, k) in keys.iter().enumerate() {

@@ -35,6 +35,16 @@ impl Codec for Postcard {
 /// A value the grid can hold with codec `C`. Implemented for every rkyv
 /// type with [`Rkyv`], and every serde type with [`Postcard`]; you do not
 /// implement it yourself.
+///
+/// A grid stores owned values: a `&str` is stored as a `String`
+/// (`"Ada".to_string()`), a `&T` as the `T` it points to (`value.clone()`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be stored in a grid with codec `{C}`",
+    label = "not a cache value with codec `{C}`",
+    note = "the default codec is rkyv: derive `hydracache::rkyv::{{Archive, Serialize, Deserialize}}` (with `#[rkyv(crate = hydracache::rkyv)]`) on the value type",
+    note = "a type that derives serde's `Serialize`/`Deserialize` needs the Postcard codec: `Grid::local().codec::<hydracache::Postcard>()`, or a view `grid.typed_with::<T, hydracache::Postcard>(\"ns\")`",
+    note = "values are owned: store a `String` for a `&str` (`\"Ada\".to_string()`), and `value.clone()` for a `&T`"
+)]
 pub trait CacheValue<C: Codec>: Sized + Send + Sync + 'static {
     #[doc(hidden)]
     fn put(
@@ -65,6 +75,10 @@ pub trait CacheValue<C: Codec>: Sized + Send + Sync + 'static {
         bytes: &[u8],
         expiry: Expiry,
     ) -> Result<FillOutcome, CacheError>;
+    /// An independent copy made through the codec (encode, then decode),
+    /// for values that are not `Clone`.
+    #[doc(hidden)]
+    fn duplicate(&self) -> Result<Self, CacheError>;
 }
 
 /// A value's encoded bytes.
@@ -116,12 +130,18 @@ impl<T: StoreValue + Send + Sync> CacheValue<Rkyv> for T {
     ) -> Result<FillOutcome, CacheError> {
         Ok(store.complete_fill_archived::<T>(ticket, bytes, expiry)?)
     }
+
+    fn duplicate(&self) -> Result<Self, CacheError> {
+        let bytes = hydracache_storage::encode(self)?;
+        rkyv::from_bytes::<T, rkyv::rancor::Error>(&bytes)
+            .map_err(|e| CacheError::Store(hydracache_storage::StoreError::Decode(e.to_string())))
+    }
 }
 
 fn postcard_error(e: postcard::Error) -> CacheError {
     CacheError::Codec {
         codec: Postcard::NAME,
-        message: e.to_string(),
+        source: std::sync::Arc::new(e),
     }
 }
 
@@ -167,5 +187,10 @@ where
         expiry: Expiry,
     ) -> Result<FillOutcome, CacheError> {
         Ok(store.complete_fill_bytes(ticket, bytes, expiry)?)
+    }
+
+    fn duplicate(&self) -> Result<Self, CacheError> {
+        let bytes = postcard::to_allocvec(self).map_err(postcard_error)?;
+        postcard::from_bytes(&bytes).map_err(postcard_error)
     }
 }

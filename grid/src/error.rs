@@ -62,6 +62,7 @@ impl StdError for LoadError {
 
 /// Why a cache operation failed. Nothing was stored by a failed operation.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum CacheError {
     /// The loader returned an error. It reached every caller waiting on that
     /// load, and nothing was cached; the next call loads again.
@@ -71,18 +72,20 @@ pub enum CacheError {
     #[error("loader panicked: {0}")]
     LoaderPanicked(String),
     /// The store refused the key, tags or value (empty or over-long key, too
-    /// many tags, entry over the size limit, or stored bytes that are not a
-    /// valid value of the requested type — that entry has been dropped).
+    /// many tags, entry over the size limit), or the stored bytes are not a
+    /// value of the requested type. A read of the wrong type leaves the
+    /// entry in place for readers of the right one.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A serde codec failed to encode or decode the value. A value that
-    /// failed to decode has been dropped from the cache.
-    #[error("codec {codec} failed: {message}")]
+    /// A serde codec failed to encode or decode the value (a read of the
+    /// wrong type leaves the entry in place).
+    #[error("codec {codec} failed: {source}")]
     Codec {
         /// Which codec.
         codec: &'static str,
-        /// What it said.
-        message: String,
+        /// The codec's own error (e.g. a `postcard::Error`; see
+        /// [`std::error::Error::source`]).
+        source: Arc<dyn StdError + Send + Sync>,
     },
     /// A load for the same key produced a value of another Rust type (two
     /// call sites disagree about what the key holds).

@@ -9,6 +9,7 @@ use tokio::sync::broadcast;
 
 /// Where a change came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EventOrigin {
     /// This process.
     Local,
@@ -19,11 +20,26 @@ pub enum EventOrigin {
     },
 }
 
-/// Something that happened in the cache.
+/// Something that happened in the cache. Match on it, or compare its
+/// [`kind`](CacheEvent::kind):
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use hydracache::{CacheEventKind, CacheOptions, Grid};
+///
+/// let grid = Grid::local().build();
+/// let mut events = grid.subscribe();
+/// grid.put("k", 1u32, CacheOptions::new()).await.unwrap();
+/// let event = events.next_event().await.unwrap();
+/// assert_eq!(event.kind(), CacheEventKind::Stored);
+/// assert_eq!(event.key(), Some("k"));
+/// # });
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CacheEvent {
     /// A value was stored (by `put` or by a load).
-    Inserted {
+    Stored {
         /// The key.
         key: String,
         /// The entry's tags.
@@ -75,12 +91,48 @@ pub enum CacheEvent {
     },
 }
 
+/// What kind of thing a [`CacheEvent`] reports, without its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CacheEventKind {
+    /// [`CacheEvent::Stored`].
+    Stored,
+    /// [`CacheEvent::Removed`].
+    Removed,
+    /// [`CacheEvent::TagInvalidated`].
+    TagInvalidated,
+    /// [`CacheEvent::Flushed`].
+    Flushed,
+    /// [`CacheEvent::LoadFailed`].
+    LoadFailed,
+    /// [`CacheEvent::StaleLoadDiscarded`].
+    StaleLoadDiscarded,
+    /// [`CacheEvent::Hit`].
+    Hit,
+    /// [`CacheEvent::Miss`].
+    Miss,
+}
+
 impl CacheEvent {
+    /// The event's kind.
+    pub fn kind(&self) -> CacheEventKind {
+        match self {
+            CacheEvent::Stored { .. } => CacheEventKind::Stored,
+            CacheEvent::Removed { .. } => CacheEventKind::Removed,
+            CacheEvent::TagInvalidated { .. } => CacheEventKind::TagInvalidated,
+            CacheEvent::Flushed { .. } => CacheEventKind::Flushed,
+            CacheEvent::LoadFailed { .. } => CacheEventKind::LoadFailed,
+            CacheEvent::StaleLoadDiscarded { .. } => CacheEventKind::StaleLoadDiscarded,
+            CacheEvent::Hit { .. } => CacheEventKind::Hit,
+            CacheEvent::Miss { .. } => CacheEventKind::Miss,
+        }
+    }
+
     /// True for events that change the cache's contents.
     pub fn is_mutation(&self) -> bool {
         matches!(
             self,
-            CacheEvent::Inserted { .. }
+            CacheEvent::Stored { .. }
                 | CacheEvent::Removed { .. }
                 | CacheEvent::TagInvalidated { .. }
                 | CacheEvent::Flushed { .. }
@@ -95,7 +147,7 @@ impl CacheEvent {
     /// The key the event is about, if it is about one key.
     pub fn key(&self) -> Option<&str> {
         match self {
-            CacheEvent::Inserted { key, .. }
+            CacheEvent::Stored { key, .. }
             | CacheEvent::Removed { key, .. }
             | CacheEvent::LoadFailed { key, .. }
             | CacheEvent::StaleLoadDiscarded { key }
@@ -107,7 +159,7 @@ impl CacheEvent {
 
     fn concerns_tag(&self, tag: &str) -> bool {
         match self {
-            CacheEvent::Inserted { tags, .. } => tags.iter().any(|t| t == tag),
+            CacheEvent::Stored { tags, .. } => tags.iter().any(|t| t == tag),
             CacheEvent::TagInvalidated { tag: t, .. } => t == tag,
             CacheEvent::Flushed { .. } => true,
             _ => false,
@@ -117,9 +169,10 @@ impl CacheEvent {
 
 /// Why a subscription could not deliver the next event.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EventError {
     /// This subscriber fell behind and `n` events were dropped for it. The
-    /// next `recv` continues with the oldest event still buffered.
+    /// next `next_event` continues with the oldest event still buffered.
     #[error("subscriber lagged behind: {0} events were dropped")]
     Lagged(u64),
     /// The grid was dropped.
@@ -135,9 +188,24 @@ pub(crate) enum Filter {
     Access,
     Key(String),
     Tag(String),
+    /// `inner`, restricted to events about keys under `prefix` (a typed
+    /// view's namespace) and events about no one key (tag invalidations,
+    /// flushes: they may reach keys under the prefix).
+    Prefix {
+        prefix: String,
+        inner: Box<Filter>,
+    },
 }
 
 impl Filter {
+    fn wants_access(&self) -> bool {
+        match self {
+            Filter::Access => true,
+            Filter::Prefix { inner, .. } => inner.wants_access(),
+            _ => false,
+        }
+    }
+
     fn accepts(&self, e: &CacheEvent) -> bool {
         match self {
             Filter::All => !e.is_access(),
@@ -147,6 +215,9 @@ impl Filter {
                 e.key() == Some(k.as_str()) || matches!(e, CacheEvent::Flushed { .. })
             }
             Filter::Tag(t) => e.concerns_tag(t),
+            Filter::Prefix { prefix, inner } => {
+                inner.accepts(e) && e.key().is_none_or(|k| k.starts_with(prefix.as_str()))
+            }
         }
     }
 }
@@ -204,8 +275,8 @@ impl EventBus {
 ///
 /// let grid = Grid::local().build();
 /// let mut events = grid.subscribe_key("k");
-/// grid.put("k", &1u32, CacheOptions::new()).await.unwrap();
-/// assert!(matches!(events.recv().await.unwrap(), CacheEvent::Inserted { .. }));
+/// grid.put("k", 1u32, CacheOptions::new()).await.unwrap();
+/// assert!(matches!(events.next_event().await.unwrap(), CacheEvent::Stored { .. }));
 /// # });
 /// ```
 pub struct Subscription {
@@ -217,7 +288,7 @@ pub struct Subscription {
 impl Subscription {
     pub(crate) fn new(bus: &Arc<EventBus>, filter: Filter) -> Self {
         bus.subscribers.fetch_add(1, Ordering::Relaxed);
-        if matches!(filter, Filter::Access) {
+        if filter.wants_access() {
             bus.access_subscribers.fetch_add(1, Ordering::Relaxed);
         }
         Subscription {
@@ -228,7 +299,7 @@ impl Subscription {
     }
 
     /// The next event this subscription wants. Cancel-safe.
-    pub async fn recv(&mut self) -> Result<CacheEvent, EventError> {
+    pub async fn next_event(&mut self) -> Result<CacheEvent, EventError> {
         loop {
             match self.rx.recv().await {
                 Ok(e) if self.filter.accepts(&e) => return Ok(e),
@@ -243,7 +314,7 @@ impl Subscription {
     }
 
     /// The next buffered event this subscription wants, without waiting.
-    pub fn try_recv(&mut self) -> Option<Result<CacheEvent, EventError>> {
+    pub fn try_next_event(&mut self) -> Option<Result<CacheEvent, EventError>> {
         loop {
             match self.rx.try_recv() {
                 Ok(e) if self.filter.accepts(&e) => return Some(Ok(e)),
@@ -264,7 +335,7 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.bus.subscribers.fetch_sub(1, Ordering::Relaxed);
-        if matches!(self.filter, Filter::Access) {
+        if self.filter.wants_access() {
             self.bus.access_subscribers.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -284,7 +355,7 @@ impl ListenerHandle {
     ) -> Self {
         let task = tokio::spawn(async move {
             loop {
-                match sub.recv().await {
+                match sub.next_event().await {
                     Ok(e) => callback(e),
                     Err(EventError::Lagged(_)) => continue,
                     Err(EventError::Closed) => break,
@@ -292,6 +363,13 @@ impl ListenerHandle {
             }
         });
         ListenerHandle { task }
+    }
+}
+
+impl ListenerHandle {
+    /// Stops the callback (dropping the handle does the same).
+    pub fn unsubscribe(self) {
+        drop(self);
     }
 }
 

@@ -127,7 +127,7 @@ impl<C: Codec> Grid<C> {
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// let grid = hydracache::Grid::local().build();
-    /// grid.put("k", &7u64, Default::default()).await.unwrap();
+    /// grid.put("k", 7u64, Default::default()).await.unwrap();
     /// assert_eq!(grid.get::<u64>("k").await.unwrap(), Some(7));
     /// assert_eq!(grid.get::<u64>("other").await.unwrap(), None);
     /// # });
@@ -168,13 +168,9 @@ impl<C: Codec> Grid<C> {
                 }
                 Ok(Some(value))
             }
-            Err(e) => {
-                drop(entry);
-                // A value that no longer decodes (the type behind the key
-                // changed) is dropped rather than returned.
-                inner.store.remove(key.as_bytes());
-                Err(e)
-            }
+            // The entry stays: a read of the wrong type is this caller's
+            // mistake, and a reader of the right type still finds it.
+            Err(e) => Err(e),
         }
     }
 
@@ -189,11 +185,12 @@ impl<C: Codec> Grid<C> {
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// let grid = hydracache::Grid::local().build();
-    /// grid.put("k", &String::from("hello"), Default::default()).await.unwrap();
+    /// grid.put("k", String::from("hello"), Default::default()).await.unwrap();
     /// let entry = grid.get_ref("k").unwrap();
     /// assert_eq!(entry.archived::<String>().unwrap().as_str(), "hello");
     /// # });
     /// ```
+    #[inline]
     pub fn get_ref(&self, key: &str) -> Option<EntryRef<'_>> {
         self.inner.store.get_ref(key.as_bytes())
     }
@@ -204,10 +201,11 @@ impl<C: Codec> Grid<C> {
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// let grid = hydracache::Grid::local().build();
     /// assert!(!grid.contains_key("k").await);
-    /// grid.put("k", &1u8, Default::default()).await.unwrap();
+    /// grid.put("k", 1u8, Default::default()).await.unwrap();
     /// assert!(grid.contains_key("k").await);
     /// # });
     /// ```
+    #[inline]
     pub async fn contains_key(&self, key: &str) -> bool {
         self.inner.store.contains_key(key.as_bytes())
     }
@@ -216,19 +214,21 @@ impl<C: Codec> Grid<C> {
 
     /// Stores `value` under `key` with the options' TTL and tags, replacing
     /// any previous value. A load of the key in flight will not be cached.
+    /// The value is taken by value (it is encoded, not kept): pass a clone
+    /// to keep using it, and a `String` for text.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// use hydracache::CacheOptions;
     /// let grid = hydracache::Grid::local().build();
-    /// grid.put("user:1", &String::from("Ada"), CacheOptions::new().tag("users")).await.unwrap();
+    /// grid.put("user:1", String::from("Ada"), CacheOptions::new().tag("users")).await.unwrap();
     /// assert!(grid.contains_key("user:1").await);
     /// # });
     /// ```
     pub async fn put<T: CacheValue<C>>(
         &self,
         key: &str,
-        value: &T,
+        value: T,
         options: CacheOptions,
     ) -> Result<(), CacheError> {
         let inner = &*self.inner;
@@ -239,10 +239,10 @@ impl<C: Codec> Grid<C> {
                 options.expiry(),
                 options.tags.as_slice(),
             )?,
-            Some(remote) => Box::pin(self.put_in_grid(&**remote, key, value, &options)).await?,
+            Some(remote) => Box::pin(self.put_in_grid(&**remote, key, &value, &options)).await?,
         }
         if inner.events.active() {
-            inner.events.publish(CacheEvent::Inserted {
+            inner.events.publish(CacheEvent::Stored {
                 key: key.to_string(),
                 tags: options.tags.as_slice().to_vec(),
                 origin: EventOrigin::Local,
@@ -341,7 +341,10 @@ impl<C: Codec> Grid<C> {
         Box::pin(self.load(key, options, loader)).await
     }
 
-    async fn load<T, F, Fut, E>(
+    /// The miss path of [`Grid::get_or_load`], for callers that already
+    /// looked the key up (typed views, the database cache): a second lookup
+    /// would count the miss twice.
+    pub(crate) async fn load<T, F, Fut, E>(
         &self,
         key: &str,
         options: CacheOptions,
@@ -408,7 +411,7 @@ impl<C: Codec> Grid<C> {
                             Ok(Ok(value)) => match value.fill(&inner.store, ticket, expiry) {
                                 Ok(FillOutcome::Stored) => {
                                     if inner.events.active() {
-                                        inner.events.publish(CacheEvent::Inserted {
+                                        inner.events.publish(CacheEvent::Stored {
                                             key: landing.key.clone(),
                                             tags,
                                             origin: EventOrigin::Local,
@@ -505,7 +508,7 @@ impl<C: Codec> Grid<C> {
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// let grid = hydracache::Grid::local().build();
-    /// grid.put("k", &1u8, Default::default()).await.unwrap();
+    /// grid.put("k", 1u8, Default::default()).await.unwrap();
     /// assert!(grid.remove("k").await.unwrap());
     /// assert!(!grid.remove("k").await.unwrap());
     /// # });
@@ -519,7 +522,7 @@ impl<C: Codec> Grid<C> {
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// let grid = hydracache::Grid::local().build();
-    /// grid.put("k", &1u8, Default::default()).await.unwrap();
+    /// grid.put("k", 1u8, Default::default()).await.unwrap();
     /// grid.invalidate_key("k").await.unwrap();
     /// assert!(!grid.contains_key("k").await);
     /// # });
@@ -537,8 +540,8 @@ impl<C: Codec> Grid<C> {
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// use hydracache::CacheOptions;
     /// let grid = hydracache::Grid::local().build();
-    /// grid.put("a", &1u8, CacheOptions::new().tag("t")).await.unwrap();
-    /// grid.put("b", &2u8, CacheOptions::new().tag("t")).await.unwrap();
+    /// grid.put("a", 1u8, CacheOptions::new().tag("t")).await.unwrap();
+    /// grid.put("b", 2u8, CacheOptions::new().tag("t")).await.unwrap();
     /// grid.invalidate_tag("t").await.unwrap();
     /// assert!(!grid.contains_key("a").await && !grid.contains_key("b").await);
     /// # });
@@ -555,7 +558,7 @@ impl<C: Codec> Grid<C> {
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// use hydracache::CacheOptions;
     /// let grid = hydracache::Grid::local().build();
-    /// grid.put("a", &1u8, CacheOptions::new().tag("x")).await.unwrap();
+    /// grid.put("a", 1u8, CacheOptions::new().tag("x")).await.unwrap();
     /// grid.invalidate_tags(["x", "y"]).await.unwrap();
     /// assert!(!grid.contains_key("a").await);
     /// # });
@@ -573,7 +576,7 @@ impl<C: Codec> Grid<C> {
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// let grid = hydracache::Grid::local().build();
-    /// grid.put("k", &1u8, Default::default()).await.unwrap();
+    /// grid.put("k", 1u8, Default::default()).await.unwrap();
     /// grid.flush().await.unwrap();
     /// assert_eq!(grid.diagnostics().entries, 0);
     /// # });
@@ -599,7 +602,7 @@ impl<C: Codec> Grid<C> {
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// let grid = hydracache::Grid::local().build();
     /// let users = grid.typed::<String>("user");
-    /// users.put("42", &"Ada".to_string(), Default::default()).await.unwrap();
+    /// users.put("42", "Ada".to_string(), Default::default()).await.unwrap();
     /// assert_eq!(grid.get::<String>("user:42").await.unwrap().as_deref(), Some("Ada"));
     /// # });
     /// ```
@@ -617,7 +620,7 @@ impl<C: Codec> Grid<C> {
     ///
     /// let grid = hydracache::Grid::local().build();
     /// let configs = grid.typed_with::<Config, hydracache::Postcard>("config");
-    /// configs.put("a", &Config { name: "x".into() }, Default::default()).await.unwrap();
+    /// configs.put("a", Config { name: "x".into() }, Default::default()).await.unwrap();
     /// assert_eq!(configs.get("a").await.unwrap(), Some(Config { name: "x".into() }));
     /// # });
     /// ```
@@ -634,7 +637,7 @@ impl<C: Codec> Grid<C> {
     /// let grid = hydracache::Grid::local().build();
     /// let mut events = grid.subscribe();
     /// grid.flush().await.unwrap();
-    /// assert!(matches!(events.recv().await.unwrap(), hydracache::CacheEvent::Flushed { .. }));
+    /// assert!(matches!(events.next_event().await.unwrap(), hydracache::CacheEvent::Flushed { .. }));
     /// # });
     /// ```
     pub fn subscribe(&self) -> Subscription {
@@ -647,9 +650,9 @@ impl<C: Codec> Grid<C> {
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// let grid = hydracache::Grid::local().build();
     /// let mut events = grid.subscribe_key("a");
-    /// grid.put("b", &1u8, Default::default()).await.unwrap();
-    /// grid.put("a", &1u8, Default::default()).await.unwrap();
-    /// assert_eq!(events.recv().await.unwrap().key(), Some("a"));
+    /// grid.put("b", 1u8, Default::default()).await.unwrap();
+    /// grid.put("a", 1u8, Default::default()).await.unwrap();
+    /// assert_eq!(events.next_event().await.unwrap().key(), Some("a"));
     /// # });
     /// ```
     pub fn subscribe_key(&self, key: &str) -> Subscription {
@@ -663,7 +666,7 @@ impl<C: Codec> Grid<C> {
     /// let grid = hydracache::Grid::local().build();
     /// let mut events = grid.subscribe_tag("users");
     /// grid.invalidate_tag("users").await.unwrap();
-    /// assert!(matches!(events.recv().await.unwrap(), hydracache::CacheEvent::TagInvalidated { .. }));
+    /// assert!(matches!(events.next_event().await.unwrap(), hydracache::CacheEvent::TagInvalidated { .. }));
     /// # });
     /// ```
     pub fn subscribe_tag(&self, tag: &str) -> Subscription {
@@ -676,8 +679,8 @@ impl<C: Codec> Grid<C> {
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// let grid = hydracache::Grid::local().build();
     /// let mut events = grid.subscribe_mutations();
-    /// grid.put("a", &1u8, Default::default()).await.unwrap();
-    /// assert!(events.recv().await.unwrap().is_mutation());
+    /// grid.put("a", 1u8, Default::default()).await.unwrap();
+    /// assert!(events.next_event().await.unwrap().is_mutation());
     /// # });
     /// ```
     pub fn subscribe_mutations(&self) -> Subscription {
@@ -692,7 +695,7 @@ impl<C: Codec> Grid<C> {
     /// let grid = hydracache::Grid::local().enable_access_events(true).build();
     /// let mut events = grid.subscribe_access();
     /// let _ = grid.get::<u8>("nope").await;
-    /// assert!(matches!(events.recv().await.unwrap(), hydracache::CacheEvent::Miss { .. }));
+    /// assert!(matches!(events.next_event().await.unwrap(), hydracache::CacheEvent::Miss { .. }));
     /// # });
     /// ```
     pub fn subscribe_access(&self) -> Subscription {
@@ -709,7 +712,7 @@ impl<C: Codec> Grid<C> {
     /// let seen = Arc::new(AtomicUsize::new(0));
     /// let s = seen.clone();
     /// let handle = grid.on_mutation(move |_| { s.fetch_add(1, Ordering::SeqCst); });
-    /// grid.put("a", &1u8, Default::default()).await.unwrap();
+    /// grid.put("a", 1u8, Default::default()).await.unwrap();
     /// while seen.load(Ordering::SeqCst) == 0 { tokio::task::yield_now().await; }
     /// drop(handle); // unsubscribed
     /// # });

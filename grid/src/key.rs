@@ -1,5 +1,7 @@
 //! Segmented cache keys that cannot collide.
 
+use std::fmt::Display;
+
 /// Separator between key segments.
 pub const KEY_SEPARATOR: char = ':';
 
@@ -10,10 +12,10 @@ pub const KEY_SEPARATOR: char = ':';
 /// ```
 /// use hydracache::CacheKeyBuilder;
 ///
-/// let key = CacheKeyBuilder::new().tenant("acme").entity("user").segment("42").build();
-/// assert_eq!(key, "acme:user:42");
-/// let tricky = CacheKeyBuilder::new().segment("a:b").build();
-/// let two = CacheKeyBuilder::new().segment("a").segment("b").build();
+/// let key = CacheKeyBuilder::new().tenant(7).entity("user", 42).build_string();
+/// assert_eq!(key, "tenant:7:user:42");
+/// let tricky = CacheKeyBuilder::new().segment("a:b").build_string();
+/// let two = CacheKeyBuilder::new().segment("a").segment("b").build_string();
 /// assert_ne!(tricky, two);
 /// assert_eq!(tricky, r"a\:b");
 /// ```
@@ -29,19 +31,14 @@ impl CacheKeyBuilder {
         Self::default()
     }
 
-    /// Appends the tenant segment.
-    pub fn tenant(self, tenant: impl AsRef<str>) -> Self {
-        self.segment(tenant)
+    /// Appends the tenant, labelled: `tenant:<tenant>`.
+    pub fn tenant(self, tenant: impl Display) -> Self {
+        self.segment("tenant").segment(tenant.to_string())
     }
 
-    /// Appends the entity (type) segment.
-    pub fn entity(self, entity: impl AsRef<str>) -> Self {
-        self.segment(entity)
-    }
-
-    /// Appends an id or any other segment (anything `Display`).
-    pub fn id(self, id: impl std::fmt::Display) -> Self {
-        self.segment(id.to_string())
+    /// Appends an entity and its id: `<entity>:<id>` (e.g. `user:42`).
+    pub fn entity(self, entity: impl Display, id: impl Display) -> Self {
+        self.segment(entity.to_string()).segment(id.to_string())
     }
 
     /// Appends a segment, escaping `\` and `:` inside it.
@@ -60,7 +57,7 @@ impl CacheKeyBuilder {
     }
 
     /// The key.
-    pub fn build(self) -> String {
+    pub fn build_string(self) -> String {
         self.key
     }
 }

@@ -34,6 +34,8 @@
 //! or per typed view ([`Grid::typed_with`]).
 #![deny(missing_docs)]
 
+#[cfg(feature = "actuator")]
+pub mod actuator;
 mod builder;
 #[cfg(feature = "cluster")]
 pub mod cluster;
@@ -56,7 +58,9 @@ mod typed;
 pub use builder::{LocalBuilder, DEFAULT_CAPACITY_BYTES, DEFAULT_EVENT_BUFFER};
 pub use codec::{CacheValue, Codec, Postcard, Rkyv};
 pub use error::{CacheError, LoadError};
-pub use events::{CacheEvent, EventError, EventOrigin, ListenerHandle, Subscription};
+pub use events::{
+    CacheEvent, CacheEventKind, EventError, EventOrigin, ListenerHandle, Subscription,
+};
 pub use grid::Grid;
 pub use hydracache_storage::{Clock, EntryRef, ManualClock, StoreError};
 pub use invalidation::Invalidation;

@@ -3,12 +3,15 @@
 
 /// Expands to [`Grid::get_or_load`](crate::Grid::get_or_load) with options
 /// built from the arguments; evaluates to a future of `Result<T, CacheError>`.
-/// Arguments, in this order: `cache`, `key`, then optionally `tag`, `tags`,
-/// `ttl_secs`, then `load` (a future returning `Result<T, E>`).
+/// Arguments, in this order: `cache`, `key`, then optionally `tag`, `tags`
+/// (anything [`CacheOptions::tags`](crate::CacheOptions::tags) takes, a
+/// [`TagSet`](crate::TagSet) included), `ttl_secs`, then `load`: a closure
+/// returning a future of `Result<T, E>`, as [`Grid::get_or_load`](crate::Grid::get_or_load)
+/// takes it (`|| async { .. }`, or `move || async move { .. }` to own what it captures).
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// use hydracache::{cacheable, Grid};
+/// use hydracache::{cacheable, Grid, TagSet};
 ///
 /// async fn load_user(id: u64) -> Result<String, std::io::Error> { Ok(format!("user-{id}")) }
 ///
@@ -17,9 +20,9 @@
 /// let user: String = cacheable!(
 ///     cache = grid,
 ///     key = format!("user:{id}"),
-///     tags = ["users"],
+///     tags = TagSet::new().entity("user", id).tag("users"),
 ///     ttl_secs = 60,
-///     load = async move { load_user(id).await },
+///     load = move || async move { load_user(id).await },
 /// )
 /// .await
 /// .unwrap();
@@ -40,15 +43,15 @@ macro_rules! cacheable {
     };
 }
 
-/// Like [`cacheable!`] but `load` is an infallible future returning `T`
-/// ([`Grid::get_or_insert_with`](crate::Grid::get_or_insert_with)).
+/// Like [`cacheable!`] but `load` is a closure returning an infallible
+/// future of `T` ([`Grid::get_or_insert_with`](crate::Grid::get_or_insert_with)).
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// use hydracache::{cacheable_infallible, Grid};
 ///
 /// let grid = Grid::local().build();
-/// let n: u64 = cacheable_infallible!(cache = grid, key = "answer", tag = "numbers", load = async { 42 })
+/// let n: u64 = cacheable_infallible!(cache = grid, key = "answer", tag = "numbers", load = || async { 42 })
 ///     .await
 ///     .unwrap();
 /// assert_eq!(n, 42);
@@ -80,6 +83,7 @@ macro_rules! __cacheable {
             $(.ttl(::std::time::Duration::from_secs($ttl)))?;
         let key: ::std::string::String = ::std::string::String::from($key);
         let cache = &$cache;
-        async move { cache.$method(&key, options, move || $load).await }
+        let load = $load;
+        async move { cache.$method(&key, options, load).await }
     }};
 }

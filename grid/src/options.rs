@@ -1,13 +1,17 @@
 //! Per-call options: TTL and tags.
 
+use std::fmt::Display;
 use std::time::Duration;
 
-/// A set of tags, deduplicated, in insertion order.
+use crate::key::KEY_SEPARATOR;
+
+/// A set of tags, deduplicated, in insertion order. Pass it by value to
+/// [`CacheOptions::tag_set`] or as `tags = ..` to [`crate::cacheable!`].
 ///
 /// ```
 /// use hydracache::TagSet;
-/// let tags = TagSet::new().with("users").with("user:42").with("users");
-/// assert_eq!(tags.iter().collect::<Vec<_>>(), ["users", "user:42"]);
+/// let tags = TagSet::new().tenant(7).entity("user", 42).tag("profiles").tag("profiles");
+/// assert_eq!(tags.iter().collect::<Vec<_>>(), ["tenant:7", "user:42", "profiles"]);
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TagSet(Vec<String>);
@@ -26,10 +30,21 @@ impl TagSet {
         }
     }
 
-    /// Builder form of [`TagSet::insert`].
-    pub fn with(mut self, tag: impl Into<String>) -> Self {
+    /// Adds a tag (builder form of [`TagSet::insert`]).
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
         self.insert(tag);
         self
+    }
+
+    /// Adds the tenant's tag, `tenant:<id>`: invalidating it drops every
+    /// entry of that tenant.
+    pub fn tenant(self, tenant: impl Display) -> Self {
+        self.tag(format!("tenant{KEY_SEPARATOR}{tenant}"))
+    }
+
+    /// Adds one entity's tag, `<entity>:<id>` (e.g. `user:42`).
+    pub fn entity(self, entity: impl Display, id: impl Display) -> Self {
+        self.tag(format!("{entity}{KEY_SEPARATOR}{id}"))
     }
 
     /// The tags.
@@ -49,6 +64,15 @@ impl TagSet {
 
     pub(crate) fn as_slice(&self) -> &[String] {
         &self.0
+    }
+}
+
+impl IntoIterator for TagSet {
+    type Item = String;
+    type IntoIter = std::vec::IntoIter<String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
     }
 }
 
@@ -122,11 +146,14 @@ impl CacheOptions {
     }
 
     /// Adds every tag of a [`TagSet`].
-    pub fn tag_set(mut self, set: &TagSet) -> Self {
-        for t in set.iter() {
-            self.tags.insert(t);
-        }
-        self
+    ///
+    /// ```
+    /// use hydracache::{CacheOptions, TagSet};
+    /// let opts = CacheOptions::new().tag_set(TagSet::new().tenant(7).entity("user", 42));
+    /// assert_eq!(opts.tag_names().iter().collect::<Vec<_>>(), ["tenant:7", "user:42"]);
+    /// ```
+    pub fn tag_set(self, set: TagSet) -> Self {
+        self.tags(set)
     }
 
     /// The tags these options carry.

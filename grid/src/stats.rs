@@ -23,6 +23,7 @@ impl GridCounters {
 
 /// A snapshot of the grid's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GridStats {
     /// Reads that found a value.
     pub hits: u64,
@@ -51,19 +52,27 @@ pub struct GridStats {
 }
 
 impl GridStats {
-    /// hits / (hits + misses); 0 with no reads.
+    /// Reads: hits + misses.
+    pub fn total_requests(&self) -> u64 {
+        self.hits + self.misses
+    }
+
+    /// hits / (hits + misses); `None` before the first read.
     ///
     /// ```
-    /// let s = hydracache::GridStats { hits: 9, misses: 1, ..Default::default() };
-    /// assert_eq!(s.hit_ratio(), 0.9);
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let grid = hydracache::Grid::local().build();
+    /// assert_eq!(grid.stats().hit_ratio(), None);
+    /// grid.put("k", 1u8, Default::default()).await.unwrap();
+    /// let _ = grid.get::<u8>("k").await;
+    /// let _ = grid.get::<u8>("other").await;
+    /// assert_eq!(grid.stats().total_requests(), 2);
+    /// assert_eq!(grid.stats().hit_ratio(), Some(0.5));
+    /// # });
     /// ```
-    pub fn hit_ratio(&self) -> f64 {
-        let reads = self.hits + self.misses;
-        if reads == 0 {
-            0.0
-        } else {
-            self.hits as f64 / reads as f64
-        }
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let reads = self.total_requests();
+        (reads > 0).then(|| self.hits as f64 / reads as f64)
     }
 
     /// load_errors / loads; 0 with no loads.
@@ -106,6 +115,7 @@ impl GridStats {
 
 /// Stats plus the store's gauges and the grid's moving parts.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct GridDiagnostics {
     /// The counters.
     pub stats: GridStats,
@@ -123,4 +133,26 @@ pub struct GridDiagnostics {
     pub subscribers: usize,
     /// The codec the grid stores values with.
     pub codec: &'static str,
+}
+
+impl GridDiagnostics {
+    /// Reads: hits + misses ([`GridStats::total_requests`]).
+    pub fn total_requests(&self) -> u64 {
+        self.stats.total_requests()
+    }
+
+    /// [`GridStats::hit_ratio`]: `None` before the first read.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        self.stats.hit_ratio()
+    }
+
+    /// True if the cache holds no entry.
+    ///
+    /// ```
+    /// let grid = hydracache::Grid::local().build();
+    /// assert!(grid.diagnostics().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::codec::{CacheValue, Codec};
 use crate::error::CacheError;
+use crate::events::{Filter, Subscription};
 use crate::grid::Grid;
 use crate::options::CacheOptions;
 
@@ -73,6 +74,10 @@ impl<T: CacheValue<C> + Clone, C: Codec> TypedCache<T, C> {
     /// [`Grid::get`] in this namespace (the key is built in a reused
     /// thread-local buffer, so a hit allocates only the returned value).
     pub async fn get(&self, key: &str) -> Result<Option<T>, CacheError> {
+        self.get_now(key)
+    }
+
+    fn get_now(&self, key: &str) -> Result<Option<T>, CacheError> {
         KEY.with(|buf| match buf.try_borrow_mut() {
             Ok(mut buf) => {
                 buf.clear();
@@ -86,7 +91,7 @@ impl<T: CacheValue<C> + Clone, C: Codec> TypedCache<T, C> {
     }
 
     /// [`Grid::put`] in this namespace.
-    pub async fn put(&self, key: &str, value: &T, options: CacheOptions) -> Result<(), CacheError> {
+    pub async fn put(&self, key: &str, value: T, options: CacheOptions) -> Result<(), CacheError> {
         self.grid.put(&self.key(key), value, options).await
     }
 
@@ -102,10 +107,11 @@ impl<T: CacheValue<C> + Clone, C: Codec> TypedCache<T, C> {
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
     {
-        if let Some(v) = self.get(key).await? {
+        if let Some(v) = self.get_now(key)? {
             return Ok(v);
         }
-        self.grid.get_or_load(&self.key(key), options, loader).await
+        // Straight to the miss path: the lookup above already counted the miss.
+        Box::pin(self.grid.load(&self.key(key), options, loader)).await
     }
 
     /// [`Grid::get_or_insert_with`] in this namespace.
@@ -119,9 +125,11 @@ impl<T: CacheValue<C> + Clone, C: Codec> TypedCache<T, C> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
-        self.grid
-            .get_or_insert_with(&self.key(key), options, init)
-            .await
+        self.get_or_load(key, options, || {
+            let fut = init();
+            async move { Ok::<T, std::convert::Infallible>(fut.await) }
+        })
+        .await
     }
 
     /// [`Grid::contains_key`] in this namespace.
@@ -137,6 +145,58 @@ impl<T: CacheValue<C> + Clone, C: Codec> TypedCache<T, C> {
     /// [`Grid::invalidate_key`] in this namespace.
     pub async fn invalidate_key(&self, key: &str) -> Result<(), CacheError> {
         self.grid.invalidate_key(&self.key(key)).await
+    }
+
+    // ---- events ----------------------------------------------------------
+
+    fn subscription(&self, filter: Filter) -> Subscription {
+        Subscription::new(
+            &self.grid.inner.events,
+            Filter::Prefix {
+                prefix: format!("{}:", self.ns),
+                inner: Box::new(filter),
+            },
+        )
+    }
+
+    /// [`Grid::subscribe`] for the keys of this namespace, plus tag
+    /// invalidations and flushes (they may reach this namespace).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use hydracache::{CacheEventKind, Grid};
+    /// let grid = Grid::local().build();
+    /// let users = grid.typed::<String>("user");
+    /// let mut events = users.subscribe();
+    /// grid.put("order:1", "x".to_string(), Default::default()).await.unwrap();
+    /// users.put("42", "Ada".to_string(), Default::default()).await.unwrap();
+    /// let event = events.next_event().await.unwrap();
+    /// assert_eq!((event.kind(), event.key()), (CacheEventKind::Stored, Some("user:42")));
+    /// # });
+    /// ```
+    pub fn subscribe(&self) -> Subscription {
+        self.subscription(Filter::All)
+    }
+
+    /// [`Grid::subscribe_key`] for `key` in this namespace.
+    pub fn subscribe_key(&self, key: &str) -> Subscription {
+        self.subscription(Filter::Key(self.key(key)))
+    }
+
+    /// [`Grid::subscribe_tag`] for the keys of this namespace: stores with
+    /// the tag, its invalidation (tags are grid-wide) and flushes.
+    pub fn subscribe_tag(&self, tag: &str) -> Subscription {
+        self.subscription(Filter::Tag(tag.to_string()))
+    }
+
+    /// [`Grid::subscribe_mutations`] for the keys of this namespace.
+    pub fn subscribe_mutations(&self) -> Subscription {
+        self.subscription(Filter::Mutations)
+    }
+
+    /// [`Grid::subscribe_access`] for the keys of this namespace.
+    pub fn subscribe_access(&self) -> Subscription {
+        self.subscription(Filter::Access)
     }
 
     /// The grid behind this view.

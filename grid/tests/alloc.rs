@@ -35,7 +35,7 @@ fn hits_allocate_nothing_for_values_that_own_no_heap() {
         let opts = CacheOptions::new()
             .tags(["a", "b"])
             .ttl(Duration::from_secs(60));
-        grid.put("k", &[7u64; 8], opts).await.unwrap();
+        grid.put("k", [7u64; 8], opts).await.unwrap();
         grid
     });
     // Warm up thread-locals (stat stripes, epoch reservation).

@@ -84,13 +84,13 @@ async fn five_members_and_two_clients_agree_and_invalidations_reach_everyone() {
     nodes[1]
         .put(
             "user:1",
-            &"Ada".to_string(),
+            "Ada".to_string(),
             CacheOptions::new().tag("users"),
         )
         .await
         .unwrap();
     nodes[5]
-        .put("order:9", &9u64, CacheOptions::new().tag("orders"))
+        .put("order:9", 9u64, CacheOptions::new().tag("orders"))
         .await
         .unwrap();
     for n in &nodes {
@@ -109,7 +109,7 @@ async fn five_members_and_two_clients_agree_and_invalidations_reach_everyone() {
         assert!(n.contains_key("order:9").await, "other tags untouched");
     }
     assert_eq!(
-        events.recv().await.unwrap(),
+        events.next_event().await.unwrap(),
         CacheEvent::TagInvalidated {
             tag: "users".into(),
             origin: EventOrigin::Remote { node: "c1".into() }
@@ -120,7 +120,7 @@ async fn five_members_and_two_clients_agree_and_invalidations_reach_everyone() {
     for n in &nodes {
         assert!(!n.contains_key("order:9").await);
     }
-    nodes[4].put("x", &1u8, CacheOptions::new()).await.unwrap();
+    nodes[4].put("x", 1u8, CacheOptions::new()).await.unwrap();
     for n in &nodes {
         assert_eq!(n.get::<u8>("x").await.unwrap(), Some(1));
     }
@@ -167,7 +167,7 @@ async fn a_sequence_gap_drops_what_cannot_be_proven_fresh() {
     let m_addr = addr(&m).await;
     let origin = raw_origin(&ca, "o", 5).await;
     for k in ["a", "b", "c"] {
-        m.put(k, &1u8, CacheOptions::new()).await.unwrap();
+        m.put(k, 1u8, CacheOptions::new()).await.unwrap();
     }
     // In order: only the named key goes.
     let (_, reply) = origin
@@ -192,7 +192,7 @@ async fn a_sequence_gap_drops_what_cannot_be_proven_fresh() {
         "an unrelated entry could not be proven fresh"
     );
     // An older generation of the origin is refused at the handshake.
-    m.put("d", &1u8, CacheOptions::new()).await.unwrap();
+    m.put("d", 1u8, CacheOptions::new()).await.unwrap();
     origin
         .request(m_addr, invalidate("o", 5, 4, "zzz"))
         .await
@@ -335,7 +335,7 @@ async fn the_owner_serves_a_fetch_and_others_answer_wrong_owner_with_their_epoch
     for (_, n) in &nodes {
         n.put(
             "user:7",
-            &"Grace".to_string(),
+            "Grace".to_string(),
             CacheOptions::new()
                 .tag("users")
                 .ttl(Duration::from_secs(60)),
@@ -403,7 +403,7 @@ async fn a_dropped_or_departed_node_stops_its_tasks_and_stays_usable_locally() {
 
     // b leaves: its invalidations are local from then on.
     b.leave().await;
-    b.put("k", &1u8, CacheOptions::new()).await.unwrap();
+    b.put("k", 1u8, CacheOptions::new()).await.unwrap();
     b.invalidate_key("k").await.unwrap();
     assert!(!b.contains_key("k").await);
 
@@ -446,12 +446,12 @@ async fn in_send_only_mode_a_clients_invalidation_is_relayed_to_the_other_client
     let c1 = sent_client("c1").await;
     let c2 = sent_client("c2").await;
     converge(&[&m, &c1, &c2], 1, 2).await;
-    c2.put("k", &1u8, CacheOptions::new()).await.unwrap();
-    c2.put("other", &1u8, CacheOptions::new()).await.unwrap();
+    c2.put("k", 1u8, CacheOptions::new()).await.unwrap();
+    c2.put("other", 1u8, CacheOptions::new()).await.unwrap();
     let mut events = c2.subscribe_key("k");
     c1.invalidate_key("k").await.unwrap();
     assert_eq!(
-        tokio::time::timeout(Duration::from_secs(10), events.recv())
+        tokio::time::timeout(Duration::from_secs(10), events.next_event())
             .await
             .unwrap()
             .unwrap(),

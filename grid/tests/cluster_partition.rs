@@ -98,10 +98,10 @@ async fn a_node_that_missed_invalidations_drops_what_it_cannot_prove() {
     let b = member(&ca, "b", &[seed]).await;
     let x = member(&ca, "x", &[seed]).await;
     converge(&[&a, &b, &x], 3, 0).await;
-    a.put("k1", &1u8, CacheOptions::new().tag("t1"))
+    a.put("k1", 1u8, CacheOptions::new().tag("t1"))
         .await
         .unwrap();
-    a.put("k2", &2u8, CacheOptions::new().tag("t2"))
+    a.put("k2", 2u8, CacheOptions::new().tag("t2"))
         .await
         .unwrap();
     // Every node holds both (owned, or a near copy).

@@ -128,6 +128,18 @@ fn three_processes_form_a_cluster_and_survive_a_sigkill() {
     assert_eq!(n1.ask("get user:1"), "NONE");
     assert_eq!(n2.ask("get user:1"), "NONE");
 
+    // A load says whether its loader ran; keys and tags invalidate remotely.
+    assert_eq!(n1.ask("load order:1 a orders"), "VALUE a loaded");
+    assert_eq!(n1.ask("load order:1 b orders"), "VALUE a");
+    assert_eq!(n2.ask("invalidate-key order:1"), "OK");
+    assert_eq!(n1.ask("load order:1 c"), "VALUE c loaded");
+    assert_eq!(n3.ask("invalidate-tag orders"), "OK");
+    assert_eq!(n1.ask("get order:1"), "VALUE c");
+    assert_eq!(n1.ask("load order:2 d orders extra"), "ERR unknown command");
+    let status = n1.ask("status");
+    assert!(status.starts_with("STATUS epoch="), "{status}");
+    assert!(status.contains(" leader=n"), "{status}");
+
     // SIGKILL n3: the survivors' failure detectors declare it dead.
     n3.child.kill().unwrap();
     n3.child.wait().unwrap();
@@ -147,7 +159,7 @@ fn three_processes_form_a_cluster_and_survive_a_sigkill() {
 fn bad_arguments_and_bad_certificates_are_reported() {
     let out = Command::new(BIN).arg("frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));
     let out = Command::new(BIN)
         .args([
             "run",

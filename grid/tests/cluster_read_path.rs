@@ -102,10 +102,10 @@ async fn a_put_anywhere_is_read_everywhere_and_no_node_keeps_an_old_value() {
             .tag("prices")
             .ttl(Duration::from_secs(60))
     };
-    nodes[1].put("price:7", &70u64, tagged()).await.unwrap();
+    nodes[1].put("price:7", 70u64, tagged()).await.unwrap();
     everyone_reads(&nodes, "price:7", Some(70)).await;
     // A second put elsewhere (the client) replaces every copy.
-    nodes[3].put("price:7", &71u64, tagged()).await.unwrap();
+    nodes[3].put("price:7", 71u64, tagged()).await.unwrap();
     everyone_reads(&nodes, "price:7", Some(71)).await;
     // The owner's remaining TTL and tags travel with the copies.
     for n in &nodes {
@@ -115,11 +115,11 @@ async fn a_put_anywhere_is_read_everywhere_and_no_node_keeps_an_old_value() {
     }
     nodes[2].invalidate_tag("prices").await.unwrap();
     everyone_reads(&nodes, "price:7", None).await;
-    nodes[0].put("price:7", &72u64, tagged()).await.unwrap();
+    nodes[0].put("price:7", 72u64, tagged()).await.unwrap();
     everyone_reads(&nodes, "price:7", Some(72)).await;
     nodes[3].invalidate_key("price:7").await.unwrap();
     everyone_reads(&nodes, "price:7", None).await;
-    nodes[2].put("price:7", &73u64, tagged()).await.unwrap();
+    nodes[2].put("price:7", 73u64, tagged()).await.unwrap();
     everyone_reads(&nodes, "price:7", Some(73)).await;
     assert!(nodes[1].remove("price:7").await.is_ok());
     everyone_reads(&nodes, "price:7", None).await;
@@ -195,10 +195,7 @@ async fn puts_racing_reads_on_every_node_never_leave_an_old_value_behind() {
     }
     for round in 0..30u64 {
         let writer = &nodes[(round as usize) % nodes.len()];
-        writer
-            .put("hot", &round, CacheOptions::new())
-            .await
-            .unwrap();
+        writer.put("hot", round, CacheOptions::new()).await.unwrap();
         // Once the put returned, no node may serve an older value.
         for (i, n) in nodes.iter().enumerate() {
             let seen = n.get::<u64>("hot").await.unwrap();
@@ -235,7 +232,7 @@ async fn an_unreachable_owner_is_served_locally_or_reported_as_configured() {
         Err(CacheError::OwnerUnreachable { key: k }) => assert_eq!(k, key),
         other => panic!("{other:?}"),
     }
-    match strict.put(&key, &6u64, CacheOptions::new()).await {
+    match strict.put(&key, 6u64, CacheOptions::new()).await {
         Err(CacheError::OwnerUnreachable { .. }) => {}
         other => panic!("{other:?}"),
     }
@@ -243,7 +240,7 @@ async fn an_unreachable_owner_is_served_locally_or_reported_as_configured() {
     // The default: the read misses, the put is kept here, both counted.
     assert_eq!(a.get::<u64>(&key).await.unwrap(), None);
     // Stored here; b cannot be told (it is named if it is still gossiped live).
-    match a.put(&key, &5u64, CacheOptions::new()).await {
+    match a.put(&key, 5u64, CacheOptions::new()).await {
         Ok(()) => {}
         Err(CacheError::Unacknowledged { nodes }) => assert_eq!(nodes, ["b"]),
         Err(e) => panic!("{e:?}"),

@@ -71,7 +71,7 @@ async fn gone(db: &DbCache, key: &str) -> bool {
 /// applied, so is everything before it.
 async fn settle(db: &DbCache, pg: &Pg, channel: &str) {
     db.grid()
-        .put("app:sentinel", &1u8, CacheOptions::new().tag("sentinel"))
+        .put("app:sentinel", 1u8, CacheOptions::new().tag("sentinel"))
         .await
         .unwrap();
     notify(&pg.pool, channel, &NotifyPayload::new().tag("sentinel"))
@@ -125,9 +125,11 @@ async fn a_trigger_notify_invalidates_end_to_end() {
         .unwrap();
     eventually("user:2 is invalidated", || gone(&db, "app:user:2")).await;
 
-    // A TRUNCATE cannot name its rows: it flushes.
-    db.grid()
-        .put("app:unrelated", &1u8, CacheOptions::new())
+    // A TRUNCATE cannot name its rows: it flushes the cache's namespace.
+    let _: u8 = db
+        .named("unrelated")
+        .key("unrelated")
+        .fetch_with(|| async { Ok::<_, sqlx::Error>(1) })
         .await
         .unwrap();
     sqlx::query("truncate users")
@@ -157,7 +159,7 @@ async fn a_killed_connection_is_recovered_and_what_it_may_have_missed_is_invalid
 
     assert_eq!(load_user_in_collection(&db, &pg, 1).await.name, "Ada");
     db.grid()
-        .put("app:other", &1u8, CacheOptions::new().tag("other"))
+        .put("app:other", 1u8, CacheOptions::new().tag("other"))
         .await
         .unwrap();
 
@@ -217,7 +219,7 @@ async fn without_covered_tags_a_dropped_connection_flushes() {
     let db = cache();
     let mut listener = start(&db, &pg, &pg.schema, &[]).await;
     db.grid()
-        .put("app:anything", &1u8, CacheOptions::new().tag("x"))
+        .put("app:anything", 1u8, CacheOptions::new().tag("x"))
         .await
         .unwrap();
     let pid = listener.status().backend_pid.unwrap();
@@ -246,7 +248,7 @@ async fn payload_keys_tags_and_flush() {
     let put = |key: &'static str, tag: &'static str| {
         let grid = db.grid().clone();
         async move {
-            grid.put(key, &1u8, CacheOptions::new().tag(tag))
+            grid.put(key, 1u8, CacheOptions::new().tag(tag))
                 .await
                 .unwrap()
         }
@@ -280,10 +282,18 @@ async fn payload_keys_tags_and_flush() {
     settle(&db, &pg, &pg.schema).await;
     assert!(db.grid().contains_key("app:k3").await);
 
+    // A flush reaches what the listener's DbCache stored, not the rest of the grid.
+    let _: u8 = db
+        .named("k4")
+        .key("k4")
+        .fetch_with(|| async { Ok::<_, sqlx::Error>(4) })
+        .await
+        .unwrap();
     notify(&pg.pool, &pg.schema, &NotifyPayload::new().flush())
         .await
         .unwrap();
-    eventually("flush", || gone(&db, "other:k1")).await;
+    eventually("flush", || gone(&db, "app:k4")).await;
+    assert!(db.grid().contains_key("other:k1").await);
     assert_eq!(listener.status().recoveries, 0);
     pg.cleanup().await;
 }
@@ -296,11 +306,11 @@ async fn an_unreadable_payload_counts_as_a_missed_notification() {
     let db = cache();
     let mut listener = start(&db, &pg, &pg.schema, &["users"]).await;
     db.grid()
-        .put("app:list", &1u8, CacheOptions::new().tag("users"))
+        .put("app:list", 1u8, CacheOptions::new().tag("users"))
         .await
         .unwrap();
     db.grid()
-        .put("app:other", &1u8, CacheOptions::new().tag("other"))
+        .put("app:other", 1u8, CacheOptions::new().tag("other"))
         .await
         .unwrap();
     for garbage in ["user:42", r#"{"tags":"users"}"#, r#"{"prefix":"user:"}"#] {

@@ -11,15 +11,18 @@ use std::time::Duration;
 
 use db_support::{eventually, user, SerdeUser, Sqlite, User};
 use hydracache::db::{
-    query_cache_policy, CacheEntity, DbCache, DbCacheError, InvalidationSet, QueryStats,
-    SqlxQueryExt,
+    query_cache_policy, DbCache, DbCacheError, InvalidationSet, QueryStats, SqlxQueryExt,
 };
-use hydracache::{CacheError, CacheOptions, Clock, Grid, ManualClock, Postcard, StoreError};
+use hydracache::{
+    CacheError, CacheEventKind, CacheOptions, Clock, Grid, ManualClock, Postcard, StoreError,
+};
 use tokio::sync::Semaphore;
 
 const SELECT_USER: &str = "select id, name from users where id = ?";
 const SELECT_USERS_NAMED: &str = "select id, name from users where name = ? order by id";
 const SELECT_USERS: &str = "select id, name from users order by id";
+/// The collection tag of `User` (`#[hydracache(collection = "users")]`).
+const USERS: &str = "users";
 
 fn cache() -> DbCache {
     DbCache::new(Grid::local().build(), "app")
@@ -93,7 +96,7 @@ async fn an_entity_write_invalidates_the_entity_and_its_collection() {
     let sqlite = Sqlite::memory().await;
     let db = cache();
     let all = || {
-        db.collection::<User>(User::COLLECTION)
+        db.collection::<User>(USERS)
             .fetch_all(&sqlite.pool, sqlx::query_as(SELECT_USERS))
     };
     assert_eq!(all().await.unwrap().len(), 2);
@@ -146,7 +149,7 @@ async fn fetch_all_caches_an_empty_vec() {
     let named = |name: &'static str| {
         db.named::<User>("users-named")
             .key(format!("users:named:{name}"))
-            .tag(User::COLLECTION)
+            .tag(USERS)
             .fetch_all(&sqlite.pool, sqlx::query_as(SELECT_USERS_NAMED).bind(name))
     };
     let before = sqlite.queries();
@@ -158,7 +161,7 @@ async fn fetch_all_caches_an_empty_vec() {
         .execute(&sqlite.pool)
         .await
         .unwrap();
-    db.invalidate_tag(User::COLLECTION).await.unwrap();
+    db.invalidate_tag(USERS).await.unwrap();
     assert_eq!(named("Hedy").await.unwrap(), vec![user(3, "Hedy")]);
 }
 
@@ -481,16 +484,59 @@ async fn a_panicking_loader_reaches_the_caller_and_leaves_nothing_behind() {
 }
 
 #[tokio::test]
-async fn a_value_of_another_type_under_the_key_is_replaced_by_a_fresh_load() {
+async fn a_value_of_another_type_under_the_key_is_the_callers_error_and_stays() {
     let sqlite = Sqlite::memory().await;
     let db = cache();
     db.grid()
-        .put("app:user:1", &7u8, CacheOptions::new())
+        .put("app:user:1", 7u8, CacheOptions::new())
         .await
         .unwrap();
-    assert_eq!(load_user(&db, &sqlite, 1).await.unwrap(), user(1, "Ada"));
-    assert_eq!(load_user(&db, &sqlite, 1).await.unwrap(), user(1, "Ada"));
-    assert_eq!(stats(&db, "user").loads, 1);
+    let before = sqlite.queries();
+    let err = load_user(&db, &sqlite, 1).await.unwrap_err();
+    assert!(
+        matches!(err, DbCacheError::Cache(CacheError::Store(_))),
+        "{err:?}"
+    );
+    assert_eq!(sqlite.queries(), before, "no query ran");
+    assert_eq!(db.grid().get::<u8>("app:user:1").await.unwrap(), Some(7));
+}
+
+#[tokio::test]
+async fn a_miss_through_the_database_cache_is_counted_once() {
+    let sqlite = Sqlite::memory().await;
+    let grid = Grid::local().enable_access_events(true).build();
+    let mut access = grid.subscribe_access();
+    let db = DbCache::new(grid.clone(), "app");
+    load_user(&db, &sqlite, 1).await.unwrap();
+    let s = grid.stats();
+    assert_eq!((s.hits, s.misses, s.loads), (0, 1, 1));
+    let mut misses = 0;
+    while let Some(event) = access.try_next_event() {
+        misses += usize::from(event.unwrap().kind() == CacheEventKind::Miss);
+    }
+    assert_eq!(misses, 1);
+}
+
+#[tokio::test]
+async fn flushing_a_database_cache_flushes_its_namespace_only() {
+    let sqlite = Sqlite::memory().await;
+    let grid = Grid::local().build();
+    let a = DbCache::new(grid.clone(), "a");
+    let b = DbCache::new(grid.clone(), "b");
+    load_user(&a, &sqlite, 1).await.unwrap();
+    load_user(&b, &sqlite, 1).await.unwrap();
+    grid.put("session:9", 1u8, CacheOptions::new())
+        .await
+        .unwrap();
+
+    a.flush().await.unwrap();
+    assert!(!grid.contains_key("a:user:1").await);
+    assert!(grid.contains_key("b:user:1").await, "another namespace");
+    assert!(grid.contains_key("session:9").await, "the rest of the grid");
+
+    b.invalidate(&InvalidationSet::new().flush()).await.unwrap();
+    assert!(!grid.contains_key("b:user:1").await);
+    assert!(grid.contains_key("session:9").await);
 }
 
 #[tokio::test]
@@ -629,7 +675,7 @@ async fn a_policy_is_reused_across_call_sites() {
     let load_user = query_cache_policy!(
         name = "load-user",
         entity = User,
-        collection_tag = User::COLLECTION,
+        collection_tag = USERS,
         ttl_secs = 60,
         negative_ttl_secs = 5,
     );
@@ -655,7 +701,7 @@ async fn a_policy_is_reused_across_call_sites() {
     assert_eq!((s.hits, s.misses, s.loads), (1, 3, 3));
 
     // Its tags and TTLs came with it.
-    db.invalidate_tag(User::COLLECTION).await.unwrap();
+    db.invalidate_tag(USERS).await.unwrap();
     assert!(!db.grid().contains_key("app:user:1").await);
     let _ = db
         .cached_with::<User>(&load_user)
@@ -725,7 +771,7 @@ async fn invalidation_sets_apply_keys_tags_and_flush() {
     let put = |key: &'static str, tag: &'static str| {
         let grid = db.grid().clone();
         async move {
-            grid.put(key, &1u8, CacheOptions::new().tag(tag))
+            grid.put(key, 1u8, CacheOptions::new().tag(tag))
                 .await
                 .unwrap()
         }
@@ -739,8 +785,66 @@ async fn invalidation_sets_apply_keys_tags_and_flush() {
     assert!(!db.grid().contains_key("app:a").await);
     assert!(!db.grid().contains_key("app:b").await);
     assert!(db.grid().contains_key("app:c").await);
+    let _: u8 = db
+        .named("d")
+        .key("d")
+        .fetch_with(|| async { Ok::<_, sqlx::Error>(1) })
+        .await
+        .unwrap();
     db.invalidate(&InvalidationSet::new().flush())
         .await
         .unwrap();
-    assert!(!db.grid().contains_key("app:c").await);
+    assert!(!db.grid().contains_key("app:d").await);
+    // A flush reaches what this cache stored, not what the grid was given
+    // directly under a key that looks like the namespace's.
+    assert!(db.grid().contains_key("app:c").await);
+}
+
+/// A row type that is not `Clone`.
+#[derive(
+    sqlx::FromRow,
+    hydracache::rkyv::Archive,
+    hydracache::rkyv::Serialize,
+    hydracache::rkyv::Deserialize,
+    serde::Serialize,
+    serde::Deserialize,
+    Debug,
+    PartialEq,
+)]
+#[rkyv(crate = hydracache::rkyv)]
+struct Row {
+    id: i64,
+    name: String,
+}
+
+#[tokio::test]
+async fn row_types_need_not_be_clone() {
+    let sqlite = Sqlite::memory().await;
+    let ada = || Row {
+        id: 1,
+        name: "Ada".to_string(),
+    };
+
+    let db = cache();
+    let fetch = || {
+        db.entity::<Row>("row", 1)
+            .fetch_one(&sqlite.pool, sqlx::query_as(SELECT_USER).bind(1i64))
+    };
+    // Three callers miss together: one query, and each gets its own row.
+    let (a, b, c) = tokio::join!(fetch(), fetch(), fetch());
+    for row in [a, b, c] {
+        assert_eq!(row.unwrap(), ada());
+    }
+    assert_eq!(fetch().await.unwrap(), ada(), "a hit");
+    assert_eq!(stats(&db, "row").loads, 1);
+
+    let serde_db = DbCache::new(Grid::local().codec::<Postcard>().build(), "app");
+    let fetch = || {
+        serde_db
+            .entity::<Row>("row", 1)
+            .fetch_optional(&sqlite.pool, sqlx::query_as(SELECT_USER).bind(1i64))
+    };
+    let (a, b) = tokio::join!(fetch(), fetch());
+    assert_eq!((a.unwrap(), b.unwrap()), (Some(ada()), Some(ada())));
+    assert_eq!(serde_db.query_stats()[0].loads, 1);
 }

@@ -6,10 +6,12 @@
 mod db_support;
 
 use db_support::{pg, user, Sqlite, User, PG_SELECT_USER};
-use hydracache::db::{CacheEntity, DbCache, DbCacheError, InvalidationSet};
+use hydracache::db::{DbCache, DbCacheError, InvalidationSet};
 use hydracache::Grid;
 
 const SELECT_USER: &str = "select id, name from users where id = ?";
+/// The collection tag of `User` (`#[hydracache(collection = "users")]`).
+const USERS: &str = "users";
 
 fn cache() -> DbCache {
     DbCache::new(Grid::local().build(), "app")
@@ -92,7 +94,7 @@ async fn write_commits_then_invalidates_what_it_recorded() {
     let db = cache();
     load_user(&db, &sqlite, 2).await;
     let all = db
-        .collection::<User>(User::COLLECTION)
+        .collection::<User>(USERS)
         .fetch_all(
             &sqlite.pool,
             sqlx::query_as("select id, name from users order by id"),

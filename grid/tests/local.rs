@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use hydracache::{
-    cacheable, cacheable_infallible, CacheError, CacheEvent, CacheKeyBuilder, CacheOptions, Clock,
-    EventError, EventOrigin, Grid, ManualClock, Postcard, StoreError, TagSet,
+    cacheable, cacheable_infallible, CacheError, CacheEvent, CacheEventKind, CacheKeyBuilder,
+    CacheOptions, Clock, EventError, EventOrigin, Grid, ManualClock, Postcard, StoreError, TagSet,
 };
 use rkyv::{Archive, Deserialize, Serialize};
 use tokio::sync::{oneshot, Barrier};
@@ -281,15 +281,13 @@ async fn expired_values_are_never_returned_and_contains_key_agrees() {
         .build();
     grid.put(
         "short",
-        &1u8,
+        1u8,
         CacheOptions::new().ttl(Duration::from_secs(1)),
     )
     .await
     .unwrap();
-    grid.put("default", &2u8, CacheOptions::new())
-        .await
-        .unwrap();
-    grid.put("forever", &3u8, CacheOptions::new().no_ttl())
+    grid.put("default", 2u8, CacheOptions::new()).await.unwrap();
+    grid.put("forever", 3u8, CacheOptions::new().no_ttl())
         .await
         .unwrap();
     clock.advance(Duration::from_millis(999));
@@ -320,7 +318,7 @@ async fn expired_values_are_never_returned_and_contains_key_agrees() {
 async fn capacity_bounds_bytes_and_evictions_are_counted() {
     let grid = Grid::local().max_capacity_bytes(256 << 10).build();
     for i in 0..5_000u64 {
-        grid.put(&format!("k{i}"), &vec![i; 16], CacheOptions::new().tag("t"))
+        grid.put(&format!("k{i}"), vec![i; 16], CacheOptions::new().tag("t"))
             .await
             .unwrap();
     }
@@ -335,7 +333,7 @@ async fn a_hit_completes_on_its_first_poll() {
     let grid = Grid::local().build();
     grid.put(
         "k",
-        &user(1),
+        user(1),
         CacheOptions::new()
             .tags(["a", "b"])
             .ttl(Duration::from_secs(60)),
@@ -355,7 +353,7 @@ async fn a_hit_completes_on_its_first_poll() {
         .expect("a get_or_load hit is ready on first poll");
     assert_eq!(loaded.unwrap(), user(1));
     let typed = grid.typed::<User>("ns");
-    typed.put("x", &user(3), CacheOptions::new()).await.unwrap();
+    typed.put("x", user(3), CacheOptions::new()).await.unwrap();
     assert_eq!(
         typed.get("x").now_or_never().unwrap().unwrap(),
         Some(user(3))
@@ -366,7 +364,7 @@ async fn a_hit_completes_on_its_first_poll() {
 async fn no_event_is_built_without_a_subscriber() {
     let grid = Grid::local().enable_access_events(true).build();
     for i in 0..100u64 {
-        grid.put(&format!("k{i}"), &i, CacheOptions::new().tag("t"))
+        grid.put(&format!("k{i}"), i, CacheOptions::new().tag("t"))
             .await
             .unwrap();
         let _ = grid.get::<u64>(&format!("k{i}")).await.unwrap();
@@ -375,7 +373,7 @@ async fn no_event_is_built_without_a_subscriber() {
     assert_eq!(grid.stats().events_published, 0);
 
     let _sub = grid.subscribe();
-    grid.put("x", &1u64, CacheOptions::new()).await.unwrap();
+    grid.put("x", 1u64, CacheOptions::new()).await.unwrap();
     let _ = grid.get::<u64>("x").await; // access events need an access subscriber
     assert_eq!(grid.stats().events_published, 1);
     let _access = grid.subscribe_access();
@@ -390,56 +388,56 @@ async fn subscriptions_filter_and_a_slow_subscriber_lags_without_blocking_the_ca
     let mut key = grid.subscribe_key("user:1");
     let mut tag = grid.subscribe_tag("users");
     let mut mutations = grid.subscribe_mutations();
-    grid.put("user:1", &user(1), CacheOptions::new().tag("users"))
+    grid.put("user:1", user(1), CacheOptions::new().tag("users"))
         .await
         .unwrap();
-    grid.put("other", &1u8, CacheOptions::new()).await.unwrap();
+    grid.put("other", 1u8, CacheOptions::new()).await.unwrap();
     grid.invalidate_tag("users").await.unwrap();
     grid.remove("user:1").await.unwrap();
 
     assert_eq!(
-        key.recv().await.unwrap(),
-        CacheEvent::Inserted {
+        key.next_event().await.unwrap(),
+        CacheEvent::Stored {
             key: "user:1".into(),
             tags: vec!["users".into()],
             origin: EventOrigin::Local
         }
     );
     assert_eq!(
-        key.recv().await.unwrap(),
+        key.next_event().await.unwrap(),
         CacheEvent::Removed {
             key: "user:1".into(),
             origin: EventOrigin::Local
         }
     );
     assert!(matches!(
-        tag.recv().await.unwrap(),
-        CacheEvent::Inserted { .. }
+        tag.next_event().await.unwrap(),
+        CacheEvent::Stored { .. }
     ));
     assert_eq!(
-        tag.recv().await.unwrap(),
+        tag.next_event().await.unwrap(),
         CacheEvent::TagInvalidated {
             tag: "users".into(),
             origin: EventOrigin::Local
         }
     );
     for _ in 0..4 {
-        assert!(mutations.recv().await.unwrap().is_mutation());
+        assert!(mutations.next_event().await.unwrap().is_mutation());
     }
-    assert!(all.recv().await.is_ok());
+    assert!(all.next_event().await.is_ok());
 
     // `all` stops reading; the cache keeps going and `all` learns how much it missed.
     for i in 0..100u64 {
-        grid.put(&format!("n{i}"), &i, CacheOptions::new())
+        grid.put(&format!("n{i}"), i, CacheOptions::new())
             .await
             .unwrap();
     }
-    match all.recv().await {
+    match all.next_event().await {
         Err(EventError::Lagged(n)) => assert!(n >= 90, "{n}"),
         other => panic!("{other:?}"),
     }
     assert!(
-        all.recv().await.is_ok(),
+        all.next_event().await.is_ok(),
         "a lagged subscriber continues with what is buffered"
     );
     assert!(grid.stats().subscriber_lag >= 90);
@@ -454,7 +452,7 @@ async fn on_mutation_calls_back_until_the_handle_is_dropped() {
         assert!(e.is_mutation());
         s.fetch_add(1, Ordering::SeqCst);
     });
-    grid.put("a", &1u8, CacheOptions::new()).await.unwrap();
+    grid.put("a", 1u8, CacheOptions::new()).await.unwrap();
     while seen.load(Ordering::SeqCst) < 1 {
         tokio::task::yield_now().await;
     }
@@ -463,7 +461,7 @@ async fn on_mutation_calls_back_until_the_handle_is_dropped() {
     while grid.diagnostics().subscribers != 0 {
         tokio::task::yield_now().await;
     }
-    grid.put("b", &1u8, CacheOptions::new()).await.unwrap();
+    grid.put("b", 1u8, CacheOptions::new()).await.unwrap();
     assert_eq!(grid.stats().events_published, 1, "nobody listens any more");
 }
 
@@ -474,7 +472,7 @@ async fn serde_types_work_through_the_postcard_codec() {
         id: 1,
         email: "a@example.com".into(),
     };
-    grid.put("u", &u, CacheOptions::new()).await.unwrap();
+    grid.put("u", u.clone(), CacheOptions::new()).await.unwrap();
     assert_eq!(grid.get::<SerdeUser>("u").await.unwrap(), Some(u.clone()));
     let loaded = grid
         .get_or_load("v", CacheOptions::new(), || async {
@@ -490,7 +488,7 @@ async fn serde_types_work_through_the_postcard_codec() {
 }
 
 #[tokio::test]
-async fn a_value_that_no_longer_decodes_is_a_typed_error_and_is_dropped() {
+async fn a_read_of_the_wrong_type_is_a_typed_error_and_keeps_the_entry() {
     #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
     struct UserV2 {
         id: u64,
@@ -498,7 +496,7 @@ async fn a_value_that_no_longer_decodes_is_a_typed_error_and_is_dropped() {
         roles: Vec<String>,
     }
     let grid = Grid::local().build();
-    grid.put("user:1", &user(1), CacheOptions::new())
+    grid.put("user:1", user(1), CacheOptions::new())
         .await
         .unwrap();
     let err = grid.get::<UserV2>("user:1").await.unwrap_err();
@@ -506,10 +504,11 @@ async fn a_value_that_no_longer_decodes_is_a_typed_error_and_is_dropped() {
         matches!(err, CacheError::Store(StoreError::Decode(_))),
         "{err:?}"
     );
-    assert!(!grid.contains_key("user:1").await);
+    // The mismatch is the caller's: a reader of the right type still hits.
+    assert_eq!(grid.get::<User>("user:1").await.unwrap(), Some(user(1)));
 
     let serde_view = grid.typed_with::<SerdeUser, Postcard>("s");
-    grid.put("s:1", &7u8, CacheOptions::new()).await.unwrap();
+    grid.put("s:1", 7u8, CacheOptions::new()).await.unwrap();
     let err = serde_view.get("1").await.unwrap_err();
     assert!(
         matches!(
@@ -521,7 +520,39 @@ async fn a_value_that_no_longer_decodes_is_a_typed_error_and_is_dropped() {
         ),
         "{err:?}"
     );
-    assert!(!serde_view.contains_key("1").await);
+    // The codec's own error is kept as the source, not flattened into a string.
+    let source = std::error::Error::source(&err).expect("the codec's error");
+    assert!(!source.to_string().is_empty());
+    assert_eq!(grid.get::<u8>("s:1").await.unwrap(), Some(7));
+}
+
+#[tokio::test]
+async fn a_miss_through_a_typed_view_is_counted_once() {
+    let grid = Grid::local().enable_access_events(true).build();
+    let mut access = grid.subscribe_access();
+    let users = grid.typed::<User>("user");
+    let loaded = users
+        .get_or_load("2", CacheOptions::new(), || async {
+            Ok::<_, DbError>(user(2))
+        })
+        .await
+        .unwrap();
+    assert_eq!(loaded, user(2));
+    let s = grid.stats();
+    assert_eq!((s.hits, s.misses, s.loads), (0, 1, 1));
+    assert_eq!(
+        access.try_next_event().map(|e| e.unwrap().kind()),
+        Some(CacheEventKind::Miss)
+    );
+    assert!(access.try_next_event().is_none(), "one Miss event");
+
+    let _: u64 = users
+        .grid()
+        .typed::<u64>("n")
+        .get_or_insert_with("1", CacheOptions::new(), || async { 1 })
+        .await
+        .unwrap();
+    assert_eq!(grid.stats().misses, 2);
 }
 
 #[tokio::test]
@@ -531,25 +562,24 @@ async fn bad_input_is_a_typed_error_and_loses_nothing() {
         .max_entry_bytes(1024)
         .max_key_len(32)
         .build();
-    grid.put("keep", &1u32, CacheOptions::new()).await.unwrap();
+    grid.put("keep", 1u32, CacheOptions::new()).await.unwrap();
     assert!(matches!(
-        grid.put("", &1u32, CacheOptions::new()).await,
+        grid.put("", 1u32, CacheOptions::new()).await,
         Err(CacheError::Store(StoreError::EmptyKey))
     ));
     assert!(matches!(
-        grid.put(&"k".repeat(33), &1u32, CacheOptions::new()).await,
+        grid.put(&"k".repeat(33), 1u32, CacheOptions::new()).await,
         Err(CacheError::Store(StoreError::KeyTooLong {
             len: 33,
             max: 32
         }))
     ));
     assert!(matches!(
-        grid.put("keep", &vec![0u8; 4096], CacheOptions::new())
-            .await,
+        grid.put("keep", vec![0u8; 4096], CacheOptions::new()).await,
         Err(CacheError::Store(StoreError::EntryTooLarge { .. }))
     ));
     assert!(matches!(
-        grid.put("keep", &1u32, CacheOptions::new().tag("")).await,
+        grid.put("keep", 1u32, CacheOptions::new().tag("")).await,
         Err(CacheError::Store(StoreError::BadTag { .. }))
     ));
     let runs = Arc::new(AtomicUsize::new(0));
@@ -607,7 +637,7 @@ async fn typed_views_share_storage_stats_and_invalidation() {
     let grid = Grid::local().build();
     let users = grid.typed::<User>("user");
     users
-        .put("1", &user(1), CacheOptions::new().tag("users"))
+        .put("1", user(1), CacheOptions::new().tag("users"))
         .await
         .unwrap();
     assert_eq!(grid.get::<User>("user:1").await.unwrap(), Some(user(1)));
@@ -622,11 +652,10 @@ async fn typed_views_share_storage_stats_and_invalidation() {
     grid.invalidate_tag("users").await.unwrap();
     assert_eq!(users.get("1").await.unwrap(), None);
     assert!(!users.contains_key("2").await);
-    users.put("3", &user(3), CacheOptions::new()).await.unwrap();
+    users.put("3", user(3), CacheOptions::new()).await.unwrap();
     assert!(users.remove("3").await.unwrap());
     let s = grid.stats();
-    assert_eq!(s.loads, 1);
-    assert!(s.hits >= 2);
+    assert_eq!((s.hits, s.misses, s.loads), (2, 2, 1));
 }
 
 #[tokio::test]
@@ -640,7 +669,7 @@ async fn macros_expand_to_the_cache_methods() {
             key = "answer",
             tag = "numbers",
             ttl_secs = 60,
-            load = async move {
+            load = move || async move {
                 r.fetch_add(1, Ordering::SeqCst);
                 Ok::<_, DbError>(42)
             },
@@ -654,7 +683,7 @@ async fn macros_expand_to_the_cache_methods() {
         cache = grid,
         key = format!("s:{}", 1),
         tags = ["x", "y"],
-        load = async { "one".to_string() }
+        load = || async { "one".to_string() }
     )
     .await
     .unwrap();
@@ -676,25 +705,24 @@ fn key_segments_cannot_collide() {
         let kx = x
             .iter()
             .fold(CacheKeyBuilder::new(), |b, s| b.segment(s))
-            .build();
+            .build_string();
         let ky = y
             .iter()
             .fold(CacheKeyBuilder::new(), |b, s| b.segment(s))
-            .build();
+            .build_string();
         assert_ne!(kx, ky, "{x:?} vs {y:?}");
     }
     assert_eq!(
         CacheKeyBuilder::new()
             .tenant("t")
-            .entity("user")
-            .id(42)
-            .build(),
-        "t:user:42"
+            .entity("user", 42)
+            .build_string(),
+        "tenant:t:user:42"
     );
     let set: TagSet = ["a", "b", "a"].into_iter().collect();
     assert_eq!(set.len(), 2);
     assert_eq!(
-        CacheOptions::new().tag_set(&set).tag("c").tag_names().len(),
+        CacheOptions::new().tag_set(set).tag("c").tag_names().len(),
         3
     );
 }
@@ -723,4 +751,53 @@ async fn a_loader_that_panics_before_returning_its_future_leaves_no_stuck_flight
         .unwrap();
     assert_eq!(v, 5);
     assert_eq!(grid.stats().load_errors, 1);
+}
+
+#[tokio::test]
+async fn typed_views_subscribe_within_their_namespace() {
+    let grid = Grid::local().enable_access_events(true).build();
+    let users = grid.typed::<User>("user");
+    let mut all = users.subscribe();
+    let mut one = users.subscribe_key("1");
+    let mut tagged = users.subscribe_tag("vip");
+    let mut access = users.subscribe_access();
+
+    grid.put("order:1", 1u8, CacheOptions::new().tag("vip"))
+        .await
+        .unwrap();
+    users
+        .put("2", user(2), CacheOptions::new().tag("vip"))
+        .await
+        .unwrap();
+    users.put("1", user(1), CacheOptions::new()).await.unwrap();
+    let _ = grid.get::<u8>("order:1").await;
+    let _ = users.get("3").await;
+    grid.invalidate_tag("vip").await.unwrap();
+
+    let drain = |sub: &mut hydracache::Subscription| {
+        let mut seen = Vec::new();
+        while let Some(e) = sub.try_next_event() {
+            let e = e.unwrap();
+            seen.push((e.kind(), e.key().map(str::to_string)));
+        }
+        seen
+    };
+    let key = |k: &str| Some(k.to_string());
+    assert_eq!(
+        drain(&mut all),
+        [
+            (CacheEventKind::Stored, key("user:2")),
+            (CacheEventKind::Stored, key("user:1")),
+            (CacheEventKind::TagInvalidated, None),
+        ]
+    );
+    assert_eq!(drain(&mut one), [(CacheEventKind::Stored, key("user:1"))]);
+    assert_eq!(
+        drain(&mut tagged),
+        [
+            (CacheEventKind::Stored, key("user:2")),
+            (CacheEventKind::TagInvalidated, None),
+        ]
+    );
+    assert_eq!(drain(&mut access), [(CacheEventKind::Miss, key("user:3"))]);
 }

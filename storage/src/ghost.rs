@@ -8,9 +8,9 @@
 //! generation holds it, which covers the last `per_generation` to
 //! `2 x per_generation` evictions. At 16 to 32 bits per key of a
 //! generation (the bit count is rounded up to a power of two), two
-//! generations of half the shard's entries cost 2 to 4 bytes per resident
-//! entry, where the fingerprint FIFO and its count map it replaces cost 7 to
-//! 12. The price is false positives, under 1% with three bits per key; a
+//! generations of 1.5 times the shard's entries (`shard.rs`) cost 6 to 12
+//! bytes per resident entry; a fingerprint FIFO and its count map covering
+//! as many keys would cost about three times that. The price is false positives, under 1% with three bits per key; a
 //! false positive makes a new key a candidate for the main queue, where it
 //! skips the probation of the small queue if it beats the main queue's victim
 //! (see `shard.rs`). With 8 bits per key (about 3% false positives) that cost

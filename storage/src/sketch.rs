@@ -49,14 +49,13 @@ impl Sketch {
         }
     }
 
-    /// Grows the sketch to one counter per row for each of `entries`
-    /// entries. Growing forgets the counts (they cannot be rehashed); it
+    /// Grows the sketch to at least `counters` counters per row. Growing forgets the counts (they cannot be rehashed); it
     /// happens a logarithmic number of times while a shard fills.
-    pub(crate) fn ensure(&mut self, entries: usize) {
-        if entries <= self.width() {
+    pub(crate) fn ensure(&mut self, counters: usize) {
+        if counters <= self.width() {
             return;
         }
-        let width = entries.next_power_of_two().max(MIN_WIDTH);
+        let width = counters.next_power_of_two().max(MIN_WIDTH);
         self.shift = width.trailing_zeros();
         self.table = vec![0u64; ROWS * width / 16].into_boxed_slice();
         self.additions = 0;

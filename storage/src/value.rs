@@ -120,22 +120,26 @@ impl EntryRef<'_> {
     }
 
     /// The archived value bytes (16-byte aligned).
+    #[inline]
     pub fn bytes(&self) -> &[u8] {
         self.entry().value()
     }
 
     /// The key.
+    #[inline]
     pub fn key(&self) -> &[u8] {
         self.entry().key()
     }
 
     /// The value read in place as `T`'s archived form, validated first unless
     /// this process archived it as `T`.
+    #[inline]
     pub fn archived<T: StoreValue>(&self) -> Result<&T::Archived, StoreError> {
         access::<T>(self.bytes(), self.entry().header().type_tag)
     }
 
     /// Copies the value out as an owned `T`.
+    #[inline]
     pub fn deserialize<T: StoreValue>(&self) -> Result<T, StoreError> {
         decode::<T>(self.bytes(), self.entry().header().type_tag)
     }
@@ -157,6 +161,7 @@ impl EntryRef<'_> {
     }
 
     /// The type tag recorded with the value (0 if unknown).
+    #[inline]
     pub fn type_tag(&self) -> u64 {
         self.entry().header().type_tag
     }

@@ -32,18 +32,18 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let entity = attrs
         .entity
         .ok_or_else(|| missing("entity", "entity = \"user\""))?;
-    let collection = attrs
-        .collection
-        .ok_or_else(|| missing("collection", "collection = \"users\""))?;
     let id = attrs.id.ok_or_else(|| missing("id", "id = i64"))?;
 
+    let collection = attrs.collection.map(|c| {
+        quote!(const COLLECTION: ::core::option::Option<&'static str> = ::core::option::Option::Some(#c);)
+    });
     let name = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     Ok(quote! {
         impl #impl_generics ::hydracache::db::CacheEntity for #name #ty_generics #where_clause {
             type Id = #id;
             const ENTITY: &'static str = #entity;
-            const COLLECTION: &'static str = #collection;
+            #collection
         }
     })
 }

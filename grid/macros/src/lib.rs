@@ -26,11 +26,12 @@ mod policy;
 /// #[hydracache(entity = "user", collection = "users", id = i64)]
 /// struct User { id: i64, name: String }
 ///
-/// // User::ENTITY == "user", User::COLLECTION == "users",
+/// // User::ENTITY == "user", User::COLLECTION == Some("users"),
 /// // User::cache_key(&42) == "user:42", User::cache_tag(&42) == "user:42"
 /// ```
 ///
-/// All three keys are required: `entity` and `collection` are string
+/// `entity` and `id` are required, `collection` is optional (without it the
+/// entity has no collection tag): `entity` and `collection` are string
 /// literals (non-empty, no `:` and no whitespace, since they become parts of
 /// keys and tags), `id` is the id's type (it must implement `Display`).
 #[proc_macro_derive(HydraCacheEntity, attributes(hydracache))]

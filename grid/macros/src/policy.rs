@@ -169,7 +169,9 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
     match (p.entity, p.id) {
         (Some((_, Entity::Name(lit))), Some((_, id))) => calls.push(quote!(.entity(#lit).id(#id))),
         (Some((_, Entity::Name(lit))), None) => calls.push(quote!(.entity(#lit))),
-        (Some((_, Entity::Type(ty))), Some((_, id))) => calls.push(quote!(.for_entity::<#ty>(#id))),
+        (Some((_, Entity::Type(ty))), Some((_, id))) => {
+            calls.push(quote!(.for_cache_entity::<#ty>(#id)))
+        }
         (Some((_, Entity::Type(ty))), None) => calls.push(quote!(.entity_of::<#ty>())),
         (None, _) => {}
     }
@@ -181,7 +183,7 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
         calls.push(quote!(.negative_ttl(#ttl)));
     }
     Ok(quote! {
-        ::hydracache::db::QueryCachePolicy::new(#name) #(#calls)*
+        ::hydracache::db::QueryCachePolicy::named(#name) #(#calls)*
     })
 }
 

@@ -1,101 +1,122 @@
 //! `hydracache-node`: a grid member (or client) as a process, and a
-//! development certificate tool.
+//! development certificate tool. `hydracache-node --help` and
+//! `hydracache-node <command> --help` list every flag; each flag can also
+//! be given as the `HYDRACACHE_*` environment variable shown there.
 //!
 //! ```text
 //! hydracache-node certs --cluster NAME --out DIR NODE...
 //!     writes DIR/ca.pem and DIR/NODE.pem, DIR/NODE.key for each node
 //! hydracache-node run --cluster NAME --node-id ID --ca CA --cert CERT --key KEY
 //!                     [--bind ADDR] [--seed ADDR]... [--client] [--gossip-ms N]
-//!     starts a node; prints `LISTEN <addr>`, then answers commands on stdin,
-//!     one per line: `put KEY VALUE [TAG]`, `get KEY`, `invalidate-tag TAG`,
-//!     `view`, `quit`
+//!                     [--http ADDR [--http-token TOKEN]]
+//!     starts a node; prints `LISTEN <addr>` (and `HTTP <url>` with --http),
+//!     then answers commands on stdin, one per line: `put KEY VALUE [TAG]`,
+//!     `get KEY`, `load KEY VALUE [TAG]` (answers `VALUE V`, with ` loaded`
+//!     when its loader ran), `invalidate-key KEY`, `invalidate-tag TAG`,
+//!     `view`, `status`, `quit`
 //! ```
 
 use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::{Args, Parser, Subcommand};
 use hydracache::cluster::{DevCa, TlsConfig};
 use hydracache::{CacheOptions, Grid};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-fn usage() -> ! {
-    eprintln!(
-        "usage:\n  hydracache-node certs --cluster NAME --out DIR NODE...\n  \
-         hydracache-node run --cluster NAME --node-id ID --ca CA --cert CERT --key KEY \
-         [--bind ADDR] [--seed ADDR]... [--client] [--gossip-ms N]"
-    );
-    std::process::exit(2)
+/// A HydraCache grid node as a process.
+#[derive(Parser)]
+#[command(name = "hydracache-node", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-struct Args(Vec<String>);
+#[derive(Subcommand)]
+enum Command {
+    /// Writes a development CA and a certificate and key for each node.
+    Certs(CertsArgs),
+    /// Starts a member (or, with --client, a client) and answers commands
+    /// on stdin: put KEY VALUE [TAG], get KEY, load KEY VALUE [TAG],
+    /// invalidate-key KEY, invalidate-tag TAG, view, status, quit.
+    Run(RunArgs),
+}
 
-impl Args {
-    fn value(&self, flag: &str) -> Option<String> {
-        self.0
-            .iter()
-            .position(|a| a == flag)
-            .and_then(|i| self.0.get(i + 1))
-            .cloned()
-    }
-    fn values(&self, flag: &str) -> Vec<String> {
-        self.0
-            .windows(2)
-            .filter(|w| w[0] == flag)
-            .map(|w| w[1].clone())
-            .collect()
-    }
-    fn required(&self, flag: &str) -> String {
-        self.value(flag).unwrap_or_else(|| {
-            eprintln!("missing {flag}");
-            usage()
-        })
-    }
-    fn has(&self, flag: &str) -> bool {
-        self.0.iter().any(|a| a == flag)
-    }
-    /// Words that are neither flags nor flag values.
-    fn positional(&self, flags_with_values: &[&str]) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut skip = false;
-        for a in &self.0 {
-            if skip {
-                skip = false;
-            } else if flags_with_values.contains(&a.as_str()) {
-                skip = true;
-            } else if !a.starts_with("--") {
-                out.push(a.clone());
-            }
-        }
-        out
-    }
+#[derive(Args)]
+struct CertsArgs {
+    /// The cluster name the certificates are issued for.
+    #[arg(long, env = "HYDRACACHE_CLUSTER")]
+    cluster: String,
+    /// The directory to write ca.pem, NODE.pem and NODE.key into.
+    #[arg(long, env = "HYDRACACHE_CERTS_OUT")]
+    out: PathBuf,
+    /// The node ids to issue certificates for.
+    #[arg(required = true)]
+    nodes: Vec<String>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The cluster name (every node of a cluster uses the same one).
+    #[arg(long, env = "HYDRACACHE_CLUSTER")]
+    cluster: String,
+    /// This node's id (the subject of its certificate).
+    #[arg(long, env = "HYDRACACHE_NODE_ID")]
+    node_id: String,
+    /// The cluster's CA certificate (PEM).
+    #[arg(long, env = "HYDRACACHE_CA")]
+    ca: PathBuf,
+    /// This node's certificate (PEM).
+    #[arg(long, env = "HYDRACACHE_CERT")]
+    cert: PathBuf,
+    /// This node's private key (PEM).
+    #[arg(long, env = "HYDRACACHE_KEY")]
+    key: PathBuf,
+    /// The UDP address to listen on (port 0 picks one).
+    #[arg(long, env = "HYDRACACHE_BIND", default_value = "127.0.0.1:0")]
+    bind: SocketAddr,
+    /// A node to join through; repeat the flag, or separate with commas in
+    /// the environment variable. Without seeds the node starts a new cluster.
+    #[arg(long = "seed", env = "HYDRACACHE_SEEDS", value_delimiter = ',')]
+    seeds: Vec<String>,
+    /// Join as a client (a near cache that owns nothing) instead of a member.
+    #[arg(long, env = "HYDRACACHE_CLIENT")]
+    client: bool,
+    /// The gossip interval in milliseconds.
+    #[arg(long, env = "HYDRACACHE_GOSSIP_MS", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    gossip_ms: u64,
+    /// Serve the read-only actuator (health, stats, cluster, metrics,
+    /// dashboard) over HTTP on this TCP address. Keep it on loopback unless
+    /// --http-token is set.
+    #[cfg(feature = "actuator")]
+    #[arg(long, env = "HYDRACACHE_HTTP")]
+    http: Option<SocketAddr>,
+    /// Require `Authorization: Bearer TOKEN` on every actuator route.
+    #[cfg(feature = "actuator")]
+    #[arg(long, env = "HYDRACACHE_HTTP_TOKEN", requires = "http")]
+    http_token: Option<String>,
 }
 
 fn main() {
-    let mut argv = std::env::args().skip(1);
-    let command = argv.next().unwrap_or_else(|| usage());
-    let args = Args(argv.collect());
-    match command.as_str() {
-        "certs" => certs(&args),
-        "run" => {
+    match Cli::parse().command {
+        Command::Certs(args) => certs(args),
+        Command::Run(args) => {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            if let Err(e) = rt.block_on(run(&args)) {
+            if let Err(e) = rt.block_on(run(args)) {
                 eprintln!("hydracache-node: {e}");
                 std::process::exit(1);
             }
         }
-        _ => usage(),
     }
 }
 
-fn certs(args: &Args) {
-    let cluster = args.required("--cluster");
-    let out = args.required("--out");
-    let nodes = args.positional(&["--cluster", "--out"]);
-    if nodes.is_empty() {
-        usage()
-    }
-    let names: Vec<&str> = nodes.iter().map(String::as_str).collect();
-    let result = DevCa::new(&cluster).and_then(|ca| ca.write_files(&out, &names));
+fn certs(args: CertsArgs) {
+    let names: Vec<&str> = args.nodes.iter().map(String::as_str).collect();
+    let result = DevCa::new(&args.cluster).and_then(|ca| ca.write_files(&args.out, &names));
+    let out = args.out.display();
     match result {
         Ok(()) => println!(
             "wrote {out}/ca.pem and certificates for {}",
@@ -108,45 +129,53 @@ fn certs(args: &Args) {
     }
 }
 
-async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let tls = TlsConfig::from_pem_files(
-        args.required("--ca"),
-        args.required("--cert"),
-        args.required("--key"),
-    )?;
-    let gossip = Duration::from_millis(args.value("--gossip-ms").map_or(Ok(200), |v| v.parse())?);
-    let builder = if args.has("--client") {
+async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let tls = TlsConfig::from_pem_files(&args.ca, &args.cert, &args.key)?;
+    let builder = if args.client {
         Grid::client()
     } else {
         Grid::member()
     };
     let grid = builder
-        .cluster(args.required("--cluster"))
-        .node_id(args.required("--node-id"))
-        .bind(
-            args.value("--bind")
-                .unwrap_or_else(|| "127.0.0.1:0".into())
-                .parse()?,
-        )
-        .seeds(args.values("--seed"))
+        .cluster(args.cluster)
+        .node_id(args.node_id)
+        .bind(args.bind)
+        .seeds(args.seeds)
         .tls(tls)
-        .gossip_interval(gossip)
+        .gossip_interval(Duration::from_millis(args.gossip_ms))
         .start()
         .await?;
     let diag = grid.cluster_diagnostics().await.expect("a cluster node");
     let mut out = std::io::stdout();
     writeln!(out, "LISTEN {}", diag.addr)?;
+    #[cfg(feature = "actuator")]
+    if let Some(addr) = args.http {
+        let mut actuator = hydracache::actuator::Actuator::new().cache("grid", grid.clone());
+        if let Some(token) = args.http_token {
+            actuator = actuator.bearer_token(token);
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("--http {addr}: {e}"))?;
+        writeln!(out, "HTTP http://{}/", listener.local_addr()?)?;
+        let router = actuator.router();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                eprintln!("hydracache-node: actuator: {e}");
+            }
+        });
+    }
     out.flush()?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
         let words: Vec<&str> = line.split_whitespace().collect();
         let reply = match words.as_slice() {
             ["put", key, value] => grid
-                .put(key, &value.to_string(), CacheOptions::new())
+                .put(key, value.to_string(), CacheOptions::new())
                 .await
                 .map_or_else(|e| format!("ERR {e}"), |_| "OK".into()),
             ["put", key, value, tag] => grid
-                .put(key, &value.to_string(), CacheOptions::new().tag(*tag))
+                .put(key, value.to_string(), CacheOptions::new().tag(*tag))
                 .await
                 .map_or_else(|e| format!("ERR {e}"), |_| "OK".into()),
             ["get", key] => match grid.get::<String>(key).await {
@@ -154,6 +183,26 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 Ok(None) => "NONE".into(),
                 Err(e) => format!("ERR {e}"),
             },
+            ["load", key, value, tag @ ..] if tag.len() <= 1 => {
+                let value = value.to_string();
+                let options = tag.iter().fold(CacheOptions::new(), |o, t| o.tag(*t));
+                let mut loaded = false;
+                let result = grid
+                    .get_or_load(key, options, || {
+                        loaded = true;
+                        async move { Ok::<_, std::io::Error>(value) }
+                    })
+                    .await;
+                let note = if loaded { " loaded" } else { "" };
+                result.map_or_else(
+                    |e| format!("ERR {e}"),
+                    |v: String| format!("VALUE {v}{note}"),
+                )
+            }
+            ["invalidate-key", key] => grid
+                .invalidate_key(key)
+                .await
+                .map_or_else(|e| format!("ERR {e}"), |_| "OK".into()),
             ["invalidate-tag", tag] => grid
                 .invalidate_tag(tag)
                 .await
@@ -165,6 +214,16 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                     d.members.join(","),
                     d.clients.join(","),
                     d.dead.join(",")
+                )
+            }
+            ["status"] => {
+                let d = grid.cluster_diagnostics().await.expect("a cluster node");
+                format!(
+                    "STATUS epoch={} leader={} term={} generation={}",
+                    d.epoch,
+                    d.raft_leader.unwrap_or_default(),
+                    d.raft_term,
+                    d.generation
                 )
             }
             ["quit"] => break,

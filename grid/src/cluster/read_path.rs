@@ -272,7 +272,7 @@ impl Node {
             return refuse(ErrorCode::REFUSED, &e.to_string());
         }
         if grid.events.active() {
-            grid.events.publish(CacheEvent::Inserted {
+            grid.events.publish(CacheEvent::Stored {
                 key: key.to_string(),
                 tags,
                 origin: EventOrigin::Remote {

@@ -53,6 +53,8 @@ use crate::key::KEY_SEPARATOR;
 pub struct DbCache<C: Codec = Rkyv> {
     grid: Grid<C>,
     ns: Arc<str>,
+    /// `namespace:*`, carried by every entry this cache stores.
+    ns_tag: Arc<str>,
     stats: Arc<Registry>,
 }
 
@@ -61,6 +63,7 @@ impl<C: Codec> Clone for DbCache<C> {
         DbCache {
             grid: self.grid.clone(),
             ns: Arc::clone(&self.ns),
+            ns_tag: Arc::clone(&self.ns_tag),
             stats: Arc::clone(&self.stats),
         }
     }
@@ -82,9 +85,11 @@ impl<C: Codec> DbCache<C> {
     /// assert_eq!(db.full_key("user:42"), "app:user:42");
     /// ```
     pub fn new(grid: Grid<C>, namespace: impl AsRef<str>) -> Self {
+        let ns = namespace.as_ref();
         DbCache {
             grid,
-            ns: Arc::from(namespace.as_ref()),
+            ns: Arc::from(ns),
+            ns_tag: Arc::from(format!("{ns}{KEY_SEPARATOR}*")),
             stats: Arc::default(),
         }
     }
@@ -97,6 +102,23 @@ impl<C: Codec> DbCache<C> {
     /// The namespace.
     pub fn namespace(&self) -> &str {
         &self.ns
+    }
+
+    /// The tag every result this cache stores carries, `namespace:*`:
+    /// [`DbCache::flush`] invalidates it.
+    ///
+    /// ```
+    /// let db = hydracache::db::DbCache::new(hydracache::Grid::local().build(), "app");
+    /// assert_eq!(db.namespace_tag(), "app:*");
+    /// ```
+    pub fn namespace_tag(&self) -> &str {
+        &self.ns_tag
+    }
+
+    /// The grid options a load with `policy` uses: the policy's, plus the
+    /// namespace tag.
+    pub(crate) fn options_for(&self, policy: &QueryCachePolicy) -> crate::CacheOptions {
+        policy.cache_options().tag(&*self.ns_tag)
     }
 
     /// The grid key of `key` in this namespace (`namespace:key`).
@@ -128,17 +150,17 @@ impl<C: Codec> DbCache<C> {
     /// assert_eq!(n, 3);
     /// # });
     /// ```
-    pub fn cached<T: CacheValue<C> + Clone>(&self) -> CachedQuery<'_, T, C> {
-        CachedQuery::new(self, QueryCachePolicy::new("cached"))
+    pub fn cached<T: CacheValue<C>>(&self) -> CachedQuery<'_, T, C> {
+        CachedQuery::new(self, QueryCachePolicy::named("cached"))
     }
 
     /// A query named `name` (a diagnostic label, see [`DbCache::query_stats`]);
     /// give it a key with `.key(..)`.
-    pub fn named<T: CacheValue<C> + Clone>(
+    pub fn named<T: CacheValue<C>>(
         &self,
         name: impl Into<std::borrow::Cow<'static, str>>,
     ) -> CachedQuery<'_, T, C> {
-        CachedQuery::new(self, QueryCachePolicy::new(name))
+        CachedQuery::new(self, QueryCachePolicy::named(name))
     }
 
     /// A query for one entity: key and tag `entity:id` (e.g. `user:42`),
@@ -150,12 +172,12 @@ impl<C: Codec> DbCache<C> {
     /// assert_eq!(q.policy().cache_key().as_deref(), Some("user:42"));
     /// assert_eq!(q.policy().tag_set().iter().collect::<Vec<_>>(), ["user:42"]);
     /// ```
-    pub fn entity<T: CacheValue<C> + Clone>(
+    pub fn entity<T: CacheValue<C>>(
         &self,
         entity: &str,
         id: impl Display,
     ) -> CachedQuery<'_, T, C> {
-        let policy = QueryCachePolicy::new(entity.to_string())
+        let policy = QueryCachePolicy::named(entity.to_string())
             .entity(entity.to_string())
             .id(id);
         CachedQuery::new(self, policy)
@@ -169,8 +191,10 @@ impl<C: Codec> DbCache<C> {
     /// assert_eq!(q.policy().cache_key().as_deref(), Some("users"));
     /// assert_eq!(q.policy().tag_set().iter().collect::<Vec<_>>(), ["users"]);
     /// ```
-    pub fn collection<T: CacheValue<C> + Clone>(&self, name: &str) -> CachedQuery<'_, T, C> {
-        let policy = QueryCachePolicy::new(name.to_string()).key(name).tag(name);
+    pub fn collection<T: CacheValue<C>>(&self, name: &str) -> CachedQuery<'_, T, C> {
+        let policy = QueryCachePolicy::named(name.to_string())
+            .key(name)
+            .tag(name);
         CachedQuery::new(self, policy)
     }
 
@@ -189,16 +213,14 @@ impl<C: Codec> DbCache<C> {
     /// let q = db.for_entity::<User>(42);
     /// assert_eq!(q.policy().cache_key().as_deref(), Some("user:42"));
     /// ```
-    pub fn for_entity<E: CacheEntity + CacheValue<C> + Clone>(
-        &self,
-        id: E::Id,
-    ) -> CachedQuery<'_, E, C> {
-        let policy = QueryCachePolicy::new(E::ENTITY).for_entity::<E>(id);
+    pub fn for_entity<E: CacheEntity + CacheValue<C>>(&self, id: E::Id) -> CachedQuery<'_, E, C> {
+        let policy = QueryCachePolicy::named(E::ENTITY).for_cache_entity::<E>(id);
         CachedQuery::new(self, policy)
     }
 
-    /// A query cached as `policy` says (the policy is cloned; add to it per
-    /// call, e.g. `.id(..)` on a template).
+    /// A query cached as `policy` says: pass it by value, or by reference
+    /// to keep a template (it is then cloned); add to it per call, e.g.
+    /// `.id(..)` on a template.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -207,7 +229,7 @@ impl<C: Codec> DbCache<C> {
     /// let load_user = query_cache_policy!(name = "load-user", entity = "user", tag = "users", ttl_secs = 60);
     /// let db = DbCache::new(hydracache::Grid::local().build(), "app");
     /// let name: String = db
-    ///     .cached_with::<String>(&load_user)
+    ///     .cached_with::<String>(&load_user) // a template, kept for the next call
     ///     .id(42)
     ///     .load(|| async { Ok::<_, sqlx::Error>("Ada".to_string()) })
     ///     .await
@@ -216,11 +238,11 @@ impl<C: Codec> DbCache<C> {
     /// assert!(db.grid().contains_key("app:user:42").await);
     /// # });
     /// ```
-    pub fn cached_with<T: CacheValue<C> + Clone>(
+    pub fn cached_with<T: CacheValue<C>>(
         &self,
-        policy: &QueryCachePolicy,
+        policy: impl Into<QueryCachePolicy>,
     ) -> CachedQuery<'_, T, C> {
-        CachedQuery::new(self, policy.clone())
+        CachedQuery::new(self, policy.into())
     }
 
     // ---- invalidation ----------------------------------------------------
@@ -230,7 +252,7 @@ impl<C: Codec> DbCache<C> {
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// let db = hydracache::db::DbCache::new(hydracache::Grid::local().build(), "app");
-    /// db.grid().put("app:k", &1u8, Default::default()).await.unwrap();
+    /// db.grid().put("app:k", 1u8, Default::default()).await.unwrap();
     /// db.invalidate_key("k").await.unwrap();
     /// assert!(!db.grid().contains_key("app:k").await);
     /// # });
@@ -253,7 +275,7 @@ impl<C: Codec> DbCache<C> {
     }
 
     /// Invalidates what a write to entity `E` with `id` makes stale: its
-    /// tag (`user:42`) and its collection tag (`users`).
+    /// tag (`user:42`) and its collection tag (`users`), if it has one.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -263,21 +285,40 @@ impl<C: Codec> DbCache<C> {
     /// struct User;
     ///
     /// let db = DbCache::new(hydracache::Grid::local().build(), "app");
-    /// db.grid().put("app:users", &2u8, CacheOptions::new().tag("users")).await.unwrap();
+    /// db.grid().put("app:users", 2u8, CacheOptions::new().tag("users")).await.unwrap();
     /// db.invalidate_entity::<User>(&42).await.unwrap();
     /// assert!(!db.grid().contains_key("app:users").await);
     /// # });
     /// ```
     pub async fn invalidate_entity<E: CacheEntity>(&self, id: &E::Id) -> Result<(), CacheError> {
         self.grid
-            .invalidate_tags([E::cache_tag(id).as_str(), E::collection_tag()])
+            .invalidate_tags(std::iter::once(E::cache_tag(id)).chain(E::collection_tag()))
             .await
     }
 
-    /// Applies an [`InvalidationSet`]: its flush, or its tags and then its keys.
+    /// Invalidates every result this cache stored — its namespace only;
+    /// other namespaces and the rest of the grid keep their entries.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let grid = hydracache::Grid::local().build();
+    /// let app = hydracache::db::DbCache::new(grid.clone(), "app");
+    /// let _: u8 = app.named("one").key("one").fetch_with(|| async { Ok::<_, sqlx::Error>(1) }).await.unwrap();
+    /// grid.put("other", 2u8, Default::default()).await.unwrap();
+    /// app.flush().await.unwrap();
+    /// assert!(!grid.contains_key("app:one").await);
+    /// assert!(grid.contains_key("other").await);
+    /// # });
+    /// ```
+    pub async fn flush(&self) -> Result<(), CacheError> {
+        self.grid.invalidate_tag(&self.ns_tag).await
+    }
+
+    /// Applies an [`InvalidationSet`]: its flush (of this namespace, see
+    /// [`DbCache::flush`]), or its tags and then its keys.
     pub async fn invalidate(&self, set: &InvalidationSet) -> Result<(), CacheError> {
         if set.is_flush() {
-            return self.grid.flush().await;
+            return self.flush().await;
         }
         if !set.tag_set().is_empty() {
             self.grid.invalidate_tags(set.tag_set().iter()).await?;

@@ -28,10 +28,12 @@ use crate::key::KEY_SEPARATOR;
 /// assert_eq!(User::ENTITY, "user");
 /// assert_eq!(User::cache_key(&42), "user:42");
 /// assert_eq!(User::cache_tag(&42), "user:42");
-/// assert_eq!(User::collection_tag(), "users");
+/// assert_eq!(User::collection_tag().as_deref(), Some("users"));
 /// ```
 ///
-/// or implement the three items by hand. The provided helpers define the
+/// `collection` is optional: an entity without one has no collection tag.
+///
+/// or implement `Id` and `ENTITY` (and `COLLECTION`) by hand. The provided helpers define the
 /// key and tag format that descriptors, policies, transactions and NOTIFY
 /// payloads agree on; leave them as they are.
 pub trait CacheEntity {
@@ -39,8 +41,9 @@ pub trait CacheEntity {
     type Id: Display;
     /// The entity name, e.g. `"user"`: non-empty, no `:`, no whitespace.
     const ENTITY: &'static str;
-    /// The collection tag, e.g. `"users"`, carried by queries over many rows.
-    const COLLECTION: &'static str;
+    /// The collection tag, e.g. `Some("users")`, carried by queries over
+    /// many rows; `None` if the entity has none.
+    const COLLECTION: Option<&'static str> = None;
 
     /// The key of one entity: `ENTITY:id` (relative to the [`crate::db::DbCache`]'s namespace).
     fn cache_key(id: &Self::Id) -> String {
@@ -52,9 +55,9 @@ pub trait CacheEntity {
         entity_key(Self::ENTITY, id)
     }
 
-    /// The collection tag.
-    fn collection_tag() -> &'static str {
-        Self::COLLECTION
+    /// The collection tag, if the entity has one.
+    fn collection_tag() -> Option<String> {
+        Self::COLLECTION.map(str::to_string)
     }
 }
 

@@ -36,6 +36,7 @@ use crate::error::CacheError;
 /// # });
 /// ```
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DbCacheError<E = sqlx::Error> {
     /// This call ran the query (or the write) and it failed: the error as
     /// the database client or your closure returned it.

@@ -73,11 +73,14 @@ impl InvalidationSet {
     /// ```
     pub fn entity_write<E: CacheEntity>(mut self, id: &E::Id) -> Self {
         self.tags.insert(E::cache_tag(id));
-        self.tags.insert(E::collection_tag());
+        if let Some(tag) = E::collection_tag() {
+            self.tags.insert(tag);
+        }
         self
     }
 
-    /// Invalidates everything in the grid (every key and tag is then moot).
+    /// Invalidates everything the applying [`crate::db::DbCache`] stored —
+    /// its namespace, not the whole grid (every key and tag is then moot).
     pub fn flush(mut self) -> Self {
         self.flush = true;
         self
@@ -117,7 +120,7 @@ impl InvalidationSet {
         &self.tags
     }
 
-    /// True if this set flushes the grid.
+    /// True if this set flushes (the applying cache's namespace).
     pub fn is_flush(&self) -> bool {
         self.flush
     }

@@ -11,6 +11,7 @@
 //! | [`DbCache`] | a grid plus a key namespace; makes descriptors, invalidates |
 //! | [`CachedQuery`] | one query's key, tags, TTL and negative TTL; `fetch_one` / `fetch_optional` / `fetch_all` / `fetch_with` |
 //! | [`SqlxQueryExt`] | `sqlx::query_as(..).cached(descriptor).fetch_one(&pool)` |
+//! | [`Result`] | `Result<T, DbCacheError>` |
 //! | [`QueryCachePolicy`], [`query_cache_policy!`] | a descriptor reusable across call sites |
 //! | [`CacheEntity`], [`HydraCacheEntity`] | entity metadata: name, collection tag, id type |
 //! | [`CacheTransaction`], [`DbCache::write`] | invalidation that follows commits |
@@ -80,9 +81,13 @@ pub use listener::{
 pub use payload::{NotifyPayload, PayloadError};
 pub use policy::QueryCachePolicy;
 pub use query::CachedQuery;
-pub use sqlx_ext::{CachedQueryAs, SqlxQueryExt};
+pub use sqlx_ext::{CachedQueryAs, IntoPool, SqlxQueryExt};
 pub use stats::QueryStats;
 pub use tx::CacheTransaction;
+
+/// The result of a cached query or write: `Result<User>` is
+/// `Result<User, DbCacheError>` (with `sqlx::Error` as the query's error).
+pub type Result<T, E = DbCacheError> = std::result::Result<T, E>;
 
 /// sqlx, re-exported so that the version this crate was built with is at hand.
 pub use sqlx;

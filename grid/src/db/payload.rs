@@ -8,7 +8,7 @@ use crate::db::invalidations::InvalidationSet;
 /// - `"tags"`: tags to invalidate, e.g. `["user:42", "users"]`;
 /// - `"keys"`: keys to invalidate, relative to the listener's
 ///   [`crate::db::DbCache`] namespace, e.g. `["user:42"]`;
-/// - `"flush"`: `true` to flush the grid.
+/// - `"flush"`: `true` to flush the listening cache's namespace ([`crate::db::DbCache::flush`]).
 ///
 /// Other fields are refused (a payload the listener does not fully
 /// understand is treated like a missed notification), as is anything that
@@ -24,7 +24,8 @@ use crate::db::invalidations::InvalidationSet;
 /// let json = NotifyPayload::new().tag("users").key("stats").to_json();
 /// assert_eq!(json, r#"{"tags":["users"],"keys":["stats"]}"#);
 ///
-/// assert!(NotifyPayload::parse("user:42").is_err());
+/// let err = NotifyPayload::parse("user:42").unwrap_err();
+/// assert!(std::error::Error::source(&err).is_some()); // the JSON parser's own error
 /// assert!(NotifyPayload::parse(r#"{"tag":"users"}"#).is_err());
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -36,19 +37,20 @@ pub struct NotifyPayload {
     /// Keys to invalidate (relative to the cache's namespace).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<String>,
-    /// Flush the grid.
+    /// Flush the namespace of the cache that applies it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub flush: bool,
 }
 
 /// A NOTIFY payload that is not in the [`NotifyPayload`] format.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid invalidation payload {payload:?}: {reason} (expected JSON like {{\"tags\":[\"user:42\"],\"keys\":[\"user:42\"]}})")]
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+#[error("invalid invalidation payload {payload:?}: {source} (expected JSON like {{\"tags\":[\"user:42\"],\"keys\":[\"user:42\"]}})")]
 pub struct PayloadError {
     /// The payload (its first 200 characters).
     pub payload: String,
-    /// What is wrong with it.
-    pub reason: String,
+    /// What is wrong with it: the JSON parser's error (a `serde_json::Error`).
+    pub source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
 }
 
 impl NotifyPayload {
@@ -79,7 +81,7 @@ impl NotifyPayload {
     pub fn parse(payload: &str) -> Result<Self, PayloadError> {
         serde_json::from_str(payload).map_err(|e| PayloadError {
             payload: payload.chars().take(200).collect(),
-            reason: e.to_string(),
+            source: std::sync::Arc::new(e),
         })
     }
 

@@ -21,7 +21,7 @@ use crate::options::{CacheOptions, TagSet, Ttl};
 /// use hydracache::db::QueryCachePolicy;
 /// use std::time::Duration;
 ///
-/// let load_user = QueryCachePolicy::new("load-user")
+/// let load_user = QueryCachePolicy::named("load-user")
 ///     .entity("user")
 ///     .collection_tag("users")
 ///     .ttl(Duration::from_secs(60));
@@ -46,7 +46,7 @@ impl QueryCachePolicy {
     /// A policy named `name` (a diagnostic label: it names the query in
     /// [`crate::db::DbCache::query_stats`] and in errors). No key yet, no
     /// tags, the grid's default TTL.
-    pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
+    pub fn named(name: impl Into<Cow<'static, str>>) -> Self {
         QueryCachePolicy {
             name: name.into(),
             key: None,
@@ -86,7 +86,7 @@ impl QueryCachePolicy {
     /// #[hydracache(entity = "order", collection = "orders", id = u64)]
     /// struct Order;
     ///
-    /// let p = QueryCachePolicy::new("load-order").entity_of::<Order>().id(9);
+    /// let p = QueryCachePolicy::named("load-order").entity_of::<Order>().id(9);
     /// assert_eq!(p.cache_key().as_deref(), Some("order:9"));
     /// ```
     pub fn entity_of<E: CacheEntity>(self) -> Self {
@@ -94,7 +94,17 @@ impl QueryCachePolicy {
     }
 
     /// Entity `E` with `id`: key and tag `E::cache_key(&id)`.
-    pub fn for_entity<E: CacheEntity>(self, id: E::Id) -> Self {
+    ///
+    /// ```
+    /// use hydracache::db::{HydraCacheEntity, QueryCachePolicy};
+    /// #[derive(HydraCacheEntity)]
+    /// #[hydracache(entity = "user", id = i64)]
+    /// struct User;
+    ///
+    /// let p = QueryCachePolicy::named("load-user").for_cache_entity::<User>(42);
+    /// assert_eq!(p.cache_key().as_deref(), Some("user:42"));
+    /// ```
+    pub fn for_cache_entity<E: CacheEntity>(self, id: E::Id) -> Self {
         self.entity_of::<E>().id(id)
     }
 
@@ -182,7 +192,7 @@ impl QueryCachePolicy {
 
     /// The grid options a load with this policy uses.
     pub fn cache_options(&self) -> CacheOptions {
-        let opts = CacheOptions::new().tag_set(&self.tag_set());
+        let opts = CacheOptions::new().tag_set(self.tag_set());
         match self.ttl {
             Ttl::Default => opts,
             Ttl::Never => opts.no_ttl(),
@@ -195,5 +205,13 @@ impl QueryCachePolicy {
             (Some(e), Some(id)) => Some(entity_key(e, id)),
             _ => None,
         }
+    }
+}
+
+/// A policy by reference is cloned, so a template stays for the next call:
+/// [`crate::db::DbCache::cached_with`] takes both.
+impl From<&QueryCachePolicy> for QueryCachePolicy {
+    fn from(policy: &QueryCachePolicy) -> Self {
+        policy.clone()
     }
 }

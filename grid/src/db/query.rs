@@ -53,7 +53,7 @@ impl<'a, T, C: Codec> std::fmt::Debug for CachedQuery<'a, T, C> {
     }
 }
 
-impl<'a, T: CacheValue<C> + Clone, C: Codec> CachedQuery<'a, T, C> {
+impl<'a, T: CacheValue<C>, C: Codec> CachedQuery<'a, T, C> {
     pub(crate) fn new(cache: &'a DbCache<C>, policy: QueryCachePolicy) -> Self {
         CachedQuery {
             cache,
@@ -98,9 +98,12 @@ impl<'a, T: CacheValue<C> + Clone, C: Codec> CachedQuery<'a, T, C> {
         self
     }
 
-    /// Adds the collection tag of entity `E`.
-    pub fn collection_of<E: CacheEntity>(self) -> Self {
-        self.collection_tag(E::COLLECTION)
+    /// Adds the collection tag of entity `E`, if it has one.
+    pub fn collection_of<E: CacheEntity>(mut self) -> Self {
+        if let Some(tag) = E::collection_tag() {
+            self = self.collection_tag(tag);
+        }
+        self
     }
 
     /// The result lives this long.
@@ -155,7 +158,7 @@ impl<'a, T: CacheValue<C> + Clone, C: Codec> CachedQuery<'a, T, C> {
     }
 
     /// Alias of [`fetch_with`](Self::fetch_with), the name policies read well with:
-    /// `db.cached_with::<User>(&policy).load(..)`.
+    /// `db.cached_with::<User>(policy).load(..)`.
     pub async fn load<F, Fut, E>(self, loader: F) -> Result<T, DbCacheError<E>>
     where
         F: FnOnce() -> Fut,
@@ -176,7 +179,7 @@ impl<'a, T: CacheValue<C> + Clone, C: Codec> CachedQuery<'a, T, C> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, E>> + Send + 'static,
         E: StdError + Send + Sync + 'static,
-        Option<T>: CacheValue<C> + Clone,
+        Option<T>: CacheValue<C>,
     {
         self.retyped::<Option<T>>()
             .run(|v: &Option<T>| v.is_none(), loader)
@@ -191,7 +194,7 @@ impl<'a, T: CacheValue<C> + Clone, C: Codec> CachedQuery<'a, T, C> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Vec<T>, E>> + Send + 'static,
         E: StdError + Send + Sync + 'static,
-        Vec<T>: CacheValue<C> + Clone,
+        Vec<T>: CacheValue<C>,
     {
         self.retyped::<Vec<T>>()
             .run(|v: &Vec<T>| v.is_empty(), loader)
@@ -232,19 +235,17 @@ impl<'a, T: CacheValue<C> + Clone, C: Codec> CachedQuery<'a, T, C> {
         };
         let key = self.cache.full_key(&key);
         let grid = self.cache.grid();
-        match grid.get::<Stored<T>>(&key).await {
+        match grid.get_now::<T>(&key) {
             Ok(Some(hit)) => {
                 counters.hit();
-                return Ok(hit.value);
+                return Ok(hit);
             }
             Ok(None) => counters.miss(),
             Err(e) => {
-                // A value that no longer decodes has been dropped; reload it.
-                counters.miss();
-                if !matches!(e, CacheError::Store(_) | CacheError::Codec { .. }) {
-                    counters.error();
-                    return Err(DbCacheError::Cache(e));
-                }
+                // The key holds another type: the caller's mistake, and the
+                // entry stays for the readers of its own type.
+                counters.error();
+                return Err(DbCacheError::Cache(e));
             }
         }
 
@@ -252,35 +253,38 @@ impl<'a, T: CacheValue<C> + Clone, C: Codec> CachedQuery<'a, T, C> {
         let mine: Arc<Mutex<Option<E>>> = Arc::new(Mutex::new(None));
         let slot = Arc::clone(&mine);
         let load_counters = Arc::clone(&counters);
-        let result = grid
-            .get_or_load::<Stored<T>, _, _, SharedQueryError>(
-                &key,
-                self.policy.cache_options(),
-                move || {
-                    load_counters.load();
-                    let fut = loader();
-                    async move {
-                        match fut.await {
-                            Ok(value) => {
-                                let expiry = if negative(&value) {
-                                    negative_expiry
-                                } else {
-                                    None
-                                };
-                                Ok(Stored::new(value, expiry))
-                            }
-                            Err(e) => {
-                                let shared = SharedQueryError::from_error(&e);
-                                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                                Err(shared)
-                            }
+        // Straight to the miss path: the lookup above already counted the miss.
+        let result = Box::pin(grid.load::<Stored<T>, _, _, SharedQueryError>(
+            &key,
+            self.cache.options_for(&self.policy),
+            move || {
+                load_counters.load();
+                let fut = loader();
+                async move {
+                    match fut.await {
+                        Ok(value) => {
+                            let expiry = if negative(&value) {
+                                negative_expiry
+                            } else {
+                                None
+                            };
+                            Ok(Stored::new(value, expiry))
+                        }
+                        Err(e) => {
+                            let shared = SharedQueryError::from_error(&e);
+                            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                            Err(shared)
                         }
                     }
-                },
-            )
-            .await;
+                }
+            },
+        ))
+        .await;
         match result {
-            Ok(stored) => Ok(stored.value),
+            Ok(stored) => stored.into_value().map_err(|e| {
+                counters.error();
+                DbCacheError::Cache(e)
+            }),
             Err(e) => {
                 counters.error();
                 let original = mine.lock().unwrap_or_else(|p| p.into_inner()).take();

@@ -7,19 +7,40 @@ use sqlx::{Database, Executor, FromRow, IntoArguments, Pool};
 
 use crate::codec::{CacheValue, Codec};
 use crate::db::error::DbCacheError;
+
+/// The pool a cached fetch runs its query on, by value (`pool.clone()`) or
+/// by reference (`&pool`). The query runs as a task of its own, so that a
+/// caller that gives up does not cancel it for the callers waiting on the
+/// same load, and the task owns a pool handle (a cheap clone).
+pub trait IntoPool<DB: Database> {
+    /// The owned pool handle.
+    fn into_pool(self) -> Pool<DB>;
+}
+
+impl<DB: Database> IntoPool<DB> for Pool<DB> {
+    fn into_pool(self) -> Pool<DB> {
+        self
+    }
+}
+
+impl<DB: Database> IntoPool<DB> for &Pool<DB> {
+    fn into_pool(self) -> Pool<DB> {
+        self.clone()
+    }
+}
 use crate::db::query::CachedQuery;
 
 impl<'a, T, C> CachedQuery<'a, T, C>
 where
-    T: CacheValue<C> + Clone + Send + Unpin,
+    T: CacheValue<C> + Send + Unpin,
     C: Codec,
 {
     /// The one row `query` returns, cached. A query that finds no row fails
     /// with `sqlx::Error::RowNotFound` and caches nothing (use
     /// [`fetch_optional`](Self::fetch_optional) to cache absence).
     ///
-    /// The query runs on `pool` (cloned: the load is its own task), only on
-    /// a miss. The SQL must be `&'static str` and bound values owned, since
+    /// The query runs on `pool` (`pool.clone()` or `&pool`: the load is its
+    /// own task), only on a miss. The SQL must be `&'static str` and bound values owned, since
     /// the query moves into that task.
     ///
     /// ```
@@ -27,7 +48,7 @@ where
     /// let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await?;
     /// let db = hydracache::db::DbCache::new(hydracache::Grid::local().build(), "app");
     /// let (n,): (i64,) = db.named("answer").key("answer")
-    ///     .fetch_one(&pool, sqlx::query_as("select ? * 2").bind(21))
+    ///     .fetch_one(pool.clone(), sqlx::query_as("select ? * 2").bind(21))
     ///     .await?;
     /// assert_eq!(n, 42);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -35,7 +56,7 @@ where
     /// ```
     pub async fn fetch_one<DB, A>(
         self,
-        pool: &Pool<DB>,
+        pool: impl IntoPool<DB>,
         query: QueryAs<'static, DB, T, A>,
     ) -> Result<T, DbCacheError>
     where
@@ -44,7 +65,7 @@ where
         T: for<'r> FromRow<'r, DB::Row>,
         A: IntoArguments<'static, DB> + Send + 'static,
     {
-        let pool = pool.clone();
+        let pool = pool.into_pool();
         self.fetch_with(move || async move { query.fetch_one(&pool).await })
             .await
     }
@@ -68,7 +89,7 @@ where
     /// ```
     pub async fn fetch_optional<DB, A>(
         self,
-        pool: &Pool<DB>,
+        pool: impl IntoPool<DB>,
         query: QueryAs<'static, DB, T, A>,
     ) -> Result<Option<T>, DbCacheError>
     where
@@ -76,9 +97,9 @@ where
         for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
         T: for<'r> FromRow<'r, DB::Row>,
         A: IntoArguments<'static, DB> + Send + 'static,
-        Option<T>: CacheValue<C> + Clone,
+        Option<T>: CacheValue<C>,
     {
-        let pool = pool.clone();
+        let pool = pool.into_pool();
         self.fetch_optional_with(move || async move { query.fetch_optional(&pool).await })
             .await
     }
@@ -100,7 +121,7 @@ where
     /// ```
     pub async fn fetch_all<DB, A>(
         self,
-        pool: &Pool<DB>,
+        pool: impl IntoPool<DB>,
         query: QueryAs<'static, DB, T, A>,
     ) -> Result<Vec<T>, DbCacheError>
     where
@@ -108,9 +129,9 @@ where
         for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
         T: for<'r> FromRow<'r, DB::Row>,
         A: IntoArguments<'static, DB> + Send + 'static,
-        Vec<T>: CacheValue<C> + Clone,
+        Vec<T>: CacheValue<C>,
     {
-        let pool = pool.clone();
+        let pool = pool.into_pool();
         self.fetch_all_with(move || async move { query.fetch_all(&pool).await })
             .await
     }
@@ -160,27 +181,27 @@ impl<'a, DB, O, A, C> CachedQueryAs<'a, DB, O, A, C>
 where
     DB: Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    O: for<'r> FromRow<'r, DB::Row> + CacheValue<C> + Clone + Send + Unpin,
+    O: for<'r> FromRow<'r, DB::Row> + CacheValue<C> + Send + Unpin,
     A: IntoArguments<'static, DB> + Send + 'static,
     C: Codec,
 {
     /// [`CachedQuery::fetch_one`].
-    pub async fn fetch_one(self, pool: &Pool<DB>) -> Result<O, DbCacheError> {
+    pub async fn fetch_one(self, pool: impl IntoPool<DB>) -> Result<O, DbCacheError> {
         self.descriptor.fetch_one(pool, self.query).await
     }
 
     /// [`CachedQuery::fetch_optional`].
-    pub async fn fetch_optional(self, pool: &Pool<DB>) -> Result<Option<O>, DbCacheError>
+    pub async fn fetch_optional(self, pool: impl IntoPool<DB>) -> Result<Option<O>, DbCacheError>
     where
-        Option<O>: CacheValue<C> + Clone,
+        Option<O>: CacheValue<C>,
     {
         self.descriptor.fetch_optional(pool, self.query).await
     }
 
     /// [`CachedQuery::fetch_all`].
-    pub async fn fetch_all(self, pool: &Pool<DB>) -> Result<Vec<O>, DbCacheError>
+    pub async fn fetch_all(self, pool: impl IntoPool<DB>) -> Result<Vec<O>, DbCacheError>
     where
-        Vec<O>: CacheValue<C> + Clone,
+        Vec<O>: CacheValue<C>,
     {
         self.descriptor.fetch_all(pool, self.query).await
     }

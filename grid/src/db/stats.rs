@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 /// (`loads`) or shared a load that another call started or that finished
 /// meanwhile; `errors` counts calls that returned an error.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueryStats {
     /// The query's name (`named(..)`, the entity or collection, or the policy name).
     pub name: String,
@@ -24,19 +25,27 @@ pub struct QueryStats {
 }
 
 impl QueryStats {
-    /// hits / (hits + misses); 0 with no calls.
+    /// Calls: hits + misses.
+    pub fn total_requests(&self) -> u64 {
+        self.hits + self.misses
+    }
+
+    /// hits / (hits + misses); `None` before the first call.
     ///
     /// ```
-    /// let s = hydracache::db::QueryStats { hits: 3, misses: 1, ..Default::default() };
-    /// assert_eq!(s.hit_ratio(), 0.75);
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let db = hydracache::db::DbCache::new(hydracache::Grid::local().build(), "app");
+    /// for _ in 0..4 {
+    ///     let _: u32 = db.named("answer").key("answer")
+    ///         .fetch_with(|| async { Ok::<_, sqlx::Error>(42) }).await.unwrap();
+    /// }
+    /// let s = &db.query_stats()[0];
+    /// assert_eq!((s.total_requests(), s.hit_ratio()), (4, Some(0.75)));
+    /// # });
     /// ```
-    pub fn hit_ratio(&self) -> f64 {
-        let calls = self.hits + self.misses;
-        if calls == 0 {
-            0.0
-        } else {
-            self.hits as f64 / calls as f64
-        }
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let calls = self.total_requests();
+        (calls > 0).then(|| self.hits as f64 / calls as f64)
     }
 }
 

@@ -43,7 +43,7 @@ use crate::db::invalidations::InvalidationSet;
 /// let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await?;
 /// sqlx::query("create table users (id integer primary key, name text)").execute(&pool).await?;
 /// let db = DbCache::new(Grid::local().build(), "app");
-/// db.grid().put("app:user:1", &"old".to_string(), CacheOptions::new().tag("user:1")).await?;
+/// db.grid().put("app:user:1", "old".to_string(), CacheOptions::new().tag("user:1")).await?;
 ///
 /// let mut tx = db.begin(&pool).await?;
 /// sqlx::query("insert into users values (1, 'Ada')").execute(&mut *tx).await?;
@@ -104,7 +104,7 @@ impl<C: Codec> DbCache<C> {
     /// let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await?;
     /// sqlx::query("create table users (id integer primary key, name text)").execute(&pool).await?;
     /// let db = DbCache::new(Grid::local().build(), "app");
-    /// db.grid().put("app:users", &0u32, CacheOptions::new().tag("users")).await?;
+    /// db.grid().put("app:users", 0u32, CacheOptions::new().tag("users")).await?;
     ///
     /// let id: i64 = db
     ///     .write(&pool, async |tx| {
@@ -173,7 +173,9 @@ impl<'c, DB: Database, C: Codec> CacheTransaction<'c, DB, C> {
     /// after the commit.
     pub fn invalidate_entity<E: CacheEntity>(&mut self, id: &E::Id) -> &mut Self {
         self.pending.add_tag(E::cache_tag(id));
-        self.pending.add_tag(E::collection_tag());
+        if let Some(tag) = E::collection_tag() {
+            self.pending.add_tag(tag);
+        }
         self
     }
 

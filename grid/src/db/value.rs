@@ -8,22 +8,52 @@
 //! store holds exactly `T`'s bytes and `Grid::get::<T>` reads them as usual.
 //! It implements no serialization trait itself, so it cannot overlap with
 //! the codecs' blanket implementations.
+//!
+//! It holds the value behind an `Arc`, so that the callers of one load share
+//! it without `T: Clone` (row types need not be `Clone`); each caller takes
+//! its own `T` with [`Stored::into_value`].
+
+use std::sync::Arc;
 
 use hydracache_storage::{EntryRef, Expiry, FillOutcome, FillTicket, Store};
 
 use crate::codec::{CacheValue, Codec, Encoded};
 use crate::error::CacheError;
 
-#[derive(Clone)]
 pub(crate) struct Stored<T> {
-    pub(crate) value: T,
+    value: Arc<T>,
     /// `Some` overrides the load's TTL (negative results).
-    pub(crate) expiry: Option<Expiry>,
+    expiry: Option<Expiry>,
+}
+
+impl<T> Clone for Stored<T> {
+    fn clone(&self) -> Self {
+        Stored {
+            value: Arc::clone(&self.value),
+            expiry: self.expiry,
+        }
+    }
 }
 
 impl<T> Stored<T> {
     pub(crate) fn new(value: T, expiry: Option<Expiry>) -> Self {
-        Stored { value, expiry }
+        Stored {
+            value: Arc::new(value),
+            expiry,
+        }
+    }
+
+    /// This caller's own `T`: the value itself if no other caller shares
+    /// it, else a copy made through the codec (encode and decode: no
+    /// `T: Clone` needed).
+    pub(crate) fn into_value<C: Codec>(self) -> Result<T, CacheError>
+    where
+        T: CacheValue<C>,
+    {
+        match Arc::try_unwrap(self.value) {
+            Ok(value) => Ok(value),
+            Err(shared) => shared.duplicate(),
+        }
     }
 }
 
@@ -51,10 +81,11 @@ impl<C: Codec, T: CacheValue<C>> CacheValue<C> for Stored<T> {
 
     #[inline]
     fn read(entry: &EntryRef<'_>) -> Result<Self, CacheError> {
-        Ok(Stored {
-            value: T::read(entry)?,
-            expiry: None,
-        })
+        Ok(Stored::new(T::read(entry)?, None))
+    }
+
+    fn duplicate(&self) -> Result<Self, CacheError> {
+        Ok(self.clone())
     }
 
     fn encode(&self) -> Result<Encoded, CacheError> {

@@ -8,9 +8,12 @@ use std::sync::Arc;
 
 use hydracache::db::HydraCacheEntity;
 use hydracache::rkyv;
+#[cfg(feature = "sqlx-postgres")]
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::{Connection, PgPool, SqlitePool};
+use sqlx::SqlitePool;
+#[cfg(feature = "sqlx-postgres")]
+use sqlx::{Connection, PgPool};
 
 /// A row type for the rkyv codec (the grid's default).
 #[derive(
@@ -112,6 +115,7 @@ impl Sqlite {
 
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
+#[cfg(feature = "sqlx-postgres")]
 /// A Postgres schema of this test's own (tables `users` (1 Ada, 2 Grace)
 /// and `audit`, sequence `reads`), on the server `DATABASE_URL` names.
 pub struct Pg {
@@ -121,16 +125,19 @@ pub struct Pg {
     pub schema: String,
 }
 
+#[cfg(feature = "sqlx-postgres")]
 /// `SELECT` of one user that bumps the `reads` sequence each time it runs
 /// on the server, whether it finds a row or not.
 /// (The uncorrelated subquery is a one-time filter: it runs once per
 /// execution, before any row is read.)
 pub const PG_SELECT_USER: &str =
     "select id, name from users where (select nextval('reads')) > 0 and id = $1";
+#[cfg(feature = "sqlx-postgres")]
 /// `SELECT` of users with `name` (any number of rows), counted like [`PG_SELECT_USER`].
 pub const PG_SELECT_USERS_NAMED: &str =
     "select id, name from users where (select nextval('reads')) > 0 and name = $1 order by id";
 
+#[cfg(feature = "sqlx-postgres")]
 /// The Postgres fixture, or `None` (with the reason printed) when
 /// `DATABASE_URL` is unset outside CI. Under CI (`CI=true`) a missing
 /// server is a failure.
@@ -192,6 +199,7 @@ pub async fn pg(test: &str) -> Option<Pg> {
     })
 }
 
+#[cfg(feature = "sqlx-postgres")]
 impl Pg {
     /// How many times the counted queries ran on the server.
     pub async fn reads(&self) -> i64 {

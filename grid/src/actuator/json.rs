@@ -1,0 +1,299 @@
+//! The JSON the routes answer with: every field a grid exposes is mapped
+//! here and nowhere else, so a new counter is one line in a struct below.
+//! Only counts, sizes and node ids appear; never a key or a value.
+
+use serde::Serialize;
+
+use super::health::{DownReason, NodeFacts};
+use super::source::Snapshot;
+use crate::stats::{GridDiagnostics, GridStats};
+
+/// `{"caches": [...]}`: the envelope of `/caches` and `/cluster`.
+#[derive(Serialize)]
+pub(crate) struct Caches<T> {
+    pub(crate) caches: Vec<T>,
+}
+
+/// `GET /caches`: one line per cache.
+#[derive(Serialize)]
+pub(crate) struct CacheSummary<'a> {
+    pub(crate) name: &'a str,
+    /// `local`, `member` or `client`.
+    pub(crate) mode: &'static str,
+    pub(crate) entries: u64,
+    pub(crate) bytes: u64,
+    pub(crate) capacity_bytes: u64,
+    pub(crate) hit_ratio: Option<f64>,
+}
+
+impl<'a> CacheSummary<'a> {
+    pub(crate) fn new(name: &'a str, s: &Snapshot) -> Self {
+        let d = &s.diagnostics;
+        CacheSummary {
+            name,
+            mode: mode(s),
+            entries: d.entries,
+            bytes: d.bytes,
+            capacity_bytes: d.capacity_bytes,
+            hit_ratio: d.stats.hit_ratio(),
+        }
+    }
+}
+
+/// `GET /caches/{name}/stats`: the counters, as [`GridStats`] has them.
+#[derive(Serialize)]
+pub(crate) struct StatsJson {
+    pub(crate) hits: u64,
+    pub(crate) misses: u64,
+    pub(crate) hit_ratio: Option<f64>,
+    pub(crate) loads: u64,
+    pub(crate) load_errors: u64,
+    pub(crate) single_flight_joins: u64,
+    pub(crate) stale_loads_discarded: u64,
+    pub(crate) invalidations: u64,
+    pub(crate) evictions: EvictionsJson,
+    pub(crate) events_published: u64,
+    pub(crate) events_lagged: u64,
+}
+
+/// Entries removed by the store, by cause.
+#[derive(Serialize)]
+pub(crate) struct EvictionsJson {
+    pub(crate) capacity: u64,
+    pub(crate) expired: u64,
+    pub(crate) invalidated: u64,
+}
+
+impl From<&GridStats> for StatsJson {
+    fn from(s: &GridStats) -> Self {
+        StatsJson {
+            hits: s.hits,
+            misses: s.misses,
+            hit_ratio: s.hit_ratio(),
+            loads: s.loads,
+            load_errors: s.load_errors,
+            single_flight_joins: s.single_flight_joins,
+            stale_loads_discarded: s.stale_loads_discarded,
+            invalidations: s.invalidations,
+            evictions: EvictionsJson {
+                capacity: s.evicted_capacity,
+                expired: s.evicted_expired,
+                invalidated: s.evicted_invalidated,
+            },
+            events_published: s.events_published,
+            events_lagged: s.subscriber_lag,
+        }
+    }
+}
+
+/// `GET /caches/{name}/diagnostics`: the counters plus the store's gauges.
+#[derive(Serialize)]
+pub(crate) struct DiagnosticsJson {
+    pub(crate) name: String,
+    pub(crate) mode: &'static str,
+    pub(crate) entries: u64,
+    pub(crate) bytes: u64,
+    pub(crate) capacity_bytes: u64,
+    pub(crate) tags: u64,
+    pub(crate) loads_in_flight: usize,
+    pub(crate) subscribers: usize,
+    pub(crate) codec: &'static str,
+    pub(crate) stats: StatsJson,
+}
+
+impl DiagnosticsJson {
+    pub(crate) fn new(name: &str, s: &Snapshot) -> Self {
+        let d: &GridDiagnostics = &s.diagnostics;
+        DiagnosticsJson {
+            name: name.to_string(),
+            mode: mode(s),
+            entries: d.entries,
+            bytes: d.bytes,
+            capacity_bytes: d.capacity_bytes,
+            tags: d.tags,
+            loads_in_flight: d.loads_in_flight,
+            subscribers: d.subscribers,
+            codec: d.codec,
+            stats: StatsJson::from(&d.stats),
+        }
+    }
+}
+
+/// `GET /health`.
+#[derive(Serialize)]
+pub(crate) struct HealthJson<'a> {
+    /// `up` when every cache is up.
+    pub(crate) status: &'static str,
+    pub(crate) caches: Vec<CacheHealthJson<'a>>,
+}
+
+/// One cache's health.
+#[derive(Serialize)]
+pub(crate) struct CacheHealthJson<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) mode: &'static str,
+    pub(crate) status: &'static str,
+    pub(crate) reasons: Vec<DownReason>,
+}
+
+/// `GET /cluster`: per cache, its node's view of the cluster.
+#[derive(Serialize)]
+pub(crate) struct ClusterEntry<'a> {
+    pub(crate) name: &'a str,
+    #[serde(flatten)]
+    pub(crate) view: ClusterJson,
+}
+
+/// A local grid, or a node's view of its cluster.
+#[derive(Serialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub(crate) enum ClusterJson {
+    /// A single-process grid: no cluster.
+    Local,
+    /// A member: owns keys, votes in Raft.
+    #[cfg(feature = "cluster")]
+    Member(node::NodeJson),
+    /// A client: a near cache that owns nothing.
+    #[cfg(feature = "cluster")]
+    Client(node::NodeJson),
+}
+
+impl ClusterJson {
+    pub(crate) fn new(s: &Snapshot) -> Self {
+        #[cfg(feature = "cluster")]
+        if let Some(c) = &s.cluster {
+            let node = node::NodeJson::from(c);
+            return match c.role {
+                hydracache_protocol::Role::Member => ClusterJson::Member(node),
+                hydracache_protocol::Role::Client => ClusterJson::Client(node),
+            };
+        }
+        let _ = s;
+        ClusterJson::Local
+    }
+}
+
+/// `local`, `member` or `client`.
+pub(crate) fn mode(s: &Snapshot) -> &'static str {
+    #[cfg(feature = "cluster")]
+    if let Some(c) = &s.cluster {
+        return match c.role {
+            hydracache_protocol::Role::Member => "member",
+            hydracache_protocol::Role::Client => "client",
+        };
+    }
+    let _ = s;
+    "local"
+}
+
+/// What the health rule needs, read from the cluster view; `None` for a
+/// local grid.
+pub(crate) fn node_facts(s: &Snapshot) -> Option<NodeFacts> {
+    #[cfg(feature = "cluster")]
+    if let Some(c) = &s.cluster {
+        let me = &c.node_id;
+        return Some(NodeFacts {
+            member: c.role == hydracache_protocol::Role::Member,
+            admitted: c.epoch > 0 && (c.members.contains(me) || c.clients.contains(me)),
+            has_leader: c.raft_leader.is_some(),
+        });
+    }
+    let _ = s;
+    None
+}
+
+#[cfg(feature = "cluster")]
+pub(crate) mod node {
+    //! The cluster view of one node.
+
+    use serde::Serialize;
+
+    use crate::cluster::ClusterDiagnostics;
+
+    /// One node's view of its cluster.
+    #[derive(Serialize)]
+    pub(crate) struct NodeJson {
+        pub(crate) node_id: String,
+        pub(crate) generation: u64,
+        pub(crate) addr: String,
+        /// The membership epoch (0 before the first admission).
+        pub(crate) epoch: u64,
+        pub(crate) raft: RaftJson,
+        /// Admitted members, with liveness as gossip sees it.
+        pub(crate) members: Vec<PeerJson>,
+        /// Admitted clients, with liveness as gossip sees it.
+        pub(crate) clients: Vec<PeerJson>,
+        /// Nodes gossip reports live, this one included.
+        pub(crate) gossip_live: usize,
+        /// Nodes gossip has declared dead.
+        pub(crate) dead: Vec<String>,
+        pub(crate) invalidations: InvalidationsJson,
+    }
+
+    /// Raft as this node knows it.
+    #[derive(Serialize)]
+    pub(crate) struct RaftJson {
+        pub(crate) leader: Option<String>,
+        pub(crate) term: u64,
+        /// `leader`, `follower`, `leaderless` (a member that knows no
+        /// leader) or `observer` (a client, not a Raft peer).
+        pub(crate) role: &'static str,
+    }
+
+    /// An admitted node.
+    #[derive(Serialize)]
+    pub(crate) struct PeerJson {
+        pub(crate) id: String,
+        /// Not declared dead by gossip.
+        pub(crate) live: bool,
+        pub(crate) raft_leader: bool,
+        pub(crate) this_node: bool,
+    }
+
+    /// Invalidations this node originated.
+    #[derive(Serialize)]
+    pub(crate) struct InvalidationsJson {
+        /// The last sequence number this node sent (one per invalidation).
+        pub(crate) sent: u64,
+    }
+
+    impl From<&ClusterDiagnostics> for NodeJson {
+        fn from(c: &ClusterDiagnostics) -> Self {
+            let leader = c.raft_leader.as_deref();
+            let peers = |ids: &[String]| {
+                ids.iter()
+                    .map(|id| PeerJson {
+                        id: id.clone(),
+                        live: !c.dead.contains(id),
+                        raft_leader: leader == Some(id.as_str()),
+                        this_node: *id == c.node_id,
+                    })
+                    .collect()
+            };
+            let role = match (c.role, leader) {
+                (hydracache_protocol::Role::Client, _) => "observer",
+                (_, None) => "leaderless",
+                (_, Some(l)) if l == c.node_id => "leader",
+                _ => "follower",
+            };
+            NodeJson {
+                node_id: c.node_id.clone(),
+                generation: c.generation,
+                addr: c.addr.to_string(),
+                epoch: c.epoch,
+                raft: RaftJson {
+                    leader: c.raft_leader.clone(),
+                    term: c.raft_term,
+                    role,
+                },
+                members: peers(&c.members),
+                clients: peers(&c.clients),
+                gossip_live: c.gossip_live,
+                dead: c.dead.clone(),
+                invalidations: InvalidationsJson {
+                    sent: c.invalidation_sequence,
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The actuator over a small in-process grid: the cluster view, health of
+//! members and clients, and metrics with cluster series.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use hydracache::actuator::Actuator;
+use hydracache::cluster::DevCa;
+use hydracache::{CacheOptions, Grid};
+use serde_json::Value;
+use tower::ServiceExt;
+
+const GOSSIP: Duration = Duration::from_millis(50);
+
+async fn member(ca: &DevCa, id: &str, seeds: &[SocketAddr]) -> Grid {
+    Grid::member()
+        .cluster("orders")
+        .node_id(id)
+        .seeds(seeds.iter().map(|s| s.to_string()))
+        .tls(ca.issue(id).unwrap())
+        .gossip_interval(GOSSIP)
+        .ack_timeout(Duration::from_millis(500))
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn client(ca: &DevCa, id: &str, seeds: &[SocketAddr]) -> Grid {
+    Grid::client()
+        .cluster("orders")
+        .node_id(id)
+        .seeds(seeds.iter().map(|s| s.to_string()))
+        .tls(ca.issue(id).unwrap())
+        .gossip_interval(GOSSIP)
+        .near_cache_capacity_bytes(8 << 20)
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Polls until every node sees the membership and a raft leader (bounded:
+/// 800 gossip rounds).
+async fn converge(nodes: &[&Grid], members: usize, clients: usize) {
+    for _ in 0..800 {
+        let mut ok = true;
+        for n in nodes {
+            let d = n.cluster_diagnostics().await.unwrap();
+            ok &=
+                d.members.len() == members && d.clients.len() == clients && d.raft_leader.is_some();
+        }
+        if ok {
+            return;
+        }
+        tokio::time::sleep(GOSSIP).await;
+    }
+    panic!("no agreement on {members} members and {clients} clients");
+}
+
+async fn get(router: &Router, path: &str) -> (StatusCode, String) {
+    let response = router
+        .clone()
+        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+async fn get_json(router: &Router, path: &str) -> (StatusCode, Value) {
+    let (status, body) = get(router, path).await;
+    (status, serde_json::from_str(&body).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_view_health_and_metrics_of_members_and_a_client() {
+    let ca = DevCa::new("orders").unwrap();
+    let m0 = member(&ca, "m0", &[]).await;
+    let seed = m0.cluster_diagnostics().await.unwrap().addr;
+    let m1 = member(&ca, "m1", &[seed]).await;
+    let c0 = client(&ca, "c0", &[seed]).await;
+    converge(&[&m0, &m1, &c0], 2, 1).await;
+
+    for i in 0..4u32 {
+        m0.put(&format!("k{i}"), i, CacheOptions::new().tag("t"))
+            .await
+            .unwrap();
+    }
+    let _ = m0.get::<u32>("k1").await.unwrap();
+    let _ = m0.get::<u32>("absent").await.unwrap();
+    c0.invalidate_tag("t").await.unwrap();
+
+    let router = Actuator::new()
+        .cache("grid", m0.clone())
+        .cache("near", c0.clone())
+        .cache("local", Grid::local().build())
+        .router();
+
+    let (status, health) = get_json(&router, "/health").await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    let modes: Vec<_> = health["caches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].clone(), c["mode"].clone()))
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            ("grid".into(), "member".into()),
+            ("local".into(), "local".into()),
+            ("near".into(), "client".into())
+        ]
+    );
+
+    let (status, cluster) = get_json(&router, "/cluster").await;
+    assert_eq!(status, StatusCode::OK);
+    let grid = &cluster["caches"][0];
+    let d = m0.cluster_diagnostics().await.unwrap();
+    assert_eq!(grid["name"], "grid");
+    assert_eq!(grid["mode"], "member");
+    assert_eq!(grid["node_id"], "m0");
+    assert_eq!(grid["generation"], d.generation);
+    assert_eq!(grid["addr"], d.addr.to_string());
+    assert_eq!(grid["epoch"], d.epoch);
+    assert_eq!(grid["raft"]["term"], d.raft_term);
+    let leader = d.raft_leader.clone().unwrap();
+    assert_eq!(grid["raft"]["leader"], leader.as_str());
+    assert_eq!(
+        grid["raft"]["role"],
+        if leader == "m0" { "leader" } else { "follower" }
+    );
+    let members = grid["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2);
+    for m in members {
+        assert_eq!(m["live"], true);
+        assert_eq!(m["raft_leader"], m["id"] == leader.as_str());
+        assert_eq!(m["this_node"], m["id"] == "m0");
+    }
+    assert_eq!(grid["clients"][0]["id"], "c0");
+    assert_eq!(cluster["caches"][1]["mode"], "local");
+    let near = &cluster["caches"][2];
+    assert_eq!(near["mode"], "client");
+    assert_eq!(near["raft"]["role"], "observer");
+    assert_eq!(
+        near["invalidations"]["sent"],
+        c0.cluster_diagnostics()
+            .await
+            .unwrap()
+            .invalidation_sequence
+    );
+    assert!(near["invalidations"]["sent"].as_u64().unwrap() >= 1);
+
+    let (_, stats) = get_json(&router, "/caches/grid/stats").await;
+    let s = m0.stats();
+    assert_eq!(
+        (stats["hits"].as_u64(), stats["misses"].as_u64()),
+        (Some(s.hits), Some(s.misses))
+    );
+    assert_eq!(stats["invalidations"], s.invalidations);
+    let (_, diag) = get_json(&router, "/caches/near/diagnostics").await;
+    assert_eq!(diag["mode"], "client");
+    assert_eq!(diag["capacity_bytes"], 8 << 20);
+
+    let (status, text) = get(&router, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    for line in [
+        format!("hydracache_cluster_epoch{{cache=\"grid\"}} {}", d.epoch),
+        "hydracache_cluster_members{cache=\"grid\"} 2".to_string(),
+        "hydracache_cluster_clients{cache=\"near\"} 1".to_string(),
+        "hydracache_raft_leader_known{cache=\"grid\"} 1".to_string(),
+        "hydracache_up{cache=\"near\"} 1".to_string(),
+        format!("hydracache_hits_total{{cache=\"grid\"}} {}", s.hits),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    }
+    // No cluster series for a local grid.
+    assert!(!text
+        .lines()
+        .any(|l| l.starts_with("hydracache_cluster_epoch{cache=\"local\"")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_was_never_admitted_is_down_with_its_reasons() {
+    let ca = DevCa::new("orders").unwrap();
+    // Its only seed is a socket nobody answers on: it never joins.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let lonely = member(&ca, "lonely", &[silent.local_addr().unwrap()]).await;
+    let router = Actuator::new()
+        .cache("grid", lonely)
+        .leaderless_grace(Duration::ZERO)
+        .router();
+    let (status, health) = get_json(&router, "/health").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(health["status"], "down");
+    assert_eq!(
+        health["caches"][0]["reasons"],
+        serde_json::json!([{ "reason": "not_admitted" }])
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (status, health) = get_json(&router, "/health").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let reasons = health["caches"][0]["reasons"].as_array().unwrap();
+    assert_eq!(reasons.len(), 2, "{health}");
+    assert_eq!(reasons[1]["reason"], "no_raft_leader");
+    assert!(reasons[1]["for_ms"].as_u64().unwrap() >= 20);
+    let (_, text) = get(&router, "/metrics").await;
+    assert!(
+        text.lines().any(|l| l == "hydracache_up{cache=\"grid\"} 0"),
+        "{text}"
+    );
+    let (_, cluster) = get_json(&router, "/cluster").await;
+    assert_eq!(cluster["caches"][0]["raft"]["role"], "leaderless");
+    assert_eq!(cluster["caches"][0]["epoch"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_left_is_down() {
+    let ca = DevCa::new("orders").unwrap();
+    let m0 = member(&ca, "m0", &[]).await;
+    let seed = m0.cluster_diagnostics().await.unwrap().addr;
+    let m1 = member(&ca, "m1", &[seed]).await;
+    converge(&[&m0, &m1], 2, 0).await;
+    let router = Actuator::new().cache("grid", m1.clone()).router();
+    let (status, _) = get_json(&router, "/health").await;
+    assert_eq!(status, StatusCode::OK);
+    m1.leave().await;
+    let (status, health) = get_json(&router, "/health").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
+    assert_eq!(health["caches"][0]["reasons"][0]["reason"], "not_admitted");
+}

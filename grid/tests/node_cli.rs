@@ -1,0 +1,156 @@
+//! The node binary's command line: help for every subcommand, flags from
+//! `HYDRACACHE_*` environment variables, errors that name the bad flag.
+
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hydracache-node");
+
+fn node(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn every_subcommand_has_help_naming_its_flags_and_variables() {
+    let out = node(&["--help"], &[]);
+    assert!(out.status.success());
+    let top = String::from_utf8_lossy(&out.stdout);
+    assert!(top.contains("certs") && top.contains("run"), "{top}");
+
+    let out = node(&["run", "--help"], &[]);
+    assert!(out.status.success());
+    let run = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--cluster",
+        "--node-id",
+        "--ca",
+        "--cert",
+        "--key",
+        "--bind",
+        "--seed",
+        "--client",
+        "--gossip-ms",
+    ] {
+        assert!(run.contains(flag), "run --help lacks {flag}:\n{run}");
+    }
+    for var in [
+        "HYDRACACHE_CLUSTER",
+        "HYDRACACHE_NODE_ID",
+        "HYDRACACHE_SEEDS",
+        "HYDRACACHE_GOSSIP_MS",
+    ] {
+        assert!(run.contains(var), "run --help lacks {var}:\n{run}");
+    }
+    #[cfg(feature = "actuator")]
+    assert!(
+        run.contains("--http") && run.contains("HYDRACACHE_HTTP_TOKEN"),
+        "{run}"
+    );
+
+    let out = node(&["certs", "--help"], &[]);
+    assert!(out.status.success());
+    let certs = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        certs.contains("--out") && certs.contains("HYDRACACHE_CERTS_OUT"),
+        "{certs}"
+    );
+}
+
+#[test]
+fn a_bad_flag_is_named_in_the_error() {
+    let base = [
+        "run",
+        "--cluster",
+        "c",
+        "--node-id",
+        "n",
+        "--ca",
+        "a",
+        "--cert",
+        "b",
+        "--key",
+        "k",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--gossip-ms", "soon"]);
+    let out = node(&args, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--gossip-ms"), "{}", stderr(&out));
+
+    let mut args = base.to_vec();
+    args.extend(["--bind", "not-an-address"]);
+    let out = node(&args, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--bind"), "{}", stderr(&out));
+
+    let out = node(&["run", "--cluster", "c"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--node-id"), "{}", stderr(&out));
+
+    #[cfg(feature = "actuator")]
+    {
+        let mut args = base.to_vec();
+        args.extend(["--http-token", "t"]);
+        let out = node(&args, &[]);
+        assert_eq!(out.status.code(), Some(2), "a token without --http");
+        assert!(stderr(&out).contains("--http <HTTP>"), "{}", stderr(&out));
+
+        let mut args = base.to_vec();
+        args.extend(["--http", "localhost"]);
+        let out = node(&args, &[]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).contains("--http <HTTP>"), "{}", stderr(&out));
+    }
+
+    let out = node(&["run", "--frobnicate"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--frobnicate"), "{}", stderr(&out));
+}
+
+#[test]
+fn flags_can_come_from_the_environment() {
+    // Every required flag from the environment: parsing succeeds and the
+    // node fails where it reads the (missing) certificate files.
+    let env = [
+        ("HYDRACACHE_CLUSTER", "c"),
+        ("HYDRACACHE_NODE_ID", "n"),
+        ("HYDRACACHE_CA", "/nonexistent/ca.pem"),
+        ("HYDRACACHE_CERT", "/nonexistent/n.pem"),
+        ("HYDRACACHE_KEY", "/nonexistent/n.key"),
+        ("HYDRACACHE_SEEDS", "127.0.0.1:1,127.0.0.1:2"),
+    ];
+    let out = node(&["run"], &env);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot read"), "{}", stderr(&out));
+
+    // A bad value from the environment names its flag too.
+    let mut bad = env.to_vec();
+    bad.push(("HYDRACACHE_GOSSIP_MS", "0"));
+    let out = node(&["run"], &bad);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--gossip-ms"), "{}", stderr(&out));
+}
+
+#[test]
+fn certs_writes_a_ca_and_node_certificates() {
+    let dir = std::env::temp_dir().join(format!("hydracache-cli-certs-{}", std::process::id()));
+    let out = node(
+        &["certs", "--cluster", "c", "n1", "n2"],
+        &[("HYDRACACHE_CERTS_OUT", dir.to_str().unwrap())],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    for f in ["ca.pem", "n1.pem", "n1.key", "n2.pem", "n2.key"] {
+        assert!(dir.join(f).is_file(), "{f}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = node(&["certs", "--cluster", "c", "--out", "/tmp"], &[]);
+    assert_eq!(out.status.code(), Some(2), "no node given");
+}
