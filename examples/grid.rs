@@ -1,8 +1,10 @@
 //! A grid on loopback: three members and one client with development
-//! certificates. Every node caches a value; the client invalidates its tag;
-//! the call returns once every node applied it. Prints cluster diagnostics
-//! and serves member-1's and the client's actuator on loopback while it
-//! runs (`-- --hold` keeps it serving until Ctrl-C).
+//! certificates. One member puts a value; it lands at the key's owner and
+//! every node reads it through the owner (keeping a near copy); the client
+//! invalidates its tag and the call returns once every node applied it.
+//! Prints cluster diagnostics and serves member-1's and the client's
+//! actuator on loopback while it runs (`-- --hold` keeps it serving until
+//! Ctrl-C).
 //!
 //! Run with `cargo run --example grid`.
 
@@ -73,15 +75,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!();
 
-    for (_, grid) in &nodes {
-        grid.put(
-            "user:42",
-            "Ada".to_string(),
-            CacheOptions::new().tags(["users", "user:42"]),
-        )
-        .await?;
+    // One node writes; the value lands at its owner, and every other node
+    // reads it through the owner and keeps a near copy.
+    m2.put(
+        "user:42",
+        "Ada".to_string(),
+        CacheOptions::new().tags(["users", "user:42"]),
+    )
+    .await?;
+    println!(
+        "member-2 put user:42 (owner: {})",
+        client.owner_for_key("user:42").unwrap_or_default()
+    );
+    for (name, grid) in &nodes {
+        let user: Option<String> = grid.get("user:42").await?;
+        println!("  {name} reads user:42 = {user:?}");
     }
-    println!("every node caches user:42");
 
     let started = std::time::Instant::now();
     client.invalidate_tag("user:42").await?;
@@ -99,8 +108,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (name, grid) in &nodes {
         let d = grid.cluster_diagnostics().await.expect("a node");
         println!(
-            "{name}: role={:?} generation={} addr={} members={:?} clients={:?} dead={:?} sent={}",
-            d.role, d.generation, d.addr, d.members, d.clients, d.dead, d.invalidation_sequence
+            "{name}: role={:?} generation={} addr={} members={:?} clients={:?} dead={:?} sent={} remote_hits={} puts_served={}",
+            d.role, d.generation, d.addr, d.members, d.clients, d.dead, d.invalidation_sequence, d.remote_hits, d.puts_served
         );
     }
     if std::env::args().any(|a| a == "--hold") {

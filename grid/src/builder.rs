@@ -35,6 +35,7 @@ pub const DEFAULT_EVENT_BUFFER: usize = 1024;
 #[derive(Clone, Debug)]
 pub struct LocalBuilder<C: Codec = Rkyv> {
     store: StoreConfig,
+    default_ttl: Option<Duration>,
     capacity: usize,
     max_entry: Option<usize>,
     event_buffer: usize,
@@ -46,6 +47,7 @@ impl LocalBuilder {
     pub(crate) fn new() -> Self {
         LocalBuilder {
             store: StoreConfig::new(),
+            default_ttl: None,
             capacity: DEFAULT_CAPACITY_BYTES,
             max_entry: None,
             event_buffer: DEFAULT_EVENT_BUFFER,
@@ -71,6 +73,7 @@ impl<C: Codec> LocalBuilder<C> {
     /// TTL of entries written without one. Default: none (live until evicted).
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
         self.store = self.store.default_ttl(ttl);
+        self.default_ttl = Some(ttl);
         self
     }
 
@@ -103,6 +106,7 @@ impl<C: Codec> LocalBuilder<C> {
     pub fn codec<C2: Codec>(self) -> LocalBuilder<C2> {
         LocalBuilder {
             store: self.store,
+            default_ttl: self.default_ttl,
             capacity: self.capacity,
             max_entry: self.max_entry,
             event_buffer: self.event_buffer,
@@ -129,9 +133,9 @@ impl<C: Codec> LocalBuilder<C> {
             events,
             counters: GridCounters::default(),
             remote: std::sync::OnceLock::new(),
-            #[cfg(feature = "cluster")]
-            node: std::sync::OnceLock::new(),
             codec_name: C::NAME,
+            stamps: Default::default(),
+            default_ttl: self.default_ttl,
             sweeper: spawn_sweeper(weak.clone()),
         });
         Grid::from_inner(inner)

@@ -63,10 +63,33 @@ pub trait CacheValue<C: Codec>: Sized + Send + Sync + 'static {
     ) -> Result<FillOutcome, CacheError>;
     #[doc(hidden)]
     fn read(entry: &EntryRef<'_>) -> Result<Self, CacheError>;
+    /// The bytes the store would hold for this value (sent to other nodes
+    /// as they are).
+    #[doc(hidden)]
+    fn encode(&self) -> Result<Encoded, CacheError>;
+    /// Completes a fill with bytes from [`CacheValue::encode`].
+    #[doc(hidden)]
+    fn fill_encoded(
+        store: &Store,
+        ticket: FillTicket,
+        bytes: &[u8],
+        expiry: Expiry,
+    ) -> Result<FillOutcome, CacheError>;
     /// An independent copy made through the codec (encode, then decode),
     /// for values that are not `Clone`.
     #[doc(hidden)]
     fn duplicate(&self) -> Result<Self, CacheError>;
+}
+
+/// A value's encoded bytes.
+#[doc(hidden)]
+pub struct Encoded(Box<dyn AsRef<[u8]> + Send + Sync>);
+
+impl Encoded {
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
 }
 
 impl<T: StoreValue + Send + Sync> CacheValue<Rkyv> for T {
@@ -93,6 +116,19 @@ impl<T: StoreValue + Send + Sync> CacheValue<Rkyv> for T {
     #[inline]
     fn read(entry: &EntryRef<'_>) -> Result<Self, CacheError> {
         Ok(entry.deserialize::<T>()?)
+    }
+
+    fn encode(&self) -> Result<Encoded, CacheError> {
+        Ok(Encoded(Box::new(hydracache_storage::encode(self)?)))
+    }
+
+    fn fill_encoded(
+        store: &Store,
+        ticket: FillTicket,
+        bytes: &[u8],
+        expiry: Expiry,
+    ) -> Result<FillOutcome, CacheError> {
+        Ok(store.complete_fill_archived::<T>(ticket, bytes, expiry)?)
     }
 
     fn duplicate(&self) -> Result<Self, CacheError> {
@@ -137,6 +173,20 @@ where
 
     fn read(entry: &EntryRef<'_>) -> Result<Self, CacheError> {
         postcard::from_bytes(entry.bytes()).map_err(postcard_error)
+    }
+
+    fn encode(&self) -> Result<Encoded, CacheError> {
+        let bytes = postcard::to_allocvec(self).map_err(postcard_error)?;
+        Ok(Encoded(Box::new(bytes)))
+    }
+
+    fn fill_encoded(
+        store: &Store,
+        ticket: FillTicket,
+        bytes: &[u8],
+        expiry: Expiry,
+    ) -> Result<FillOutcome, CacheError> {
+        Ok(store.complete_fill_bytes(ticket, bytes, expiry)?)
     }
 
     fn duplicate(&self) -> Result<Self, CacheError> {

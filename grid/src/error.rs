@@ -105,6 +105,14 @@ pub enum CacheError {
         /// Node ids that did not answer.
         nodes: Vec<String>,
     },
+    /// No owner of `key` answered within the request deadline, and the grid
+    /// was built to report that (`owner_unreachable(OwnerUnreachable::Fail)`)
+    /// rather than serve locally.
+    #[error("no owner of {key:?} could be reached in time")]
+    OwnerUnreachable {
+        /// The key.
+        key: String,
+    },
     /// The loader task was cancelled because the runtime shut down.
     #[error("the load was cancelled: the runtime is shutting down")]
     Cancelled,

@@ -16,6 +16,7 @@ use crate::error::{CacheError, LoadError};
 use crate::events::{CacheEvent, EventBus, EventOrigin, Filter, ListenerHandle, Subscription};
 use crate::invalidation::Invalidation;
 use crate::options::CacheOptions;
+use crate::remote::{PutAt, Remote};
 use crate::single_flight::{Flights, Joined, Outcome};
 use crate::stats::{GridCounters, GridDiagnostics, GridStats};
 use crate::typed::TypedCache;
@@ -26,12 +27,13 @@ pub(crate) struct GridInner {
     pub(crate) flights: Flights,
     pub(crate) events: Arc<EventBus>,
     pub(crate) counters: GridCounters,
-    /// Set once when a cluster node attaches to this grid.
+    /// Set once when a cluster runtime attaches to this grid.
     pub(crate) remote: std::sync::OnceLock<Arc<dyn Remote>>,
-    /// The cluster node, for diagnostics and test hooks.
-    #[cfg(feature = "cluster")]
-    pub(crate) node: std::sync::OnceLock<Arc<crate::cluster::node::Node>>,
     pub(crate) codec_name: &'static str,
+    /// Bumped by invalidations, read around remote fetches (near.rs).
+    pub(crate) stamps: crate::near::Stamps,
+    /// The TTL of entries written without one (sent with puts to the owner).
+    pub(crate) default_ttl: Option<Duration>,
     pub(crate) sweeper: Option<tokio::task::AbortHandle>,
 }
 
@@ -41,23 +43,10 @@ impl Drop for GridInner {
             s.abort();
         }
         // The last handle is gone: the node stops gossiping and serving.
-        #[cfg(feature = "cluster")]
-        if let Some(node) = self.node.get() {
-            node.shutdown_now();
+        if let Some(remote) = self.remote.get() {
+            remote.detach();
         }
     }
-}
-
-/// Where invalidations go beyond this process. A local grid has none, and
-/// its calls pay one predictable branch for the seam; the cluster runtime
-/// implements it to fan an applied invalidation out to every live node and
-/// resolve when they acknowledged.
-pub(crate) trait Remote: Send + Sync + 'static {
-    /// Sends an invalidation already applied here to the other nodes.
-    fn invalidate(
-        &self,
-        inv: Invalidation,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), CacheError>> + Send + '_>>;
 }
 
 /// A handle to a cache: cheap to clone, shared by every clone.
@@ -143,9 +132,20 @@ impl<C: Codec> Grid<C> {
     /// assert_eq!(grid.get::<u64>("other").await.unwrap(), None);
     /// # });
     /// ```
+    ///
+    /// In a grid (member or client), a miss asks the key's owner and keeps
+    /// what it has as a near copy (the owner's bytes, TTL and tags), which
+    /// invalidations keep coherent; a hit never leaves this process.
     #[inline]
     pub async fn get<T: CacheValue<C>>(&self, key: &str) -> Result<Option<T>, CacheError> {
-        self.get_now(key)
+        match self.get_now(key)? {
+            Some(value) => Ok(Some(value)),
+            None => match self.inner.remote.get() {
+                None => Ok(None),
+                // Boxed so that the hit path's future stays small.
+                Some(remote) => Box::pin(self.inner.fetch_near::<T, C>(&**remote, key)).await,
+            },
+        }
     }
 
     #[inline]
@@ -177,6 +177,10 @@ impl<C: Codec> Grid<C> {
     /// A zero-copy guard over the archived value for `key` (rkyv values):
     /// read it in place with [`EntryRef::archived`]. Hold it briefly and not
     /// across `.await` points: it pins memory reclamation.
+    ///
+    /// It reads this process's store only, synchronously: in a grid it
+    /// sees near copies and owned entries but never asks the owner (use
+    /// [`Grid::get`] for that).
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -228,18 +232,68 @@ impl<C: Codec> Grid<C> {
         options: CacheOptions,
     ) -> Result<(), CacheError> {
         let inner = &*self.inner;
-        value.put(
-            &inner.store,
-            key.as_bytes(),
-            options.expiry(),
-            options.tags.as_slice(),
-        )?;
+        match inner.remote.get() {
+            None => value.put(
+                &inner.store,
+                key.as_bytes(),
+                options.expiry(),
+                options.tags.as_slice(),
+            )?,
+            Some(remote) => Box::pin(self.put_in_grid(&**remote, key, &value, &options)).await?,
+        }
         if inner.events.active() {
             inner.events.publish(CacheEvent::Stored {
                 key: key.to_string(),
                 tags: options.tags.as_slice().to_vec(),
                 origin: EventOrigin::Local,
             });
+        }
+        Ok(())
+    }
+
+    /// A put in a grid, in the order that makes it race-free (see
+    /// docs/consistency.md): drop the local copy and take a fill ticket;
+    /// store at the owner, which invalidates every other copy (acknowledged)
+    /// before it answers; then store here with the ticket, so that an
+    /// invalidation or a later put that reached this node meanwhile wins.
+    /// When this node is the owner (or no owner is reachable and the grid
+    /// serves locally) it stores here first and invalidates the others.
+    async fn put_in_grid<T: CacheValue<C>>(
+        &self,
+        remote: &dyn Remote,
+        key: &str,
+        value: &T,
+        options: &CacheOptions,
+    ) -> Result<(), CacheError> {
+        let inner = &*self.inner;
+        let encoded = value.encode()?;
+        let tags = options.tags.as_slice();
+        let expiry = options.expiry();
+        inner.before_write(key);
+        let ticket = inner.store.begin_fill(key.as_bytes(), tags)?;
+        let at = remote
+            .put(key, encoded.bytes(), inner.ttl_of(expiry), tags)
+            .await?;
+        // A read of this node may have a fetch from before the owner stored
+        // the value in flight: this write must condemn its reply (near.rs).
+        inner.stamps.bump_key(key);
+        match at {
+            PutAt::Owner => {
+                let outcome = T::fill_encoded(&inner.store, ticket, encoded.bytes(), expiry)?;
+                if outcome == FillOutcome::Stale {
+                    // Something wrote the key here meanwhile: an invalidation
+                    // (then it is gone), or a read of this node that fetched
+                    // the owner's value from before this put. Dropping the
+                    // key is always safe; the next read asks the owner.
+                    inner.before_write(key);
+                }
+            }
+            PutAt::Here => {
+                T::fill_encoded(&inner.store, ticket, encoded.bytes(), expiry)?;
+                remote
+                    .invalidate(Invalidation::Key(key.to_string()))
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -334,8 +388,25 @@ impl<C: Codec> Grid<C> {
                     };
                     let expiry = options.expiry();
                     let tags = options.tags.as_slice().to_vec();
+                    let remote = inner.remote.get().cloned();
                     tokio::spawn(async move {
                         let inner = Arc::clone(&landing.inner);
+                        // In a grid, the owner may have it: ask before loading.
+                        if let Some(remote) = remote {
+                            match inner.fetch_near::<T, C>(&*remote, &landing.key).await {
+                                Ok(Some(value)) => {
+                                    drop(ticket);
+                                    landing.land(Ok(Arc::new(value)));
+                                    return;
+                                }
+                                Ok(None) => {}
+                                Err(e) => {
+                                    drop(ticket);
+                                    landing.land(Err(e));
+                                    return;
+                                }
+                            }
+                        }
                         let outcome: Outcome = match AssertUnwindSafe(fut).catch_unwind().await {
                             Ok(Ok(value)) => match value.fill(&inner.store, ticket, expiry) {
                                 Ok(FillOutcome::Stored) => {
@@ -719,55 +790,6 @@ impl<C: Codec> Grid<C> {
             loads_in_flight: inner.flights.len(),
             subscribers: inner.events.subscribers(),
             codec: inner.codec_name,
-        }
-    }
-
-    /// What the cluster looks like from this node; `None` for a local grid.
-    #[cfg(feature = "cluster")]
-    pub async fn cluster_diagnostics(&self) -> Option<crate::cluster::ClusterDiagnostics> {
-        let node = self.inner.node.get()?;
-        Some(node.diagnostics().await)
-    }
-
-    /// Leaves the cluster gracefully: announces it, waits (bounded) until the
-    /// raft leader has removed this node from the membership, then stops
-    /// gossip and closes the endpoint. The grid keeps working as a local cache.
-    #[cfg(feature = "cluster")]
-    pub async fn leave(&self) {
-        if let Some(node) = self.inner.node.get() {
-            node.leave().await;
-        }
-    }
-
-    /// The node id owning `key` at the current membership epoch (rendezvous
-    /// hashing over the admitted members); `None` for a local grid or before
-    /// the first admission.
-    #[cfg(feature = "cluster")]
-    pub fn owner_for_key(&self, key: &str) -> Option<String> {
-        let node = self.inner.node.get()?;
-        node.view()
-            .owner_for_key(key)
-            .map(|m| m.node.id.to_string())
-    }
-
-    /// Test hook: while `on`, this node refuses incoming invalidations as if
-    /// they were lost in a partition (gossip still flows).
-    #[cfg(feature = "cluster")]
-    #[doc(hidden)]
-    pub fn simulate_lost_invalidations(&self, on: bool) {
-        if let Some(node) = self.inner.node.get() {
-            node.set_partitioned(on);
-        }
-    }
-
-    /// Cuts this node's connection to the peer at `addr` (a test hook that
-    /// simulates a partition; the connection is re-established on the next
-    /// message).
-    #[cfg(feature = "cluster")]
-    #[doc(hidden)]
-    pub fn disconnect_peer(&self, addr: std::net::SocketAddr) {
-        if let Some(node) = self.inner.node.get() {
-            node.transport().disconnect(addr);
         }
     }
 

@@ -25,6 +25,11 @@ impl GridInner {
     /// if an entry was removed (for `Key`).
     pub(crate) fn apply(&self, inv: &Invalidation, origin: EventOrigin) -> bool {
         GridCounters::bump(&self.counters.invalidations);
+        // Before the store changes: see near.rs for why.
+        match inv {
+            Invalidation::Key(key) => self.stamps.bump_key(key),
+            Invalidation::Tags(_) | Invalidation::Flush => self.stamps.bump_all(),
+        }
         let removed = {
             let mut flights = self.flights.lock();
             match inv {
@@ -62,5 +67,15 @@ impl GridInner {
             }
         }
         removed
+    }
+
+    /// Before this process writes `key` for the grid (a put, or a peer's
+    /// put at this owner): near copies of it in flight are not kept, and
+    /// loads of it in flight are detached and not stored.
+    pub(crate) fn before_write(&self, key: &str) {
+        self.stamps.bump_key(key);
+        let mut flights = self.flights.lock();
+        detach_key(&mut flights, key);
+        self.store.remove(key.as_bytes());
     }
 }

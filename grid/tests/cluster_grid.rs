@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hydracache::cluster::{DevCa, InvalidationMode};
-use hydracache::{CacheError, CacheEvent, CacheOptions, EventOrigin, Grid};
+use hydracache::{CacheEvent, CacheOptions, EventOrigin, Grid};
 use hydracache_protocol::{Hello, Invalidate, Limits, Message, NodeIdentity, Role, Target};
 
 const GOSSIP: Duration = Duration::from_millis(50);
@@ -18,7 +18,7 @@ async fn member(ca: &DevCa, id: &str, seeds: &[SocketAddr]) -> Grid {
         .seeds(seeds.iter().map(|s| s.to_string()))
         .tls(ca.issue(id).unwrap())
         .gossip_interval(GOSSIP)
-        .ack_timeout(Duration::from_millis(500))
+        .ack_timeout(Duration::from_secs(2))
         .start()
         .await
         .unwrap()
@@ -79,18 +79,27 @@ async fn five_members_and_two_clients_agree_and_invalidations_reach_everyone() {
     assert_eq!(d.clients, ["c0", "c1"]);
     assert_eq!(d.role, Role::Client);
 
-    // Every node caches the same user, tagged.
-    for n in &nodes {
-        n.put(
+    // One node writes; every node reads it (a near copy where it is not
+    // the owner), tagged as written.
+    nodes[1]
+        .put(
             "user:1",
             "Ada".to_string(),
             CacheOptions::new().tag("users"),
         )
         .await
         .unwrap();
-        n.put("order:9", 9u64, CacheOptions::new().tag("orders"))
-            .await
-            .unwrap();
+    nodes[5]
+        .put("order:9", 9u64, CacheOptions::new().tag("orders"))
+        .await
+        .unwrap();
+    for n in &nodes {
+        assert_eq!(
+            n.get::<String>("user:1").await.unwrap().as_deref(),
+            Some("Ada")
+        );
+        assert_eq!(n.get::<u64>("order:9").await.unwrap(), Some(9));
+        assert!(n.contains_key("user:1").await && n.contains_key("order:9").await);
     }
     let mut events = nodes[3].subscribe_tag("users");
     // A client invalidates the tag: gone on every node when the call returns.
@@ -111,21 +120,16 @@ async fn five_members_and_two_clients_agree_and_invalidations_reach_everyone() {
     for n in &nodes {
         assert!(!n.contains_key("order:9").await);
     }
+    nodes[4].put("x", 1u8, CacheOptions::new()).await.unwrap();
     for n in &nodes {
-        n.put("x", 1u8, CacheOptions::new()).await.unwrap();
+        assert_eq!(n.get::<u8>("x").await.unwrap(), Some(1));
     }
     nodes[0].flush().await.unwrap();
     for n in &nodes {
         assert!(!n.contains_key("x").await);
     }
-    assert_eq!(
-        nodes[2]
-            .cluster_diagnostics()
-            .await
-            .unwrap()
-            .invalidation_sequence,
-        1
-    );
+    // A client originates only its own invalidations (its puts are
+    // invalidated by their owners).
     assert_eq!(
         nodes[6]
             .cluster_diagnostics()
@@ -134,39 +138,6 @@ async fn five_members_and_two_clients_agree_and_invalidations_reach_everyone() {
             .invalidation_sequence,
         1
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_node_is_named_in_a_typed_error() {
-    let ca = DevCa::new("orders").unwrap();
-    let a = member(&ca, "a", &[]).await;
-    let seed = addr(&a).await;
-    let b = member(&ca, "b", &[seed]).await;
-    let c = member(&ca, "c", &[seed]).await;
-    converge(&[&a, &b, &c], 3, 0).await;
-    // c's endpoint goes away abruptly; gossip still believes it live for a while.
-    let c_addr = addr(&c).await;
-    drop(c);
-    a.disconnect_peer(c_addr);
-    // Until the failure detector notices, an acknowledged invalidation names c.
-    match a.invalidate_tag("t").await {
-        Err(CacheError::Unacknowledged { nodes }) => assert_eq!(nodes, ["c"]),
-        // The detector may already have declared c dead: then nobody is missing.
-        Ok(()) => {}
-        Err(e) => panic!("{e:?}"),
-    }
-    // Send-only mode returns after sending, whoever answers.
-    let d = Grid::member()
-        .cluster("orders")
-        .node_id("d")
-        .seeds([seed.to_string()])
-        .tls(ca.issue("d").unwrap())
-        .gossip_interval(GOSSIP)
-        .invalidation_mode(InvalidationMode::Sent)
-        .start()
-        .await
-        .unwrap();
-    d.invalidate_key("k").await.unwrap();
 }
 
 /// Speaks to a member as an origin node with a raw transport.
@@ -347,43 +318,6 @@ async fn raft_membership_follows_failures_restarts_and_leaves_and_ownership_move
         .await
     );
     assert!(m0.cluster_diagnostics().await.unwrap().epoch > epoch);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_that_missed_invalidations_drops_what_it_cannot_prove() {
-    let ca = DevCa::new("orders").unwrap();
-    let a = member(&ca, "a", &[]).await;
-    let seed = addr(&a).await;
-    let b = member(&ca, "b", &[seed]).await;
-    let x = member(&ca, "x", &[seed]).await;
-    converge(&[&a, &b, &x], 3, 0).await;
-    for n in [&a, &b, &x] {
-        n.put("k1", 1u8, CacheOptions::new().tag("t1"))
-            .await
-            .unwrap();
-        n.put("k2", 2u8, CacheOptions::new().tag("t2"))
-            .await
-            .unwrap();
-    }
-    // x loses every invalidation for a while: the caller is told.
-    x.simulate_lost_invalidations(true);
-    match a.invalidate_tag("t1").await {
-        Err(CacheError::Unacknowledged { nodes }) => assert_eq!(nodes, ["x"]),
-        other => panic!("{other:?}"),
-    }
-    assert!(!b.contains_key("k1").await);
-    x.simulate_lost_invalidations(false);
-    // a's gossiped high-water mark tells x it missed one: x drops what it
-    // cannot prove fresh (k1 and, since it cannot tell, k2 too).
-    assert!(
-        eventually(async || !x.contains_key("k1").await).await,
-        "x still serves the invalidated k1"
-    );
-    assert!(!x.contains_key("k2").await);
-    assert!(
-        b.contains_key("k2").await,
-        "nodes that did not miss anything keep their entries"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

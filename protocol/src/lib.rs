@@ -66,6 +66,6 @@ pub use limits::Limits;
 pub use message::{
     negotiate, Agreement, Entry, ErrorCode, Features, Fetch, FetchReply, Fill, Hello, Invalidate,
     Kind, Load, LoadReply, Member, Message, MetadataSnapshot, NodeIdentity, OwnerLoad,
-    OwnerLoadReply, Role, Target, VersionRange,
+    OwnerLoadReply, Put, PutReply, Role, Target, VersionRange,
 };
 pub use text::Text;

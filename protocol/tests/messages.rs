@@ -9,7 +9,7 @@ use common::{raw_frame, samples};
 use hydracache_protocol::{
     Entry, ErrorCode, Features, Fetch, FetchReply, Field, Fill, Flags, Frame, Hello, Invalidate,
     Kind, Limits, Load, LoadReply, Member, Message, MetadataSnapshot, NodeIdentity, OwnerLoad,
-    OwnerLoadReply, ProtocolError, Recovery, Role, Target, VersionRange, HEADER_LEN,
+    OwnerLoadReply, ProtocolError, Put, PutReply, Recovery, Role, Target, VersionRange, HEADER_LEN,
 };
 
 fn limits() -> Limits {
@@ -383,6 +383,36 @@ fn fill() {
     assert_within(&wire, &fill.entry.value);
     assert_within(&wire, &fill.entry.tags[0]);
     assert_malformed(message(Kind::Fill, &[0; 7]), Field::Token);
+}
+
+#[test]
+fn put_and_reply() {
+    let (wire, f) = round_trip(&Frame::new(
+        46,
+        Message::Put(Put {
+            epoch: 3,
+            key: Bytes::from_static(b"user:1"),
+            entry: Entry::new(Bytes::from(vec![1; 300])).with_tags([Bytes::from_static(b"u")]),
+        }),
+    ));
+    let Message::Put(put) = f.message else {
+        unreachable!()
+    };
+    assert_within(&wire, &put.entry.value);
+    assert_malformed(message(Kind::Put, &[0; 7]), Field::Epoch);
+    for reply in [
+        PutReply::Stored { sequence: 1 },
+        PutReply::WrongOwner { epoch: 2 },
+        PutReply::Unacknowledged {
+            sequence: 3,
+            nodes: vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")],
+        },
+    ] {
+        let (_, f) = round_trip(&Frame::new(46, Message::PutReply(reply.clone())));
+        assert_eq!(f.message, Message::PutReply(reply));
+    }
+    assert_malformed(message(Kind::PutReply, &[9]), Field::Status);
+    assert_malformed(message(Kind::PutReply, &[0, 1, 2]), Field::Sequence);
 }
 
 #[test]

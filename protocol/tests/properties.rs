@@ -15,7 +15,7 @@ use common::raw_frame;
 use hydracache_protocol::{
     Entry, ErrorCode, Features, Fetch, FetchReply, Fill, Flags, Frame, FrameCodec, Hello,
     Invalidate, Kind, Limits, Load, LoadReply, Member, Message, MetadataSnapshot, NodeIdentity,
-    OwnerLoad, OwnerLoadReply, ProtocolError, Role, Target, Text, VersionRange,
+    OwnerLoad, OwnerLoadReply, ProtocolError, Put, PutReply, Role, Target, Text, VersionRange,
 };
 use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
@@ -155,6 +155,18 @@ fn message() -> impl Strategy<Value = Message> {
             text(40).prop_map(|message| OwnerLoadReply::Failed { message }),
         ]
         .prop_map(Message::OwnerLoadReply),
+        (any::<u64>(), bytes(64), entry()).prop_map(|(epoch, key, entry)| Message::Put(Put {
+            epoch,
+            key,
+            entry
+        })),
+        prop_oneof![
+            any::<u64>().prop_map(|sequence| PutReply::Stored { sequence }),
+            any::<u64>().prop_map(|epoch| PutReply::WrongOwner { epoch }),
+            (any::<u64>(), prop::collection::vec(bytes(20), 0..4))
+                .prop_map(|(sequence, nodes)| PutReply::Unacknowledged { sequence, nodes }),
+        ]
+        .prop_map(Message::PutReply),
         bytes(200).prop_map(Message::Raft),
         bytes(200).prop_map(Message::Gossip),
         (any::<u64>(), prop::collection::vec(member(), 0..6)).prop_map(|(epoch, members)| {

@@ -1,23 +1,44 @@
 //! Unit-test fixtures: a grid whose invalidations fail to leave the process,
 //! as a grid's fan-out can (a local grid's never do).
 
-use std::future::Future;
-use std::pin::Pin;
+use std::any::Any;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::codec::Rkyv;
 use crate::error::CacheError;
-use crate::grid::{Grid, Remote};
+use crate::grid::Grid;
 use crate::invalidation::Invalidation;
+use crate::remote::{Fetched, PutAt, Remote, RemoteFuture};
 
+/// Owns every key (reads and puts stay here) but cannot reach anyone with
+/// an invalidation.
 struct Unreachable;
 
 impl Remote for Unreachable {
-    fn invalidate(
-        &self,
-        _inv: Invalidation,
-    ) -> Pin<Box<dyn Future<Output = Result<(), CacheError>> + Send + '_>> {
+    fn fetch<'a>(&'a self, _key: &'a str) -> RemoteFuture<'a, Result<Fetched, CacheError>> {
+        Box::pin(async { Ok(Fetched::Owned) })
+    }
+
+    fn put<'a>(
+        &'a self,
+        _key: &'a str,
+        _value: &'a [u8],
+        _ttl: Option<Duration>,
+        _tags: &'a [String],
+    ) -> RemoteFuture<'a, Result<PutAt, CacheError>> {
+        // As if stored at an owner that invalidated the (no) other copies.
+        Box::pin(async { Ok(PutAt::Owner) })
+    }
+
+    fn invalidate(&self, _inv: Invalidation) -> RemoteFuture<'_, Result<(), CacheError>> {
         Box::pin(async { Err(CacheError::Cancelled) })
+    }
+
+    fn detach(&self) {}
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 

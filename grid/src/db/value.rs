@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use hydracache_storage::{EntryRef, Expiry, FillOutcome, FillTicket, Store};
 
-use crate::codec::{CacheValue, Codec};
+use crate::codec::{CacheValue, Codec, Encoded};
 use crate::error::CacheError;
 
 pub(crate) struct Stored<T> {
@@ -86,5 +86,18 @@ impl<C: Codec, T: CacheValue<C>> CacheValue<C> for Stored<T> {
 
     fn duplicate(&self) -> Result<Self, CacheError> {
         Ok(self.clone())
+    }
+
+    fn encode(&self) -> Result<Encoded, CacheError> {
+        self.value.encode()
+    }
+
+    fn fill_encoded(
+        store: &Store,
+        ticket: FillTicket,
+        bytes: &[u8],
+        expiry: Expiry,
+    ) -> Result<FillOutcome, CacheError> {
+        T::fill_encoded(store, ticket, bytes, expiry)
     }
 }

@@ -11,6 +11,7 @@ mod handshake;
 mod invalidate;
 mod load;
 mod node;
+mod put;
 
 pub use cluster::{Member, MetadataSnapshot};
 pub use control::ErrorCode;
@@ -19,6 +20,7 @@ pub use handshake::{negotiate, Agreement, Features, Hello, Role, VersionRange};
 pub use invalidate::{Invalidate, Target};
 pub use load::{Fill, Load, LoadReply, OwnerLoad, OwnerLoadReply};
 pub use node::NodeIdentity;
+pub use put::{Put, PutReply};
 
 use std::fmt;
 
@@ -75,6 +77,10 @@ pub enum Kind {
     OwnerLoad = 0x25,
     /// [`Message::OwnerLoadReply`].
     OwnerLoadReply = 0x26,
+    /// [`Message::Put`].
+    Put = 0x27,
+    /// [`Message::PutReply`].
+    PutReply = 0x28,
     /// [`Message::Raft`].
     Raft = 0x30,
     /// [`Message::Gossip`].
@@ -85,7 +91,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind this build knows, in kind-byte order.
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 20] = [
         Kind::Hello,
         Kind::HelloAck,
         Kind::Ping,
@@ -101,6 +107,8 @@ impl Kind {
         Kind::Fill,
         Kind::OwnerLoad,
         Kind::OwnerLoadReply,
+        Kind::Put,
+        Kind::PutReply,
         Kind::Raft,
         Kind::Gossip,
         Kind::MetadataSnapshot,
@@ -124,6 +132,8 @@ impl Kind {
             0x24 => Kind::Fill,
             0x25 => Kind::OwnerLoad,
             0x26 => Kind::OwnerLoadReply,
+            0x27 => Kind::Put,
+            0x28 => Kind::PutReply,
             0x30 => Kind::Raft,
             0x31 => Kind::Gossip,
             0x32 => Kind::MetadataSnapshot,
@@ -206,6 +216,10 @@ pub enum Message {
     OwnerLoad(OwnerLoad),
     /// Answer to a [`Message::OwnerLoad`].
     OwnerLoadReply(OwnerLoadReply),
+    /// Store a value at its owner.
+    Put(Put),
+    /// Answer to a [`Message::Put`].
+    PutReply(PutReply),
     /// An opaque raft-rs message (protobuf bytes), for membership consensus.
     Raft(#[cfg_attr(feature = "arbitrary", arbitrary(with = crate::arb::bytes))] Bytes),
     /// Opaque chitchat gossip bytes, for discovery and failure detection.
@@ -233,6 +247,8 @@ impl Message {
             Message::Fill(_) => Kind::Fill,
             Message::OwnerLoad(_) => Kind::OwnerLoad,
             Message::OwnerLoadReply(_) => Kind::OwnerLoadReply,
+            Message::Put(_) => Kind::Put,
+            Message::PutReply(_) => Kind::PutReply,
             Message::Raft(_) => Kind::Raft,
             Message::Gossip(_) => Kind::Gossip,
             Message::MetadataSnapshot(_) => Kind::MetadataSnapshot,
@@ -288,6 +304,8 @@ impl Message {
             Kind::Fill => Message::Fill(Fill::read(&mut r)?),
             Kind::OwnerLoad => Message::OwnerLoad(OwnerLoad::read(&mut r)?),
             Kind::OwnerLoadReply => Message::OwnerLoadReply(OwnerLoadReply::read(&mut r)?),
+            Kind::Put => Message::Put(Put::read(&mut r)?),
+            Kind::PutReply => Message::PutReply(PutReply::read(&mut r)?),
             Kind::Raft => Message::Raft(r.rest()),
             Kind::Gossip => Message::Gossip(r.rest()),
             Kind::MetadataSnapshot => Message::MetadataSnapshot(MetadataSnapshot::read(&mut r)?),
@@ -320,6 +338,8 @@ impl Message {
             Message::Fill(m) => m.write(w)?,
             Message::OwnerLoad(m) => m.write(w)?,
             Message::OwnerLoadReply(m) => m.write(w)?,
+            Message::Put(m) => m.write(w)?,
+            Message::PutReply(m) => m.write(w)?,
             Message::Raft(body) | Message::Gossip(body) => w.raw(body),
             Message::MetadataSnapshot(m) => m.write(w)?,
         }

@@ -6,8 +6,8 @@
 use bytes::Bytes;
 use hydracache_protocol::{
     Entry, ErrorCode, Features, FetchReply, Fill, Flags, Frame, Hello, Invalidate, LoadReply,
-    Member, Message, MetadataSnapshot, NodeIdentity, OwnerLoad, OwnerLoadReply, Role, Target,
-    VersionRange, HEADER_LEN,
+    Member, Message, MetadataSnapshot, NodeIdentity, OwnerLoad, OwnerLoadReply, Put, PutReply,
+    Role, Target, VersionRange, HEADER_LEN,
 };
 
 /// A named sample frame with a one-line description.
@@ -242,6 +242,39 @@ pub fn samples() -> Vec<Sample> {
             45,
             Message::OwnerLoadReply(OwnerLoadReply::Failed {
                 message: "db timeout".into(),
+            }),
+        ),
+        sample(
+            "put",
+            "Put user:42 at epoch 12: 4-byte value, ttl 60 s, tag users",
+            46,
+            Message::Put(Put {
+                epoch: 12,
+                key: b(b"user:42"),
+                entry: Entry::new(b(b"data"))
+                    .with_ttl_ms(60_000)
+                    .with_tags([b(b"users")]),
+            }),
+        ),
+        sample(
+            "put_reply_stored",
+            "PutReply stored, owner invalidation sequence 9",
+            46,
+            Message::PutReply(PutReply::Stored { sequence: 9 }),
+        ),
+        sample(
+            "put_reply_wrong_owner",
+            "PutReply wrong owner, current epoch 13",
+            46,
+            Message::PutReply(PutReply::WrongOwner { epoch: 13 }),
+        ),
+        sample(
+            "put_reply_unacknowledged",
+            "PutReply stored at sequence 9, node m3 did not acknowledge",
+            46,
+            Message::PutReply(PutReply::Unacknowledged {
+                sequence: 9,
+                nodes: vec![b(b"m3")],
             }),
         ),
         sample(

@@ -1,0 +1,330 @@
+//! `Grid::member()` and `Grid::client()`: the settings of a node and how it
+//! starts (binds its endpoint, joins gossip, starts raft on members, and
+//! attaches itself to a local grid through the core's seam).
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatId, FailureDetectorConfig};
+use hydracache_protocol::{Hello, Limits, NodeIdentity, Role};
+
+use super::consensus::{role_name, Consensus};
+use super::gossip::{keys, QuicGossip};
+use super::handler::NodeHandler;
+use super::invalidations::watch_high_water_marks;
+use super::node::Node;
+use super::ownership::MembershipView;
+use super::raft::RaftConfig;
+use super::read_path::OwnerUnreachable;
+use super::sequence::SequenceTable;
+use super::tls::TlsConfig;
+use super::transport::{Transport, TransportError};
+use crate::builder::LocalBuilder;
+use crate::codec::{Codec, Rkyv};
+use crate::grid::Grid;
+use crate::remote::Remote;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A required setting is missing.
+    #[error("missing setting: {0}")]
+    Missing(&'static str),
+    /// The transport could not start.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// Gossip could not start.
+    #[error("gossip failed to start: {0}")]
+    Gossip(String),
+    /// A seed address does not parse.
+    #[error("bad seed address {0:?}")]
+    BadSeed(String),
+}
+
+/// When an invalidation call returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InvalidationMode {
+    /// After every live node acknowledged applying it (default).
+    #[default]
+    Acknowledged,
+    /// After applying it locally and sending it; acknowledgements are not awaited.
+    Sent,
+}
+
+/// Builds a member (owns data) or a client (near cache only) of a grid.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use hydracache::cluster::DevCa;
+/// use hydracache::Grid;
+///
+/// let ca = DevCa::new("orders")?;
+/// let member = Grid::member()
+///     .cluster("orders")
+///     .node_id("api-1")
+///     .bind("127.0.0.1:7400".parse()?)
+///     .seeds(["127.0.0.1:7401"])
+///     .tls(ca.issue("api-1")?)
+///     .start()
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct NodeBuilder<C: Codec = Rkyv> {
+    local: LocalBuilder<C>,
+    role: Role,
+    cluster: String,
+    node_id: Option<String>,
+    bind: SocketAddr,
+    advertise: Option<SocketAddr>,
+    seeds: Vec<String>,
+    tls: Option<TlsConfig>,
+    ack_timeout: Duration,
+    request_timeout: Duration,
+    on_unreachable: OwnerUnreachable,
+    gossip_interval: Duration,
+    mode: InvalidationMode,
+    limits: Limits,
+    raft: RaftConfig,
+}
+
+impl Grid {
+    /// A builder for a grid member: a node that owns a share of the keys.
+    pub fn member() -> NodeBuilder {
+        NodeBuilder::new(Role::Member)
+    }
+
+    /// A builder for a grid client: a near cache that owns nothing and sees
+    /// every invalidation.
+    pub fn client() -> NodeBuilder {
+        NodeBuilder::new(Role::Client)
+    }
+}
+
+impl NodeBuilder {
+    fn new(role: Role) -> Self {
+        NodeBuilder {
+            local: Grid::local(),
+            role,
+            cluster: "hydracache".to_string(),
+            node_id: None,
+            bind: "127.0.0.1:0".parse().expect("literal address"),
+            advertise: None,
+            seeds: Vec::new(),
+            tls: None,
+            ack_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(2),
+            on_unreachable: OwnerUnreachable::ServeLocally,
+            gossip_interval: Duration::from_millis(200),
+            mode: InvalidationMode::Acknowledged,
+            limits: Limits::default(),
+            raft: RaftConfig::default(),
+        }
+    }
+}
+
+impl<C: Codec> NodeBuilder<C> {
+    /// The cluster name; peers of another cluster are refused.
+    pub fn cluster(mut self, name: impl Into<String>) -> Self {
+        self.cluster = name.into();
+        self
+    }
+
+    /// This node's id, unique in the cluster (required for members; clients
+    /// get a generated one if unset).
+    pub fn node_id(mut self, id: impl Into<String>) -> Self {
+        self.node_id = Some(id.into());
+        self
+    }
+
+    /// The UDP address to bind (default 127.0.0.1:0). One port carries
+    /// everything: requests, invalidations, gossip.
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// The address peers should use to reach this node, if not the bound
+    /// one (behind NAT, or when binding 0.0.0.0).
+    pub fn advertise(mut self, addr: SocketAddr) -> Self {
+        self.advertise = Some(addr);
+        self
+    }
+
+    /// Addresses of nodes to join through.
+    pub fn seeds<S: Into<String>>(mut self, seeds: impl IntoIterator<Item = S>) -> Self {
+        self.seeds = seeds.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// This node's TLS identity (required).
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// How long an invalidation waits for acknowledgements (default 2 s).
+    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+        self.ack_timeout = timeout;
+        self
+    }
+
+    /// Deadline of one read or put at a key's owner, retries after
+    /// wrong-owner answers included (default 2 s; a put also waits for the
+    /// owner's invalidation, up to the acknowledgement timeout).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// What reads and puts do when no owner answers within the request
+    /// deadline (default: serve locally, counted in `local_fallbacks`).
+    pub fn owner_unreachable(mut self, on: OwnerUnreachable) -> Self {
+        self.on_unreachable = on;
+        self
+    }
+
+    /// Gossip round interval (default 200 ms).
+    pub fn gossip_interval(mut self, interval: Duration) -> Self {
+        self.gossip_interval = interval;
+        self
+    }
+
+    /// When invalidation calls return (default: when acknowledged).
+    pub fn invalidation_mode(mut self, mode: InvalidationMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// How many raft voters the cluster keeps (3 or 5; default 3). The first
+    /// members admitted become voters; later ones are learners, promoted
+    /// when a voter leaves.
+    pub fn raft_voters(mut self, voters: usize) -> Self {
+        self.raft.voters = voters;
+        self
+    }
+
+    /// Local cache settings (capacity, TTL, events, codec, …).
+    pub fn cache(mut self, f: impl FnOnce(LocalBuilder<C>) -> LocalBuilder<C>) -> Self {
+        self.local = f(self.local);
+        self
+    }
+
+    /// Capacity of a client's near cache in bytes (the same setting as
+    /// `max_capacity_bytes` of a local grid).
+    pub fn near_cache_capacity_bytes(mut self, bytes: usize) -> Self {
+        self.local = self.local.max_capacity_bytes(bytes);
+        self
+    }
+
+    /// Starts a member (binds, joins gossip through the seeds) and returns
+    /// its `Grid`.
+    pub async fn start(self) -> Result<Grid<C>, ClusterError> {
+        let tls = self.tls.as_ref().ok_or(ClusterError::Missing("tls"))?;
+        let node_id = match (&self.node_id, self.role) {
+            (Some(id), _) => id.clone(),
+            (None, Role::Client) => format!("client-{:x}", new_generation()),
+            (None, Role::Member) => return Err(ClusterError::Missing("node_id")),
+        };
+        let generation = new_generation();
+        let grid = self.local.build();
+        let hello = Hello::new(
+            self.cluster.as_str(),
+            (node_id.as_str(), generation),
+            self.role,
+        );
+        let transport = Transport::bind(self.bind, tls, hello, self.limits.clone())?;
+        let bound = transport.local_addr();
+        let addr = self.advertise.unwrap_or(bound);
+        let (gossip, inbox) = QuicGossip::new(transport.clone());
+        let mut seeds = Vec::new();
+        for s in &self.seeds {
+            let a: SocketAddr = s.parse().map_err(|_| ClusterError::BadSeed(s.clone()))?;
+            seeds.push(a.to_string());
+        }
+        let config = ChitchatConfig {
+            chitchat_id: ChitchatId::new(node_id.clone(), generation, addr),
+            cluster_id: self.cluster.clone(),
+            gossip_interval: self.gossip_interval,
+            listen_addr: bound,
+            seed_nodes: seeds,
+            failure_detector_config: FailureDetectorConfig {
+                initial_interval: self.gossip_interval,
+                dead_node_grace_period: Duration::from_secs(3600),
+                ..Default::default()
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+        };
+        let role = role_name(self.role);
+        let kvs = vec![
+            (keys::ROLE.to_string(), role.to_string()),
+            (keys::ADDR.to_string(), addr.to_string()),
+            (keys::INVALIDATION_HWM.to_string(), "0".to_string()),
+            (keys::LEAVING.to_string(), "0".to_string()),
+        ];
+        let node = Arc::new(Node {
+            transport: transport.clone(),
+            chitchat: tokio::sync::OnceCell::new(),
+            identity: NodeIdentity::new(node_id.as_str(), generation),
+            role: self.role,
+            grid: Arc::downgrade(&grid.inner),
+            sequence: AtomicU64::new(0),
+            sequences: Mutex::new(SequenceTable::default()),
+            ack_timeout: self.ack_timeout,
+            request_timeout: self.request_timeout,
+            on_unreachable: self.on_unreachable,
+            read_path: Default::default(),
+            mode: self.mode,
+            inbox,
+            gossip_interval: self.gossip_interval,
+            live: std::sync::OnceLock::new(),
+            partitioned: std::sync::atomic::AtomicBool::new(false),
+            stopped: std::sync::atomic::AtomicBool::new(false),
+            consensus: std::sync::OnceLock::new(),
+            view: std::sync::RwLock::new(Arc::new(MembershipView::empty())),
+            raft_status: std::sync::RwLock::new(Default::default()),
+        });
+        transport.serve(Arc::new(NodeHandler(Arc::clone(&node))));
+        let chitchat = spawn_chitchat(config, kvs, &gossip)
+            .await
+            .map_err(|e| ClusterError::Gossip(e.to_string()))?;
+        let _ = node
+            .live
+            .set(chitchat.chitchat().lock().await.live_nodes_watcher());
+        let _ = node.chitchat.set(chitchat);
+        if self.role == Role::Member {
+            // The first member (started without seeds) founds the cluster;
+            // every other member joins with an empty log and is admitted by
+            // the leader once gossip reports it.
+            let consensus = Consensus::start(
+                node.identity.clone(),
+                self.seeds.is_empty(),
+                self.raft.clone(),
+                transport.clone(),
+                Arc::downgrade(&node),
+            )
+            .map_err(|e| ClusterError::Gossip(format!("raft: {e}")))?;
+            let _ = node.consensus.set(consensus);
+        }
+        let _ = grid.inner.remote.set(Arc::clone(&node) as Arc<dyn Remote>);
+        tokio::spawn(watch_high_water_marks(Arc::downgrade(&node)));
+        Ok(grid)
+    }
+
+    /// [`NodeBuilder::start`] under the name clients use.
+    pub async fn connect(self) -> Result<Grid<C>, ClusterError> {
+        self.start().await
+    }
+}
+
+/// A fresh generation for this process: the wall clock in microseconds, so a
+/// restarted process (on any host with a sane clock) gets a higher one.
+pub(super) fn new_generation() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(1)
+}

@@ -1,0 +1,102 @@
+//! What a user sees of the cluster through a `Grid`: diagnostics, leaving,
+//! ownership, and (feature `test-hooks`) the hooks tests use to simulate
+//! partitions.
+
+use std::net::SocketAddr;
+
+use hydracache_protocol::Role;
+
+use super::node::Node;
+use crate::codec::Codec;
+use crate::grid::Grid;
+
+/// What the cluster looks like from one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterDiagnostics {
+    /// Member or client.
+    pub role: Role,
+    /// This node's id.
+    pub node_id: String,
+    /// This process's generation.
+    pub generation: u64,
+    /// The UDP address the node listens on.
+    pub addr: SocketAddr,
+    /// The membership epoch of the view below (0 before the first admission).
+    pub epoch: u64,
+    /// Members Raft has admitted at that epoch.
+    pub members: Vec<String>,
+    /// Clients Raft has admitted at that epoch.
+    pub clients: Vec<String>,
+    /// The raft leader's node id, if known.
+    pub raft_leader: Option<String>,
+    /// The raft term (0 on clients, which are not raft peers).
+    pub raft_term: u64,
+    /// Nodes gossip reports live (including this one).
+    pub gossip_live: usize,
+    /// Nodes gossip has declared dead.
+    pub dead: Vec<String>,
+    /// The last invalidation sequence number this node originated.
+    pub invalidation_sequence: u64,
+    /// Local misses the owner answered with a value (kept as near copies).
+    pub remote_hits: u64,
+    /// Local misses the owner did not have either.
+    pub remote_misses: u64,
+    /// Requests answered `WrongOwner` and retried with a newer membership.
+    pub wrong_owner_retries: u64,
+    /// Requests that reached no owner within their deadline.
+    pub local_fallbacks: u64,
+    /// Puts from other nodes this node stored as the owner.
+    pub puts_served: u64,
+}
+
+/// The cluster's own extensions of [`Grid`]: they reach the node behind the
+/// core's seam.
+impl<C: Codec> Grid<C> {
+    fn node(&self) -> Option<&Node> {
+        self.inner.remote.get()?.as_any().downcast_ref::<Node>()
+    }
+
+    /// What the cluster looks like from this node; `None` for a local grid.
+    pub async fn cluster_diagnostics(&self) -> Option<ClusterDiagnostics> {
+        Some(self.node()?.diagnostics().await)
+    }
+
+    /// Leaves the cluster gracefully: announces it, waits (bounded) until the
+    /// raft leader has removed this node from the membership, then stops
+    /// gossip and closes the endpoint. The grid keeps working as a local cache.
+    pub async fn leave(&self) {
+        if let Some(node) = self.node() {
+            node.leave().await;
+        }
+    }
+
+    /// The node id owning `key` at the current membership epoch (rendezvous
+    /// hashing over the admitted members); `None` for a local grid or before
+    /// the first admission.
+    pub fn owner_for_key(&self, key: &str) -> Option<String> {
+        self.node()?
+            .view()
+            .owner_for_key(key)
+            .map(|m| m.node.id.to_string())
+    }
+
+    /// Test hook (feature `test-hooks`): while `on`, this node refuses
+    /// incoming invalidations as if they were lost in a partition (gossip
+    /// still flows).
+    #[cfg(feature = "test-hooks")]
+    pub fn simulate_lost_invalidations(&self, on: bool) {
+        if let Some(node) = self.node() {
+            node.set_partitioned(on);
+        }
+    }
+
+    /// Test hook (feature `test-hooks`): cuts this node's connection to the
+    /// peer at `addr`, simulating a partition; the connection is
+    /// re-established on the next message.
+    #[cfg(feature = "test-hooks")]
+    pub fn disconnect_peer(&self, addr: std::net::SocketAddr) {
+        if let Some(node) = self.node() {
+            node.transport().disconnect(addr);
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Serves peers' frames for a node: routes each request or one-way message
+//! to the part of the node that answers it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use hydracache_protocol::{ErrorCode, Message, Role};
+
+use super::node::Node;
+use super::ownership::MembershipView;
+use super::raft::raft_id;
+use super::transport::{Handler, PeerIdentity, Reply};
+
+/// Serves peers' frames for a node.
+pub(super) struct NodeHandler(pub(super) Arc<Node>);
+
+impl Handler for NodeHandler {
+    fn request<'a>(&'a self, peer: &'a PeerIdentity, message: Message) -> Reply<'a> {
+        Box::pin(async move {
+            match message {
+                Message::Invalidate(_) if self.0.partitioned.load(Ordering::SeqCst) => {
+                    Message::Error {
+                        code: ErrorCode::REFUSED,
+                        message: "partitioned (test hook)".into(),
+                    }
+                }
+                Message::Invalidate(inv) if !self.0.may_speak_for(peer, &inv) => Message::Error {
+                    code: ErrorCode::REFUSED,
+                    message: format!(
+                        "{} may not send invalidations as {}",
+                        peer.node_id, inv.origin.id
+                    )
+                    .into(),
+                },
+                Message::Invalidate(inv) => {
+                    let reply = self.0.receive(&inv);
+                    if matches!(reply, Message::InvalidateAck { .. })
+                        && self.0.role == Role::Member
+                        && peer.role == Role::Client
+                    {
+                        // Relay a client's invalidation to the other clients.
+                        if let Err(e) = self.0.relay_to_clients(inv).await {
+                            return Message::Error {
+                                code: ErrorCode::INTERNAL,
+                                message: e.to_string().into(),
+                            };
+                        }
+                    }
+                    reply
+                }
+                Message::Ping { nonce } => Message::Pong { nonce },
+                Message::Fetch(fetch) => self.0.fetch(peer, &fetch),
+                Message::Put(put) => self.0.serve_put(peer, put).await,
+                other => Message::Error {
+                    code: ErrorCode::REFUSED,
+                    message: format!("{:?} is not served by this node", other.kind()).into(),
+                },
+            }
+        })
+    }
+
+    fn message(&self, peer: &PeerIdentity, message: Message) {
+        match message {
+            Message::Gossip(bytes) => {
+                self.0.inbox.deliver(peer.addr, &bytes);
+            }
+            Message::Invalidate(inv) if self.0.may_speak_for(peer, &inv) => {
+                let applied = matches!(self.0.receive(&inv), Message::InvalidateAck { .. });
+                if applied && self.0.role == Role::Member && peer.role == Role::Client {
+                    let node = Arc::clone(&self.0);
+                    tokio::spawn(async move {
+                        let _ = node.relay_to_clients(inv).await;
+                    });
+                }
+            }
+            Message::Raft(bytes) => {
+                // Only from an authenticated peer, under the driver's size
+                // limit; the raft id is derived from the peer's Hello.
+                if let Some(consensus) = self.0.consensus.get() {
+                    consensus.deliver(raft_id(&peer.node_id, peer.generation), bytes);
+                }
+            }
+            Message::MetadataSnapshot(snapshot)
+                if self.0.role == Role::Client && peer.role == Role::Member =>
+            {
+                let view = MembershipView::from(snapshot);
+                self.0.raft_status.write().expect("status").leader = Some(peer.node_id.clone());
+                self.0.on_new_view(view, false);
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The invalidation exchange: fanning this node's invalidations out to every
+//! live node (acknowledged or sent), relaying clients' invalidations to the
+//! other clients, applying peers' invalidations under the sequence rules of
+//! [`super::sequence`], and watching gossiped high-water marks for a missed
+//! tail.
+
+use std::sync::atomic::Ordering;
+use std::sync::Weak;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hydracache_protocol::{ErrorCode, Invalidate, Message, Role, Target};
+
+use super::builder::InvalidationMode;
+use super::gossip::keys;
+use super::node::{LivePeer, Node};
+use super::sequence::Received;
+use super::transport::PeerIdentity;
+use crate::error::CacheError;
+use crate::events::EventOrigin;
+use crate::invalidation::Invalidation;
+
+impl Node {
+    pub(super) async fn publish_hwm(&self, seq: u64) {
+        if let Some(h) = self.chitchat.get() {
+            let c = h.chitchat();
+            let mut g = c.lock().await;
+            let state = g.self_node_state();
+            let current: u64 = state
+                .get(keys::INVALIDATION_HWM)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if seq > current {
+                state.set(keys::INVALIDATION_HWM, seq);
+            }
+        }
+    }
+
+    pub(super) async fn fan_out(&self, inv: Invalidation) -> Result<(), CacheError> {
+        self.fan_out_except(inv, None).await.1
+    }
+
+    /// [`Node::fan_out`] to every live node but `except` (the sender of a
+    /// put, told the sequence number in the reply instead); returns the
+    /// sequence number used.
+    pub(super) async fn fan_out_except(
+        &self,
+        inv: Invalidation,
+        except: Option<&str>,
+    ) -> (u64, Result<(), CacheError>) {
+        if self.stopped.load(Ordering::SeqCst) {
+            return (0, Ok(())); // left the cluster: a local cache now
+        }
+        let sequence = self.sequence.fetch_add(1, Ordering::SeqCst) + 1;
+        let message = Message::Invalidate(Invalidate {
+            origin: self.identity.clone(),
+            sequence,
+            epoch: self.view().epoch(),
+            target: to_target(&inv),
+        });
+        // Clients do not talk to clients: a client sends to the members,
+        // and each member relays to the other clients before it acknowledges.
+        let mut peers = self.live_peers(false);
+        if self.role == Role::Client {
+            peers.retain(|p| p.role == "member");
+        }
+        if let Some(except) = except {
+            peers.retain(|p| p.id != except);
+        }
+        // A key's owner applies its invalidation before anyone else is told:
+        // a node that applied it and then misses can only fetch from an
+        // owner that has applied it too (docs/consistency.md).
+        let owner = match &inv {
+            Invalidation::Key(key) => self
+                .view()
+                .owner_for_key(key)
+                .map(|m| m.node.id.to_string()),
+            Invalidation::Tags(_) | Invalidation::Flush => None,
+        };
+        let first = owner
+            .and_then(|o| peers.iter().position(|p| p.id == o))
+            .map(|i| peers.swap_remove(i));
+        let owner_acked = match first {
+            Some(owner) => {
+                self.send_to(vec![owner], message.clone(), sequence, self.ack_timeout)
+                    .await
+            }
+            None => Ok(()),
+        };
+        // The high-water mark is gossiped by the maintenance task.
+        let acked = self
+            .send_to(peers, message, sequence, self.ack_timeout)
+            .await;
+        let acked = match (owner_acked, acked) {
+            (Ok(()), rest) => rest,
+            (first, Ok(())) => first,
+            (
+                Err(CacheError::Unacknowledged { nodes: mut a }),
+                Err(CacheError::Unacknowledged { nodes: b }),
+            ) => {
+                a.extend(b);
+                a.sort();
+                Err(CacheError::Unacknowledged { nodes: a })
+            }
+            (first, _) => first,
+        };
+        (sequence, acked)
+    }
+
+    /// An invalidation names its origin; a peer may only send its own, except
+    /// that members relay clients' invalidations to clients.
+    pub(super) fn may_speak_for(&self, peer: &PeerIdentity, inv: &Invalidate) -> bool {
+        *inv.origin.id == *peer.node_id || (self.role == Role::Client && peer.role == Role::Member)
+    }
+
+    /// Passes a client's invalidation on to the other live clients (clients
+    /// do not talk to clients). Relays wait half the acknowledgement timeout,
+    /// so that the originating client hears about a slow client before its
+    /// own wait for this member ends.
+    pub(super) async fn relay_to_clients(&self, inv: Invalidate) -> Result<(), CacheError> {
+        let sequence = inv.sequence;
+        let origin = inv.origin.id.to_string();
+        let mut clients = self.live_peers(false);
+        clients.retain(|p| p.role == "client" && p.id != origin);
+        self.send_to(
+            clients,
+            Message::Invalidate(inv),
+            sequence,
+            self.ack_timeout / 2,
+        )
+        .await
+    }
+
+    /// Sends an invalidation to `peers` and, in acknowledged mode, waits for
+    /// their acks; names the peers that did not acknowledge.
+    async fn send_to(
+        &self,
+        peers: Vec<LivePeer>,
+        message: Message,
+        sequence: u64,
+        timeout: Duration,
+    ) -> Result<(), CacheError> {
+        let sends = peers.into_iter().map(|peer| {
+            let transport = self.transport.clone();
+            let message = message.clone();
+            let mode = self.mode;
+            async move {
+                let ok = match mode {
+                    InvalidationMode::Sent => transport.send(peer.addr, message).await.is_ok(),
+                    InvalidationMode::Acknowledged => matches!(
+                        tokio::time::timeout(timeout, transport.request(peer.addr, message)).await,
+                        Ok(Ok((_, Message::InvalidateAck { sequence: s, .. }))) if s == sequence
+                    ),
+                };
+                (peer.id, ok)
+            }
+        });
+        let results = futures_util::future::join_all(sends).await;
+        let mut missing: Vec<String> = results
+            .into_iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(id, _)| id)
+            .collect();
+        if missing.is_empty() || self.mode == InvalidationMode::Sent {
+            Ok(())
+        } else {
+            missing.sort();
+            Err(CacheError::Unacknowledged { nodes: missing })
+        }
+    }
+
+    /// Applies an invalidation from a peer, with the gap rule.
+    pub(super) fn receive(&self, inv: &Invalidate) -> Message {
+        let Some(grid) = self.grid.upgrade() else {
+            return Message::Error {
+                code: ErrorCode::SHUTTING_DOWN,
+                message: "this node is shutting down".into(),
+            };
+        };
+        let origin = inv.origin.id.to_string();
+        let decision = self.sequences.lock().expect("sequences").receive(
+            &origin,
+            inv.origin.generation,
+            inv.sequence,
+        );
+        let gap = match decision {
+            Received::Apply { flush_first } => flush_first,
+            Received::StaleGeneration { known } => {
+                return Message::Error {
+                    code: ErrorCode::STALE_GENERATION,
+                    message: format!(
+                        "origin {origin} generation {} is older than {known}",
+                        inv.origin.generation
+                    )
+                    .into(),
+                };
+            }
+        };
+        let remote = EventOrigin::Remote { node: origin };
+        if gap {
+            grid.apply(&Invalidation::Flush, remote.clone());
+        }
+        match from_target(&inv.target) {
+            Ok(invs) => {
+                for i in invs {
+                    grid.apply(&i, remote.clone());
+                }
+            }
+            Err(e) => {
+                // A key we cannot represent cannot be in our cache either,
+                // except as bytes we never stored: drop everything to be safe.
+                grid.apply(&Invalidation::Flush, remote);
+                return Message::Error {
+                    code: ErrorCode::PROTOCOL,
+                    message: e.into(),
+                };
+            }
+        }
+        Message::InvalidateAck {
+            origin_generation: inv.origin.generation,
+            sequence: inv.sequence,
+        }
+    }
+}
+
+/// Every gossip interval: refreshes the live-peer snapshot, publishes this
+/// node's high-water mark, and compares the peers' marks with what was
+/// applied; a missed tail drops everything this node cannot prove fresh.
+pub(super) async fn watch_high_water_marks(node: Weak<Node>) {
+    loop {
+        let Some(n) = node.upgrade() else { return };
+        let interval = n.gossip_interval;
+        let peers = n.live_peers(false);
+        n.publish_hwm(n.sequence.load(Ordering::SeqCst)).await;
+        let missed: Vec<String> = {
+            let mut sequences = n.sequences.lock().expect("sequences");
+            peers
+                .into_iter()
+                .filter(|p| sequences.observe_high_water(&p.id, p.generation, p.hwm))
+                .map(|p| p.id)
+                .collect()
+        };
+        if !missed.is_empty() {
+            if let Some(grid) = n.grid.upgrade() {
+                grid.apply(
+                    &Invalidation::Flush,
+                    EventOrigin::Remote {
+                        node: missed.join(","),
+                    },
+                );
+            }
+        }
+        drop(n);
+        tokio::time::sleep(interval).await;
+    }
+}
+
+pub(super) fn to_target(inv: &Invalidation) -> Target {
+    match inv {
+        Invalidation::Key(k) => Target::Key(Bytes::copy_from_slice(k.as_bytes())),
+        Invalidation::Tags(tags) if tags.len() == 1 => {
+            Target::Tag(Bytes::copy_from_slice(tags[0].as_bytes()))
+        }
+        Invalidation::Tags(tags) => Target::Tags(
+            tags.iter()
+                .map(|t| Bytes::copy_from_slice(t.as_bytes()))
+                .collect(),
+        ),
+        Invalidation::Flush => Target::Flush,
+    }
+}
+
+fn utf8(b: &Bytes) -> Result<String, &'static str> {
+    String::from_utf8(b.to_vec()).map_err(|_| "keys and tags must be UTF-8")
+}
+
+pub(super) fn from_target(t: &Target) -> Result<Vec<Invalidation>, &'static str> {
+    Ok(match t {
+        Target::Key(k) => vec![Invalidation::Key(utf8(k)?)],
+        Target::Keys(ks) => ks
+            .iter()
+            .map(|k| utf8(k).map(Invalidation::Key))
+            .collect::<Result<_, _>>()?,
+        Target::Tag(t) => vec![Invalidation::Tags(vec![utf8(t)?])],
+        Target::Tags(ts) => vec![Invalidation::Tags(
+            ts.iter().map(utf8).collect::<Result<_, _>>()?,
+        )],
+        Target::Flush => vec![Invalidation::Flush],
+    })
+}

@@ -1,0 +1,317 @@
+//! The read path's driver: reads and puts that go to a key's owner, and the
+//! owner's side of a put. The decisions (where to go, whether to retry or
+//! fall back) come from [`super::routing`]; this file only performs them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hydracache_protocol::{
+    Entry, ErrorCode, Fetch, FetchReply, Message, NodeIdentity, Put, PutReply,
+};
+
+use super::node::Node;
+use super::routing::{route, Attempts, Failure, Next, Route};
+use super::sequence::Received;
+use super::transport::PeerIdentity;
+use crate::error::CacheError;
+use crate::events::{CacheEvent, EventOrigin};
+use crate::invalidation::Invalidation;
+use crate::remote::{Fetched, PutAt, RemoteEntry};
+
+/// Tries per request before falling back (within the request deadline).
+const MAX_ATTEMPTS: u32 = 4;
+
+/// What happens when no owner can be reached within a request's deadline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OwnerUnreachable {
+    /// Serve from this node alone (default): a read misses (and
+    /// `get_or_load` runs its loader here), a put is stored here and
+    /// invalidated everywhere else. Counted in `local_fallbacks`.
+    #[default]
+    ServeLocally,
+    /// Return [`CacheError::OwnerUnreachable`].
+    Fail,
+}
+
+/// Counters of the read path, per node.
+#[derive(Default)]
+pub(super) struct ReadPathCounters {
+    pub(super) remote_hits: AtomicU64,
+    pub(super) remote_misses: AtomicU64,
+    pub(super) wrong_owner_retries: AtomicU64,
+    pub(super) local_fallbacks: AtomicU64,
+    pub(super) puts_served: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A request's outcome at the owner, or why there was none.
+enum Answer<T> {
+    Done(T),
+    Failed(Failure),
+}
+
+impl Node {
+    /// Runs `ask` at the key's owner with bounded retries and a deadline.
+    /// `Ok(None)` when this node owns the key.
+    async fn at_owner<T, F, Fut>(
+        &self,
+        key: &str,
+        budget: Duration,
+        mut ask: F,
+    ) -> Result<Option<T>, CacheError>
+    where
+        F: FnMut(std::net::SocketAddr, u64, NodeIdentity, Duration) -> Fut,
+        Fut: std::future::Future<Output = Answer<T>>,
+    {
+        let mut attempts = Attempts::new(Instant::now(), budget, MAX_ATTEMPTS);
+        loop {
+            let view = self.view();
+            let failure = match route(&view, &self.identity.id, self.role, key) {
+                Route::Local => return Ok(None),
+                Route::NoOwner => Failure::Unreachable,
+                Route::Owner { node, addr, epoch } => {
+                    let Some(left) = attempts.remaining(Instant::now()) else {
+                        return Err(self.fall_back(key));
+                    };
+                    let owner = view
+                        .member(&node)
+                        .map(|m| m.node.clone())
+                        .unwrap_or_else(|| NodeIdentity::new(node.as_str(), 0));
+                    match ask(addr, epoch, owner, left).await {
+                        Answer::Done(v) => return Ok(Some(v)),
+                        Answer::Failed(f) => f,
+                    }
+                }
+            };
+            if matches!(failure, Failure::WrongOwner { .. }) {
+                bump(&self.read_path.wrong_owner_retries);
+            }
+            match attempts.after(failure, self.view().epoch(), Instant::now()) {
+                Next::Retry { after } => tokio::time::sleep(after).await,
+                Next::GiveUp => return Err(self.fall_back(key)),
+            }
+        }
+    }
+
+    /// Counts a fallback and says what it means for the caller: an error
+    /// `OwnerUnreachable` either way; the callers turn it into local service
+    /// when the setting says so.
+    fn fall_back(&self, key: &str) -> CacheError {
+        bump(&self.read_path.local_fallbacks);
+        CacheError::OwnerUnreachable {
+            key: key.to_string(),
+        }
+    }
+
+    fn serve_locally(&self) -> bool {
+        self.on_unreachable == OwnerUnreachable::ServeLocally
+    }
+
+    /// A local miss: ask the owner.
+    pub(super) async fn fetch_from_owner(&self, key: &str) -> Result<Fetched, CacheError> {
+        if self.stopped.load(Ordering::SeqCst) {
+            return Ok(Fetched::Unavailable); // left the cluster: a local cache now
+        }
+        let transport = &self.transport;
+        let result = self
+            .at_owner(key, self.request_timeout, |addr, epoch, _, left| {
+                let message = Message::Fetch(Fetch {
+                    epoch,
+                    key: Bytes::copy_from_slice(key.as_bytes()),
+                });
+                async move {
+                    match tokio::time::timeout(left, transport.request(addr, message)).await {
+                        Ok(Ok((_, Message::FetchReply(FetchReply::Hit(entry))))) => {
+                            match remote_entry(entry) {
+                                Some(e) => Answer::Done(Fetched::Hit(e)),
+                                None => Answer::Failed(Failure::Unreachable),
+                            }
+                        }
+                        Ok(Ok((_, Message::FetchReply(FetchReply::Miss)))) => {
+                            Answer::Done(Fetched::Miss)
+                        }
+                        Ok(Ok((_, Message::FetchReply(FetchReply::WrongOwner { epoch })))) => {
+                            Answer::Failed(Failure::WrongOwner { epoch })
+                        }
+                        _ => Answer::Failed(Failure::Unreachable),
+                    }
+                }
+            })
+            .await;
+        match result {
+            Ok(None) => Ok(Fetched::Owned),
+            Ok(Some(fetched)) => {
+                match &fetched {
+                    Fetched::Hit(_) => bump(&self.read_path.remote_hits),
+                    _ => bump(&self.read_path.remote_misses),
+                }
+                Ok(fetched)
+            }
+            Err(CacheError::OwnerUnreachable { .. }) if self.serve_locally() => {
+                Ok(Fetched::Unavailable)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A put: store at the owner, which invalidates the other copies.
+    pub(super) async fn put_at_owner(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        tags: &[String],
+    ) -> Result<PutAt, CacheError> {
+        if self.stopped.load(Ordering::SeqCst) {
+            return Ok(PutAt::Here);
+        }
+        let mut entry = Entry::new(Bytes::copy_from_slice(value))
+            .with_tags(tags.iter().map(|t| Bytes::copy_from_slice(t.as_bytes())));
+        if let Some(ttl) = ttl {
+            entry = entry.with_ttl_ms(ttl.as_millis().min(u64::MAX as u128) as u64);
+        }
+        let transport = &self.transport;
+        // The owner waits for its invalidation's acknowledgements first.
+        let budget = self.request_timeout + self.ack_timeout;
+        let result = self
+            .at_owner(key, budget, |addr, epoch, owner, left| {
+                let message = Message::Put(Put {
+                    epoch,
+                    key: Bytes::copy_from_slice(key.as_bytes()),
+                    entry: entry.clone(),
+                });
+                async move {
+                    match tokio::time::timeout(left, transport.request(addr, message)).await {
+                        Ok(Ok((_, Message::PutReply(PutReply::Stored { sequence })))) => {
+                            Answer::Done((owner, sequence, Vec::new()))
+                        }
+                        Ok(Ok((
+                            _,
+                            Message::PutReply(PutReply::Unacknowledged { sequence, nodes }),
+                        ))) => {
+                            let nodes = nodes
+                                .iter()
+                                .map(|n| String::from_utf8_lossy(n).into_owned())
+                                .collect();
+                            Answer::Done((owner, sequence, nodes))
+                        }
+                        Ok(Ok((_, Message::PutReply(PutReply::WrongOwner { epoch })))) => {
+                            Answer::Failed(Failure::WrongOwner { epoch })
+                        }
+                        _ => Answer::Failed(Failure::Unreachable),
+                    }
+                }
+            })
+            .await;
+        match result {
+            Ok(None) => Ok(PutAt::Here),
+            Ok(Some((owner, sequence, missing))) => {
+                // The owner did not send us its invalidation for this put:
+                // count it as received, so the sequence shows no gap.
+                self.note_owner_sequence(&owner, sequence);
+                if missing.is_empty() {
+                    Ok(PutAt::Owner)
+                } else {
+                    Err(CacheError::Unacknowledged { nodes: missing })
+                }
+            }
+            Err(CacheError::OwnerUnreachable { .. }) if self.serve_locally() => Ok(PutAt::Here),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn note_owner_sequence(&self, owner: &NodeIdentity, sequence: u64) {
+        let decision = self.sequences.lock().expect("sequences").receive(
+            &owner.id,
+            owner.generation,
+            sequence,
+        );
+        if decision == (Received::Apply { flush_first: true }) {
+            if let Some(grid) = self.grid.upgrade() {
+                grid.apply(
+                    &Invalidation::Flush,
+                    EventOrigin::Remote {
+                        node: owner.id.to_string(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// The owner's side of a put: store the sender's bytes, invalidate every
+    /// other node's copy (acknowledged), answer with the sequence number.
+    pub(super) async fn serve_put(&self, peer: &PeerIdentity, put: Put) -> Message {
+        let key = match std::str::from_utf8(&put.key) {
+            Ok(k) => k,
+            Err(_) => return refuse(ErrorCode::PROTOCOL, "keys must be UTF-8"),
+        };
+        if let Some(epoch) = self.not_owner(peer, key, put.epoch) {
+            return Message::PutReply(PutReply::WrongOwner { epoch });
+        }
+        let Some(tags) = utf8_tags(&put.entry.tags) else {
+            return refuse(ErrorCode::PROTOCOL, "tags must be UTF-8");
+        };
+        let Some(grid) = self.grid.upgrade() else {
+            return refuse(ErrorCode::SHUTTING_DOWN, "this node is shutting down");
+        };
+        let expiry = match put.entry.ttl_ms {
+            Some(ms) => hydracache_storage::Expiry::After(Duration::from_millis(ms)),
+            None => hydracache_storage::Expiry::Never,
+        };
+        grid.before_write(key);
+        // Bytes of unknown shape: every typed read of them validates.
+        if let Err(e) = grid
+            .store
+            .insert_bytes(key.as_bytes(), &put.entry.value, expiry, &tags)
+        {
+            return refuse(ErrorCode::REFUSED, &e.to_string());
+        }
+        if grid.events.active() {
+            grid.events.publish(CacheEvent::Stored {
+                key: key.to_string(),
+                tags,
+                origin: EventOrigin::Remote {
+                    node: peer.node_id.to_string(),
+                },
+            });
+        }
+        drop(grid);
+        bump(&self.read_path.puts_served);
+        let (sequence, acked) = self
+            .fan_out_except(Invalidation::Key(key.to_string()), Some(&peer.node_id))
+            .await;
+        Message::PutReply(match acked {
+            Err(CacheError::Unacknowledged { nodes }) => PutReply::Unacknowledged {
+                sequence,
+                nodes: nodes.into_iter().map(Bytes::from).collect(),
+            },
+            _ => PutReply::Stored { sequence },
+        })
+    }
+}
+
+fn refuse(code: ErrorCode, message: &str) -> Message {
+    Message::Error {
+        code,
+        message: message.to_string().into(),
+    }
+}
+
+fn utf8_tags(tags: &[Bytes]) -> Option<Vec<String>> {
+    tags.iter()
+        .map(|t| String::from_utf8(t.to_vec()).ok())
+        .collect()
+}
+
+fn remote_entry(entry: Entry) -> Option<RemoteEntry> {
+    Some(RemoteEntry {
+        tags: utf8_tags(&entry.tags)?,
+        ttl: entry.ttl_ms.map(Duration::from_millis),
+        value: Box::new(entry.value),
+    })
+}

@@ -1,0 +1,213 @@
+//! Near copies: keeping another node's bytes for a key in this process's
+//! store, and the stamps that tell whether an invalidation overtook them.
+//!
+//! A fetch from the owner is a race with invalidations arriving here: the
+//! reply may carry a value that an invalidation applied here *while the
+//! request was in flight* has already condemned. The tags of the value are
+//! only known from the reply, so a fill ticket taken before sending cannot
+//! name them. Instead the grid keeps stamps: one counter bumped by every tag
+//! invalidation and flush, and 64 counters bumped by key invalidations and
+//! writes (by a hash of the key). The reader snapshots the key's stamps
+//! before sending, takes a fill ticket with the reply's tags when the reply
+//! arrives, and keeps the copy only if the stamps are unchanged *after* the
+//! ticket was taken:
+//! - an invalidation that bumped a stamp before that check is seen, and the
+//!   reply is dropped;
+//! - one that bumps it after the check changes the store only after its bump
+//!   (`GridInner::apply` bumps first), so after the ticket was taken, and the
+//!   store refuses the fill (or hides the entry) by the ticket's rules.
+//!
+//! Every stamp access is `SeqCst`: the argument needs the bump, the ticket
+//! and the check in one total order.
+
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hydracache_storage::{Expiry, FillOutcome};
+
+use crate::codec::{CacheValue, Codec};
+use crate::error::CacheError;
+use crate::grid::GridInner;
+use crate::remote::{Fetched, Remote, RemoteEntry};
+
+const KEY_STAMPS: usize = 64;
+
+/// Counters bumped by invalidations, read around a remote fetch.
+pub(crate) struct Stamps {
+    all: AtomicU64,
+    keys: [AtomicU64; KEY_STAMPS],
+}
+
+/// A snapshot of the stamps that concern one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    all: u64,
+    key: u64,
+}
+
+impl Default for Stamps {
+    fn default() -> Self {
+        Stamps {
+            all: AtomicU64::new(0),
+            keys: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Stamps {
+    fn slot(key: &str) -> usize {
+        let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+        (h % KEY_STAMPS as u64) as usize
+    }
+
+    /// Before a key is invalidated or written.
+    pub(crate) fn bump_key(&self, key: &str) {
+        self.keys[Self::slot(key)].fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Before tags are invalidated or the store is flushed.
+    pub(crate) fn bump_all(&self) {
+        self.all.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// What concerns `key` now.
+    pub(crate) fn of(&self, key: &str) -> Stamp {
+        Stamp {
+            all: self.all.load(Ordering::SeqCst),
+            key: self.keys[Self::slot(key)].load(Ordering::SeqCst),
+        }
+    }
+}
+
+impl GridInner {
+    /// Keeps `entry`, fetched for `key` after `before` was taken, as a near
+    /// copy: the owner's bytes (stored as of unknown shape, so every typed
+    /// read validates them), its remaining TTL and its tags. False if an
+    /// invalidation overtook the reply (nothing is stored).
+    pub(crate) fn keep_near_copy(
+        &self,
+        key: &str,
+        before: Stamp,
+        entry: &RemoteEntry,
+    ) -> Result<bool, CacheError> {
+        let ticket = self.store.begin_fill(key.as_bytes(), &entry.tags)?;
+        if self.stamps.of(key) != before {
+            return Ok(false);
+        }
+        let expiry = match entry.ttl {
+            Some(ttl) => Expiry::After(ttl),
+            None => Expiry::Never,
+        };
+        let outcome =
+            self.store
+                .complete_fill_bytes(ticket, entry.value.as_ref().as_ref(), expiry)?;
+        Ok(outcome == FillOutcome::Stored)
+    }
+
+    /// Asks the owner for `key` and keeps what it has as a near copy.
+    /// `Ok(None)` when the owner has nothing, this node is the owner, no
+    /// owner could be reached (and the grid serves locally), or an
+    /// invalidation overtook the reply and left nothing here: a cache may
+    /// always miss.
+    pub(crate) async fn fetch_near<T: CacheValue<C>, C: Codec>(
+        &self,
+        remote: &dyn Remote,
+        key: &str,
+    ) -> Result<Option<T>, CacheError> {
+        let before = self.stamps.of(key);
+        let Fetched::Hit(entry) = remote.fetch(key).await? else {
+            return Ok(None);
+        };
+        // Not kept (overtaken): whatever the store holds now is as fresh as
+        // the invalidation rules make it (another read may have kept a copy).
+        self.keep_near_copy(key, before, &entry)?;
+        let Some(stored) = self.store.get_ref(key.as_bytes()) else {
+            return Ok(None);
+        };
+        match T::read(&stored) {
+            Ok(value) => Ok(Some(value)),
+            Err(e) => {
+                drop(stored);
+                // Bytes that do not validate as `T` are not kept.
+                self.store.remove(key.as_bytes());
+                Err(e)
+            }
+        }
+    }
+
+    /// The TTL to send with a value written with `expiry`.
+    pub(crate) fn ttl_of(&self, expiry: Expiry) -> Option<Duration> {
+        match expiry {
+            Expiry::Default => self.default_ttl,
+            Expiry::Never => None,
+            Expiry::After(ttl) => Some(ttl),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventOrigin;
+    use crate::invalidation::Invalidation;
+    use crate::Grid;
+
+    fn entry(tags: &[&str]) -> RemoteEntry {
+        let bytes = hydracache_storage::encode(&7u64).unwrap();
+        RemoteEntry {
+            value: Box::new(bytes.to_vec()),
+            ttl: Some(Duration::from_secs(60)),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_reply_nothing_overtook_is_kept_with_its_tags_and_ttl() {
+        let grid = Grid::local().build();
+        let inner = &grid.inner;
+        let before = inner.stamps.of("k");
+        assert!(inner.keep_near_copy("k", before, &entry(&["t"])).unwrap());
+        let stored = inner.store.get_ref(b"k").unwrap();
+        assert_eq!(stored.deserialize::<u64>().unwrap(), 7);
+        assert!(stored.ttl_remaining().unwrap() <= Duration::from_secs(60));
+        drop(stored);
+        // The reply's tag applies to the copy.
+        inner.apply(&Invalidation::Tags(vec!["t".into()]), EventOrigin::Local);
+        assert!(!inner.store.contains_key(b"k"));
+    }
+
+    #[test]
+    fn a_reply_overtaken_by_a_key_tag_or_flush_invalidation_is_not_kept() {
+        let grid = Grid::local().build();
+        let inner = &grid.inner;
+        for inv in [
+            Invalidation::Key("k".into()),
+            Invalidation::Tags(vec!["t".into()]),
+            Invalidation::Flush,
+        ] {
+            let before = inner.stamps.of("k");
+            inner.apply(&inv, EventOrigin::Local);
+            assert!(
+                !inner.keep_near_copy("k", before, &entry(&["t"])).unwrap(),
+                "{inv:?}"
+            );
+            assert!(!inner.store.contains_key(b"k"));
+        }
+    }
+
+    #[test]
+    fn invalidations_of_other_tags_do_not_condemn_a_reply_they_overtook_by_key() {
+        let grid = Grid::local().build();
+        let inner = &grid.inner;
+        // Key invalidations of other keys only collide by hash slot; pick a
+        // key in another slot.
+        let other = (0..)
+            .map(|i| format!("other:{i}"))
+            .find(|k| Stamps::slot(k) != Stamps::slot("k"))
+            .unwrap();
+        let before = inner.stamps.of("k");
+        inner.apply(&Invalidation::Key(other), EventOrigin::Local);
+        assert!(inner.keep_near_copy("k", before, &entry(&[])).unwrap());
+    }
+}

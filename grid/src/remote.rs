@@ -1,0 +1,89 @@
+//! The one seam between the grid core and a cluster runtime.
+//!
+//! The core (`Grid`, its builders, single-flight, invalidation) never names
+//! a cluster type: it holds at most one `Arc<dyn Remote>` and calls it where
+//! a local cache would stop at this process. A local grid has none, and its
+//! calls pay one predictable branch for the seam. The cluster runtime
+//! implements the trait; its own extensions of `Grid` (diagnostics, leaving,
+//! test hooks) reach their node through [`Remote::as_any`].
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::error::CacheError;
+use crate::invalidation::Invalidation;
+
+/// A boxed future borrowed from the remote.
+pub(crate) type RemoteFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A value as another node holds it.
+// Constructed by a runtime only (none without the cluster feature).
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) struct RemoteEntry {
+    /// The owner's stored bytes, as received (never re-encoded).
+    pub(crate) value: Box<dyn AsRef<[u8]> + Send + Sync>,
+    /// Time left to live; `None` never expires.
+    pub(crate) ttl: Option<Duration>,
+    /// The entry's tags.
+    pub(crate) tags: Vec<String>,
+}
+
+/// The answer to a fetch.
+// Constructed by a runtime only (none without the cluster feature).
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) enum Fetched {
+    /// The owner has it.
+    Hit(RemoteEntry),
+    /// The owner has nothing for the key.
+    Miss,
+    /// This node owns the key: its own store is the answer.
+    Owned,
+    /// No owner could be reached in time and this grid serves locally
+    /// (counted by the runtime).
+    Unavailable,
+}
+
+/// Where a put landed.
+// Constructed by a runtime only (none without the cluster feature).
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PutAt {
+    /// Stored at the owner, and every other node's copy is invalidated; the
+    /// caller stores it locally.
+    Owner,
+    /// This node owns the key, or no owner could be reached and this grid
+    /// serves locally: the caller stores it and invalidates every other
+    /// node's copy itself.
+    Here,
+}
+
+/// What the core asks of the rest of the grid.
+pub(crate) trait Remote: Send + Sync + 'static {
+    /// Reads `key` from its owner (a local miss).
+    fn fetch<'a>(&'a self, key: &'a str) -> RemoteFuture<'a, Result<Fetched, CacheError>>;
+
+    /// Stores `value` (the bytes this node encoded) at the owner of `key`,
+    /// which invalidates every other node's copy before answering.
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+        tags: &'a [String],
+    ) -> RemoteFuture<'a, Result<PutAt, CacheError>>;
+
+    /// Sends an invalidation already applied here to the other nodes and
+    /// resolves as the invalidation mode says (acknowledged or sent).
+    fn invalidate(&self, inv: Invalidation) -> RemoteFuture<'_, Result<(), CacheError>>;
+
+    /// The last handle to the grid is gone: stop serving and gossiping now,
+    /// without waiting.
+    fn detach(&self);
+
+    /// The concrete runtime, for the runtime's own extensions of `Grid`
+    /// (none without a runtime feature).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    fn as_any(&self) -> &dyn Any;
+}

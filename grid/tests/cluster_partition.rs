@@ -1,0 +1,131 @@
+//! Partitions simulated with the `test-hooks` feature: a node that cannot be
+//! reached is named in a typed error, and a node that lost invalidations
+//! drops what it cannot prove fresh once it hears of them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hydracache::cluster::{DevCa, InvalidationMode};
+use hydracache::{CacheError, CacheOptions, Grid};
+
+const GOSSIP: Duration = Duration::from_millis(50);
+
+async fn member(ca: &DevCa, id: &str, seeds: &[SocketAddr]) -> Grid {
+    Grid::member()
+        .cluster("orders")
+        .node_id(id)
+        .seeds(seeds.iter().map(|s| s.to_string()))
+        .tls(ca.issue(id).unwrap())
+        .gossip_interval(GOSSIP)
+        .ack_timeout(Duration::from_millis(500))
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn addr(g: &Grid) -> SocketAddr {
+    g.cluster_diagnostics().await.unwrap().addr
+}
+
+/// Polls until every node sees `members` members and `clients` clients
+/// (bounded: 800 gossip rounds).
+async fn converge(nodes: &[&Grid], members: usize, clients: usize) {
+    for _ in 0..800 {
+        let mut ok = true;
+        for n in nodes {
+            let d = n.cluster_diagnostics().await.unwrap();
+            ok &= d.members.len() == members && d.clients.len() == clients;
+        }
+        if ok {
+            return;
+        }
+        tokio::time::sleep(GOSSIP).await;
+    }
+    for n in nodes {
+        eprintln!("{:?}", n.cluster_diagnostics().await);
+    }
+    panic!("no agreement on {members} members and {clients} clients");
+}
+
+async fn eventually<F: AsyncFnMut() -> bool>(mut check: F) -> bool {
+    for _ in 0..800 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(GOSSIP).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_node_is_named_in_a_typed_error() {
+    let ca = DevCa::new("orders").unwrap();
+    let a = member(&ca, "a", &[]).await;
+    let seed = addr(&a).await;
+    let b = member(&ca, "b", &[seed]).await;
+    let c = member(&ca, "c", &[seed]).await;
+    converge(&[&a, &b, &c], 3, 0).await;
+    // c's endpoint goes away abruptly; gossip still believes it live for a while.
+    let c_addr = addr(&c).await;
+    drop(c);
+    a.disconnect_peer(c_addr);
+    // Until the failure detector notices, an acknowledged invalidation names c.
+    match a.invalidate_tag("t").await {
+        Err(CacheError::Unacknowledged { nodes }) => assert_eq!(nodes, ["c"]),
+        // The detector may already have declared c dead: then nobody is missing.
+        Ok(()) => {}
+        Err(e) => panic!("{e:?}"),
+    }
+    // Send-only mode returns after sending, whoever answers.
+    let d = Grid::member()
+        .cluster("orders")
+        .node_id("d")
+        .seeds([seed.to_string()])
+        .tls(ca.issue("d").unwrap())
+        .gossip_interval(GOSSIP)
+        .invalidation_mode(InvalidationMode::Sent)
+        .start()
+        .await
+        .unwrap();
+    d.invalidate_key("k").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_missed_invalidations_drops_what_it_cannot_prove() {
+    let ca = DevCa::new("orders").unwrap();
+    let a = member(&ca, "a", &[]).await;
+    let seed = addr(&a).await;
+    let b = member(&ca, "b", &[seed]).await;
+    let x = member(&ca, "x", &[seed]).await;
+    converge(&[&a, &b, &x], 3, 0).await;
+    a.put("k1", 1u8, CacheOptions::new().tag("t1"))
+        .await
+        .unwrap();
+    a.put("k2", 2u8, CacheOptions::new().tag("t2"))
+        .await
+        .unwrap();
+    // Every node holds both (owned, or a near copy).
+    for n in [&a, &b, &x] {
+        assert_eq!(n.get::<u8>("k1").await.unwrap(), Some(1));
+        assert_eq!(n.get::<u8>("k2").await.unwrap(), Some(2));
+    }
+    // x loses every invalidation for a while: the caller is told.
+    x.simulate_lost_invalidations(true);
+    match a.invalidate_tag("t1").await {
+        Err(CacheError::Unacknowledged { nodes }) => assert_eq!(nodes, ["x"]),
+        other => panic!("{other:?}"),
+    }
+    assert!(!b.contains_key("k1").await);
+    x.simulate_lost_invalidations(false);
+    // a's gossiped high-water mark tells x it missed one: x drops what it
+    // cannot prove fresh (k1 and, since it cannot tell, k2 too).
+    assert!(
+        eventually(async || !x.contains_key("k1").await).await,
+        "x still serves the invalidated k1"
+    );
+    assert!(!x.contains_key("k2").await);
+    assert!(
+        b.contains_key("k2").await,
+        "nodes that did not miss anything keep their entries"
+    );
+}

@@ -1,0 +1,255 @@
+//! One logical cache across members and clients on 127.0.0.1: a miss reads
+//! through the key's owner and keeps a near copy; a put lands at the owner
+//! and no node serves the old value once it returns.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hydracache::cluster::{DevCa, OwnerUnreachable};
+use hydracache::{CacheError, CacheOptions, Grid};
+
+const GOSSIP: Duration = Duration::from_millis(50);
+
+async fn member(ca: &DevCa, id: &str, seeds: &[SocketAddr]) -> Grid {
+    member_with(ca, id, seeds, OwnerUnreachable::ServeLocally, GOSSIP).await
+}
+
+async fn member_with(
+    ca: &DevCa,
+    id: &str,
+    seeds: &[SocketAddr],
+    on_unreachable: OwnerUnreachable,
+    gossip: Duration,
+) -> Grid {
+    Grid::member()
+        .cluster("orders")
+        .node_id(id)
+        .seeds(seeds.iter().map(|s| s.to_string()))
+        .tls(ca.issue(id).unwrap())
+        .gossip_interval(gossip)
+        .request_timeout(Duration::from_millis(300))
+        .ack_timeout(Duration::from_millis(400))
+        .owner_unreachable(on_unreachable)
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn client(ca: &DevCa, id: &str, seeds: &[SocketAddr]) -> Grid {
+    Grid::client()
+        .cluster("orders")
+        .node_id(id)
+        .seeds(seeds.iter().map(|s| s.to_string()))
+        .tls(ca.issue(id).unwrap())
+        .gossip_interval(GOSSIP)
+        .near_cache_capacity_bytes(8 << 20)
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn addr(g: &Grid) -> SocketAddr {
+    g.cluster_diagnostics().await.unwrap().addr
+}
+
+/// Polls until every node's admitted view has `members` members and
+/// `clients` clients (bounded: 800 gossip rounds).
+async fn converge(nodes: &[&Grid], members: usize, clients: usize) {
+    for _ in 0..800 {
+        let mut ok = true;
+        for n in nodes {
+            let d = n.cluster_diagnostics().await.unwrap();
+            ok &= d.members.len() == members && d.clients.len() == clients;
+        }
+        if ok {
+            return;
+        }
+        tokio::time::sleep(GOSSIP).await;
+    }
+    panic!("no agreement on {members} members and {clients} clients");
+}
+
+/// Three members and a client, converged.
+async fn grid() -> Vec<Grid> {
+    let ca = DevCa::new("orders").unwrap();
+    let m0 = member(&ca, "m0", &[]).await;
+    let seed = addr(&m0).await;
+    let m1 = member(&ca, "m1", &[seed]).await;
+    let m2 = member(&ca, "m2", &[seed]).await;
+    let c0 = client(&ca, "c0", &[seed]).await;
+    let nodes = vec![m0, m1, m2, c0];
+    converge(&nodes.iter().collect::<Vec<_>>(), 3, 1).await;
+    nodes
+}
+
+async fn everyone_reads(nodes: &[Grid], key: &str, expected: Option<u64>) {
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(
+            n.get::<u64>(key).await.unwrap(),
+            expected,
+            "node {i} reads {key}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_anywhere_is_read_everywhere_and_no_node_keeps_an_old_value() {
+    let nodes = grid().await;
+    let tagged = || {
+        CacheOptions::new()
+            .tag("prices")
+            .ttl(Duration::from_secs(60))
+    };
+    nodes[1].put("price:7", 70u64, tagged()).await.unwrap();
+    everyone_reads(&nodes, "price:7", Some(70)).await;
+    // A second put elsewhere (the client) replaces every copy.
+    nodes[3].put("price:7", 71u64, tagged()).await.unwrap();
+    everyone_reads(&nodes, "price:7", Some(71)).await;
+    // The owner's remaining TTL and tags travel with the copies.
+    for n in &nodes {
+        let entry = n.get_ref("price:7").expect("a local copy after the read");
+        assert!(entry.ttl_remaining().unwrap() <= Duration::from_secs(60));
+        assert_eq!(entry.tags().collect::<Vec<_>>(), [b"prices".as_slice()]);
+    }
+    nodes[2].invalidate_tag("prices").await.unwrap();
+    everyone_reads(&nodes, "price:7", None).await;
+    nodes[0].put("price:7", 72u64, tagged()).await.unwrap();
+    everyone_reads(&nodes, "price:7", Some(72)).await;
+    nodes[3].invalidate_key("price:7").await.unwrap();
+    everyone_reads(&nodes, "price:7", None).await;
+    nodes[2].put("price:7", 73u64, tagged()).await.unwrap();
+    everyone_reads(&nodes, "price:7", Some(73)).await;
+    assert!(nodes[1].remove("price:7").await.is_ok());
+    everyone_reads(&nodes, "price:7", None).await;
+
+    let owner = nodes[0].owner_for_key("price:7").unwrap();
+    let mut served = 0;
+    let mut remote_hits = 0;
+    for n in &nodes {
+        let d = n.cluster_diagnostics().await.unwrap();
+        remote_hits += d.remote_hits;
+        if d.node_id == owner {
+            served = d.puts_served;
+        } else {
+            assert_eq!(d.puts_served, 0, "only the owner stores peers' puts");
+        }
+        assert_eq!(d.local_fallbacks, 0);
+    }
+    assert!(served >= 3, "puts from other nodes landed at the owner");
+    assert!(remote_hits >= 6, "reads elsewhere went through the owner");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_loaded_on_its_owner_is_read_everywhere_without_loading_again() {
+    let nodes = grid().await;
+    let owner_id = nodes[0].owner_for_key("report:1").unwrap();
+    let mut owner = None;
+    for n in &nodes {
+        if n.cluster_diagnostics().await.unwrap().node_id == owner_id {
+            owner = Some(n.clone());
+        }
+    }
+    let owner = owner.expect("the owner is one of the nodes");
+    let loads = Arc::new(AtomicUsize::new(0));
+    let load = |loads: Arc<AtomicUsize>| {
+        move || async move {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(42u64)
+        }
+    };
+    let v: u64 = owner
+        .get_or_load("report:1", CacheOptions::new(), load(loads.clone()))
+        .await
+        .unwrap();
+    assert_eq!(v, 42);
+    for n in &nodes {
+        let v: u64 = n
+            .get_or_load("report:1", CacheOptions::new(), load(loads.clone()))
+            .await
+            .unwrap();
+        assert_eq!(v, 42);
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1, "loaded once, on the owner");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_racing_reads_on_every_node_never_leave_an_old_value_behind() {
+    let nodes = grid().await;
+    let nodes = Arc::new(nodes);
+    // Readers on every node keep fetches in flight while the puts run, so
+    // replies race the invalidations that each put sends.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for i in 0..nodes.len() {
+        let (nodes, stop) = (nodes.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0u32;
+            while !stop.load(Ordering::SeqCst) && reads < 100_000 {
+                let _ = nodes[i].get::<u64>("hot").await.unwrap();
+                reads += 1;
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for round in 0..30u64 {
+        let writer = &nodes[(round as usize) % nodes.len()];
+        writer.put("hot", round, CacheOptions::new()).await.unwrap();
+        // Once the put returned, no node may serve an older value.
+        for (i, n) in nodes.iter().enumerate() {
+            let seen = n.get::<u64>("hot").await.unwrap();
+            assert_eq!(seen, Some(round), "node {i} after put {round}");
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for r in readers {
+        r.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_owner_is_served_locally_or_reported_as_configured() {
+    let ca = DevCa::new("orders").unwrap();
+    // Slow gossip, so that the failure detector takes seconds to declare b
+    // dead and the membership still names it during the requests below.
+    let slow = Duration::from_millis(400);
+    let serve = OwnerUnreachable::ServeLocally;
+    let a = member_with(&ca, "a", &[], serve, slow).await;
+    let seed = addr(&a).await;
+    let strict = member_with(&ca, "strict", &[seed], OwnerUnreachable::Fail, slow).await;
+    let b = member_with(&ca, "b", &[seed], serve, slow).await;
+    converge(&[&a, &strict, &b], 3, 0).await;
+    let key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| a.owner_for_key(k).as_deref() == Some("b"))
+        .unwrap();
+    // b's endpoint goes away; the membership still names it for a while
+    // (the failure detector and raft take longer than these requests).
+    drop(b);
+    // Built to report it: a typed error naming the key, nothing stored.
+    match strict.get::<u64>(&key).await {
+        Err(CacheError::OwnerUnreachable { key: k }) => assert_eq!(k, key),
+        other => panic!("{other:?}"),
+    }
+    match strict.put(&key, 6u64, CacheOptions::new()).await {
+        Err(CacheError::OwnerUnreachable { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(strict.get_ref(&key).is_none());
+    // The default: the read misses, the put is kept here, both counted.
+    assert_eq!(a.get::<u64>(&key).await.unwrap(), None);
+    // Stored here; b cannot be told (it is named if it is still gossiped live).
+    match a.put(&key, 5u64, CacheOptions::new()).await {
+        Ok(()) => {}
+        Err(CacheError::Unacknowledged { nodes }) => assert_eq!(nodes, ["b"]),
+        Err(e) => panic!("{e:?}"),
+    }
+    assert_eq!(a.get::<u64>(&key).await.unwrap(), Some(5));
+    assert!(a.cluster_diagnostics().await.unwrap().local_fallbacks >= 2);
+    assert_eq!(
+        a.owner_for_key(&key).as_deref(),
+        Some("b"),
+        "the view still names b"
+    );
+}
