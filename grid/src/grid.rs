@@ -588,7 +588,11 @@ impl<C: Codec> Grid<C> {
     async fn invalidate(&self, inv: Invalidation) -> Result<bool, CacheError> {
         let removed = self.inner.apply(&inv, EventOrigin::Local);
         if let Some(remote) = self.inner.remote.get() {
-            remote.invalidate(inv).await?;
+            let sent = remote.invalidate(inv.clone()).await;
+            // Again, now that the owner (and the others) applied it: see
+            // `GridInner::apply_to_store`.
+            self.inner.apply_to_store(&inv);
+            sent?;
         }
         Ok(removed)
     }

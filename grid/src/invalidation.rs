@@ -25,6 +25,34 @@ impl GridInner {
     /// if an entry was removed (for `Key`).
     pub(crate) fn apply(&self, inv: &Invalidation, origin: EventOrigin) -> bool {
         GridCounters::bump(&self.counters.invalidations);
+        let removed = self.apply_to_store(inv);
+        if self.events.active() {
+            match inv {
+                Invalidation::Key(key) => self.events.publish(CacheEvent::Removed {
+                    key: key.clone(),
+                    origin,
+                }),
+                Invalidation::Tags(tags) => {
+                    for tag in tags {
+                        self.events.publish(CacheEvent::TagInvalidated {
+                            tag: tag.clone(),
+                            origin: origin.clone(),
+                        });
+                    }
+                }
+                Invalidation::Flush => self.events.publish(CacheEvent::Flushed { origin }),
+            }
+        }
+        removed
+    }
+
+    /// The part of [`GridInner::apply`] that changes state (stamps, flights,
+    /// store), without counting or events. In a grid the calling node runs it
+    /// a second time once the other nodes acknowledged: a read on this node
+    /// that fetched the old value from its owner after the first pass (the
+    /// owner had not applied it yet) would otherwise be kept as a near copy
+    /// after the call returned `Ok`.
+    pub(crate) fn apply_to_store(&self, inv: &Invalidation) -> bool {
         // Before the store changes: see near.rs for why.
         match inv {
             Invalidation::Key(key) => self.stamps.bump_key(key),
@@ -49,23 +77,6 @@ impl GridInner {
                 }
             }
         };
-        if self.events.active() {
-            match inv {
-                Invalidation::Key(key) => self.events.publish(CacheEvent::Removed {
-                    key: key.clone(),
-                    origin,
-                }),
-                Invalidation::Tags(tags) => {
-                    for tag in tags {
-                        self.events.publish(CacheEvent::TagInvalidated {
-                            tag: tag.clone(),
-                            origin: origin.clone(),
-                        });
-                    }
-                }
-                Invalidation::Flush => self.events.publish(CacheEvent::Flushed { origin }),
-            }
-        }
         removed
     }
 

@@ -209,6 +209,49 @@ async fn puts_racing_reads_on_every_node_never_leave_an_old_value_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_invalidations_racing_reads_leave_no_node_serving_the_old_value() {
+    let nodes = grid().await;
+    // Every node reads the key in a loop, the invalidating node included:
+    // its reads go to the owner, which may not have applied the
+    // invalidation yet when the caller has.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for i in 0..nodes.len() {
+        let (nodes, stop) = (nodes.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0u32;
+            while !stop.load(Ordering::SeqCst) && reads < 100_000 {
+                let _ = nodes[i].get::<u64>("hot").await.unwrap();
+                reads += 1;
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for round in 0..30u64 {
+        let n = nodes.len();
+        nodes[(round as usize) % n]
+            .put("hot", round, CacheOptions::new())
+            .await
+            .unwrap();
+        let caller = &nodes[(round as usize + 1) % n];
+        if round % 2 == 0 {
+            caller.invalidate_key("hot").await.unwrap();
+        } else {
+            caller.remove("hot").await.unwrap();
+        }
+        // Once the call returned, no node may serve the removed value.
+        for (i, node) in nodes.iter().enumerate() {
+            let seen = node.get::<u64>("hot").await.unwrap();
+            assert_eq!(seen, None, "node {i} after invalidation {round}");
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for r in readers {
+        r.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_owner_is_served_locally_or_reported_as_configured() {
     let ca = DevCa::new("orders").unwrap();
     // Slow gossip, so that the failure detector takes seconds to declare b
