@@ -274,7 +274,7 @@ impl Filter {
             Filter::Access => e.is_access(),
             Filter::Evictions => e.is_eviction(),
             Filter::Key(k) => {
-                (e.key() == Some(k.as_str()) && !e.is_access() && !e.is_eviction())
+                (e.key() == Some(k.as_str()) && !e.is_eviction())
                     || matches!(e, CacheEvent::Flushed { .. })
             }
             Filter::Tag(t) => e.concerns_tag(t),
