@@ -43,6 +43,8 @@ use crate::db::query::CachedQuery;
 /// what it reads may never commit, so those rows go to the caller and are
 /// not cached. A write that records no invalidation is invisible to this
 /// rule, as it is to the cache after the commit: record what you write.
+/// A hit is the committed row the cache holds, not this transaction's own
+/// change to it: to read your own writes, query the transaction directly.
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
