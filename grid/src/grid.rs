@@ -386,61 +386,71 @@ impl<C: Codec> Grid<C> {
                             return flight.wait::<T>(key).await;
                         }
                     };
-                    let expiry = options.expiry();
-                    let tags = options.tags.as_slice().to_vec();
                     let remote = inner.remote.get().cloned();
-                    tokio::spawn(async move {
-                        let inner = Arc::clone(&landing.inner);
-                        // In a grid, the owner may have it: ask before loading.
-                        if let Some(remote) = remote {
-                            match inner.fetch_near::<T, C>(&*remote, &landing.key).await {
-                                Ok(Some(value)) => {
-                                    drop(ticket);
-                                    landing.land(Ok(Arc::new(value)));
-                                    return;
-                                }
-                                Ok(None) => {}
-                                Err(e) => {
-                                    drop(ticket);
-                                    landing.land(Err(e));
-                                    return;
-                                }
-                            }
+                    tokio::spawn(lead::<T, C, _, _>(
+                        landing,
+                        ticket,
+                        remote,
+                        fut,
+                        options.clone(),
+                        true,
+                    ));
+                    return flight.wait::<T>(key).await;
+                }
+            }
+        }
+    }
+
+    /// [`Grid::load`] with the loader run by the calling task instead of a
+    /// task of its own, so it may borrow (a `&mut` connection, a query that
+    /// binds a `&str`). Callers that join the load wait for this caller; if
+    /// it is cancelled (dropped) before the outcome, they get
+    /// [`CacheError::Cancelled`] rather than waiting forever. With `store`
+    /// false the loaded value goes to this caller and the joiners but is not
+    /// cached.
+    #[cfg(feature = "sqlx")]
+    pub(crate) async fn load_inline<T, F, Fut, E>(
+        &self,
+        key: &str,
+        options: CacheOptions,
+        store: bool,
+        loader: F,
+    ) -> Result<T, CacheError>
+    where
+        T: CacheValue<C> + Clone,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
+    {
+        let mut loader = Some(loader);
+        loop {
+            let inner = &self.inner;
+            match inner.flights.join_or_start(key, &options, &inner.store)? {
+                Joined::Present => {
+                    if let Some(v) = self.get_now::<T>(key)? {
+                        return Ok(v);
+                    }
+                }
+                Joined::Follower(flight) => {
+                    GridCounters::bump(&inner.counters.joins);
+                    return flight.wait::<T>(key).await;
+                }
+                Joined::Leader { flight, tx, ticket } => {
+                    GridCounters::bump(&inner.counters.loads);
+                    let mut landing =
+                        Landing::new(Arc::clone(inner), key.to_string(), Arc::clone(&flight), tx);
+                    landing.on_drop = CacheError::Cancelled;
+                    let make = loader.take().expect("leader runs the loader once");
+                    let fut = match std::panic::catch_unwind(AssertUnwindSafe(make)) {
+                        Ok(fut) => fut,
+                        Err(panic) => {
+                            drop(ticket);
+                            landing.land(Err(CacheError::LoaderPanicked(panic_message(&*panic))));
+                            return flight.wait::<T>(key).await;
                         }
-                        let outcome: Outcome = match AssertUnwindSafe(fut).catch_unwind().await {
-                            Ok(Ok(value)) => match value.fill(&inner.store, ticket, expiry) {
-                                Ok(FillOutcome::Stored) => {
-                                    if inner.events.active() {
-                                        inner.events.publish(CacheEvent::Stored {
-                                            key: landing.key.clone(),
-                                            tags,
-                                            origin: EventOrigin::Local,
-                                        });
-                                    }
-                                    Ok(Arc::new(value))
-                                }
-                                Ok(FillOutcome::Stale) => {
-                                    GridCounters::bump(&inner.counters.stale_loads);
-                                    if inner.events.active() {
-                                        inner.events.publish(CacheEvent::StaleLoadDiscarded {
-                                            key: landing.key.clone(),
-                                        });
-                                    }
-                                    Ok(Arc::new(value))
-                                }
-                                Err(e) => Err(e),
-                            },
-                            Ok(Err(e)) => {
-                                drop(ticket);
-                                Err(CacheError::Load(LoadError::new(e)))
-                            }
-                            Err(panic) => {
-                                drop(ticket);
-                                Err(CacheError::LoaderPanicked(panic_message(&*panic)))
-                            }
-                        };
-                        landing.land(outcome);
-                    });
+                    };
+                    let remote = inner.remote.get().cloned();
+                    lead::<T, C, _, _>(landing, ticket, remote, fut, options, store).await;
                     return flight.wait::<T>(key).await;
                 }
             }
@@ -814,11 +824,88 @@ impl<C: Codec> Grid<C> {
 /// retires the flight so later callers start afresh, and wakes the waiters.
 /// Dropped without landing (a panic outside the loader's own future, in a
 /// fill for example), it lands an error instead of leaving the flight stuck.
+/// The leader's half of a load: ask the key's owner (in a grid), else run
+/// the loader; fill the store with the value (when `store`), and land the
+/// outcome for every caller waiting on the flight.
+async fn lead<T, C, Fut, E>(
+    landing: Landing,
+    ticket: hydracache_storage::FillTicket,
+    remote: Option<Arc<dyn Remote>>,
+    fut: Fut,
+    options: CacheOptions,
+    store: bool,
+) where
+    T: CacheValue<C>,
+    C: Codec,
+    Fut: Future<Output = Result<T, E>>,
+    E: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let expiry = options.expiry();
+    let tags = options.tags.as_slice().to_vec();
+
+    let inner = Arc::clone(&landing.inner);
+    // In a grid, the owner may have it: ask before loading.
+    if let Some(remote) = remote {
+        match inner.fetch_near::<T, C>(&*remote, &landing.key).await {
+            Ok(Some(value)) => {
+                drop(ticket);
+                landing.land(Ok(Arc::new(value)));
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                drop(ticket);
+                landing.land(Err(e));
+                return;
+            }
+        }
+    }
+    let outcome: Outcome = match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(Ok(value)) if !store => {
+            drop(ticket);
+            Ok(Arc::new(value))
+        }
+        Ok(Ok(value)) => match value.fill(&inner.store, ticket, expiry) {
+            Ok(FillOutcome::Stored) => {
+                if inner.events.active() {
+                    inner.events.publish(CacheEvent::Stored {
+                        key: landing.key.clone(),
+                        tags,
+                        origin: EventOrigin::Local,
+                    });
+                }
+                Ok(Arc::new(value))
+            }
+            Ok(FillOutcome::Stale) => {
+                GridCounters::bump(&inner.counters.stale_loads);
+                if inner.events.active() {
+                    inner.events.publish(CacheEvent::StaleLoadDiscarded {
+                        key: landing.key.clone(),
+                    });
+                }
+                Ok(Arc::new(value))
+            }
+            Err(e) => Err(e),
+        },
+        Ok(Err(e)) => {
+            drop(ticket);
+            Err(CacheError::Load(LoadError::new(e)))
+        }
+        Err(panic) => {
+            drop(ticket);
+            Err(CacheError::LoaderPanicked(panic_message(&*panic)))
+        }
+    };
+    landing.land(outcome);
+}
+
 struct Landing {
     inner: Arc<GridInner>,
     key: String,
     flight: Arc<crate::single_flight::Flight>,
     tx: Option<tokio::sync::watch::Sender<Option<Outcome>>>,
+    /// What the waiters get if the landing is dropped without an outcome.
+    on_drop: CacheError,
 }
 
 impl Landing {
@@ -833,6 +920,9 @@ impl Landing {
             key,
             flight,
             tx: Some(tx),
+            on_drop: CacheError::LoaderPanicked(
+                "the load ended without an outcome (a panic outside the loader)".into(),
+            ),
         }
     }
 
@@ -858,9 +948,8 @@ impl Landing {
 
 impl Drop for Landing {
     fn drop(&mut self) {
-        self.deliver(Err(CacheError::LoaderPanicked(
-            "the load ended without an outcome (a panic outside the loader)".into(),
-        )));
+        let error = std::mem::replace(&mut self.on_drop, CacheError::Cancelled);
+        self.deliver(Err(error));
     }
 }
 

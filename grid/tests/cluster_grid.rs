@@ -240,8 +240,108 @@ async fn bad_settings_are_typed_errors() {
             .seeds(["not an address"])
             .start()
             .await,
-        Err(hydracache::cluster::ClusterError::BadSeed(_))
+        Err(hydracache::cluster::ClusterError::UnresolvedSeed { .. })
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeds_may_be_host_names_and_a_name_that_does_not_resolve_is_named() {
+    let ca = DevCa::new("orders").unwrap();
+    let m1 = member(&ca, "m1", &[]).await;
+    let by_name = format!("localhost:{}", addr(&m1).await.port());
+    let m2 = Grid::member()
+        .cluster("orders")
+        .node_id("m2")
+        .seeds([by_name])
+        .tls(ca.issue("m2").unwrap())
+        .gossip_interval(GOSSIP)
+        .start()
+        .await
+        .unwrap();
+    converge(&[&m1, &m2], 2, 0).await;
+
+    let err = Grid::member()
+        .node_id("x")
+        .tls(ca.issue("x").unwrap())
+        .seeds(["no-such-node.invalid:7400"])
+        .start()
+        .await
+        .expect_err("an unresolvable seed is refused");
+    match &err {
+        hydracache::cluster::ClusterError::UnresolvedSeed { seed, .. } => {
+            assert_eq!(seed, "no-such-node.invalid:7400")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("no-such-node.invalid:7400"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_returns_once_a_member_is_reached_or_fails_typed_after_its_deadline() {
+    use hydracache::cluster::ClusterError;
+    let ca = DevCa::new("orders").unwrap();
+    let m = member(&ca, "m", &[]).await;
+    let c = Grid::client()
+        .cluster("orders")
+        .node_id("c")
+        .seeds([addr(&m).await.to_string()])
+        .tls(ca.issue("c").unwrap())
+        .gossip_interval(GOSSIP)
+        .connect_timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .unwrap();
+    // No polling: connect returned with the member in the client's view.
+    let d = c.cluster_diagnostics().await.unwrap();
+    assert_eq!(d.members, vec!["m".to_string()]);
+
+    // `start` does not wait: a member may be the first of its cluster.
+    let alone = member(&ca, "alone", &[]).await;
+    assert!(alone.cluster_diagnostics().await.is_some());
+
+    assert!(matches!(
+        Grid::client().tls(ca.issue("c2").unwrap()).connect().await,
+        Err(ClusterError::NoSeeds)
+    ));
+    // A seed where nobody listens: a free port, taken and released.
+    let nobody = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let err = Grid::client()
+        .seeds([nobody.to_string()])
+        .tls(ca.issue("c3").unwrap())
+        .gossip_interval(GOSSIP)
+        .connect_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .expect_err("no member to reach");
+    match err {
+        ClusterError::NoMemberReached { seeds, waited } => {
+            assert_eq!(seeds, vec![nobody.to_string()]);
+            assert_eq!(waited, Duration::from_millis(500));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_closure_may_choose_the_codec() {
+    #[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+    struct User {
+        name: String,
+    }
+    let ca = DevCa::new("orders").unwrap();
+    let m: Grid<hydracache::Postcard> = Grid::member()
+        .node_id("m")
+        .tls(ca.issue("m").unwrap())
+        .cache(|c| c.codec::<hydracache::Postcard>())
+        .start()
+        .await
+        .unwrap();
+    let ada = User { name: "Ada".into() };
+    m.put("u", ada.clone(), CacheOptions::new()).await.unwrap();
+    assert_eq!(m.get::<User>("u").await.unwrap(), Some(ada));
 }
 
 /// Polls `check` (bounded: 800 gossip rounds).

@@ -215,6 +215,153 @@ async fn a_transaction_of_your_own_can_be_wrapped() {
     assert_eq!(load_user(&db, &sqlite, 1).await.name, "Ada King");
 }
 
+#[tokio::test]
+async fn reads_in_a_transaction_go_through_the_cache_and_are_stored_only_until_it_writes() {
+    let sqlite = Sqlite::memory().await;
+    let db = cache();
+    let mut tx = db.begin(&sqlite.pool).await.unwrap();
+    let name = String::from("Grace");
+    // Before any write: the row is committed data, cached.
+    let grace: User = tx
+        .fetch_one(
+            db.for_entity::<User>(2),
+            sqlx::query_as("select id, name from users where name = ?").bind(&name),
+        )
+        .await
+        .unwrap();
+    assert_eq!(grace, user(2, "Grace"));
+    assert!(db.grid().contains_key("app:user:2").await);
+    // A hit is served from the cache: no statement runs.
+    let before = sqlite.queries();
+    let again: User = tx
+        .fetch_one(
+            db.for_entity::<User>(2),
+            sqlx::query_as(SELECT_USER).bind(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!((again, sqlite.queries()), (user(2, "Grace"), before));
+
+    // After a recorded write: the transaction's own row, not cached.
+    sqlx::query("update users set name = 'never' where id = 1")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.invalidate_entity::<User>(&1);
+    let uncommitted: User = tx
+        .fetch_one(
+            db.for_entity::<User>(1),
+            sqlx::query_as(SELECT_USER).bind(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(uncommitted.name, "never");
+    assert!(!db.grid().contains_key("app:user:1").await);
+    let none: Option<User> = tx
+        .fetch_optional(
+            db.for_entity::<User>(9),
+            sqlx::query_as(SELECT_USER).bind(9),
+        )
+        .await
+        .unwrap();
+    assert_eq!(none, None);
+    assert!(!db.grid().contains_key("app:user:9").await);
+    let all: Vec<User> = tx
+        .fetch_all(
+            db.collection("users:all"),
+            sqlx::query_as("select id, name from users order by id"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(!db.grid().contains_key("app:users:all").await);
+    tx.rollback().await.unwrap();
+    assert_eq!(load_user(&db, &sqlite, 1).await.name, "Ada");
+}
+
+#[tokio::test]
+async fn a_borrowed_query_runs_on_a_connection_and_is_cached() {
+    let sqlite = Sqlite::memory().await;
+    let db = cache();
+    let name = String::from("Ada");
+    let mut conn = sqlite.pool.acquire().await.unwrap();
+    let rows: Vec<User> = db
+        .collection(&format!("users:named:{name}"))
+        .fetch_all_in(
+            &mut *conn,
+            sqlx::query_as("select id, name from users where name = ?").bind(name.as_str()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows, [user(1, "Ada")]);
+    let one: Option<User> = db
+        .for_entity::<User>(1)
+        .fetch_optional_in(&mut *conn, sqlx::query_as(SELECT_USER).bind(1))
+        .await
+        .unwrap();
+    assert_eq!(one, Some(user(1, "Ada")));
+    drop(conn);
+    assert!(db.grid().contains_key("app:users:named:Ada").await);
+    assert_eq!(load_user(&db, &sqlite, 1).await, user(1, "Ada"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_leader_that_runs_the_query_itself_fails_its_joiners_and_leaves_no_flight() {
+    let sqlite = Sqlite::memory().await;
+    let db = cache();
+    // The pool's one connection is taken: the leader's query waits for it.
+    let held = sqlite.pool.acquire().await.unwrap();
+    let leader = tokio::spawn({
+        let (db, pool) = (db.clone(), sqlite.pool.clone());
+        async move {
+            let name = String::from("Ada");
+            db.for_entity::<User>(1)
+                .fetch_one_in(
+                    &pool,
+                    sqlx::query_as("select id, name from users where name = ?").bind(name.as_str()),
+                )
+                .await
+        }
+    });
+    for _ in 0..500 {
+        if db.grid().stats().loads == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(db.grid().stats().loads, 1, "the leader started its load");
+    let joiner = tokio::spawn({
+        let (db, pool) = (db.clone(), sqlite.pool.clone());
+        async move {
+            db.for_entity::<User>(1)
+                .fetch_one_in(&pool, sqlx::query_as(SELECT_USER).bind(1))
+                .await
+        }
+    });
+    for _ in 0..500 {
+        if db.grid().stats().single_flight_joins == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    leader.abort();
+    let joined = tokio::time::timeout(std::time::Duration::from_secs(30), joiner)
+        .await
+        .expect("a joiner of a cancelled leader does not hang")
+        .unwrap();
+    assert!(
+        matches!(
+            joined,
+            Err(DbCacheError::Cache(hydracache::CacheError::Cancelled))
+        ),
+        "{joined:?}"
+    );
+    drop(held);
+    assert_eq!(db.grid().diagnostics().loads_in_flight, 0);
+    assert!(!db.grid().contains_key("app:user:1").await);
+    assert_eq!(load_user(&db, &sqlite, 1).await, user(1, "Ada"));
+}
+
 // ---- Postgres ---------------------------------------------------------------
 
 async fn pg_load_user(db: &DbCache, pool: &sqlx::PgPool, id: i64) -> User {
@@ -255,6 +402,41 @@ async fn postgres_commit_then_invalidate_and_rollback_invalidates_nothing() {
     assert!(!db.grid().contains_key("app:user:1").await);
     assert_eq!(pg_load_user(&db, &pg.pool, 1).await.name, "Ada Lovelace");
 
+    pg.cleanup().await;
+}
+
+#[tokio::test]
+async fn postgres_reads_in_a_transaction_are_stored_only_until_it_writes() {
+    let Some(pg) = pg("tx_reads").await else {
+        return;
+    };
+    let db = cache();
+    let mut tx = db.begin(&pg.pool).await.unwrap();
+    let grace: User = tx
+        .fetch_one(
+            db.for_entity::<User>(2),
+            sqlx::query_as(PG_SELECT_USER).bind(2i64),
+        )
+        .await
+        .unwrap();
+    assert_eq!(grace, user(2, "Grace"));
+    assert!(db.grid().contains_key("app:user:2").await);
+    sqlx::query("update users set name = 'never' where id = 1")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.invalidate_entity::<User>(&1);
+    let uncommitted: User = tx
+        .fetch_one(
+            db.for_entity::<User>(1),
+            sqlx::query_as(PG_SELECT_USER).bind(1i64),
+        )
+        .await
+        .unwrap();
+    assert_eq!(uncommitted.name, "never");
+    assert!(!db.grid().contains_key("app:user:1").await);
+    tx.rollback().await.unwrap();
+    assert_eq!(pg_load_user(&db, &pg.pool, 1).await.name, "Ada");
     pg.cleanup().await;
 }
 

@@ -38,9 +38,28 @@ pub enum ClusterError {
     /// Gossip could not start.
     #[error("gossip failed to start: {0}")]
     Gossip(String),
-    /// A seed address does not parse.
-    #[error("bad seed address {0:?}")]
-    BadSeed(String),
+    /// A seed is not `host:port`, or its host name does not resolve.
+    #[error("seed {seed:?} does not resolve: {source}")]
+    UnresolvedSeed {
+        /// The seed as given to [`NodeBuilder::seeds`].
+        seed: String,
+        /// Why the lookup failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// [`NodeBuilder::connect`] was called without seeds: there is no one to
+    /// reach.
+    #[error("connect needs at least one seed")]
+    NoSeeds,
+    /// [`NodeBuilder::connect`] reached no member through the seeds within
+    /// its deadline; the node was stopped.
+    #[error("no member reached through seeds {seeds:?} within {waited:?}")]
+    NoMemberReached {
+        /// The seeds tried.
+        seeds: Vec<String>,
+        /// The deadline that passed.
+        waited: Duration,
+    },
 }
 
 /// When an invalidation call returns.
@@ -54,6 +73,10 @@ pub enum InvalidationMode {
 }
 
 /// Builds a member (owns data) or a client (near cache only) of a grid.
+///
+/// Members [`start`](NodeBuilder::start); clients
+/// [`connect`](NodeBuilder::connect), which returns once a member is reached.
+/// Seeds are `host:port` (`"node-2:7400"`, `"10.0.0.2:7400"`).
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -87,6 +110,7 @@ pub struct NodeBuilder<C: Codec = Rkyv> {
     mode: InvalidationMode,
     limits: Limits,
     raft: RaftConfig,
+    connect_timeout: Duration,
 }
 
 impl Grid {
@@ -120,6 +144,7 @@ impl NodeBuilder {
             mode: InvalidationMode::Acknowledged,
             limits: Limits::default(),
             raft: RaftConfig::default(),
+            connect_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -152,7 +177,10 @@ impl<C: Codec> NodeBuilder<C> {
         self
     }
 
-    /// Addresses of nodes to join through.
+    /// Nodes to join through, as `host:port`: an IP address or a host name
+    /// (`"node-2:7400"`). Names are resolved when the node starts (a name
+    /// that does not resolve is [`ClusterError::UnresolvedSeed`]) and again
+    /// every minute by gossip, so a seed that moves is found again.
     pub fn seeds<S: Into<String>>(mut self, seeds: impl IntoIterator<Item = S>) -> Self {
         self.seeds = seeds.into_iter().map(Into::into).collect();
         self
@@ -205,10 +233,38 @@ impl<C: Codec> NodeBuilder<C> {
         self
     }
 
-    /// Local cache settings (capacity, TTL, events, codec, …).
-    pub fn cache(mut self, f: impl FnOnce(LocalBuilder<C>) -> LocalBuilder<C>) -> Self {
-        self.local = f(self.local);
+    /// How long [`NodeBuilder::connect`] waits to reach a member (default
+    /// 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
         self
+    }
+
+    /// Local cache settings (capacity, TTL, events, codec, …). The closure
+    /// may change the codec (`|c| c.codec::<Postcard>()`); the node then
+    /// stores and ships values with it.
+    pub fn cache<D: Codec>(
+        self,
+        f: impl FnOnce(LocalBuilder<C>) -> LocalBuilder<D>,
+    ) -> NodeBuilder<D> {
+        NodeBuilder {
+            local: f(self.local),
+            role: self.role,
+            cluster: self.cluster,
+            node_id: self.node_id,
+            bind: self.bind,
+            advertise: self.advertise,
+            seeds: self.seeds,
+            tls: self.tls,
+            ack_timeout: self.ack_timeout,
+            request_timeout: self.request_timeout,
+            on_unreachable: self.on_unreachable,
+            gossip_interval: self.gossip_interval,
+            mode: self.mode,
+            limits: self.limits,
+            raft: self.raft,
+            connect_timeout: self.connect_timeout,
+        }
     }
 
     /// Capacity of a client's near cache in bytes (the same setting as
@@ -219,8 +275,45 @@ impl<C: Codec> NodeBuilder<C> {
     }
 
     /// Starts a member (binds, joins gossip through the seeds) and returns
-    /// its `Grid`.
+    /// its `Grid` without waiting for peers: the first member of a cluster
+    /// has none.
     pub async fn start(self) -> Result<Grid<C>, ClusterError> {
+        self.launch().await.map(|(grid, _)| grid)
+    }
+
+    /// Starts the node, then waits until its membership view holds a member
+    /// (a client learns it once the raft leader has admitted it). The
+    /// entry point of clients: a `Grid` returned by `connect` reads and
+    /// writes through the cluster from its first call. After
+    /// [`connect_timeout`](NodeBuilder::connect_timeout) without a member,
+    /// the node is stopped and [`ClusterError::NoMemberReached`] returned.
+    pub async fn connect(self) -> Result<Grid<C>, ClusterError> {
+        if self.seeds.is_empty() {
+            return Err(ClusterError::NoSeeds);
+        }
+        let (seeds, waited, poll) = (
+            self.seeds.clone(),
+            self.connect_timeout,
+            self.gossip_interval / 2,
+        );
+        let (grid, node) = self.launch().await?;
+        let reached = tokio::time::timeout(waited, async {
+            while !node.view().members().iter().any(|m| m.role == Role::Member) {
+                tokio::time::sleep(poll).await;
+            }
+        })
+        .await;
+        if reached.is_err() {
+            node.shutdown().await;
+            return Err(ClusterError::NoMemberReached { seeds, waited });
+        }
+        Ok(grid)
+    }
+
+    async fn launch(self) -> Result<(Grid<C>, Arc<Node>), ClusterError> {
+        for seed in &self.seeds {
+            resolve(seed).await?;
+        }
         let tls = self.tls.as_ref().ok_or(ClusterError::Missing("tls"))?;
         let node_id = match (&self.node_id, self.role) {
             (Some(id), _) => id.clone(),
@@ -238,17 +331,13 @@ impl<C: Codec> NodeBuilder<C> {
         let bound = transport.local_addr();
         let addr = self.advertise.unwrap_or(bound);
         let (gossip, inbox) = QuicGossip::new(transport.clone());
-        let mut seeds = Vec::new();
-        for s in &self.seeds {
-            let a: SocketAddr = s.parse().map_err(|_| ClusterError::BadSeed(s.clone()))?;
-            seeds.push(a.to_string());
-        }
         let config = ChitchatConfig {
             chitchat_id: ChitchatId::new(node_id.clone(), generation, addr),
             cluster_id: self.cluster.clone(),
             gossip_interval: self.gossip_interval,
             listen_addr: bound,
-            seed_nodes: seeds,
+            // Names as given: gossip resolves them again every minute.
+            seed_nodes: self.seeds.clone(),
             failure_detector_config: FailureDetectorConfig {
                 initial_interval: self.gossip_interval,
                 dead_node_grace_period: Duration::from_secs(3600),
@@ -311,12 +400,23 @@ impl<C: Codec> NodeBuilder<C> {
         }
         let _ = grid.inner.remote.set(Arc::clone(&node) as Arc<dyn Remote>);
         tokio::spawn(watch_high_water_marks(Arc::downgrade(&node)));
-        Ok(grid)
+        Ok((grid, node))
     }
+}
 
-    /// [`NodeBuilder::start`] under the name clients use.
-    pub async fn connect(self) -> Result<Grid<C>, ClusterError> {
-        self.start().await
+/// Checks that `seed` is `host:port` and its host resolves.
+async fn resolve(seed: &str) -> Result<(), ClusterError> {
+    let unresolved = |source| ClusterError::UnresolvedSeed {
+        seed: seed.to_string(),
+        source,
+    };
+    let mut addrs = tokio::net::lookup_host(seed).await.map_err(unresolved)?;
+    match addrs.next() {
+        Some(_) => Ok(()),
+        None => Err(unresolved(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no address",
+        ))),
     }
 }
 

@@ -16,6 +16,7 @@ use crate::db::cache::DbCache;
 use crate::db::entity::CacheEntity;
 use crate::db::error::{DbCacheError, SharedQueryError};
 use crate::db::policy::QueryCachePolicy;
+use crate::db::stats::Counters;
 use crate::db::value::Stored;
 use crate::error::CacheError;
 
@@ -34,9 +35,12 @@ use crate::error::CacheError;
 /// the cache. A failed query caches nothing; see [`DbCacheError`] for who
 /// gets its error.
 ///
-/// The query runs as its own task (so a caller that gives up does not
-/// cancel it for the others): what the loader captures must be `Send +
-/// 'static` — an owned pool handle, owned bind values, `&'static str` SQL.
+/// The `*_with` fetches and the pool fetches run the query as its own task
+/// (so a caller that gives up does not cancel it for the others): what the
+/// loader captures must be `Send + 'static` — an owned pool handle, owned
+/// bind values, `&'static str` SQL. The `_in` fetches
+/// ([`fetch_one_in`](Self::fetch_one_in)) run it in the caller instead, on
+/// any executor and with a query that borrows.
 #[must_use = "a query descriptor does nothing until it is fetched"]
 pub struct CachedQuery<'a, T, C: Codec> {
     cache: &'a DbCache<C>,
@@ -211,11 +215,11 @@ impl<'a, T: CacheValue<C>, C: Codec> CachedQuery<'a, T, C> {
 
     /// The load path of every fetch.
     ///
-    /// Hit: one read of the grid. Miss: `get_or_load` with the policy's
-    /// options; the loader runs only in the caller that leads the load. Its
-    /// original error is parked in `mine` (only this caller holds the other
-    /// end) and the grid carries a [`SharedQueryError`] to the callers that
-    /// joined the load.
+    /// Hit: one read of the grid. Miss: `load` with the policy's options;
+    /// the loader runs only in the caller that leads the load, as a task of
+    /// its own. Its original error is parked in `mine` (only this caller
+    /// holds the other end) and the grid carries a [`SharedQueryError`] to
+    /// the callers that joined the load.
     pub(crate) async fn run<F, Fut, E>(
         self,
         negative: fn(&T) -> bool,
@@ -226,6 +230,70 @@ impl<'a, T: CacheValue<C>, C: Codec> CachedQuery<'a, T, C> {
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         E: StdError + Send + Sync + 'static,
     {
+        let (key, counters) = match self.look_up()? {
+            Looked::Hit(hit) => return Ok(hit),
+            Looked::Miss(key, counters) => (key, counters),
+        };
+        let mine: Arc<Mutex<Option<E>>> = Arc::new(Mutex::new(None));
+        let negative_expiry = self.policy.negative_ttl_setting().map(Expiry::After);
+        let (load_counters, slot) = (Arc::clone(&counters), Arc::clone(&mine));
+        let loader = move || {
+            load_counters.load();
+            wrapped(loader(), negative, negative_expiry, slot)
+        };
+        // Straight to the miss path: the lookup above already counted the miss.
+        let result = Box::pin(self.cache.grid().load::<Stored<T>, _, _, SharedQueryError>(
+            &key,
+            self.cache.options_for(&self.policy),
+            loader,
+        ))
+        .await;
+        settle::<T, C, E>(result, &counters, &mine)
+    }
+
+    /// [`run`](Self::run) with the loader run by this caller, so it may
+    /// borrow (a `&mut` connection, a query binding a `&str`). Callers that
+    /// join the load wait for this one; if it is cancelled they get an
+    /// error ([`DbCacheError::Cache`] with `CacheError::Cancelled`), never
+    /// a hang. With `store` false the result is not cached.
+    pub(crate) async fn run_inline<F, Fut, E>(
+        self,
+        negative: fn(&T) -> bool,
+        store: bool,
+        loader: F,
+    ) -> Result<T, DbCacheError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: StdError + Send + Sync + 'static,
+    {
+        let (key, counters) = match self.look_up()? {
+            Looked::Hit(hit) => return Ok(hit),
+            Looked::Miss(key, counters) => (key, counters),
+        };
+        let mine: Arc<Mutex<Option<E>>> = Arc::new(Mutex::new(None));
+        let negative_expiry = self.policy.negative_ttl_setting().map(Expiry::After);
+        let (load_counters, slot) = (Arc::clone(&counters), Arc::clone(&mine));
+        let loader = move || {
+            load_counters.load();
+            wrapped(loader(), negative, negative_expiry, slot)
+        };
+        let result = Box::pin(
+            self.cache
+                .grid()
+                .load_inline::<Stored<T>, _, _, SharedQueryError>(
+                    &key,
+                    self.cache.options_for(&self.policy),
+                    store,
+                    loader,
+                ),
+        )
+        .await;
+        settle::<T, C, E>(result, &counters, &mine)
+    }
+
+    /// The policy's key and a first read of it (counted).
+    fn look_up<E>(&self) -> Result<Looked<T>, DbCacheError<E>> {
         let counters = self.cache.registry().counters(self.policy.query_name());
         let Some(key) = self.policy.cache_key() else {
             counters.error();
@@ -234,70 +302,89 @@ impl<'a, T: CacheValue<C>, C: Codec> CachedQuery<'a, T, C> {
             });
         };
         let key = self.cache.full_key(&key);
-        let grid = self.cache.grid();
-        match grid.get_now::<T>(&key) {
+        match self.cache.grid().get_now::<T>(&key) {
             Ok(Some(hit)) => {
                 counters.hit();
-                return Ok(hit);
+                Ok(Looked::Hit(hit))
             }
-            Ok(None) => counters.miss(),
+            Ok(None) => {
+                counters.miss();
+                Ok(Looked::Miss(key, counters))
+            }
             Err(e) => {
                 // The key holds another type: the caller's mistake, and the
                 // entry stays for the readers of its own type.
                 counters.error();
-                return Err(DbCacheError::Cache(e));
+                Err(DbCacheError::Cache(e))
             }
         }
+    }
+}
 
-        let negative_expiry = self.policy.negative_ttl_setting().map(Expiry::After);
-        let mine: Arc<Mutex<Option<E>>> = Arc::new(Mutex::new(None));
-        let slot = Arc::clone(&mine);
-        let load_counters = Arc::clone(&counters);
-        // Straight to the miss path: the lookup above already counted the miss.
-        let result = Box::pin(grid.load::<Stored<T>, _, _, SharedQueryError>(
-            &key,
-            self.cache.options_for(&self.policy),
-            move || {
-                load_counters.load();
-                let fut = loader();
-                async move {
-                    match fut.await {
-                        Ok(value) => {
-                            let expiry = if negative(&value) {
-                                negative_expiry
-                            } else {
-                                None
-                            };
-                            Ok(Stored::new(value, expiry))
-                        }
-                        Err(e) => {
-                            let shared = SharedQueryError::from_error(&e);
-                            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                            Err(shared)
-                        }
-                    }
-                }
-            },
-        ))
-        .await;
-        match result {
-            Ok(stored) => stored.into_value().map_err(|e| {
-                counters.error();
-                DbCacheError::Cache(e)
-            }),
-            Err(e) => {
-                counters.error();
-                let original = mine.lock().unwrap_or_else(|p| p.into_inner()).take();
-                Err(match (original, e) {
-                    (Some(original), _) => DbCacheError::Database(original),
-                    (None, CacheError::Load(load)) => match load.downcast_ref::<SharedQueryError>()
-                    {
-                        Some(shared) => DbCacheError::Shared(shared.clone()),
-                        None => DbCacheError::Cache(CacheError::Load(load)),
-                    },
-                    (None, e) => DbCacheError::Cache(e),
-                })
-            }
+/// What the first read found.
+enum Looked<T> {
+    Hit(T),
+    Miss(String, Arc<Counters>),
+}
+
+/// A loader's future as the grid runs it: its value wrapped with the
+/// negative TTL, its error parked in `mine` and shared as a
+/// [`SharedQueryError`].
+async fn wrapped<T, E, Fut>(
+    fut: Fut,
+    negative: fn(&T) -> bool,
+    negative_expiry: Option<Expiry>,
+    mine: Arc<Mutex<Option<E>>>,
+) -> Result<Stored<T>, SharedQueryError>
+where
+    Fut: Future<Output = Result<T, E>>,
+    E: StdError + Send + Sync + 'static,
+{
+    match fut.await {
+        Ok(value) => {
+            let expiry = if negative(&value) {
+                negative_expiry
+            } else {
+                None
+            };
+            Ok(Stored::new(value, expiry))
+        }
+        Err(e) => {
+            let shared = SharedQueryError::from_error(&e);
+            *mine.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            Err(shared)
+        }
+    }
+}
+
+/// The caller's result from the grid's: the loader's own error if this
+/// caller ran it, the shared one if it joined.
+fn settle<T, C, E>(
+    result: Result<Stored<T>, CacheError>,
+    counters: &Counters,
+    mine: &Mutex<Option<E>>,
+) -> Result<T, DbCacheError<E>>
+where
+    T: CacheValue<C>,
+    C: Codec,
+    E: StdError + Send + Sync + 'static,
+{
+    match result {
+        Ok(stored) => stored.into_value().map_err(|e| {
+            counters.error();
+            DbCacheError::Cache(e)
+        }),
+        Err(e) => {
+            counters.error();
+            let original = mine.lock().unwrap_or_else(|p| p.into_inner()).take();
+            Err(match (original, e) {
+                (Some(original), _) => DbCacheError::Database(original),
+                (None, CacheError::Load(load)) => match load.downcast_ref::<SharedQueryError>() {
+                    Some(shared) => DbCacheError::Shared(shared.clone()),
+                    None => DbCacheError::Cache(CacheError::Load(load)),
+                },
+                (None, e) => DbCacheError::Cache(e),
+            })
         }
     }
 }

@@ -7,6 +7,8 @@ use sqlx::{Database, Executor, FromRow, IntoArguments, Pool};
 
 use crate::codec::{CacheValue, Codec};
 use crate::db::error::DbCacheError;
+#[cfg(doc)]
+use crate::db::tx::CacheTransaction;
 
 /// The pool a cached fetch runs its query on, by value (`pool.clone()`) or
 /// by reference (`&pool`). The query runs as a task of its own, so that a
@@ -133,6 +135,95 @@ where
     {
         let pool = pool.into_pool();
         self.fetch_all_with(move || async move { query.fetch_all(&pool).await })
+            .await
+    }
+}
+
+impl<'a, T, C> CachedQuery<'a, T, C>
+where
+    T: CacheValue<C> + Send + Unpin,
+    C: Codec,
+{
+    /// [`fetch_one`](Self::fetch_one) on any executor (`&pool`, a `&mut`
+    /// connection) with a query that may borrow (`.bind(&name)`, SQL built
+    /// at run time). On a miss the query runs in this caller: callers that
+    /// join the load wait for it, and if this caller is dropped before the
+    /// query ends they get `DbCacheError::Cache(CacheError::Cancelled)`
+    /// (nothing is cached). The result is cached: for a read inside a
+    /// transaction use [`CacheTransaction::fetch_one`], which knows whether
+    /// the transaction wrote.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await?;
+    /// let db = hydracache::db::DbCache::new(hydracache::Grid::local().build(), "app");
+    /// let name = String::from("Ada");
+    /// let mut conn = pool.acquire().await?;
+    /// let (greeting,): (String,) = db.named("greet").key(format!("greet:{name}"))
+    ///     .fetch_one_in(&mut *conn, sqlx::query_as("select 'hello ' || ?").bind(&name))
+    ///     .await?;
+    /// assert_eq!(greeting, "hello Ada");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn fetch_one_in<'e, 'q: 'e, DB, X, A>(
+        self,
+        executor: X,
+        query: QueryAs<'q, DB, T, A>,
+    ) -> Result<T, DbCacheError>
+    where
+        DB: Database,
+        X: Executor<'e, Database = DB> + 'e,
+        T: for<'r> FromRow<'r, DB::Row> + 'e,
+        A: IntoArguments<'q, DB> + 'q,
+    {
+        self.run_inline(|_| false, true, move || query.fetch_one(executor))
+            .await
+    }
+
+    /// [`fetch_optional`](Self::fetch_optional) on any executor with a
+    /// query that may borrow; see [`fetch_one_in`](Self::fetch_one_in).
+    pub async fn fetch_optional_in<'e, 'q: 'e, DB, X, A>(
+        self,
+        executor: X,
+        query: QueryAs<'q, DB, T, A>,
+    ) -> Result<Option<T>, DbCacheError>
+    where
+        DB: Database,
+        X: Executor<'e, Database = DB> + 'e,
+        T: for<'r> FromRow<'r, DB::Row> + 'e,
+        A: IntoArguments<'q, DB> + 'q,
+        Option<T>: CacheValue<C>,
+    {
+        self.retyped::<Option<T>>()
+            .run_inline(
+                |v: &Option<T>| v.is_none(),
+                true,
+                move || query.fetch_optional(executor),
+            )
+            .await
+    }
+
+    /// [`fetch_all`](Self::fetch_all) on any executor with a query that may
+    /// borrow; see [`fetch_one_in`](Self::fetch_one_in).
+    pub async fn fetch_all_in<'e, 'q: 'e, DB, X, A>(
+        self,
+        executor: X,
+        query: QueryAs<'q, DB, T, A>,
+    ) -> Result<Vec<T>, DbCacheError>
+    where
+        DB: Database,
+        X: Executor<'e, Database = DB> + 'e,
+        T: for<'r> FromRow<'r, DB::Row> + 'e,
+        A: IntoArguments<'q, DB> + 'q,
+        Vec<T>: CacheValue<C>,
+    {
+        self.retyped::<Vec<T>>()
+            .run_inline(
+                |v: &Vec<T>| v.is_empty(),
+                true,
+                move || query.fetch_all(executor),
+            )
             .await
     }
 }

@@ -4,13 +4,15 @@
 use std::error::Error as StdError;
 use std::ops::{Deref, DerefMut};
 
-use sqlx::{Database, Pool, Transaction};
+use sqlx::query::QueryAs;
+use sqlx::{Database, Executor, FromRow, IntoArguments, Pool, Transaction};
 
-use crate::codec::{Codec, Rkyv};
+use crate::codec::{CacheValue, Codec, Rkyv};
 use crate::db::cache::DbCache;
 use crate::db::entity::CacheEntity;
 use crate::db::error::DbCacheError;
 use crate::db::invalidations::InvalidationSet;
+use crate::db::query::CachedQuery;
 
 /// A sqlx transaction that invalidates cache entries after it commits.
 ///
@@ -33,8 +35,16 @@ use crate::db::invalidations::InvalidationSet;
 ///   entries are invalidated anyway — a spurious reload is cheaper than a
 ///   stale read. Either way the commit's error is returned.
 ///
-/// Do not cache reads made inside a writing transaction: they may see rows
-/// that never commit. Cache reads on the pool.
+/// Reads inside the transaction go through the cache with
+/// [`fetch_one`](Self::fetch_one), [`fetch_optional`](Self::fetch_optional)
+/// and [`fetch_all`](Self::fetch_all): a hit is served from the cache; a
+/// miss runs the query on the transaction and caches the rows only while
+/// the transaction has recorded no invalidation. Once it has (it wrote),
+/// what it reads may never commit, so those rows go to the caller and are
+/// not cached. A write that records no invalidation is invisible to this
+/// rule, as it is to the cache after the commit: record what you write.
+/// A hit is the committed row the cache holds, not this transaction's own
+/// change to it: to read your own writes, query the transaction directly.
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -188,6 +198,97 @@ impl<'c, DB: Database, C: Codec> CacheTransaction<'c, DB, C> {
     /// What the commit will invalidate.
     pub fn pending(&self) -> &InvalidationSet {
         &self.pending
+    }
+
+    /// The one row `query` returns, read through the cache on this
+    /// transaction's connection; cached only if the transaction has
+    /// recorded no invalidation yet (see [`CacheTransaction`]). The query
+    /// may borrow (`.bind(&name)`).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use hydracache::{db::DbCache, Grid};
+    ///
+    /// let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await?;
+    /// sqlx::query("create table users (id integer primary key, name text)").execute(&pool).await?;
+    /// let db = DbCache::new(Grid::local().build(), "app");
+    /// let mut tx = db.begin(&pool).await?;
+    /// sqlx::query("insert into users values (1, 'Ada')").execute(&mut *tx).await?;
+    /// tx.invalidate_tag("user:1");
+    /// let (name,): (String,) = tx
+    ///     .fetch_one(db.entity("user", 1), sqlx::query_as("select name from users where id = ?").bind(1))
+    ///     .await?;
+    /// assert_eq!(name, "Ada");
+    /// assert!(!db.grid().contains_key("app:user:1").await); // it wrote: not cached
+    /// tx.rollback().await?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn fetch_one<'q, T, A>(
+        &mut self,
+        descriptor: CachedQuery<'_, T, C>,
+        query: QueryAs<'q, DB, T, A>,
+    ) -> Result<T, DbCacheError>
+    where
+        for<'e> &'e mut DB::Connection: Executor<'e, Database = DB>,
+        T: CacheValue<C> + Send + Unpin + for<'r> FromRow<'r, DB::Row>,
+        A: IntoArguments<'q, DB> + 'q,
+    {
+        let store = self.pending.is_empty();
+        let conn: &mut DB::Connection = &mut self.tx;
+        descriptor
+            .run_inline(|_| false, store, move || query.fetch_one(conn))
+            .await
+    }
+
+    /// [`fetch_one`](Self::fetch_one) for a row that may be missing;
+    /// `None` is cached too under the same rule.
+    pub async fn fetch_optional<'q, T, A>(
+        &mut self,
+        descriptor: CachedQuery<'_, T, C>,
+        query: QueryAs<'q, DB, T, A>,
+    ) -> Result<Option<T>, DbCacheError>
+    where
+        for<'e> &'e mut DB::Connection: Executor<'e, Database = DB>,
+        T: CacheValue<C> + Send + Unpin + for<'r> FromRow<'r, DB::Row>,
+        Option<T>: CacheValue<C>,
+        A: IntoArguments<'q, DB> + 'q,
+    {
+        let store = self.pending.is_empty();
+        let conn: &mut DB::Connection = &mut self.tx;
+        descriptor
+            .retyped::<Option<T>>()
+            .run_inline(
+                |v: &Option<T>| v.is_none(),
+                store,
+                move || query.fetch_optional(conn),
+            )
+            .await
+    }
+
+    /// [`fetch_one`](Self::fetch_one) for many rows; an empty result is
+    /// cached too under the same rule.
+    pub async fn fetch_all<'q, T, A>(
+        &mut self,
+        descriptor: CachedQuery<'_, T, C>,
+        query: QueryAs<'q, DB, T, A>,
+    ) -> Result<Vec<T>, DbCacheError>
+    where
+        for<'e> &'e mut DB::Connection: Executor<'e, Database = DB>,
+        T: CacheValue<C> + Send + Unpin + for<'r> FromRow<'r, DB::Row>,
+        Vec<T>: CacheValue<C>,
+        A: IntoArguments<'q, DB> + 'q,
+    {
+        let store = self.pending.is_empty();
+        let conn: &mut DB::Connection = &mut self.tx;
+        descriptor
+            .retyped::<Vec<T>>()
+            .run_inline(
+                |v: &Vec<T>| v.is_empty(),
+                store,
+                move || query.fetch_all(conn),
+            )
+            .await
     }
 
     /// The sqlx transaction.
