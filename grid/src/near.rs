@@ -82,10 +82,12 @@ impl Stamps {
 
 impl GridInner {
     /// Keeps `entry`, fetched for `key` after `before` was taken, as a near
-    /// copy: the owner's bytes (stored as of unknown shape, so every typed
-    /// read validates them), its remaining TTL and its tags. False if an
-    /// invalidation overtook the reply (nothing is stored).
-    pub(crate) fn keep_near_copy(
+    /// copy: the owner's bytes, validated once here as `T` (so later hits on
+    /// the copy read them as this process's own, with no check per read; bytes
+    /// that fail are a typed error and nothing is stored), its remaining TTL
+    /// and its tags. False if an invalidation overtook the reply (nothing is
+    /// stored).
+    pub(crate) fn keep_near_copy<T: CacheValue<C>, C: Codec>(
         &self,
         key: &str,
         before: Stamp,
@@ -99,9 +101,7 @@ impl GridInner {
             Some(ttl) => Expiry::After(ttl),
             None => Expiry::Never,
         };
-        let outcome =
-            self.store
-                .complete_fill_bytes(ticket, entry.value.as_ref().as_ref(), expiry)?;
+        let outcome = T::fill_encoded(&self.store, ticket, entry.value.as_ref().as_ref(), expiry)?;
         Ok(outcome == FillOutcome::Stored)
     }
 
@@ -121,7 +121,7 @@ impl GridInner {
         };
         // Not kept (overtaken): whatever the store holds now is as fresh as
         // the invalidation rules make it (another read may have kept a copy).
-        self.keep_near_copy(key, before, &entry)?;
+        self.keep_near_copy::<T, C>(key, before, &entry)?;
         let Some(stored) = self.store.get_ref(key.as_bytes()) else {
             return Ok(None);
         };
@@ -151,7 +151,7 @@ mod tests {
     use super::*;
     use crate::events::EventOrigin;
     use crate::invalidation::Invalidation;
-    use crate::Grid;
+    use crate::{Grid, Rkyv};
 
     fn entry(tags: &[&str]) -> RemoteEntry {
         let bytes = hydracache_storage::encode(&7u64).unwrap();
@@ -167,7 +167,9 @@ mod tests {
         let grid = Grid::local().build();
         let inner = &grid.inner;
         let before = inner.stamps.of("k");
-        assert!(inner.keep_near_copy("k", before, &entry(&["t"])).unwrap());
+        assert!(inner
+            .keep_near_copy::<u64, Rkyv>("k", before, &entry(&["t"]))
+            .unwrap());
         let stored = inner.store.get_ref(b"k").unwrap();
         assert_eq!(stored.deserialize::<u64>().unwrap(), 7);
         assert!(stored.ttl_remaining().unwrap() <= Duration::from_secs(60));
@@ -189,11 +191,29 @@ mod tests {
             let before = inner.stamps.of("k");
             inner.apply(&inv, EventOrigin::Local);
             assert!(
-                !inner.keep_near_copy("k", before, &entry(&["t"])).unwrap(),
+                !inner
+                    .keep_near_copy::<u64, Rkyv>("k", before, &entry(&["t"]))
+                    .unwrap(),
                 "{inv:?}"
             );
             assert!(!inner.store.contains_key(b"k"));
         }
+    }
+
+    #[test]
+    fn a_reply_whose_bytes_fail_validation_is_a_typed_error_and_is_not_kept() {
+        let grid = Grid::local().build();
+        let inner = &grid.inner;
+        let before = inner.stamps.of("k");
+        // An archived bool is its last byte, and 0xFF is neither false nor
+        // true.
+        let mut bad = entry(&["t"]);
+        bad.value = Box::new(hydracache_storage::encode(&u64::MAX).unwrap().to_vec());
+        let err = inner
+            .keep_near_copy::<bool, Rkyv>("k", before, &bad)
+            .unwrap_err();
+        assert!(matches!(err, CacheError::Store(_)), "{err:?}");
+        assert!(!inner.store.contains_key(b"k"));
     }
 
     #[test]
@@ -208,6 +228,8 @@ mod tests {
             .unwrap();
         let before = inner.stamps.of("k");
         inner.apply(&Invalidation::Key(other), EventOrigin::Local);
-        assert!(inner.keep_near_copy("k", before, &entry(&[])).unwrap());
+        assert!(inner
+            .keep_near_copy::<u64, Rkyv>("k", before, &entry(&[]))
+            .unwrap());
     }
 }
