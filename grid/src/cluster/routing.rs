@@ -99,18 +99,27 @@ impl Attempts {
             .filter(|d| !d.is_zero())
     }
 
-    /// Records a failed try. `my_epoch` is this node's epoch now.
-    pub(crate) fn after(&mut self, failure: Failure, my_epoch: u64, now: Instant) -> Next {
+    /// Records a failed try of a request routed at `routed_epoch`;
+    /// `my_epoch` is this node's epoch now.
+    pub(crate) fn after(
+        &mut self,
+        failure: Failure,
+        routed_epoch: u64,
+        my_epoch: u64,
+        now: Instant,
+    ) -> Next {
         self.left = self.left.saturating_sub(1);
         let Some(left) = self.remaining(now) else {
             return Next::GiveUp;
         };
         let after = match failure {
-            // This node already knows a newer view than the one the request
-            // was routed with: route again at once.
-            Failure::WrongOwner { epoch } if epoch < my_epoch => Duration::ZERO,
-            // The responder is ahead (its view reaches this node shortly)
-            // or behind (it catches up shortly): wait a little, doubling.
+            // This node learned a newer view since it routed the request:
+            // routing again may pick another owner, so at once.
+            _ if my_epoch > routed_epoch => Duration::ZERO,
+            // Same view: routing again now would pick the same node. The
+            // responder is ahead (its view reaches this node shortly) or
+            // behind (it catches up shortly), or unreachable: wait a little,
+            // doubling, until the view moves or the deadline passes.
             Failure::WrongOwner { .. } | Failure::Unreachable => {
                 let wait = self.backoff;
                 self.backoff = (self.backoff * 2).min(Duration::from_millis(100));
@@ -182,13 +191,35 @@ mod tests {
     }
 
     #[test]
-    fn a_wrong_owner_behind_this_node_is_retried_at_once() {
+    fn a_request_is_routed_again_at_once_only_when_this_node_learned_a_newer_view() {
         let now = Instant::now();
-        let mut a = Attempts::new(now, Duration::from_secs(1), 4);
+        let mut a = Attempts::new(now, Duration::from_secs(1), 8);
+        // Routed at 4, this node is at 5 now: the owner may have changed.
         assert_eq!(
-            a.after(Failure::WrongOwner { epoch: 2 }, 5, now),
+            a.after(Failure::WrongOwner { epoch: 2 }, 4, 5, now),
             Next::Retry {
                 after: Duration::ZERO
+            }
+        );
+        assert_eq!(
+            a.after(Failure::Unreachable, 4, 5, now),
+            Next::Retry {
+                after: Duration::ZERO
+            }
+        );
+        // A responder behind this node's view, which has not moved since
+        // routing: routing again would pick the same node, so wait.
+        assert_eq!(
+            a.after(Failure::WrongOwner { epoch: 2 }, 5, 5, now),
+            Next::Retry {
+                after: Duration::from_millis(2)
+            }
+        );
+        // A responder ahead: wait for its view to arrive.
+        assert_eq!(
+            a.after(Failure::WrongOwner { epoch: 9 }, 5, 5, now),
+            Next::Retry {
+                after: Duration::from_millis(4)
             }
         );
     }
@@ -198,7 +229,7 @@ mod tests {
         let now = Instant::now();
         let mut a = Attempts::new(now, Duration::from_secs(10), 100);
         let waits: Vec<Duration> = (0..9)
-            .map(|_| match a.after(Failure::Unreachable, 5, now) {
+            .map(|_| match a.after(Failure::Unreachable, 5, 5, now) {
                 Next::Retry { after } => after,
                 Next::GiveUp => panic!("budget left"),
             })
@@ -207,7 +238,7 @@ mod tests {
         assert_eq!(waits[1], Duration::from_millis(4));
         assert_eq!(waits[8], Duration::from_millis(100));
         assert_eq!(
-            a.after(Failure::WrongOwner { epoch: 9 }, 5, now),
+            a.after(Failure::WrongOwner { epoch: 9 }, 5, 5, now),
             Next::Retry {
                 after: Duration::from_millis(100)
             }
@@ -220,14 +251,14 @@ mod tests {
         let mut a = Attempts::new(now, Duration::from_secs(10), 3);
         assert!(a.remaining(now).is_some());
         assert!(matches!(
-            a.after(Failure::Unreachable, 1, now),
+            a.after(Failure::Unreachable, 1, 1, now),
             Next::Retry { .. }
         ));
         assert!(matches!(
-            a.after(Failure::Unreachable, 1, now),
+            a.after(Failure::Unreachable, 1, 1, now),
             Next::Retry { .. }
         ));
-        assert_eq!(a.after(Failure::Unreachable, 1, now), Next::GiveUp);
+        assert_eq!(a.after(Failure::Unreachable, 1, 1, now), Next::GiveUp);
         assert_eq!(a.remaining(now), None);
     }
 
@@ -238,13 +269,13 @@ mod tests {
         assert_eq!(a.remaining(now), Some(Duration::from_millis(50)));
         let late = now + Duration::from_millis(50);
         assert_eq!(a.remaining(late), None);
-        assert_eq!(a.after(Failure::Unreachable, 1, late), Next::GiveUp);
+        assert_eq!(a.after(Failure::Unreachable, 1, 1, late), Next::GiveUp);
         // A wait that would overrun the deadline gives up instead.
         let mut b = Attempts::new(now, Duration::from_millis(3), 100);
         assert!(matches!(
-            b.after(Failure::Unreachable, 1, now),
+            b.after(Failure::Unreachable, 1, 1, now),
             Next::Retry { .. }
         ));
-        assert_eq!(b.after(Failure::Unreachable, 1, now), Next::GiveUp);
+        assert_eq!(b.after(Failure::Unreachable, 1, 1, now), Next::GiveUp);
     }
 }
