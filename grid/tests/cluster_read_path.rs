@@ -256,7 +256,7 @@ async fn an_unreachable_owner_is_served_locally_or_reported_as_configured() {
     let ca = DevCa::new("orders").unwrap();
     // Slow gossip, so that the failure detector takes seconds to declare b
     // dead and the membership still names it during the requests below.
-    let slow = Duration::from_millis(400);
+    let slow = Duration::from_millis(1000);
     let serve = OwnerUnreachable::ServeLocally;
     let a = member_with(&ca, "a", &[], serve, slow).await;
     let seed = addr(&a).await;

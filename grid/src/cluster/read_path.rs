@@ -191,19 +191,33 @@ impl Node {
                     entry: entry.clone(),
                 });
                 async move {
+                    // The sequence is filed under the identity the handshake
+                    // authenticated for this connection, not the view's
+                    // (a restarted owner on the same address is another
+                    // generation); an answer from another node is no answer.
+                    let answered = |peer: &PeerIdentity| {
+                        (peer.node_id == owner.id.as_str())
+                            .then(|| NodeIdentity::new(peer.node_id.as_str(), peer.generation))
+                    };
                     match tokio::time::timeout(left, transport.request(addr, message)).await {
-                        Ok(Ok((_, Message::PutReply(PutReply::Stored { sequence })))) => {
-                            Answer::Done((owner, sequence, Vec::new()))
+                        Ok(Ok((peer, Message::PutReply(PutReply::Stored { sequence })))) => {
+                            match answered(&peer) {
+                                Some(owner) => Answer::Done((owner, sequence, Vec::new())),
+                                None => Answer::Failed(Failure::Unreachable),
+                            }
                         }
                         Ok(Ok((
-                            _,
+                            peer,
                             Message::PutReply(PutReply::Unacknowledged { sequence, nodes }),
                         ))) => {
                             let nodes = nodes
                                 .iter()
                                 .map(|n| String::from_utf8_lossy(n).into_owned())
                                 .collect();
-                            Answer::Done((owner, sequence, nodes))
+                            match answered(&peer) {
+                                Some(owner) => Answer::Done((owner, sequence, nodes)),
+                                None => Answer::Failed(Failure::Unreachable),
+                            }
                         }
                         Ok(Ok((_, Message::PutReply(PutReply::WrongOwner { epoch })))) => {
                             Answer::Failed(Failure::WrongOwner { epoch })
