@@ -13,30 +13,13 @@ use hydracache::{CacheOptions, Grid};
 use serde_json::Value;
 use tower::ServiceExt;
 
-const GOSSIP: Duration = Duration::from_millis(50);
+mod cluster_support;
+use cluster_support::{client, member_builder, GOSSIP};
 
 async fn member(ca: &DevCa, id: &str, seeds: &[SocketAddr]) -> Grid {
-    Grid::member()
-        .cluster("orders")
-        .node_id(id)
-        .seeds(seeds.iter().map(|s| s.to_string()))
-        .tls(ca.issue(id).unwrap())
-        .gossip_interval(GOSSIP)
+    member_builder(ca, id, seeds)
         .ack_timeout(Duration::from_millis(500))
         .start()
-        .await
-        .unwrap()
-}
-
-async fn client(ca: &DevCa, id: &str, seeds: &[SocketAddr]) -> Grid {
-    Grid::client()
-        .cluster("orders")
-        .node_id(id)
-        .seeds(seeds.iter().map(|s| s.to_string()))
-        .tls(ca.issue(id).unwrap())
-        .gossip_interval(GOSSIP)
-        .near_cache_capacity_bytes(8 << 20)
-        .connect()
         .await
         .unwrap()
 }

@@ -9,56 +9,15 @@ use hydracache::cluster::{DevCa, InvalidationMode};
 use hydracache::{CacheEvent, CacheOptions, EventOrigin, Grid};
 use hydracache_protocol::{Hello, Invalidate, Limits, Message, NodeIdentity, Role, Target};
 
-const GOSSIP: Duration = Duration::from_millis(50);
+mod cluster_support;
+use cluster_support::{addr, client, converge, eventually, member_builder, GOSSIP};
 
 async fn member(ca: &DevCa, id: &str, seeds: &[SocketAddr]) -> Grid {
-    Grid::member()
-        .cluster("orders")
-        .node_id(id)
-        .seeds(seeds.iter().map(|s| s.to_string()))
-        .tls(ca.issue(id).unwrap())
-        .gossip_interval(GOSSIP)
+    member_builder(ca, id, seeds)
         .ack_timeout(Duration::from_secs(2))
         .start()
         .await
         .unwrap()
-}
-
-async fn client(ca: &DevCa, id: &str, seeds: &[SocketAddr]) -> Grid {
-    Grid::client()
-        .cluster("orders")
-        .node_id(id)
-        .seeds(seeds.iter().map(|s| s.to_string()))
-        .tls(ca.issue(id).unwrap())
-        .gossip_interval(GOSSIP)
-        .near_cache_capacity_bytes(8 << 20)
-        .connect()
-        .await
-        .unwrap()
-}
-
-async fn addr(g: &Grid) -> SocketAddr {
-    g.cluster_diagnostics().await.unwrap().addr
-}
-
-/// Polls until every node sees `members` members and `clients` clients
-/// (bounded: 800 gossip rounds).
-async fn converge(nodes: &[&Grid], members: usize, clients: usize) {
-    for _ in 0..800 {
-        let mut ok = true;
-        for n in nodes {
-            let d = n.cluster_diagnostics().await.unwrap();
-            ok &= d.members.len() == members && d.clients.len() == clients;
-        }
-        if ok {
-            return;
-        }
-        tokio::time::sleep(GOSSIP).await;
-    }
-    for n in nodes {
-        eprintln!("{:?}", n.cluster_diagnostics().await);
-    }
-    panic!("no agreement on {members} members and {clients} clients");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,16 +304,6 @@ async fn the_cache_closure_may_choose_the_codec() {
 }
 
 /// Polls `check` (bounded: 800 gossip rounds).
-async fn eventually<F: AsyncFnMut() -> bool>(mut check: F) -> bool {
-    for _ in 0..800 {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(GOSSIP).await;
-    }
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_membership_follows_failures_restarts_and_leaves_and_ownership_moves() {
     let ca = DevCa::new("orders").unwrap();

@@ -8,53 +8,15 @@ use std::time::Duration;
 use hydracache::cluster::{DevCa, InvalidationMode};
 use hydracache::{CacheError, CacheOptions, Grid};
 
-const GOSSIP: Duration = Duration::from_millis(50);
+mod cluster_support;
+use cluster_support::{addr, converge, eventually, member_builder, GOSSIP};
 
 async fn member(ca: &DevCa, id: &str, seeds: &[SocketAddr]) -> Grid {
-    Grid::member()
-        .cluster("orders")
-        .node_id(id)
-        .seeds(seeds.iter().map(|s| s.to_string()))
-        .tls(ca.issue(id).unwrap())
-        .gossip_interval(GOSSIP)
+    member_builder(ca, id, seeds)
         .ack_timeout(Duration::from_millis(500))
         .start()
         .await
         .unwrap()
-}
-
-async fn addr(g: &Grid) -> SocketAddr {
-    g.cluster_diagnostics().await.unwrap().addr
-}
-
-/// Polls until every node sees `members` members and `clients` clients
-/// (bounded: 800 gossip rounds).
-async fn converge(nodes: &[&Grid], members: usize, clients: usize) {
-    for _ in 0..800 {
-        let mut ok = true;
-        for n in nodes {
-            let d = n.cluster_diagnostics().await.unwrap();
-            ok &= d.members.len() == members && d.clients.len() == clients;
-        }
-        if ok {
-            return;
-        }
-        tokio::time::sleep(GOSSIP).await;
-    }
-    for n in nodes {
-        eprintln!("{:?}", n.cluster_diagnostics().await);
-    }
-    panic!("no agreement on {members} members and {clients} clients");
-}
-
-async fn eventually<F: AsyncFnMut() -> bool>(mut check: F) -> bool {
-    for _ in 0..800 {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(GOSSIP).await;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,8 @@ use std::time::Duration;
 use hydracache::cluster::{DevCa, OwnerUnreachable};
 use hydracache::{CacheError, CacheOptions, Grid};
 
-const GOSSIP: Duration = Duration::from_millis(50);
+mod cluster_support;
+use cluster_support::{addr, client, converge, member_builder, GOSSIP};
 
 async fn member(ca: &DevCa, id: &str, seeds: &[SocketAddr]) -> Grid {
     member_with(ca, id, seeds, OwnerUnreachable::ServeLocally, GOSSIP).await
@@ -23,11 +24,7 @@ async fn member_with(
     on_unreachable: OwnerUnreachable,
     gossip: Duration,
 ) -> Grid {
-    Grid::member()
-        .cluster("orders")
-        .node_id(id)
-        .seeds(seeds.iter().map(|s| s.to_string()))
-        .tls(ca.issue(id).unwrap())
+    member_builder(ca, id, seeds)
         .gossip_interval(gossip)
         .request_timeout(Duration::from_millis(300))
         .ack_timeout(Duration::from_millis(400))
@@ -35,40 +32,6 @@ async fn member_with(
         .start()
         .await
         .unwrap()
-}
-
-async fn client(ca: &DevCa, id: &str, seeds: &[SocketAddr]) -> Grid {
-    Grid::client()
-        .cluster("orders")
-        .node_id(id)
-        .seeds(seeds.iter().map(|s| s.to_string()))
-        .tls(ca.issue(id).unwrap())
-        .gossip_interval(GOSSIP)
-        .near_cache_capacity_bytes(8 << 20)
-        .connect()
-        .await
-        .unwrap()
-}
-
-async fn addr(g: &Grid) -> SocketAddr {
-    g.cluster_diagnostics().await.unwrap().addr
-}
-
-/// Polls until every node's admitted view has `members` members and
-/// `clients` clients (bounded: 800 gossip rounds).
-async fn converge(nodes: &[&Grid], members: usize, clients: usize) {
-    for _ in 0..800 {
-        let mut ok = true;
-        for n in nodes {
-            let d = n.cluster_diagnostics().await.unwrap();
-            ok &= d.members.len() == members && d.clients.len() == clients;
-        }
-        if ok {
-            return;
-        }
-        tokio::time::sleep(GOSSIP).await;
-    }
-    panic!("no agreement on {members} members and {clients} clients");
 }
 
 /// Three members and a client, converged.
