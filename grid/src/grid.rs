@@ -356,49 +356,19 @@ impl<C: Codec> Grid<C> {
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
     {
-        let mut loader = Some(loader);
-        loop {
-            let inner = &self.inner;
-            match inner.flights.join_or_start(key, &options, &inner.store)? {
-                Joined::Present => {
-                    if let Some(v) = self.get_now::<T>(key)? {
-                        return Ok(v);
-                    }
-                    // Expired or invalidated in between: try again.
-                }
-                Joined::Follower(flight) => {
-                    GridCounters::bump(&inner.counters.joins);
-                    return flight.wait::<T>(key).await;
-                }
-                Joined::Leader { flight, tx, ticket } => {
-                    GridCounters::bump(&inner.counters.loads);
-                    // From here on the flight always gets an outcome, even if
-                    // the loader or the fill panics: the guard publishes one
-                    // when it is dropped without having published.
-                    let landing =
-                        Landing::new(Arc::clone(inner), key.to_string(), Arc::clone(&flight), tx);
-                    let make = loader.take().expect("leader runs the loader once");
-                    let fut = match std::panic::catch_unwind(AssertUnwindSafe(make)) {
-                        Ok(fut) => fut,
-                        Err(panic) => {
-                            drop(ticket);
-                            landing.land(Err(CacheError::LoaderPanicked(panic_message(&*panic))));
-                            return flight.wait::<T>(key).await;
-                        }
-                    };
-                    let remote = inner.remote.get().cloned();
-                    tokio::spawn(lead::<T, C, _, _>(
-                        landing,
-                        ticket,
-                        remote,
-                        fut,
-                        options.clone(),
-                        true,
-                    ));
-                    return flight.wait::<T>(key).await;
-                }
-            }
-        }
+        self.join_or_lead(
+            key,
+            options,
+            None,
+            loader,
+            |landing, ticket, remote, fut, options| {
+                tokio::spawn(lead::<T, C, _, _>(
+                    landing, ticket, remote, fut, options, true,
+                ));
+                std::future::ready(())
+            },
+        )
+        .await
     }
 
     /// [`Grid::load`] with the loader run by the calling task instead of a
@@ -422,7 +392,50 @@ impl<C: Codec> Grid<C> {
         Fut: Future<Output = Result<T, E>>,
         E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
     {
+        let cancelled = Some(CacheError::Cancelled);
+        self.join_or_lead(
+            key,
+            options,
+            cancelled,
+            loader,
+            |landing, ticket, remote, fut, options| {
+                lead::<T, C, _, _>(landing, ticket, remote, fut, options, store)
+            },
+        )
+        .await
+    }
+
+    /// Joins the load of `key` in flight, returns the value if it appeared,
+    /// or leads: counts the load, builds the loader's future (a panic there
+    /// lands as `LoaderPanicked`) and hands it to `run` with the landing that
+    /// guarantees the flight an outcome (`on_drop`, if given, is what the
+    /// waiters get should that landing be dropped unused). Every caller then
+    /// waits for the flight's outcome.
+    async fn join_or_lead<T, F, Fut, E, R, RFut>(
+        &self,
+        key: &str,
+        options: CacheOptions,
+        on_drop: Option<CacheError>,
+        loader: F,
+        run: R,
+    ) -> Result<T, CacheError>
+    where
+        T: CacheValue<C> + Clone,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Into<Box<dyn StdError + Send + Sync>>,
+        R: FnOnce(
+            Landing,
+            hydracache_storage::FillTicket,
+            Option<Arc<dyn Remote>>,
+            Fut,
+            CacheOptions,
+        ) -> RFut,
+        RFut: Future<Output = ()>,
+    {
         let mut loader = Some(loader);
+        let mut run = Some(run);
+        let mut on_drop = on_drop;
         loop {
             let inner = &self.inner;
             match inner.flights.join_or_start(key, &options, &inner.store)? {
@@ -430,6 +443,7 @@ impl<C: Codec> Grid<C> {
                     if let Some(v) = self.get_now::<T>(key)? {
                         return Ok(v);
                     }
+                    // Expired or invalidated in between: try again.
                 }
                 Joined::Follower(flight) => {
                     GridCounters::bump(&inner.counters.joins);
@@ -437,9 +451,14 @@ impl<C: Codec> Grid<C> {
                 }
                 Joined::Leader { flight, tx, ticket } => {
                     GridCounters::bump(&inner.counters.loads);
+                    // From here on the flight always gets an outcome, even if
+                    // the loader or the fill panics: the guard publishes one
+                    // when it is dropped without having published.
                     let mut landing =
                         Landing::new(Arc::clone(inner), key.to_string(), Arc::clone(&flight), tx);
-                    landing.on_drop = CacheError::Cancelled;
+                    if let Some(error) = on_drop.take() {
+                        landing.on_drop = error;
+                    }
                     let make = loader.take().expect("leader runs the loader once");
                     let fut = match std::panic::catch_unwind(AssertUnwindSafe(make)) {
                         Ok(fut) => fut,
@@ -450,7 +469,8 @@ impl<C: Codec> Grid<C> {
                         }
                     };
                     let remote = inner.remote.get().cloned();
-                    lead::<T, C, _, _>(landing, ticket, remote, fut, options, store).await;
+                    let run = run.take().expect("leader runs once");
+                    run(landing, ticket, remote, fut, options.clone()).await;
                     return flight.wait::<T>(key).await;
                 }
             }
@@ -820,10 +840,6 @@ impl<C: Codec> Grid<C> {
     }
 }
 
-/// Delivers a load's outcome exactly once: counts and reports a failure,
-/// retires the flight so later callers start afresh, and wakes the waiters.
-/// Dropped without landing (a panic outside the loader's own future, in a
-/// fill for example), it lands an error instead of leaving the flight stuck.
 /// The leader's half of a load: ask the key's owner (in a grid), else run
 /// the loader; fill the store with the value (when `store`), and land the
 /// outcome for every caller waiting on the flight.
@@ -899,6 +915,10 @@ async fn lead<T, C, Fut, E>(
     landing.land(outcome);
 }
 
+/// Delivers a load's outcome exactly once: counts and reports a failure,
+/// retires the flight so later callers start afresh, and wakes the waiters.
+/// Dropped without landing (a panic outside the loader's own future, in a
+/// fill for example), it lands an error instead of leaving the flight stuck.
 struct Landing {
     inner: Arc<GridInner>,
     key: String,
