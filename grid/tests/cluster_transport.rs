@@ -203,6 +203,82 @@ async fn an_older_generation_of_a_restarted_node_is_refused() {
 }
 
 #[tokio::test]
+async fn a_dialed_peer_that_answers_as_another_node_is_refused() {
+    let ca = DevCa::new("orders").unwrap();
+    // A peer with a valid certificate for "evil" whose HelloAck says it is
+    // "n2": the accepting side's own checks do not stop it lying back.
+    let liar = node(&ca.issue("evil").unwrap(), "orders", "n2", 1, Role::Member);
+    let a = node(&ca.issue("a").unwrap(), "orders", "a", 1, Role::Member);
+    match a
+        .request(liar.local_addr(), Message::Ping { nonce: 1 })
+        .await
+    {
+        Err(TransportError::Refused { reason, .. }) => {
+            assert!(reason.contains("evil"), "{reason}")
+        }
+        other => panic!("the lie was believed: {other:?}"),
+    }
+    assert!(a.connected_peers().is_empty(), "no connection kept");
+}
+
+#[tokio::test]
+async fn an_older_generation_is_refused_on_dial_too() {
+    let ca = DevCa::new("orders").unwrap();
+    let tls = ca.issue("n").unwrap();
+    let a = node(&ca.issue("a").unwrap(), "orders", "a", 1, Role::Member);
+    let new = node(&tls, "orders", "n", 2, Role::Member);
+    a.request(new.local_addr(), Message::Ping { nonce: 1 })
+        .await
+        .unwrap();
+    // The old process, still running elsewhere, answers a's dial.
+    let old = node(&tls, "orders", "n", 1, Role::Member);
+    match a
+        .request(old.local_addr(), Message::Ping { nonce: 2 })
+        .await
+    {
+        Err(TransportError::Refused { reason, .. }) => {
+            assert!(reason.contains("generation"), "{reason}")
+        }
+        other => panic!("the old generation was believed: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_client_certificate_cannot_join_as_a_member_in_either_direction() {
+    let ca = DevCa::new("orders").unwrap();
+    let member = node(&ca.issue("m").unwrap(), "orders", "m", 1, Role::Member);
+    let client_tls = ca.issue_as("c", Role::Client).unwrap();
+    // It dials and says it is a member.
+    let posing = node(&client_tls, "orders", "c", 1, Role::Member);
+    match posing
+        .request(member.local_addr(), Message::Ping { nonce: 1 })
+        .await
+    {
+        Err(TransportError::Refused { reason, .. }) => {
+            assert!(reason.contains("client role"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // It is dialed and answers that it is a member.
+    match member
+        .request(posing.local_addr(), Message::Ping { nonce: 2 })
+        .await
+    {
+        Err(TransportError::Refused { reason, .. }) => {
+            assert!(reason.contains("client role"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // As a client it is served.
+    let client = node(&client_tls, "orders", "c", 2, Role::Client);
+    let (peer, _) = client
+        .request(member.local_addr(), Message::Ping { nonce: 3 })
+        .await
+        .unwrap();
+    assert_eq!(peer.node_id, "m");
+}
+
+#[tokio::test]
 async fn clients_talk_to_members_but_not_to_clients() {
     let ca = DevCa::new("orders").unwrap();
     let member = node(&ca.issue("m").unwrap(), "orders", "m", 1, Role::Member);

@@ -154,3 +154,63 @@ fn certs_writes_a_ca_and_node_certificates() {
     let out = node(&["certs", "--cluster", "c", "--out", "/tmp"], &[]);
     assert_eq!(out.status.code(), Some(2), "no node given");
 }
+
+#[tokio::test]
+async fn certs_issues_client_certificates_that_cannot_join_as_members() {
+    use hydracache::cluster::{Handler, PeerIdentity, Reply, TlsConfig, Transport, TransportError};
+    use hydracache_protocol::{Hello, Limits, Message, Role};
+
+    struct Pong;
+    impl Handler for Pong {
+        fn request<'a>(&'a self, _: &'a PeerIdentity, _: Message) -> Reply<'a> {
+            Box::pin(async { Message::Pong { nonce: 0 } })
+        }
+        fn message(&self, _: &PeerIdentity, _: Message) {}
+    }
+
+    let dir = std::env::temp_dir().join(format!("hydracache-cli-roles-{}", std::process::id()));
+    let out = node(
+        &[
+            "certs",
+            "--cluster",
+            "c",
+            "--out",
+            dir.to_str().unwrap(),
+            "m1",
+            "--client",
+            "w1",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tls = |n: &str| {
+        TlsConfig::from_pem_files(
+            dir.join("ca.pem"),
+            dir.join(format!("{n}.pem")),
+            dir.join(format!("{n}.key")),
+        )
+        .unwrap()
+    };
+    let bind = |n: &str, role: Role| {
+        let hello = Hello::new("c", (n, 1), role);
+        let t = Transport::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &tls(n),
+            hello,
+            Limits::default(),
+        )
+        .unwrap();
+        t.serve(std::sync::Arc::new(Pong));
+        t
+    };
+    let member = bind("m1", Role::Member);
+    let posing = bind("w1", Role::Member);
+    let ping = Message::Ping { nonce: 1 };
+    assert!(matches!(
+        posing.request(member.local_addr(), ping.clone()).await,
+        Err(TransportError::Refused { .. })
+    ));
+    let client = bind("w1", Role::Client);
+    client.request(member.local_addr(), ping).await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

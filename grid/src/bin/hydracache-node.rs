@@ -24,6 +24,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use hydracache::cluster::{DevCa, TlsConfig};
 use hydracache::{CacheOptions, Grid};
+use hydracache_protocol::Role;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// A HydraCache grid node as a process.
@@ -52,9 +53,14 @@ struct CertsArgs {
     /// The directory to write ca.pem, NODE.pem and NODE.key into.
     #[arg(long, env = "HYDRACACHE_CERTS_OUT")]
     out: PathBuf,
-    /// The node ids to issue certificates for.
-    #[arg(required = true)]
+    /// The member node ids to issue certificates for (a member
+    /// certificate grants the member and the client role).
+    #[arg(required_unless_present = "clients")]
     nodes: Vec<String>,
+    /// A client node id to issue a client-only certificate for: it cannot
+    /// join as a member. Repeat the flag for several.
+    #[arg(long = "client")]
+    clients: Vec<String>,
 }
 
 #[derive(Args)]
@@ -114,8 +120,14 @@ fn main() {
 }
 
 fn certs(args: CertsArgs) {
-    let names: Vec<&str> = args.nodes.iter().map(String::as_str).collect();
-    let result = DevCa::new(&args.cluster).and_then(|ca| ca.write_files(&args.out, &names));
+    let nodes: Vec<(&str, Role)> = args
+        .nodes
+        .iter()
+        .map(|n| (n.as_str(), Role::Member))
+        .chain(args.clients.iter().map(|n| (n.as_str(), Role::Client)))
+        .collect();
+    let names: Vec<&str> = nodes.iter().map(|(n, _)| *n).collect();
+    let result = DevCa::new(&args.cluster).and_then(|ca| ca.write_files_as(&args.out, &nodes));
     let out = args.out.display();
     match result {
         Ok(()) => println!(

@@ -6,6 +6,7 @@ mod consensus;
 mod gossip;
 mod handle;
 mod handler;
+mod handshake;
 mod invalidations;
 // The owner's lease table: its rules are complete and unit-tested; the
 // owner's Load/Fill handlers that drive it are the next step of the read path.
@@ -32,5 +33,7 @@ pub use raft::{
     MAX_RAFT_MESSAGE_FIELDS,
 };
 pub use read_path::OwnerUnreachable;
-pub use tls::{DevCa, NodeCertPem, TlsConfig, TlsError, ALPN, SERVER_NAME};
+pub use tls::{
+    DevCa, NodeCertPem, TlsConfig, TlsError, ALPN, CLIENT_ROLE_URI, MEMBER_ROLE_URI, SERVER_NAME,
+};
 pub use transport::{Handler, PeerIdentity, Reply, Transport, TransportError};

@@ -5,8 +5,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use hydracache_protocol::Role;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
+    SanType,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -20,6 +22,57 @@ pub const SERVER_NAME: &str = "node.hydracache";
 
 /// ALPN protocol id: the protocol version a connection speaks.
 pub const ALPN: &[u8] = b"hydracache/1";
+
+/// The subject alternative name (a URI) that grants a certificate's holder
+/// the member role (and the client role). See docs/security.md.
+pub const MEMBER_ROLE_URI: &str = "urn:hydracache:role:member";
+
+/// The subject alternative name (a URI) that grants a certificate's holder
+/// the client role only.
+pub const CLIENT_ROLE_URI: &str = "urn:hydracache:role:client";
+
+/// The role URI a certificate for `role` carries.
+fn role_uri(role: Role) -> &'static str {
+    match role {
+        Role::Member => MEMBER_ROLE_URI,
+        Role::Client => CLIENT_ROLE_URI,
+    }
+}
+
+/// What a (verified) leaf certificate vouches for: its subject common name
+/// and the role its URI subject alternative names grant (member wins if it
+/// names both). Bytes that do not parse vouch for nothing.
+pub(crate) fn certified(der: &[u8]) -> super::handshake::Certified {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Default::default();
+    };
+    let node_id = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_string);
+    let uris: Vec<&str> = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                x509_parser::extensions::GeneralName::URI(u) => Some(*u),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let role = if uris.contains(&MEMBER_ROLE_URI) {
+        Some(Role::Member)
+    } else if uris.contains(&CLIENT_ROLE_URI) {
+        Some(Role::Client)
+    } else {
+        None
+    };
+    super::handshake::Certified { node_id, role }
+}
 
 /// Why TLS material could not be loaded or used.
 #[derive(Debug, thiserror::Error)]
@@ -228,9 +281,27 @@ impl DevCa {
         self.issuer.pem()
     }
 
-    /// A certificate for `node_id`, signed by this CA.
+    /// A member certificate for `node_id`, signed by this CA: it grants
+    /// the member role (and the client role).
     pub fn issue_pem(&self, node_id: &str) -> Result<NodeCertPem, TlsError> {
+        self.issue_pem_as(node_id, Role::Member)
+    }
+
+    /// A certificate for `node_id` granting `role`, signed by this CA: a
+    /// [`Role::Client`] certificate cannot join as a member.
+    ///
+    /// ```
+    /// use hydracache::cluster::DevCa;
+    /// use hydracache_protocol::Role;
+    /// let ca = DevCa::new("orders").unwrap();
+    /// let web = ca.issue_pem_as("web-1", Role::Client).unwrap();
+    /// assert!(web.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    /// ```
+    pub fn issue_pem_as(&self, node_id: &str, role: Role) -> Result<NodeCertPem, TlsError> {
         let mut params = CertificateParams::new(vec![SERVER_NAME.to_string()])?;
+        params
+            .subject_alt_names
+            .push(SanType::URI(role_uri(role).try_into()?));
         params.distinguished_name.push(DnType::CommonName, node_id);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
@@ -240,9 +311,14 @@ impl DevCa {
         })
     }
 
-    /// A ready [`TlsConfig`] for `node_id`.
+    /// A ready [`TlsConfig`] for the member `node_id`.
     pub fn issue(&self, node_id: &str) -> Result<TlsConfig, TlsError> {
-        let node = self.issue_pem(node_id)?;
+        self.issue_as(node_id, Role::Member)
+    }
+
+    /// A ready [`TlsConfig`] for `node_id` in `role`.
+    pub fn issue_as(&self, node_id: &str, role: Role) -> Result<TlsConfig, TlsError> {
+        let node = self.issue_pem_as(node_id, role)?;
         TlsConfig::from_pem(
             self.ca_pem().as_bytes(),
             node.cert_pem.as_bytes(),
@@ -250,8 +326,20 @@ impl DevCa {
         )
     }
 
-    /// Writes `ca.pem` and `<node>.pem` / `<node>.key` for every node into `dir`.
+    /// Writes `ca.pem` and `<node>.pem` / `<node>.key` for every member
+    /// into `dir`.
     pub fn write_files(&self, dir: impl AsRef<Path>, nodes: &[&str]) -> Result<(), TlsError> {
+        let nodes: Vec<(&str, Role)> = nodes.iter().map(|n| (*n, Role::Member)).collect();
+        self.write_files_as(dir, &nodes)
+    }
+
+    /// Writes `ca.pem` and `<node>.pem` / `<node>.key` for every node, in
+    /// its role, into `dir`.
+    pub fn write_files_as(
+        &self,
+        dir: impl AsRef<Path>,
+        nodes: &[(&str, Role)],
+    ) -> Result<(), TlsError> {
         let dir = dir.as_ref();
         let write = |name: String, contents: &str| {
             let path = dir.join(name);
@@ -265,11 +353,45 @@ impl DevCa {
             source,
         })?;
         write("ca.pem".into(), &self.ca_pem())?;
-        for node in nodes {
-            let pem = self.issue_pem(node)?;
+        for &(node, role) in nodes {
+            let pem = self.issue_pem_as(node, role)?;
             write(format!("{node}.pem"), &pem.cert_pem)?;
             write(format!("{node}.key"), &pem.key_pem)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn der(pem: &str) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn dev_certificates_carry_their_node_id_and_role() {
+        let ca = DevCa::new("orders").unwrap();
+        let member = certified(&der(&ca.issue_pem("m1").unwrap().cert_pem));
+        assert_eq!(member.node_id.as_deref(), Some("m1"));
+        assert_eq!(member.role, Some(Role::Member));
+        let client = certified(&der(&ca.issue_pem_as("c1", Role::Client).unwrap().cert_pem));
+        assert_eq!(client.node_id.as_deref(), Some("c1"));
+        assert_eq!(client.role, Some(Role::Client));
+    }
+
+    #[test]
+    fn a_certificate_without_a_role_uri_grants_no_role() {
+        let ca = DevCa::new("orders").unwrap();
+        let mut params = CertificateParams::new(vec![SERVER_NAME.to_string()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "x");
+        let cert = params
+            .signed_by(&KeyPair::generate().unwrap(), &ca.issuer)
+            .unwrap();
+        let seen = certified(cert.der());
+        assert_eq!(seen.node_id.as_deref(), Some("x"));
+        assert_eq!(seen.role, None);
+        assert_eq!(certified(b"not a certificate"), Default::default());
     }
 }

@@ -16,11 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use hydracache_protocol::{
-    negotiate, ErrorCode, Frame, Hello, Limits, Message, ProtocolError, Role,
-};
+use hydracache_protocol::{ErrorCode, Frame, Hello, Limits, Message, ProtocolError, Role};
 
-use super::tls::{TlsConfig, TlsError, SERVER_NAME};
+use super::handshake::{check_peer, Certified, Generations};
+use super::tls::{certified, TlsConfig, TlsError, SERVER_NAME};
 
 /// How long a peer may take to send its Hello after the TLS handshake.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -122,7 +121,7 @@ struct Shared {
     /// Open connections by peer address (ours or theirs).
     peers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
     /// Highest generation seen per node id: older ones are refused.
-    generations: Mutex<HashMap<String, u64>>,
+    generations: Mutex<Generations>,
     /// Serves the streams peers open, on connections in either direction.
     /// Cleared when the transport closes, which breaks the cycle
     /// handler -> node -> transport so that a stopped node is freed.
@@ -180,7 +179,7 @@ impl Transport {
                 hello,
                 limits,
                 peers: Mutex::new(HashMap::new()),
-                generations: Mutex::new(HashMap::new()),
+                generations: Mutex::new(Generations::default()),
                 handler: Mutex::new(None),
             }),
         })
@@ -283,11 +282,22 @@ impl Transport {
                 })
             }
         };
-        let agreed =
-            negotiate(&self.shared.hello, &remote).map_err(|e| TransportError::Refused {
+        // The same check the accepting side makes: the HelloAck may only
+        // claim the node id and role the CA certified, at a generation not
+        // older than one seen before.
+        let checked = check_peer(
+            &self.shared.hello,
+            &remote,
+            &peer_certificate(&conn),
+            &mut self.shared.generations.lock().expect("generations"),
+        );
+        let agreed = checked.map_err(|refusal| {
+            conn.close(1u32.into(), b"refused");
+            TransportError::Refused {
                 addr,
-                reason: e.to_string(),
-            })?;
+                reason: refusal.reason,
+            }
+        })?;
         let peer = Arc::new(Peer {
             conn,
             identity: PeerIdentity {
@@ -433,27 +443,16 @@ async fn reply(send: &mut quinn::SendStream, limits: &Limits, message: Message, 
     }
 }
 
-/// The node id the cluster CA certified for the peer of `conn`: the subject
-/// common name of its (already verified) leaf certificate.
-fn certified_node_id(conn: &quinn::Connection) -> Option<String> {
-    let certs = conn
-        .peer_identity()?
-        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-        .ok()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(certs.first()?.as_ref()).ok()?;
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
-    Some(cn)
-}
-
-/// True if the certificate on `conn` was issued for `node_id`.
-fn certificate_matches(conn: &quinn::Connection, node_id: &str) -> bool {
-    certified_node_id(conn).as_deref() == Some(node_id)
+/// What the cluster CA certified for the peer of `conn`: read from its
+/// (already verified) leaf certificate.
+fn peer_certificate(conn: &quinn::Connection) -> Certified {
+    conn.peer_identity()
+        .and_then(|id| {
+            id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .and_then(|certs| certs.first().map(|leaf| certified(leaf.as_ref())))
+        .unwrap_or_default()
 }
 
 /// Answers a refused Hello with GoAway (code and reason) before closing.
@@ -505,47 +504,20 @@ async fn accept_hello(shared: &Arc<Shared>, conn: quinn::Connection) -> Result<A
             return Err(());
         }
     };
-    let agreed = match negotiate(&shared.hello, &hello) {
+    let checked = check_peer(
+        &shared.hello,
+        &hello,
+        &peer_certificate(&conn),
+        &mut shared.generations.lock().expect("generations"),
+    );
+    let agreed = match checked {
         Ok(a) => a,
-        Err(e) => {
-            refuse(&mut send, limits, addr, e.code(), e.to_string()).await;
+        Err(refusal) => {
+            refuse(&mut send, limits, addr, refusal.code, refusal.reason).await;
             conn.close(1u32.into(), b"refused");
             return Err(());
         }
     };
-    // The Hello may only claim the node id the CA certified.
-    if !certificate_matches(&conn, &agreed.peer.id) {
-        let why = format!(
-            "the certificate is for {:?}, the Hello claims {:?}",
-            certified_node_id(&conn).unwrap_or_default(),
-            agreed.peer.id.to_string()
-        );
-        refuse(&mut send, limits, addr, ErrorCode::REFUSED, why).await;
-        conn.close(1u32.into(), b"identity mismatch");
-        return Err(());
-    }
-    // Node identity is (id, generation): an older generation of a node we
-    // have seen restart is refused; a newer one replaces it.
-    let stale = {
-        let mut gens = shared.generations.lock().expect("generations");
-        let known = gens
-            .entry(agreed.peer.id.to_string())
-            .or_insert(agreed.peer.generation);
-        if agreed.peer.generation < *known {
-            Some(format!(
-                "node {} generation {} is older than generation {}",
-                agreed.peer.id, agreed.peer.generation, known
-            ))
-        } else {
-            *known = agreed.peer.generation;
-            None
-        }
-    };
-    if let Some(why) = stale {
-        refuse(&mut send, limits, addr, ErrorCode::STALE_GENERATION, why).await;
-        conn.close(1u32.into(), b"stale generation");
-        return Err(());
-    }
     reply(
         &mut send,
         &shared.limits,
