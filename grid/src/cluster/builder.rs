@@ -374,7 +374,6 @@ impl<C: Codec> NodeBuilder<C> {
             stopped: std::sync::atomic::AtomicBool::new(false),
             consensus: std::sync::OnceLock::new(),
             view: std::sync::RwLock::new(Arc::new(MembershipView::empty())),
-            raft_status: std::sync::RwLock::new(Default::default()),
         });
         transport.serve(Arc::new(NodeHandler(Arc::clone(&node))));
         let chitchat = spawn_chitchat(config, kvs, &gossip)

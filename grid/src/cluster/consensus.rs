@@ -90,6 +90,8 @@ async fn run(
     let mut ticks = 0u64;
     // Proposals in flight: node id -> (generation, tick proposed).
     let mut pending: HashMap<(String, bool), (u64, u64)> = HashMap::new();
+    // The leader last written to this node's gossip state.
+    let mut gossiped: Option<Option<String>> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -157,6 +159,13 @@ async fn run(
             .leader_id()
             .and_then(|id| driver.identity_of(id))
             .map(|i| i.id.to_string());
+        if gossiped.as_ref() != Some(&leader) {
+            if let Some(n) = node.upgrade() {
+                if n.publish_leader(leader.as_deref()).await {
+                    gossiped = Some(leader.clone());
+                }
+            }
+        }
         *status.write().expect("status") = RaftStatus {
             leader,
             term: driver.term(),
@@ -164,10 +173,41 @@ async fn run(
     }
 }
 
+/// The name `names` holds most often (ties to the smaller), ignoring empty
+/// ones: how a client picks the raft leader from what members gossip.
+pub(crate) fn most_named(names: impl IntoIterator<Item = String>) -> Option<String> {
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for name in names.into_iter().filter(|n| !n.is_empty()) {
+        *counts.entry(name).or_default() += 1;
+    }
+    let best = counts.values().copied().max()?;
+    counts
+        .into_iter()
+        .find(|&(_, n)| n == best)
+        .map(|(name, _)| name)
+}
+
 /// The role string nodes gossip.
 pub(crate) fn role_name(role: Role) -> &'static str {
     match role {
         Role::Member => "member",
         Role::Client => "client",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::most_named;
+
+    #[test]
+    fn clients_name_the_leader_most_admitted_members_heard_from() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            most_named(names(&["m2", "m1", "m2"])).as_deref(),
+            Some("m2")
+        );
+        assert_eq!(most_named(names(&["m2", "m1"])).as_deref(), Some("m1"));
+        assert_eq!(most_named(names(&["", ""])), None);
+        assert_eq!(most_named(names(&[])), None);
     }
 }

@@ -114,6 +114,9 @@ pub mod keys {
     /// The node's invalidation high-water mark: the last sequence number it
     /// originated.
     pub const INVALIDATION_HWM: &str = "inv_hwm";
+    /// The node id of the raft leader, as this member last heard (members
+    /// only): a hint clients show in their diagnostics.
+    pub const RAFT_LEADER: &str = "raft_leader";
     /// "1" once the node has started a graceful leave.
     pub const LEAVING: &str = "leaving";
 }

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use hydracache_protocol::{ErrorCode, Message, Role};
+use hydracache_protocol::{ErrorCode, Message, NodeIdentity, Role};
 
 use super::node::Node;
 use super::ownership::MembershipView;
@@ -80,12 +80,13 @@ impl Handler for NodeHandler {
                     consensus.deliver(raft_id(&peer.node_id, peer.generation), bytes);
                 }
             }
-            Message::MetadataSnapshot(snapshot)
-                if self.0.role == Role::Client && peer.role == Role::Member =>
-            {
-                let view = MembershipView::from(snapshot);
-                self.0.raft_status.write().expect("status").leader = Some(peer.node_id.clone());
-                self.0.on_new_view(view, false);
+            Message::MetadataSnapshot(snapshot) => {
+                // Only a newer view, from a member the current view admits.
+                let next = MembershipView::from(snapshot);
+                let sender = NodeIdentity::new(peer.node_id.clone(), peer.generation);
+                if self.0.view().adopts(&sender, peer.role, &next) {
+                    self.0.on_new_view(next, false);
+                }
             }
             _ => {}
         }

@@ -108,9 +108,12 @@ impl Node {
     }
 
     /// An invalidation names its origin; a peer may only send its own, except
-    /// that members relay clients' invalidations to clients.
+    /// that admitted members relay clients' invalidations to clients (see
+    /// [`super::ownership::MembershipView::takes_invalidation`]).
     pub(super) fn may_speak_for(&self, peer: &PeerIdentity, inv: &Invalidate) -> bool {
-        *inv.origin.id == *peer.node_id || (self.role == Role::Client && peer.role == Role::Member)
+        let sender = hydracache_protocol::NodeIdentity::new(peer.node_id.clone(), peer.generation);
+        self.view()
+            .takes_invalidation(self.role, &sender, peer.role, &inv.origin.id)
     }
 
     /// Passes a client's invalidation on to the other live clients (clients

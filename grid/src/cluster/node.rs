@@ -60,8 +60,6 @@ pub(crate) struct Node {
     pub(super) consensus: std::sync::OnceLock<Consensus>,
     /// The admitted membership at the latest epoch this node knows.
     pub(super) view: std::sync::RwLock<Arc<MembershipView>>,
-    /// Copy of the raft status for diagnostics (clients: the leader they heard from).
-    pub(super) raft_status: std::sync::RwLock<super::consensus::RaftStatus>,
     /// Deadline of one read or put at an owner, retries included.
     pub(super) request_timeout: Duration,
     /// What a request does when no owner answers in time.
@@ -77,6 +75,8 @@ pub(super) struct LivePeer {
     pub(super) role: String,
     pub(super) addr: SocketAddr,
     pub(super) hwm: u64,
+    /// The raft leader this member gossips it heard from (a hint).
+    pub(super) raft_leader: Option<String>,
 }
 
 impl Node {
@@ -98,6 +98,7 @@ impl Node {
                         .get(keys::INVALIDATION_HWM)
                         .and_then(|h| h.parse().ok())
                         .unwrap_or(0),
+                    raft_leader: state.get(keys::RAFT_LEADER).map(str::to_string),
                 })
             })
             .collect()
@@ -152,8 +153,36 @@ impl Node {
     fn status(&self) -> super::consensus::RaftStatus {
         match self.consensus.get() {
             Some(c) => c.status(),
-            None => self.raft_status.read().expect("status").clone(),
+            // Clients are not raft peers: the leader is the one most admitted
+            // members gossip they heard from.
+            None => {
+                let view = self.view();
+                let heard = self.live_peers(false).into_iter().filter_map(|p| {
+                    let who = NodeIdentity::new(p.id, p.generation);
+                    view.is_admitted_member(&who)
+                        .then_some(p.raft_leader)
+                        .flatten()
+                });
+                super::consensus::RaftStatus {
+                    leader: super::consensus::most_named(heard),
+                    term: 0,
+                }
+            }
         }
+    }
+
+    /// Gossips the raft leader this member hears from (a hint for
+    /// clients); false if gossip has not started yet.
+    pub(super) async fn publish_leader(&self, leader: Option<&str>) -> bool {
+        let Some(h) = self.chitchat.get() else {
+            return false;
+        };
+        let c = h.chitchat();
+        c.lock()
+            .await
+            .self_node_state()
+            .set(keys::RAFT_LEADER, leader.unwrap_or_default());
+        true
     }
 
     /// The admitted membership at the latest epoch this node knows.

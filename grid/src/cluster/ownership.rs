@@ -343,6 +343,61 @@ impl MembershipView {
             .filter(move |m| m.from.is_some_and(|f| f.node.id.as_str() == node_id))
     }
 
+    /// True if exactly this process is admitted with [`Role::Member`].
+    pub fn is_admitted_member(&self, node: &NodeIdentity) -> bool {
+        self.member(&node.id)
+            .is_some_and(|m| m.node.generation == node.generation && m.role == Role::Member)
+    }
+
+    /// Whether a node holding this view adopts the membership `next` that
+    /// the authenticated peer `sender` (in `sender_role`) pushed to it.
+    ///
+    /// Members push the view Raft committed: the leader to every client on
+    /// each change, any member to a peer (client or member) that asked at an
+    /// older epoch. Both roles adopt a push when it is newer than what they
+    /// hold and comes from a member this view admitted; a node that holds no
+    /// view yet (epoch 0, before its first push) takes it from a member the
+    /// pushed view itself admits. Anything else (a client, an unadmitted or
+    /// superseded process, an epoch that is not newer) is dropped.
+    pub fn adopts(&self, sender: &NodeIdentity, sender_role: Role, next: &MembershipView) -> bool {
+        if sender_role != Role::Member || next.epoch() <= self.epoch() {
+            return false;
+        }
+        if self.epoch() == 0 {
+            next.is_admitted_member(sender)
+        } else {
+            self.is_admitted_member(sender)
+        }
+    }
+
+    /// Whether an invalidation in the name of `origin` is taken from the
+    /// authenticated peer `sender` (in `sender_role`) by a node in
+    /// `receiver_role` holding this view.
+    ///
+    /// Every node may send its own invalidations (the transport
+    /// authenticated its node id). The one relay the protocol has is a
+    /// member passing a client's invalidation on to the other clients
+    /// (clients do not talk to clients), so a client also takes an
+    /// invalidation in another origin's name from a member this view
+    /// admitted, unless that origin is itself an admitted member (members
+    /// speak for themselves, never through a relay). An origin this view
+    /// does not know yet may be a client admitted since: it is taken.
+    pub fn takes_invalidation(
+        &self,
+        receiver_role: Role,
+        sender: &NodeIdentity,
+        sender_role: Role,
+        origin: &str,
+    ) -> bool {
+        if *sender.id == *origin {
+            return true;
+        }
+        receiver_role == Role::Client
+            && sender_role == Role::Member
+            && self.is_admitted_member(sender)
+            && self.member(origin).is_none_or(|m| m.role == Role::Client)
+    }
+
     /// The view as the protocol's `MetadataSnapshot`, to send to clients and
     /// peers.
     pub fn to_snapshot(&self) -> MetadataSnapshot {
@@ -544,6 +599,66 @@ mod tests {
         assert_eq!(view.len(), 1);
         assert!(view.is_admitted("n1", 3));
         assert!(!view.is_admitted("n1", 2));
+    }
+
+    fn id(id: &str, generation: u64) -> NodeIdentity {
+        NodeIdentity::new(id.to_string(), generation)
+    }
+
+    fn cluster(epoch: u64) -> MembershipView {
+        MembershipView::new(
+            epoch,
+            [
+                member("m1", 1, Role::Member),
+                member("m2", 1, Role::Member),
+                member("c1", 1, Role::Client),
+                member("c2", 1, Role::Client),
+            ],
+        )
+    }
+
+    #[test]
+    fn pushed_views_are_adopted_only_from_admitted_members_and_only_when_newer() {
+        let now = cluster(5);
+        let next = now.with(member("m3", 1, Role::Member), 6);
+        assert!(now.adopts(&id("m2", 1), Role::Member, &next));
+        // Not newer.
+        assert!(!now.adopts(&id("m2", 1), Role::Member, &cluster(5)));
+        assert!(!next.adopts(&id("m2", 1), Role::Member, &now));
+        // Not an admitted member: a stranger, a superseded generation, a
+        // client, or a process only the pushed view admits.
+        assert!(!now.adopts(&id("rogue", 1), Role::Member, &next));
+        assert!(!now.adopts(&id("m2", 0), Role::Member, &next));
+        assert!(!now.adopts(&id("c1", 1), Role::Member, &next));
+        assert!(!now.adopts(&id("c1", 1), Role::Client, &next));
+        assert!(!now.adopts(&id("m3", 1), Role::Member, &next));
+    }
+
+    #[test]
+    fn the_first_view_is_taken_from_a_member_it_admits() {
+        let empty = MembershipView::empty();
+        let first = cluster(5);
+        assert!(empty.adopts(&id("m1", 1), Role::Member, &first));
+        assert!(!empty.adopts(&id("rogue", 1), Role::Member, &first));
+        assert!(!empty.adopts(&id("c1", 1), Role::Client, &first));
+    }
+
+    #[test]
+    fn only_admitted_members_relay_and_only_for_clients() {
+        let view = cluster(5);
+        // Anyone may send its own.
+        assert!(view.takes_invalidation(Role::Member, &id("c1", 1), Role::Client, "c1"));
+        assert!(view.takes_invalidation(Role::Client, &id("x", 1), Role::Member, "x"));
+        // An admitted member relays a client's, to a client.
+        assert!(view.takes_invalidation(Role::Client, &id("m1", 1), Role::Member, "c2"));
+        assert!(view.takes_invalidation(Role::Client, &id("m1", 1), Role::Member, "c9"));
+        // ... but not a member's, and not to a member.
+        assert!(!view.takes_invalidation(Role::Client, &id("m1", 1), Role::Member, "m2"));
+        assert!(!view.takes_invalidation(Role::Member, &id("m1", 1), Role::Member, "c2"));
+        // Nobody unadmitted relays.
+        assert!(!view.takes_invalidation(Role::Client, &id("rogue", 1), Role::Member, "c2"));
+        assert!(!view.takes_invalidation(Role::Client, &id("m1", 0), Role::Member, "c2"));
+        assert!(!view.takes_invalidation(Role::Client, &id("c1", 1), Role::Client, "c2"));
     }
 
     #[test]
