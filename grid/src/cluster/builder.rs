@@ -374,6 +374,7 @@ impl<C: Codec> NodeBuilder<C> {
             stopped: std::sync::atomic::AtomicBool::new(false),
             consensus: std::sync::OnceLock::new(),
             view: std::sync::RwLock::new(Arc::new(MembershipView::empty())),
+            leaving: Mutex::new(Default::default()),
         });
         transport.serve(Arc::new(NodeHandler(Arc::clone(&node))));
         let chitchat = spawn_chitchat(config, kvs, &gossip)

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use hydracache_protocol::{ErrorCode, Message, NodeIdentity, Role};
 
+use super::authority::takes_raft;
 use super::node::Node;
 use super::ownership::MembershipView;
 use super::raft::raft_id;
@@ -74,12 +75,19 @@ impl Handler for NodeHandler {
                 }
             }
             Message::Raft(bytes) => {
-                // Only from an authenticated peer, under the driver's size
-                // limit; the raft id is derived from the peer's Hello.
+                // Only from an admitted member (see authority::takes_raft),
+                // under the raft id of the connection's certified identity.
+                let view = self.0.view();
                 if let Some(consensus) = self.0.consensus.get() {
-                    consensus.deliver(raft_id(&peer.node_id, peer.generation), bytes);
+                    if takes_raft(&view, &self.0.identity, peer) {
+                        consensus.deliver(raft_id(&peer.node_id, peer.generation), bytes);
+                    }
                 }
             }
+            Message::GoAway {
+                code: ErrorCode::SHUTTING_DOWN,
+                ..
+            } => self.0.announced_leaving(peer),
             Message::MetadataSnapshot(snapshot) => {
                 // Only a newer view, from a member the current view admits.
                 let next = MembershipView::from(snapshot);

@@ -1,6 +1,7 @@
 //! The cluster runtime (feature `cluster`): one QUIC endpoint per node with
 //! mutual TLS, carrying the protocol crate's frames.
 
+mod authority;
 mod builder;
 mod consensus;
 mod gossip;

@@ -66,10 +66,12 @@ pub(crate) struct Node {
     pub(super) on_unreachable: OwnerUnreachable,
     /// Remote hits and misses, wrong-owner retries, fallbacks, puts served.
     pub(super) read_path: ReadPathCounters,
+    /// Processes that announced over their own connection that they leave
+    /// (pruned to the admitted ones with every new view).
+    pub(super) leaving: Mutex<std::collections::HashSet<(String, u64)>>,
 }
 
 pub(super) struct LivePeer {
-    pub(super) leaving: bool,
     pub(super) id: String,
     pub(super) generation: u64,
     pub(super) role: String,
@@ -89,7 +91,6 @@ impl Node {
             .filter(|(id, _)| include_self || *id.node_id != *self.identity.id)
             .filter_map(|(id, state)| {
                 Some(LivePeer {
-                    leaving: state.get(keys::LEAVING) == Some("1"),
                     id: id.node_id.to_string(),
                     generation: id.generation_id,
                     role: state.get(keys::ROLE)?.to_string(),
@@ -205,46 +206,44 @@ impl Node {
     }
 
     /// What the raft leader should propose to make the membership match
-    /// gossip: admissions of live, unadmitted processes; removals of dead,
-    /// leaving or superseded ones.
+    /// what it knows: see [`super::authority`] for what gossip may decide.
     pub(crate) async fn reconcile(&self, view: &MembershipView) -> Vec<MembershipCommand> {
-        let live = self.live_peers(true);
+        let live: Vec<(String, u64)> = self
+            .live_peers(true)
+            .into_iter()
+            .map(|p| (p.id, p.generation))
+            .collect();
         let dead = self.dead_nodes().await;
-        let mut commands = Vec::new();
-        for p in &live {
-            let role = if p.role == "client" {
-                Role::Client
-            } else {
-                Role::Member
-            };
-            if p.leaving {
-                if view.is_admitted(&p.id, p.generation) {
-                    commands.push(MembershipCommand::remove(p.id.clone(), p.generation));
-                }
-            } else if !view.is_admitted(&p.id, p.generation) {
-                let newer_admitted = view
-                    .member(&p.id)
-                    .is_some_and(|m| m.node.generation > p.generation);
-                if !newer_admitted {
-                    commands.push(MembershipCommand::admit(
-                        p.id.clone(),
-                        p.generation,
-                        role,
-                        p.addr,
-                    ));
-                }
-            }
-        }
-        for m in view.members() {
-            let id = m.node.id.to_string();
-            if dead
-                .iter()
-                .any(|(d, g)| *d == id && *g == m.node.generation)
-            {
-                commands.push(MembershipCommand::remove(id, m.node.generation));
-            }
-        }
-        commands
+        let connected = self.transport.connected_peers();
+        let me = PeerIdentity {
+            node_id: self.identity.id.to_string(),
+            generation: self.identity.generation,
+            role: self.role,
+            addr: self
+                .live_peers(true)
+                .into_iter()
+                .find(|p| p.id == *self.identity.id && p.generation == self.identity.generation)
+                .map_or_else(|| self.transport.local_addr(), |p| p.addr),
+        };
+        let leaving = self.leaving.lock().expect("leaving").clone();
+        super::authority::reconcile(
+            view,
+            &super::authority::Evidence {
+                me: &me,
+                live: &live,
+                dead: &dead,
+                connected: &connected,
+                leaving: &leaving,
+            },
+        )
+    }
+
+    /// A peer announced over its own connection that it leaves.
+    pub(super) fn announced_leaving(&self, peer: &PeerIdentity) {
+        self.leaving
+            .lock()
+            .expect("leaving")
+            .insert((peer.node_id.clone(), peer.generation));
     }
 
     /// A new membership view from Raft (or, on a client, from a member).
@@ -257,6 +256,11 @@ impl Node {
             }
             *current = Arc::clone(&view);
         }
+        // Announcements matter until their process is removed.
+        self.leaving
+            .lock()
+            .expect("leaving")
+            .retain(|(id, g)| view.is_admitted(id, *g));
         if leader {
             // Clients are not raft peers: the leader pushes them the view.
             let snapshot = view.to_snapshot();
@@ -279,7 +283,16 @@ impl Node {
             let c = h.chitchat();
             c.lock().await.self_node_state().set(keys::LEAVING, "1");
         }
-        for _ in 0..100 {
+        self.leaving
+            .lock()
+            .expect("leaving")
+            .insert((self.identity.id.to_string(), self.identity.generation));
+        for round in 0..100 {
+            // Gossip's flag is a hint anyone could forge: the leader removes
+            // this node on its own word, said over its own connections.
+            if round % 4 == 0 {
+                self.announce_leaving();
+            }
             if !self
                 .view()
                 .is_admitted(&self.identity.id, self.identity.generation)
@@ -289,6 +302,22 @@ impl Node {
             tokio::time::sleep(self.gossip_interval / 2).await;
         }
         self.shutdown().await;
+    }
+
+    /// Tells every admitted member (one of them leads) that this process
+    /// leaves.
+    fn announce_leaving(&self) {
+        let view = self.view();
+        for m in view.owners().filter(|m| m.node != self.identity) {
+            let (transport, addr) = (self.transport.clone(), m.address);
+            tokio::spawn(async move {
+                let goodbye = Message::GoAway {
+                    code: ErrorCode::SHUTTING_DOWN,
+                    message: "leaving the cluster".into(),
+                };
+                let _ = transport.send(addr, goodbye).await;
+            });
+        }
     }
 
     /// Stops gossip and closes the endpoint.

@@ -1,0 +1,214 @@
+//! What gossip may decide and what needs a node's own authenticated word.
+//!
+//! chitchat spreads every node's state through every other node, and any
+//! certificate holder that gossips can write state in any node's name. So
+//! gossip only gives hints: which processes look live or dead. What changes
+//! the membership needs the process itself, over a connection whose
+//! certificate names it ([`super::handshake`]):
+//! - a process is admitted only while it has an open, authenticated
+//!   connection with the leader; its role and address come from that
+//!   connection, not from gossip;
+//! - a process is removed for leaving only on its own announcement (a
+//!   `GoAway` it sent over its connection), never on a gossiped flag;
+//! - a process is removed when gossip's failure detector declares it dead
+//!   (a forger can keep a process looking alive, not make it look dead);
+//! - raft messages are taken only from admitted members, under the raft id of
+//!   the connection's identity (see [`takes_raft`]).
+
+use std::collections::HashSet;
+
+use hydracache_protocol::{NodeIdentity, Role};
+
+use super::ownership::MembershipView;
+use super::raft::MembershipCommand;
+use super::transport::PeerIdentity;
+
+/// What the raft leader knows when it reconciles the membership.
+pub(crate) struct Evidence<'a> {
+    /// The leader itself: its own word needs no connection.
+    pub(crate) me: &'a PeerIdentity,
+    /// Processes gossip reports live: `(node id, generation)` (a hint).
+    pub(crate) live: &'a [(String, u64)],
+    /// Processes gossip's failure detector declared dead (a hint).
+    pub(crate) dead: &'a [(String, u64)],
+    /// The identities of this node's open, authenticated connections.
+    pub(crate) connected: &'a [PeerIdentity],
+    /// Processes that announced over their own connection that they leave.
+    pub(crate) leaving: &'a HashSet<(String, u64)>,
+}
+
+/// What the raft leader proposes to make the membership match the evidence:
+/// admissions of live, authenticated, unadmitted processes (unless a newer
+/// generation of the node id is admitted); removals of processes that
+/// announced they leave or that gossip declares dead.
+pub(crate) fn reconcile(view: &MembershipView, ev: &Evidence<'_>) -> Vec<MembershipCommand> {
+    let mut commands = Vec::new();
+    let is = |p: &PeerIdentity, (id, g): &(String, u64)| p.node_id == *id && p.generation == *g;
+    for live in ev.live {
+        let (id, generation) = (live.0.as_str(), live.1);
+        if ev.leaving.contains(live) || view.is_admitted(id, generation) {
+            continue;
+        }
+        let newer_admitted = view
+            .member(id)
+            .is_some_and(|m| m.node.generation > generation);
+        if newer_admitted {
+            continue;
+        }
+        let word = std::iter::once(ev.me)
+            .chain(ev.connected)
+            .find(|p| is(p, live));
+        if let Some(p) = word {
+            commands.push(MembershipCommand::admit(id, generation, p.role, p.addr));
+        }
+    }
+    for m in view.members() {
+        let key = (m.node.id.to_string(), m.node.generation);
+        if ev.leaving.contains(&key) || ev.dead.contains(&key) {
+            commands.push(MembershipCommand::remove(key.0, key.1));
+        }
+    }
+    commands
+}
+
+/// Whether a raft message from the authenticated `peer` is stepped by the
+/// node `me` holding `view`: only from an admitted member, except that a
+/// member Raft has not admitted yet (it waits, with an empty log, for the
+/// leader's snapshot) takes them from any member.
+pub(crate) fn takes_raft(view: &MembershipView, me: &NodeIdentity, peer: &PeerIdentity) -> bool {
+    if peer.role != Role::Member {
+        return false;
+    }
+    let sender = NodeIdentity::new(peer.node_id.clone(), peer.generation);
+    view.is_admitted_member(&sender) || !view.is_admitted(&me.id, me.generation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hydracache_protocol::Member;
+
+    fn peer(id: &str, generation: u64, role: Role, port: u16) -> PeerIdentity {
+        PeerIdentity {
+            node_id: id.to_string(),
+            generation,
+            role,
+            addr: ([127, 0, 0, 1], port).into(),
+        }
+    }
+
+    fn view(members: &[(&str, u64, Role)]) -> MembershipView {
+        MembershipView::new(
+            3,
+            members.iter().map(|&(id, generation, role)| Member {
+                node: NodeIdentity::new(id, generation),
+                role,
+                address: ([127, 0, 0, 1], 1).into(),
+            }),
+        )
+    }
+
+    fn ids(v: &[(&str, u64)]) -> Vec<(String, u64)> {
+        v.iter().map(|&(i, g)| (i.to_string(), g)).collect()
+    }
+
+    #[test]
+    fn only_processes_with_an_authenticated_connection_are_admitted_in_their_certified_role() {
+        let me = peer("m1", 1, Role::Member, 1);
+        let v = view(&[("m1", 1, Role::Member)]);
+        // Gossip reports m2 and an invented "ghost"; only m2 is connected,
+        // as a client whatever its gossip says.
+        let live = ids(&[("m1", 1), ("m2", 1), ("ghost", 1)]);
+        let connected = [peer("m2", 1, Role::Client, 2)];
+        let ev = Evidence {
+            me: &me,
+            live: &live,
+            dead: &[],
+            connected: &connected,
+            leaving: &HashSet::new(),
+        };
+        let commands = reconcile(&v, &ev);
+        assert_eq!(
+            commands,
+            [MembershipCommand::admit(
+                "m2",
+                1,
+                Role::Client,
+                connected[0].addr
+            )]
+        );
+    }
+
+    #[test]
+    fn the_leader_admits_itself_on_its_own_word() {
+        let me = peer("m1", 1, Role::Member, 1);
+        let live = ids(&[("m1", 1)]);
+        let ev = Evidence {
+            me: &me,
+            live: &live,
+            dead: &[],
+            connected: &[],
+            leaving: &HashSet::new(),
+        };
+        assert_eq!(
+            reconcile(&MembershipView::empty(), &ev),
+            [MembershipCommand::admit("m1", 1, Role::Member, me.addr)]
+        );
+    }
+
+    #[test]
+    fn a_gossiped_leaving_flag_removes_no_one_but_an_announcement_does() {
+        let me = peer("m1", 1, Role::Member, 1);
+        let v = view(&[("m1", 1, Role::Member), ("m2", 1, Role::Member)]);
+        let live = ids(&[("m1", 1), ("m2", 1)]);
+        let quiet = Evidence {
+            me: &me,
+            live: &live,
+            dead: &[],
+            connected: &[],
+            leaving: &HashSet::new(),
+        };
+        assert!(reconcile(&v, &quiet).is_empty());
+        let announced: HashSet<_> = ids(&[("m2", 1)]).into_iter().collect();
+        let ev = Evidence {
+            leaving: &announced,
+            ..quiet
+        };
+        assert_eq!(reconcile(&v, &ev), [MembershipCommand::remove("m2", 1)]);
+    }
+
+    #[test]
+    fn dead_processes_are_removed_and_superseded_generations_not_readmitted() {
+        let me = peer("m1", 1, Role::Member, 1);
+        let v = view(&[("m1", 1, Role::Member), ("m2", 5, Role::Member)]);
+        let live = ids(&[("m1", 1), ("m2", 4)]);
+        let dead = ids(&[("m2", 5)]);
+        let connected = [peer("m2", 4, Role::Member, 2)];
+        let ev = Evidence {
+            me: &me,
+            live: &live,
+            dead: &dead,
+            connected: &connected,
+            leaving: &HashSet::new(),
+        };
+        assert_eq!(reconcile(&v, &ev), [MembershipCommand::remove("m2", 5)]);
+    }
+
+    #[test]
+    fn raft_comes_only_from_admitted_members_unless_this_node_awaits_admission() {
+        let me = NodeIdentity::new("m1", 1);
+        let v = view(&[
+            ("m1", 1, Role::Member),
+            ("m2", 1, Role::Member),
+            ("c", 1, Role::Client),
+        ]);
+        assert!(takes_raft(&v, &me, &peer("m2", 1, Role::Member, 2)));
+        assert!(!takes_raft(&v, &me, &peer("m3", 1, Role::Member, 3)));
+        assert!(!takes_raft(&v, &me, &peer("m2", 0, Role::Member, 2)));
+        assert!(!takes_raft(&v, &me, &peer("c", 1, Role::Client, 4)));
+        // Before its admission a joiner hears from whoever leads.
+        let joiner = NodeIdentity::new("m9", 1);
+        assert!(takes_raft(&v, &joiner, &peer("m3", 1, Role::Member, 3)));
+        assert!(!takes_raft(&v, &joiner, &peer("c", 1, Role::Client, 4)));
+    }
+}
