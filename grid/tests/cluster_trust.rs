@@ -130,3 +130,95 @@ async fn a_member_does_not_take_a_view_from_an_unadmitted_peer() {
     let d = m.cluster_diagnostics().await.unwrap();
     assert_eq!((d.epoch, d.members), (epoch, vec!["m".to_string()]));
 }
+
+/// A raw QUIC client with a valid certificate from `ca` that speaks no
+/// protocol at all: it only completes TLS.
+fn raw_quic(ca: &DevCa, id: &str) -> quinn::Endpoint {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let pem = ca.issue_pem(id).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.ca_pem().as_bytes()).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(pem.cert_pem.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(pem.key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    tls.alpn_protocols = vec![hydracache::cluster::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    endpoint
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_floods_streams_oversized_frames_and_slow_hellos_leaves_the_node_serving() {
+    let ca = DevCa::new("orders").unwrap();
+    let node = stranger(&ca, "node");
+    let at = node.local_addr();
+
+    // Slow Hellos: the stream is opened and a byte sent, never the rest.
+    let raw = raw_quic(&ca, "slow");
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let conn = raw
+            .connect(at, hydracache::cluster::SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut send, _recv) = conn.open_bi().await.unwrap();
+        send.write_all(&[0x48]).await.unwrap();
+        slow.push((conn, send));
+    }
+
+    // A flooder whose own limits let it send frames far over the node's.
+    let flooder = Transport::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &ca.issue("flooder").unwrap(),
+        Hello::new("orders", ("flooder", 1), Role::Member),
+        Limits {
+            max_frame_len: 64 << 20,
+            ..Limits::default()
+        },
+    )
+    .unwrap();
+    let huge = bytes::Bytes::from(vec![7u8; 3 << 20]);
+    for _ in 0..8 {
+        let _ = flooder.send(at, Message::Gossip(huge.clone())).await;
+    }
+    let oversized = Message::Raft(bytes::Bytes::from(vec![7u8; 17 << 20]));
+    assert!(
+        flooder.request(at, oversized).await.is_err(),
+        "a request over the frame limit is not served"
+    );
+    // A thousand requests at once: more than one connection may open
+    // streams, so they queue; every one is answered.
+    let answered = futures_util::future::join_all((0..1_000).map(|nonce| {
+        let flooder = flooder.clone();
+        async move { flooder.request(at, Message::Ping { nonce }).await.is_ok() }
+    }))
+    .await;
+    assert!(
+        answered.iter().all(|ok| *ok),
+        "every queued request was served"
+    );
+
+    // Meanwhile an honest peer is served, and the slow Hellos were cut off
+    // at the Hello deadline.
+    let honest = stranger(&ca, "honest");
+    honest
+        .request(at, Message::Ping { nonce: 1 })
+        .await
+        .unwrap();
+    for (conn, _send) in &slow {
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(30), conn.closed()).await;
+        assert!(closed.is_ok(), "a Hello that never completes is cut off");
+    }
+}

@@ -28,6 +28,10 @@ pub(crate) const TICK: Duration = Duration::from_millis(50);
 const RECONCILE_TICKS: u64 = 2;
 /// A proposal that has not shown up in the view is retried after this many ticks.
 const RETRY_TICKS: u64 = 40;
+/// Raft messages queued for the raft task before new ones are dropped
+/// (raft retransmits): with the size check before queueing, the queue holds
+/// at most this many times the message limit.
+pub(crate) const RAFT_INBOX_CAPACITY: usize = 256;
 
 pub(crate) enum Input {
     /// Raft bytes from an authenticated peer, with its raft id.
@@ -43,7 +47,8 @@ pub(crate) struct RaftStatus {
 
 /// Handle to the raft task.
 pub(crate) struct Consensus {
-    tx: mpsc::UnboundedSender<Input>,
+    tx: mpsc::Sender<Input>,
+    max_message_bytes: usize,
     status: Arc<RwLock<RaftStatus>>,
 }
 
@@ -58,19 +63,27 @@ impl Consensus {
         transport: Transport,
         node: Weak<Node>,
     ) -> Result<Consensus, super::raft::RaftError> {
+        let (tx, rx) = mpsc::channel(RAFT_INBOX_CAPACITY);
+        let max_message_bytes = config.max_message_bytes;
         let driver = if bootstrap {
             RaftDriver::bootstrap(me.clone(), std::slice::from_ref(&me), config)?
         } else {
             RaftDriver::join(me, config)?
         };
-        let (tx, rx) = mpsc::unbounded_channel();
         let status = Arc::new(RwLock::new(RaftStatus::default()));
         tokio::spawn(run(driver, rx, transport, node, Arc::clone(&status)));
-        Ok(Consensus { tx, status })
+        Ok(Consensus {
+            tx,
+            max_message_bytes,
+            status,
+        })
     }
 
-    pub(crate) fn deliver(&self, from: u64, bytes: Bytes) {
-        let _ = self.tx.send(Input::Raft(from, bytes));
+    /// Queues raft bytes for the raft task; false if they were dropped
+    /// (over the size limit, or the queue is full).
+    pub(crate) fn deliver(&self, from: u64, bytes: Bytes) -> bool {
+        admits(bytes.len(), self.max_message_bytes)
+            && self.tx.try_send(Input::Raft(from, bytes)).is_ok()
     }
 
     pub(crate) fn status(&self) -> RaftStatus {
@@ -80,7 +93,7 @@ impl Consensus {
 
 async fn run(
     mut driver: RaftDriver,
-    mut rx: mpsc::UnboundedReceiver<Input>,
+    mut rx: mpsc::Receiver<Input>,
     transport: Transport,
     node: Weak<Node>,
     status: Arc<RwLock<RaftStatus>>,
@@ -173,6 +186,12 @@ async fn run(
     }
 }
 
+/// Whether raft bytes of `len` are queued at all: the size limit is checked
+/// before they take room in the queue, not after.
+fn admits(len: usize, limit: usize) -> bool {
+    len <= limit
+}
+
 /// The name `names` holds most often (ties to the smaller), ignoring empty
 /// ones: how a client picks the raft leader from what members gossip.
 pub(crate) fn most_named(names: impl IntoIterator<Item = String>) -> Option<String> {
@@ -197,7 +216,27 @@ pub(crate) fn role_name(role: Role) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::most_named;
+    use super::*;
+
+    #[test]
+    fn oversized_raft_bytes_are_dropped_before_queueing_and_the_queue_is_bounded() {
+        assert!(admits(1 << 20, 1 << 20));
+        assert!(!admits((1 << 20) + 1, 1 << 20));
+        let (tx, _rx) = mpsc::channel(RAFT_INBOX_CAPACITY);
+        let consensus = Consensus {
+            tx,
+            max_message_bytes: 1 << 10,
+            status: Default::default(),
+        };
+        assert!(!consensus.deliver(1, Bytes::from(vec![0; (1 << 10) + 1])));
+        for _ in 0..RAFT_INBOX_CAPACITY {
+            assert!(consensus.deliver(1, Bytes::from_static(b"x")));
+        }
+        assert!(
+            !consensus.deliver(1, Bytes::from_static(b"x")),
+            "the queue is full"
+        );
+    }
 
     #[test]
     fn clients_name_the_leader_most_admitted_members_heard_from() {

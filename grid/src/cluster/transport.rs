@@ -28,6 +28,49 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a refusal waits for the peer to read its GoAway before closing.
 const GOAWAY_LINGER: Duration = Duration::from_secs(2);
 
+/// Largest Hello (or HelloAck) frame read: a cluster name, a node id and a
+/// few numbers, all far below this.
+pub const MAX_HELLO_FRAME: usize = 4 << 10;
+/// Largest one-way frame read (gossip, raft, invalidations, membership
+/// snapshots, announcements): the raft message limit with room for framing.
+pub const MAX_ONE_WAY_FRAME: usize = 2 << 20;
+/// Requests one peer may have open on one connection at once.
+pub const MAX_REQUEST_STREAMS: u32 = 32;
+/// One-way streams one peer may have open on one connection at once.
+pub const MAX_ONE_WAY_STREAMS: u32 = 64;
+/// Streams being read or served at once on this node, all connections
+/// together; further streams wait (and QUIC flow control holds the peers).
+pub const MAX_NODE_STREAMS: usize = 512;
+/// Unread bytes a peer may have in flight on one stream.
+const STREAM_WINDOW: u32 = 1 << 20;
+/// Unread bytes a peer may have in flight on one connection.
+const CONNECTION_WINDOW: u32 = 8 << 20;
+/// Authenticated connections this node keeps at once; a Hello beyond it is
+/// refused as overloaded.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// What a stream carries, which sets how much of it is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StreamKind {
+    /// The first stream: Hello and HelloAck.
+    Hello,
+    /// A request or its answer (bidirectional).
+    Request,
+    /// A one-way message (unidirectional).
+    OneWay,
+}
+
+/// The most bytes read from a stream of `kind`: the protocol's frame limit,
+/// lowered to what that kind of stream really carries.
+fn read_limit(kind: StreamKind, limits: &Limits) -> usize {
+    let frame = limits.max_frame_len as usize;
+    match kind {
+        StreamKind::Hello => frame.min(MAX_HELLO_FRAME),
+        StreamKind::Request => frame,
+        StreamKind::OneWay => frame.min(MAX_ONE_WAY_FRAME),
+    }
+}
+
 /// Who is on the other end of a connection, as its Hello said (and its
 /// certificate, signed by the cluster CA, vouched for).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,6 +169,8 @@ struct Shared {
     /// Cleared when the transport closes, which breaks the cycle
     /// handler -> node -> transport so that a stopped node is freed.
     handler: Mutex<Option<Arc<dyn Handler>>>,
+    /// Permits for streams being read or served, all connections together.
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// A node's QUIC endpoint. Cheap to clone.
@@ -138,6 +183,13 @@ pub struct Transport {
 /// stops answering for 30 s is gone; idle connections ping every 5 s.
 fn quic_transport() -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
+    transport.max_concurrent_bidi_streams(MAX_REQUEST_STREAMS.into());
+    transport.max_concurrent_uni_streams(MAX_ONE_WAY_STREAMS.into());
+    // Bytes a peer may have sent and this node not yet read: per stream and
+    // per connection. Reading advances the windows, so frames up to the
+    // protocol's limit still pass; a peer whose streams wait is held here.
+    transport.stream_receive_window(STREAM_WINDOW.into());
+    transport.receive_window(CONNECTION_WINDOW.into());
     transport.max_idle_timeout(Some(
         Duration::from_secs(30).try_into().expect("idle timeout"),
     ));
@@ -181,6 +233,7 @@ impl Transport {
                 peers: Mutex::new(HashMap::new()),
                 generations: Mutex::new(Generations::default()),
                 handler: Mutex::new(None),
+                streams: Arc::new(tokio::sync::Semaphore::new(MAX_NODE_STREAMS)),
             }),
         })
     }
@@ -253,6 +306,7 @@ impl Transport {
         let reply = exchange(
             &conn,
             &self.shared.limits,
+            StreamKind::Hello,
             Frame::new(0, Message::Hello(self.shared.hello.clone())),
         )
         .await
@@ -331,7 +385,13 @@ impl Transport {
     ) -> Result<(PeerIdentity, Message), TransportError> {
         let work = async {
             let peer = self.peer(addr).await?;
-            let reply = exchange(&peer.conn, &self.shared.limits, Frame::new(0, message)).await?;
+            let reply = exchange(
+                &peer.conn,
+                &self.shared.limits,
+                StreamKind::Request,
+                Frame::new(0, message),
+            )
+            .await?;
             Ok((peer.identity.clone(), reply.message))
         };
         tokio::time::timeout(REQUEST_TIMEOUT, work)
@@ -405,10 +465,11 @@ fn encode(limits: &Limits, frame: Frame, addr: SocketAddr) -> Result<Bytes, Tran
 async fn read_frame(
     recv: &mut quinn::RecvStream,
     limits: &Limits,
+    kind: StreamKind,
     addr: SocketAddr,
 ) -> Result<Frame, TransportError> {
     let bytes = recv
-        .read_to_end(limits.max_frame_len as usize)
+        .read_to_end(read_limit(kind, limits))
         .await
         .map_err(|e| TransportError::Stream {
             addr,
@@ -422,6 +483,7 @@ async fn read_frame(
 async fn exchange(
     conn: &quinn::Connection,
     limits: &Limits,
+    kind: StreamKind,
     frame: Frame,
 ) -> Result<Frame, TransportError> {
     let addr = conn.remote_address();
@@ -433,7 +495,7 @@ async fn exchange(
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| stream_err(&e))?;
     send.write_all(&bytes).await.map_err(|e| stream_err(&e))?;
     send.finish().map_err(|e| stream_err(&e))?;
-    read_frame(&mut recv, limits, addr).await
+    read_frame(&mut recv, limits, kind, addr).await
 }
 
 async fn reply(send: &mut quinn::SendStream, limits: &Limits, message: Message, addr: SocketAddr) {
@@ -475,16 +537,37 @@ async fn refuse(
 /// Reads the peer's Hello on the first stream and answers it.
 async fn accept_hello(shared: &Arc<Shared>, conn: quinn::Connection) -> Result<Arc<Peer>, ()> {
     let addr = conn.remote_address();
-    let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await
+    // One deadline for opening the stream and sending the whole Hello: a
+    // peer that trickles its Hello is cut off like one that sends none.
+    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    let Ok(Ok((mut send, mut recv))) = tokio::time::timeout_at(deadline, conn.accept_bi()).await
     else {
         conn.close(1u32.into(), b"no hello");
         return Err(());
     };
     let limits = &shared.limits;
-    let hello = match read_frame(&mut recv, &shared.limits, addr)
-        .await
-        .map(|f| f.message)
-    {
+    let read = tokio::time::timeout_at(
+        deadline,
+        read_frame(&mut recv, limits, StreamKind::Hello, addr),
+    );
+    let Ok(read) = read.await else {
+        conn.close(1u32.into(), b"no hello");
+        return Err(());
+    };
+    let open = shared
+        .peers
+        .lock()
+        .expect("peers")
+        .values()
+        .filter(|p| p.conn.close_reason().is_none())
+        .count();
+    if open >= MAX_CONNECTIONS {
+        let why = format!("this node keeps at most {MAX_CONNECTIONS} connections");
+        refuse(&mut send, limits, addr, ErrorCode::OVERLOADED, why).await;
+        conn.close(1u32.into(), b"overloaded");
+        return Err(());
+    }
+    let hello = match read.map(|f| f.message) {
         Ok(Message::Hello(h)) => h,
         Ok(other) => {
             refuse(
@@ -540,19 +623,26 @@ async fn accept_hello(shared: &Arc<Shared>, conn: quinn::Connection) -> Result<A
 /// stream is one request, each unidirectional stream one message.
 async fn serve_connection(shared: Arc<Shared>, peer: Arc<Peer>, handler: Arc<dyn Handler>) {
     let addr = peer.identity.addr;
+    // A stream is read only with a node-wide permit, so that all connections
+    // together read and serve a bounded number at once; the others wait
+    // unread, held by QUIC flow control (the receive windows below).
+    let permit = |shared: &Arc<Shared>| Arc::clone(&shared.streams).acquire_owned();
     loop {
         tokio::select! {
             bi = peer.conn.accept_bi() => {
                 let Ok((mut send, mut recv)) = bi else { break };
                 let (shared, peer, handler) = (Arc::clone(&shared), Arc::clone(&peer), Arc::clone(&handler));
+                let permit = permit(&shared);
                 tokio::spawn(async move {
-                    let answer = match read_frame(&mut recv, &shared.limits, addr).await {
-                        Ok(frame) => handler.request(&peer.identity, frame.message).await,
-                        Err(TransportError::Protocol { source, .. }) => Message::Error {
+                    let Ok(_permit) = permit.await else { return };
+                    let read = read_frame(&mut recv, &shared.limits, StreamKind::Request, addr);
+                    let answer = match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
+                        Ok(Ok(frame)) => handler.request(&peer.identity, frame.message).await,
+                        Ok(Err(TransportError::Protocol { source, .. })) => Message::Error {
                             code: source.code(),
                             message: source.to_string().into(),
                         },
-                        Err(_) => return,
+                        Ok(Err(_)) | Err(_) => return,
                     };
                     reply(&mut send, &shared.limits, answer, addr).await;
                 });
@@ -560,12 +650,41 @@ async fn serve_connection(shared: Arc<Shared>, peer: Arc<Peer>, handler: Arc<dyn
             uni = peer.conn.accept_uni() => {
                 let Ok(mut recv) = uni else { break };
                 let (shared, peer, handler) = (Arc::clone(&shared), Arc::clone(&peer), Arc::clone(&handler));
+                let permit = permit(&shared);
                 tokio::spawn(async move {
-                    if let Ok(frame) = read_frame(&mut recv, &shared.limits, addr).await {
+                    let Ok(_permit) = permit.await else { return };
+                    let read = read_frame(&mut recv, &shared.limits, StreamKind::OneWay, addr);
+                    if let Ok(Ok(frame)) = tokio::time::timeout(REQUEST_TIMEOUT, read).await {
                         handler.message(&peer.identity, frame.message);
                     }
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_stream_is_read_up_to_what_it_really_carries() {
+        let limits = Limits::default();
+        assert_eq!(read_limit(StreamKind::Hello, &limits), MAX_HELLO_FRAME);
+        assert_eq!(read_limit(StreamKind::OneWay, &limits), MAX_ONE_WAY_FRAME);
+        assert_eq!(
+            read_limit(StreamKind::Request, &limits),
+            limits.max_frame_len as usize
+        );
+        // A smaller protocol limit lowers every kind.
+        let small = Limits {
+            max_frame_len: 1 << 10,
+            ..Limits::default()
+        };
+        for kind in [StreamKind::Hello, StreamKind::Request, StreamKind::OneWay] {
+            assert!(read_limit(kind, &small) <= 1 << 10);
+        }
+        // A one-way frame holds the largest raft message.
+        const { assert!(MAX_ONE_WAY_FRAME > super::super::raft::DEFAULT_MAX_RAFT_MESSAGE_BYTES) };
     }
 }
