@@ -381,3 +381,45 @@ fn pem_files_round_trip_and_bad_files_are_typed_errors() {
     assert!(err.is_err());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_client_connections_come_and_go_and_the_maps_return_to_baseline() {
+    let ca = DevCa::new("orders").unwrap();
+    let member = node(&ca.issue("m").unwrap(), "orders", "m", 1, Role::Member);
+    let at = member.local_addr();
+    let baseline = member.sizes();
+    assert_eq!((baseline.connections, baseline.generations), (0, 0));
+    let mut peak = 0;
+    for batch in 0..20 {
+        let clients: Vec<Transport> = (0..50)
+            .map(|i| {
+                let id = format!("c{}", batch * 50 + i);
+                node(&ca.issue(&id).unwrap(), "orders", &id, 1, Role::Client)
+            })
+            .collect();
+        let pings = clients
+            .iter()
+            .map(|c| c.request(at, Message::Ping { nonce: 1 }));
+        for answer in futures_util::future::join_all(pings).await {
+            answer.unwrap();
+        }
+        peak = peak.max(member.sizes().connections);
+        clients.iter().for_each(Transport::close_now);
+    }
+    assert!(
+        peak >= 50,
+        "the connections were tracked while open: {peak}"
+    );
+    // Bounded wait for the last closes to reach the member.
+    for _ in 0..200 {
+        if member.sizes() == baseline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        member.sizes(),
+        baseline,
+        "after 1,000 clients came and went"
+    );
+}

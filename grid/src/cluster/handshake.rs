@@ -54,6 +54,20 @@ pub(crate) struct Generations {
     highest: HashMap<String, u64>,
 }
 
+impl Generations {
+    /// How many node ids the table holds.
+    pub(crate) fn len(&self) -> usize {
+        self.highest.len()
+    }
+
+    /// Forgets every node id `keep` answers false for (the transport keeps
+    /// the ids it has an open connection with), so that the table does not
+    /// grow with churn.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.highest.retain(|id, _| keep(id));
+    }
+}
+
 /// Checks a peer's `theirs` (its Hello, or its HelloAck) against our
 /// `ours`, its certificate and the generations seen; on success records its
 /// generation and returns what was agreed.
@@ -211,6 +225,21 @@ mod tests {
         check_peer(&ME(), &hello("n2", 5, Role::Member), &c, &mut gens).unwrap();
         check_peer(&ME(), &hello("n2", 6, Role::Member), &c, &mut gens).unwrap();
         assert!(check_peer(&ME(), &hello("n2", 5, Role::Member), &c, &mut gens).is_err());
+    }
+
+    #[test]
+    fn forgotten_ids_start_afresh() {
+        let mut gens = Generations::default();
+        for id in ["a", "b", "c"] {
+            let c = cert(id, Some(Role::Member));
+            check_peer(&ME(), &hello(id, 5, Role::Member), &c, &mut gens).unwrap();
+        }
+        gens.retain(|id| id == "b");
+        assert_eq!(gens.len(), 1);
+        let a = cert("a", Some(Role::Member));
+        assert!(check_peer(&ME(), &hello("a", 1, Role::Member), &a, &mut gens).is_ok());
+        let b = cert("b", Some(Role::Member));
+        assert!(check_peer(&ME(), &hello("b", 1, Role::Member), &b, &mut gens).is_err());
     }
 
     #[test]

@@ -24,7 +24,9 @@ mod tls;
 mod transport;
 
 pub use builder::{ClusterError, InvalidationMode, NodeBuilder};
-pub use gossip::{keys as gossip_keys, GossipInbox, QuicGossip};
+pub use gossip::{
+    keys as gossip_keys, GossipInbox, QuicGossip, MAX_GOSSIP_DECOMPRESSED, MAX_GOSSIP_PAYLOAD,
+};
 pub use handle::ClusterDiagnostics;
 pub use ownership::{rendezvous_weight, KeyMove, MembershipView};
 pub use raft::{
@@ -37,4 +39,7 @@ pub use read_path::OwnerUnreachable;
 pub use tls::{
     DevCa, NodeCertPem, TlsConfig, TlsError, ALPN, CLIENT_ROLE_URI, MEMBER_ROLE_URI, SERVER_NAME,
 };
-pub use transport::{Handler, PeerIdentity, Reply, Transport, TransportError};
+pub use transport::{
+    Handler, PeerIdentity, Reply, Transport, TransportError, TransportSizes, MAX_CONNECTIONS,
+    MAX_HELLO_FRAME, MAX_NODE_STREAMS, MAX_ONE_WAY_FRAME, MAX_ONE_WAY_STREAMS, MAX_REQUEST_STREAMS,
+};

@@ -140,6 +140,18 @@ pub enum TransportError {
     },
 }
 
+/// How much a transport tracks: both return to their baseline when peers
+/// come and go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransportSizes {
+    /// Connections kept per peer address.
+    pub connections: usize,
+    /// Node ids whose highest generation is remembered (those with an open
+    /// connection).
+    pub generations: usize,
+}
+
 /// A boxed future returned by [`Handler::request`].
 pub type Reply<'a> = Pin<Box<dyn Future<Output = Message> + Send + 'a>>;
 
@@ -431,6 +443,17 @@ impl Transport {
             .collect()
     }
 
+    /// How many connections and remembered generations this transport
+    /// holds (diagnostics; churn tests check they return to baseline).
+    pub fn sizes(&self) -> TransportSizes {
+        let connections = self.shared.peers.lock().expect("peers").len();
+        let generations = self.shared.generations.lock().expect("generations").len();
+        TransportSizes {
+            connections,
+            generations,
+        }
+    }
+
     /// Drops every connection to `addr` (a test hook for partitions, and
     /// what a node does to a peer it has declared dead).
     pub fn disconnect(&self, addr: SocketAddr) {
@@ -661,6 +684,26 @@ async fn serve_connection(shared: Arc<Shared>, peer: Arc<Peer>, handler: Arc<dyn
             }
         }
     }
+    forget(&shared, &peer);
+}
+
+/// Drops a closed connection, any other closed ones, and the generations of
+/// node ids no open connection speaks for: the maps follow the peers that
+/// are connected now, not every peer ever seen. (A stale generation that
+/// reconnects later is refused by the membership, which names the admitted
+/// generation of every node.)
+fn forget(shared: &Shared, peer: &Arc<Peer>) {
+    let mut peers = shared.peers.lock().expect("peers");
+    peers.retain(|_, p| !Arc::ptr_eq(p, peer) && p.conn.close_reason().is_none());
+    let open: std::collections::HashSet<&str> = peers
+        .values()
+        .map(|p| p.identity.node_id.as_str())
+        .collect();
+    shared
+        .generations
+        .lock()
+        .expect("generations")
+        .retain(|id| open.contains(id));
 }
 
 #[cfg(test)]
