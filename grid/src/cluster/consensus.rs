@@ -101,8 +101,7 @@ async fn run(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks = 0u64;
-    // Proposals in flight: node id -> (generation, tick proposed).
-    let mut pending: HashMap<(String, bool), (u64, u64)> = HashMap::new();
+    let mut pending = Pending::default();
     // The leader last written to this node's gossip state.
     let mut gossiped: Option<Option<String>> = None;
     loop {
@@ -112,14 +111,11 @@ async fn run(
                 driver.tick();
                 if driver.is_leader() && ticks % RECONCILE_TICKS == 0 {
                     let Some(n) = node.upgrade() else { return };
-                    for command in n.reconcile(driver.view()).await {
-                        let key = (command.node().id.to_string(), matches!(command, MembershipCommand::Admit(_)));
-                        let generation = command.node().generation;
-                        let due = pending
-                            .get(&key)
-                            .is_none_or(|&(g, at)| g != generation || ticks >= at + RETRY_TICKS);
-                        if due && driver.propose(command).is_ok() {
-                            pending.insert(key, (generation, ticks));
+                    let wanted = n.reconcile(driver.view()).await;
+                    for command in pending.due(wanted, ticks) {
+                        let key = Pending::key(&command);
+                        if driver.propose(command).is_ok() {
+                            pending.proposed(key, ticks);
                         }
                     }
                 }
@@ -156,14 +152,7 @@ async fn run(
             }
         }
         if let Some(v) = out.view {
-            pending.retain(|(id, admit), (g, _)| {
-                let admitted = v.is_admitted(id, *g);
-                if *admit {
-                    !admitted
-                } else {
-                    admitted
-                }
-            });
+            pending.settled(&v);
             if let Some(n) = node.upgrade() {
                 n.on_new_view(v, driver.is_leader());
             }
@@ -183,6 +172,54 @@ async fn run(
             leader,
             term: driver.term(),
         };
+    }
+}
+
+/// The leader's membership proposals in flight, so that a proposal is not
+/// repeated every reconcile round: `(node id, admit?)` -> (generation, tick
+/// proposed). It holds only what the latest round still wants.
+#[derive(Debug, Default)]
+struct Pending(HashMap<(String, bool), (u64, u64)>);
+
+impl Pending {
+    fn key(command: &MembershipCommand) -> ((String, bool), u64) {
+        let node = command.node();
+        let admit = matches!(command, MembershipCommand::Admit(_));
+        ((node.id.to_string(), admit), node.generation)
+    }
+
+    /// The commands of this round (`wanted`) to propose at `tick`: new ones
+    /// and those proposed more than [`RETRY_TICKS`] ago. Forgets proposals
+    /// the round no longer wants (applied, or their process is gone).
+    fn due(&mut self, wanted: Vec<MembershipCommand>, tick: u64) -> Vec<MembershipCommand> {
+        let keys: Vec<_> = wanted.iter().map(Pending::key).collect();
+        self.0
+            .retain(|k, (g, _)| keys.iter().any(|(wk, wg)| wk == k && wg == g));
+        wanted
+            .into_iter()
+            .zip(keys)
+            .filter(|(_, (k, g))| {
+                self.0
+                    .get(k)
+                    .is_none_or(|&(pg, at)| pg != *g || tick >= at + RETRY_TICKS)
+            })
+            .map(|(c, _)| c)
+            .collect()
+    }
+
+    fn proposed(&mut self, (key, generation): ((String, bool), u64), tick: u64) {
+        self.0.insert(key, (generation, tick));
+    }
+
+    /// Forgets proposals the committed `view` shows done.
+    fn settled(&mut self, view: &super::ownership::MembershipView) {
+        self.0
+            .retain(|(id, admit), (g, _)| view.is_admitted(id, *g) != *admit);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
     }
 }
 
@@ -217,6 +254,24 @@ pub(crate) fn role_name(role: Role) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proposals_are_not_repeated_until_due_and_are_forgotten_when_no_longer_wanted() {
+        let addr = ([127, 0, 0, 1], 1).into();
+        let admit = |id: &str| MembershipCommand::admit(id, 1, Role::Member, addr);
+        let mut pending = Pending::default();
+        let due = pending.due(vec![admit("a"), admit("b")], 0);
+        assert_eq!(due.len(), 2);
+        for c in &due {
+            pending.proposed(Pending::key(c), 0);
+        }
+        assert!(pending.due(vec![admit("a"), admit("b")], 1).is_empty());
+        assert_eq!(pending.due(vec![admit("a")], RETRY_TICKS).len(), 1);
+        // "b" vanished before it was admitted: nothing is kept for it.
+        assert_eq!(pending.len(), 1);
+        pending.due(Vec::new(), RETRY_TICKS + 1);
+        assert_eq!(pending.len(), 0);
+    }
 
     #[test]
     fn oversized_raft_bytes_are_dropped_before_queueing_and_the_queue_is_bounded() {
