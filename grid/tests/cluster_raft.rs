@@ -374,6 +374,38 @@ fn a_partitioned_minority_commits_nothing() {
 }
 
 #[test]
+fn the_log_is_compacted_as_clients_churn_and_a_late_joiner_still_catches_up() {
+    let mut net = admitted_cluster(3, 3);
+    for i in 0..200 {
+        let id = format!("web{i}");
+        let client = MembershipCommand::admit(id.as_str(), 1, Role::Client, address(&id));
+        assert!(matches!(net.commit(client), Outcome::Admitted { .. }));
+        assert!(matches!(
+            net.commit(MembershipCommand::remove(id.as_str(), 1)),
+            Outcome::Removed { .. }
+        ));
+    }
+    assert!(net.tick_until(PATIENCE, |n| n.converged()));
+    let leader = net.leader().unwrap();
+    let d = &net.nodes[&leader];
+    assert!(
+        d.first_log_index() > 100,
+        "the log before index {} is still kept",
+        d.first_log_index()
+    );
+    assert!(d.applied_index() - d.first_log_index() <= 300);
+    // A node joining now cannot replay the log from the start.
+    let joiner = net.start_joiner("n4", 1, 3);
+    assert!(matches!(
+        net.commit(admit("n4", 1)),
+        Outcome::Admitted { .. }
+    ));
+    assert!(net.tick_until(PATIENCE, |n| n.converged()));
+    assert_eq!(net.nodes[&joiner].view(), net.nodes[&leader].view());
+    assert_eq!(net.agreed_view().len(), 4);
+}
+
+#[test]
 fn a_joining_member_becomes_a_learner_and_catches_up_by_snapshot() {
     let mut net = admitted_cluster(3, 3);
     let joiner = net.start_joiner("n4", 1, 3);

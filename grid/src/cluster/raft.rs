@@ -81,6 +81,10 @@ pub const DEFAULT_MAX_RAFT_MESSAGE_BYTES: usize = 1 << 20;
 /// what a message costs; real messages stay far below it.
 pub const MAX_RAFT_MESSAGE_FIELDS: usize = 65_536;
 
+/// Applied entries kept in the log for peers that lag a little; a peer
+/// further behind catches up with a snapshot of the applied state.
+const KEPT_LOG_ENTRIES: u64 = 256;
+
 /// How many ready rounds one [`RaftDriver::ready`] call runs at most.
 const MAX_READY_ROUNDS: usize = 16;
 
@@ -513,6 +517,13 @@ impl RaftDriver {
         self.node.raft.term
     }
 
+    /// The index of the first entry still in the log: entries before it
+    /// were compacted into the applied state, which lagging peers receive
+    /// as a snapshot.
+    pub fn first_log_index(&self) -> u64 {
+        self.node.raft.raft_log.first_index()
+    }
+
     /// The index of the last log entry applied to the membership.
     pub fn applied_index(&self) -> u64 {
         self.node.raft.raft_log.applied
@@ -758,6 +769,9 @@ impl RaftDriver {
             }
             self.node.mut_store().set_applied(entry.index, entry.term);
         }
+        // The applied state is the snapshot a lagging peer gets: the log
+        // before the last few applied entries is not needed any more.
+        self.node.mut_store().compact(KEPT_LOG_ENTRIES)?;
         Ok(())
     }
 

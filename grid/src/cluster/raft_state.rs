@@ -585,6 +585,28 @@ impl MembershipStorage {
         self.applied_term = term;
     }
 
+    /// Drops the log entries before the last `keep` applied ones, so that
+    /// the log does not grow with every membership change. A peer that
+    /// needs a dropped entry gets [`Storage::snapshot`], the applied state.
+    pub(crate) fn compact(&mut self, keep: u64) -> Result<(), ::raft::Error> {
+        let first = self.log.first_index()?;
+        let upto = self.applied_index.saturating_sub(keep);
+        if upto > first {
+            self.log.wl().compact(upto)?;
+        }
+        Ok(())
+    }
+
+    /// How many entries the log holds.
+    #[cfg(test)]
+    pub(crate) fn log_len(&self) -> u64 {
+        let (first, last) = (
+            self.log.first_index().unwrap(),
+            self.log.last_index().unwrap(),
+        );
+        (last + 1).saturating_sub(first)
+    }
+
     /// Records the configuration after applying a conf change.
     pub(crate) fn set_conf(&mut self, conf: ConfState) {
         self.log.wl().set_conf_state(conf.clone());
@@ -646,6 +668,26 @@ mod tests {
 
     fn admit(id: &str, generation: u64) -> MembershipCommand {
         MembershipCommand::admit(id, generation, Role::Member, ([127, 0, 0, 1], 7400).into())
+    }
+
+    #[test]
+    fn the_log_keeps_only_the_last_applied_entries() {
+        let mut storage = MembershipStorage::empty();
+        let entries: Vec<Entry> = (1..=1_000)
+            .map(|index| Entry {
+                index,
+                term: 1,
+                ..Default::default()
+            })
+            .collect();
+        storage.append(&entries).unwrap();
+        storage.set_applied(900, 1);
+        storage.compact(100).unwrap();
+        assert_eq!(storage.first_index().unwrap(), 800);
+        assert_eq!(storage.log_len(), 201, "unapplied entries stay");
+        // Compacting again with nothing new applied changes nothing.
+        storage.compact(100).unwrap();
+        assert_eq!(storage.first_index().unwrap(), 800);
     }
 
     #[test]
