@@ -13,7 +13,9 @@
 //! - a process is removed when gossip's failure detector declares it dead
 //!   (a forger can keep a process looking alive, not make it look dead);
 //! - raft messages are taken only from admitted members, under the raft id of
-//!   the connection's identity (see [`takes_raft`]).
+//!   the connection's identity (see [`takes_raft`]);
+//! - gossiped invalidation high-water marks are read only for admitted
+//!   processes (see [`reads_high_water`]).
 
 use std::collections::HashSet;
 
@@ -81,6 +83,14 @@ pub(crate) fn takes_raft(view: &MembershipView, me: &NodeIdentity, peer: &PeerId
     }
     let sender = NodeIdentity::new(peer.node_id.clone(), peer.generation);
     view.is_admitted_member(&sender) || !view.is_admitted(&me.id, me.generation)
+}
+
+/// Whether a gossiped invalidation high-water mark of the process
+/// `(node_id, generation)` is read at all: only if that exact process is
+/// admitted. (A forged mark for a real admitted process is still read; see
+/// docs/security.md.)
+pub(crate) fn reads_high_water(view: &MembershipView, node_id: &str, generation: u64) -> bool {
+    view.is_admitted(node_id, generation)
 }
 
 #[cfg(test)]
@@ -192,6 +202,18 @@ mod tests {
             leaving: &HashSet::new(),
         };
         assert_eq!(reconcile(&v, &ev), [MembershipCommand::remove("m2", 5)]);
+    }
+
+    #[test]
+    fn high_water_marks_are_read_only_for_admitted_processes() {
+        let v = view(&[("m1", 3, Role::Member), ("c", 1, Role::Client)]);
+        assert!(reads_high_water(&v, "m1", 3));
+        assert!(reads_high_water(&v, "c", 1));
+        assert!(
+            !reads_high_water(&v, "m1", 4),
+            "an invented newer generation"
+        );
+        assert!(!reads_high_water(&v, "ghost", 1), "an invented id");
     }
 
     #[test]

@@ -233,7 +233,13 @@ pub(super) async fn watch_high_water_marks(node: Weak<Node>) {
     loop {
         let Some(n) = node.upgrade() else { return };
         let interval = n.gossip_interval;
-        let peers = n.live_peers(false);
+        // Marks are gossip, which anyone gossiping can write: only those
+        // of processes admitted at exactly that generation are read (an
+        // invented id or generation would grow the table, or lock the real
+        // generation out as stale).
+        let view = n.view();
+        let mut peers = n.live_peers(false);
+        peers.retain(|p| super::authority::reads_high_water(&view, &p.id, p.generation));
         n.publish_hwm(n.sequence.load(Ordering::SeqCst)).await;
         let missed: Vec<String> = {
             let mut sequences = n.sequences.lock().expect("sequences");
