@@ -64,7 +64,7 @@ pub use frame::{
 };
 pub use limits::Limits;
 pub use message::{
-    negotiate, Agreement, Entry, ErrorCode, Features, Fetch, FetchReply, Fill, Hello, Invalidate,
+    negotiate, Abandon, Agreement, Entry, ErrorCode, Features, Fetch, FetchReply, Fill, Hello, Invalidate,
     Kind, Load, LoadReply, Member, Message, MetadataSnapshot, NodeIdentity, OwnerLoad,
     OwnerLoadReply, Put, PutReply, Role, Target, VersionRange,
 };
