@@ -396,7 +396,10 @@ fn abandon() {
     ));
     let mut bad = 77u64.to_le_bytes().to_vec();
     bad.extend([1, 0, b'k', 2, 0, 0xff, 0xfe]);
-    assert!(message(Kind::Abandon, &bad).is_err(), "the message must be UTF-8");
+    assert!(
+        message(Kind::Abandon, &bad).is_err(),
+        "the message must be UTF-8"
+    );
 }
 
 #[test]

@@ -125,8 +125,11 @@ fn message() -> impl Strategy<Value = Message> {
                 .prop_map(|current_generation| FetchReply::StaleGeneration { current_generation }),
         ]
         .prop_map(Message::FetchReply),
-        (any::<u64>(), bytes(64), tags())
-            .prop_map(|(epoch, key, tags)| Message::Load(Load { epoch, key, tags })),
+        (any::<u64>(), bytes(64), tags()).prop_map(|(epoch, key, tags)| Message::Load(Load {
+            epoch,
+            key,
+            tags
+        })),
         prop_oneof![
             entry().prop_map(LoadReply::Hit),
             any::<u64>().prop_map(|token| LoadReply::Granted { token }),

@@ -382,6 +382,7 @@ impl<W> LeaseTable<W> {
     }
 
     /// Leases outstanding (current and voided).
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.leases.len()
     }

@@ -7,10 +7,8 @@ mod gossip;
 mod handle;
 mod handler;
 mod invalidations;
-// The owner's lease table: its rules are complete and unit-tested; the
-// owner's Load/Fill handlers that drive it are the next step of the read path.
-#[cfg_attr(not(test), allow(dead_code))]
 mod lease;
+mod load_path;
 mod node;
 mod ownership;
 mod raft;

@@ -240,7 +240,11 @@ impl Abandon {
     pub(crate) fn write(&self, w: &mut Writer<'_, '_>) -> Result<(), ProtocolError> {
         w.u64(self.token);
         write_key(w, &self.key)?;
-        w.bytes16(Field::Message, self.message.as_bytes(), usize::from(u16::MAX))
+        w.bytes16(
+            Field::Message,
+            self.message.as_bytes(),
+            usize::from(u16::MAX),
+        )
     }
 }
 
