@@ -309,6 +309,14 @@ impl<C: Codec> Grid<C> {
     /// that were waiting but is not cached, and callers after the
     /// invalidation start a fresh load. Must be called within a Tokio runtime.
     ///
+    /// In a grid (member or client) a miss is one load in the whole grid:
+    /// the key's owner grants one node the lease to load it and answers the
+    /// callers on every other node from that load (see docs/consistency.md).
+    /// The closure is called by each node's first caller to build the
+    /// loader's future, but only the lease holder's future runs; a failure
+    /// there reaches the other nodes' callers as
+    /// [`CacheError::LoadFailedOn`].
+    ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// use hydracache::CacheOptions;
