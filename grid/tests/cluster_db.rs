@@ -1,7 +1,6 @@
 //! A cached sqlx query on a grid runs once in the whole grid per miss: the
 //! database cache goes through the grid's `get_or_load` path, so the key's
 //! owner leases the one load and answers every other member from it.
-#![cfg(all(feature = "sqlx-sqlite", feature = "cluster"))]
 
 mod cluster_support;
 mod db_support;

@@ -440,3 +440,54 @@ async fn a_membership_change_during_loads_costs_at_most_one_extra_load_per_key()
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn typed_views_and_cacheable_go_through_the_owner_too() {
+    let ca = DevCa::new("orders").unwrap();
+    let nodes = grid(&ca).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(0));
+    // Typed views on every node: one load in the grid.
+    let tasks: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            let (users, load) = (n.typed::<u64>("user"), gated(&runs, &gate, 42));
+            tokio::spawn(async move { users.get_or_load("7", CacheOptions::new(), load).await })
+        })
+        .collect();
+    let (owner, _) = owner_of(&nodes, "user:7").await;
+    assert!(eventually(async || diag(&nodes[owner]).await.leases_joined >= 5).await);
+    gate.add_permits(1);
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), 42);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    // A typed get on a node that never read the key asks the owner.
+    nodes[3]
+        .put("user:8", 8u64, CacheOptions::new())
+        .await
+        .unwrap();
+    for n in &nodes {
+        assert_eq!(n.typed::<u64>("user").get("8").await.unwrap(), Some(8));
+    }
+
+    // cacheable! on every node: one load in the grid.
+    let loads = Arc::new(AtomicUsize::new(0));
+    for n in &nodes {
+        let loads = loads.clone();
+        let v: u64 = hydracache::cacheable!(
+            cache = n,
+            key = "answer".to_string(),
+            tag = "answers",
+            load = move || async move {
+                loads.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(41)
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(v, 41);
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+}
