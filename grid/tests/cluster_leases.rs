@@ -199,12 +199,13 @@ async fn a_failing_or_panicking_loader_fails_every_caller_naming_its_node_and_le
         let granted = diag(&nodes[owner]).await.leases_granted;
         assert!(eventually(async || diag(&nodes[owner]).await.leases_granted > granted).await);
         let joined = diag(&nodes[owner]).await.leases_joined;
+        // The others' loaders would answer at once: they must not run.
         let runs = Arc::new(AtomicUsize::new(0));
-        let never = Arc::new(Semaphore::new(0));
+        let open = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
         let others: Vec<_> = nodes[..5]
             .iter()
             .map(|n| {
-                let (n, load) = (n.clone(), gated(&runs, &never, 1));
+                let (n, load) = (n.clone(), gated(&runs, &open, 1));
                 tokio::spawn(async move { n.get_or_load(key, CacheOptions::new(), load).await })
             })
             .collect();

@@ -69,10 +69,10 @@ impl Leases {
     /// A table whose leases last `timeout`; tokens are 64 bits from the
     /// operating system's CSPRNG (through ring, rustls' provider).
     pub(super) fn new(timeout: Duration) -> Self {
-        let tokens = Box::new(|| {
+        let random = rustls::crypto::ring::default_provider().secure_random;
+        let tokens = Box::new(move || {
             let mut bytes = [0u8; 8];
-            rustls::crypto::ring::default_provider()
-                .secure_random
+            random
                 .fill(&mut bytes)
                 .expect("the operating system's random source");
             u64::from_le_bytes(bytes)
