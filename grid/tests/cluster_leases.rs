@@ -25,7 +25,8 @@ const LONG_LEASE: Duration = Duration::from_secs(60);
 async fn member(ca: &DevCa, id: &str, seeds: &[SocketAddr], lease: Duration) -> Grid {
     member_builder(ca, id, seeds)
         .request_timeout(Duration::from_secs(2))
-        .ack_timeout(Duration::from_secs(1))
+        // Generous: the machine these run on may be busy.
+        .ack_timeout(Duration::from_secs(5))
         .lease_timeout(lease)
         .start()
         .await
