@@ -79,6 +79,16 @@ pub trait CacheValue<C: Codec>: Sized + Send + Sync + 'static {
     /// for values that are not `Clone`.
     #[doc(hidden)]
     fn duplicate(&self) -> Result<Self, CacheError>;
+    /// Decodes (and validates) bytes from [`CacheValue::encode`] made by
+    /// another node, without storing them.
+    #[doc(hidden)]
+    fn decode(bytes: &[u8]) -> Result<Self, CacheError>;
+    /// The expiry this value must be stored with whatever the load asked
+    /// (a negative database result's own TTL), if any.
+    #[doc(hidden)]
+    fn own_expiry(&self) -> Option<Expiry> {
+        None
+    }
 }
 
 /// A value's encoded bytes.
@@ -134,6 +144,15 @@ impl<T: StoreValue + Send + Sync> CacheValue<Rkyv> for T {
     fn duplicate(&self) -> Result<Self, CacheError> {
         let bytes = hydracache_storage::encode(self)?;
         rkyv::from_bytes::<T, rkyv::rancor::Error>(&bytes)
+            .map_err(|e| CacheError::Store(hydracache_storage::StoreError::Decode(e.to_string())))
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, CacheError> {
+        // Bytes from the network carry no alignment promise: copy them to an
+        // aligned buffer, then validate and deserialize.
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+        aligned.extend_from_slice(bytes);
+        rkyv::from_bytes::<T, rkyv::rancor::Error>(&aligned)
             .map_err(|e| CacheError::Store(hydracache_storage::StoreError::Decode(e.to_string())))
     }
 }
@@ -192,5 +211,9 @@ where
     fn duplicate(&self) -> Result<Self, CacheError> {
         let bytes = postcard::to_allocvec(self).map_err(postcard_error)?;
         postcard::from_bytes(&bytes).map_err(postcard_error)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, CacheError> {
+        postcard::from_bytes(bytes).map_err(postcard_error)
     }
 }

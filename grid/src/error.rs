@@ -113,6 +113,20 @@ pub enum CacheError {
         /// The key.
         key: String,
     },
+    /// In a grid, the load of `key` ran on another node (the lease holder)
+    /// and its loader failed or panicked there. Every caller that joined
+    /// that load, on any node, gets this; nothing was stored and the next
+    /// call loads again. (Callers on the failing node itself get
+    /// [`CacheError::Load`] or [`CacheError::LoaderPanicked`].)
+    #[error("the load of {key:?} failed on node {node}: {message}")]
+    LoadFailedOn {
+        /// The node whose loader failed.
+        node: String,
+        /// The key.
+        key: String,
+        /// The loader's error (or panic message), as text.
+        message: String,
+    },
     /// The loader task was cancelled because the runtime shut down.
     #[error("the load was cancelled: the runtime is shutting down")]
     Cancelled,

@@ -16,7 +16,7 @@ use crate::error::{CacheError, LoadError};
 use crate::events::{CacheEvent, EventBus, EventOrigin, Filter, ListenerHandle, Subscription};
 use crate::invalidation::Invalidation;
 use crate::options::CacheOptions;
-use crate::remote::{PutAt, Remote};
+use crate::remote::{Leased, PutAt, Remote};
 use crate::single_flight::{Flights, Joined, Outcome};
 use crate::stats::{GridCounters, GridDiagnostics, GridStats};
 use crate::typed::TypedCache;
@@ -308,6 +308,14 @@ impl<C: Codec> Grid<C> {
     /// invalidated while the loader runs, the value still reaches the callers
     /// that were waiting but is not cached, and callers after the
     /// invalidation start a fresh load. Must be called within a Tokio runtime.
+    ///
+    /// In a grid (member or client) a miss is one load in the whole grid:
+    /// the key's owner grants one node the lease to load it and answers the
+    /// callers on every other node from that load (see docs/consistency.md).
+    /// The closure is called by each node's first caller to build the
+    /// loader's future, but only the lease holder's future runs; a failure
+    /// there reaches the other nodes' callers as
+    /// [`CacheError::LoadFailedOn`].
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -860,52 +868,122 @@ async fn lead<T, C, Fut, E>(
     let tags = options.tags.as_slice().to_vec();
 
     let inner = Arc::clone(&landing.inner);
-    // In a grid, the owner may have it: ask before loading.
-    if let Some(remote) = remote {
-        match inner.fetch_near::<T, C>(&*remote, &landing.key).await {
-            Ok(Some(value)) => {
+    let mut lease = None;
+    if let Some(remote) = &remote {
+        if store {
+            // In a grid the owner arbitrates: it has the value, grants this
+            // node the lease to load it, or answers from another node's load.
+            let before = inner.stamps.of(&landing.key);
+            let decided = match remote.load(&landing.key, &tags).await {
+                Ok(Leased::Granted(l)) => {
+                    lease = Some(l);
+                    None
+                }
+                Ok(Leased::Local) => None,
+                Ok(Leased::Present) => inner_read::<T, C>(&inner, &landing.key),
+                Ok(Leased::Hit(entry)) => Some(
+                    inner
+                        .keep_near_copy::<T, C>(&landing.key, before, &entry)
+                        .and_then(|_| T::decode(entry.value.as_ref().as_ref())),
+                ),
+                Ok(Leased::Loaded(entry)) => Some(T::decode(entry.value.as_ref().as_ref())),
+                Err(e) => Some(Err(e)),
+            };
+            if let Some(result) = decided {
                 drop(ticket);
-                landing.land(Ok(Arc::new(value)));
+                landing.land(result.map(|v| Arc::new(v) as _));
                 return;
             }
-            Ok(None) => {}
-            Err(e) => {
-                drop(ticket);
-                landing.land(Err(e));
-                return;
+        } else {
+            // Not to be cached: the owner's value if it has one, else this
+            // caller's own load, without a lease.
+            match inner.fetch_near::<T, C>(&**remote, &landing.key).await {
+                Ok(Some(value)) => {
+                    drop(ticket);
+                    landing.land(Ok(Arc::new(value)));
+                    return;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    drop(ticket);
+                    landing.land(Err(e));
+                    return;
+                }
             }
         }
     }
-    let outcome: Outcome = match AssertUnwindSafe(fut).catch_unwind().await {
+    let ran = AssertUnwindSafe(fut)
+        .catch_unwind()
+        .await
+        .map(|r| r.map_err(LoadError::new));
+    // The lease holder hands the owner the outcome: the failure, or (below)
+    // the same bytes it stores.
+    if let (Some(remote), Some(lease)) = (&remote, lease) {
+        let failed = match &ran {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(panic) => Some(format!("loader panicked: {}", panic_message(&**panic))),
+        };
+        if let Some(message) = failed {
+            remote.abandon(&landing.key, lease, message).await;
+        }
+    }
+    let outcome: Outcome = match ran {
         Ok(Ok(value)) if !store => {
             drop(ticket);
             Ok(Arc::new(value))
         }
-        Ok(Ok(value)) => match value.fill(&inner.store, ticket, expiry) {
-            Ok(FillOutcome::Stored) => {
-                if inner.events.active() {
-                    inner.events.publish(CacheEvent::Stored {
-                        key: landing.key.clone(),
-                        tags,
-                        origin: EventOrigin::Local,
-                    });
+        Ok(Ok(value)) => {
+            let filled = match (&remote, lease) {
+                (Some(remote), Some(lease)) => match value.encode() {
+                    Ok(encoded) => {
+                        let expiry = value.own_expiry().unwrap_or(expiry);
+                        let filled = T::fill_encoded(&inner.store, ticket, encoded.bytes(), expiry);
+                        remote
+                            .fill(
+                                &landing.key,
+                                lease,
+                                encoded.bytes(),
+                                inner.ttl_of(expiry),
+                                &tags,
+                            )
+                            .await;
+                        filled
+                    }
+                    Err(e) => {
+                        drop(ticket);
+                        remote.abandon(&landing.key, lease, e.to_string()).await;
+                        Err(e)
+                    }
+                },
+                _ => value.fill(&inner.store, ticket, expiry),
+            };
+            match filled {
+                Ok(FillOutcome::Stored) => {
+                    if inner.events.active() {
+                        inner.events.publish(CacheEvent::Stored {
+                            key: landing.key.clone(),
+                            tags,
+                            origin: EventOrigin::Local,
+                        });
+                    }
+                    Ok(Arc::new(value))
                 }
-                Ok(Arc::new(value))
-            }
-            Ok(FillOutcome::Stale) => {
-                GridCounters::bump(&inner.counters.stale_loads);
-                if inner.events.active() {
-                    inner.events.publish(CacheEvent::StaleLoadDiscarded {
-                        key: landing.key.clone(),
-                    });
+                Ok(FillOutcome::Stale) => {
+                    GridCounters::bump(&inner.counters.stale_loads);
+                    if inner.events.active() {
+                        inner.events.publish(CacheEvent::StaleLoadDiscarded {
+                            key: landing.key.clone(),
+                        });
+                    }
+                    Ok(Arc::new(value))
                 }
-                Ok(Arc::new(value))
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
-        },
+        }
         Ok(Err(e)) => {
             drop(ticket);
-            Err(CacheError::Load(LoadError::new(e)))
+            Err(CacheError::Load(e))
         }
         Err(panic) => {
             drop(ticket);
@@ -913,6 +991,16 @@ async fn lead<T, C, Fut, E>(
         }
     };
     landing.land(outcome);
+}
+
+/// The value this node's store holds for `key` now, for a load that found
+/// it there; `None` (load without a lease) if it went meanwhile.
+fn inner_read<T: CacheValue<C>, C: Codec>(
+    inner: &Arc<GridInner>,
+    key: &str,
+) -> Option<Result<T, CacheError>> {
+    let entry = inner.store.get_ref(key.as_bytes())?;
+    Some(T::read(&entry))
 }
 
 /// Delivers a load's outcome exactly once: counts and reports a failure,

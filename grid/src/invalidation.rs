@@ -53,7 +53,12 @@ impl GridInner {
     /// owner had not applied it yet) would otherwise be kept as a near copy
     /// after the call returned `Ok`.
     pub(crate) fn apply_to_store(&self, inv: &Invalidation) -> bool {
-        // Before the store changes: see near.rs for why.
+        // Before the store changes: see near.rs for why. The owner's leases
+        // the invalidation concerns are voided first too, so a fill either
+        // finds its lease voided or lands before the store change below.
+        if let Some(remote) = self.remote.get() {
+            remote.voids(inv);
+        }
         match inv {
             Invalidation::Key(key) => self.stamps.bump_key(key),
             Invalidation::Tags(_) | Invalidation::Flush => self.stamps.bump_all(),
@@ -84,6 +89,9 @@ impl GridInner {
     /// put at this owner): near copies of it in flight are not kept, and
     /// loads of it in flight are detached and not stored.
     pub(crate) fn before_write(&self, key: &str) {
+        if let Some(remote) = self.remote.get() {
+            remote.voids(&Invalidation::Key(key.to_string()));
+        }
         self.stamps.bump_key(key);
         let mut flights = self.flights.lock();
         detach_key(&mut flights, key);

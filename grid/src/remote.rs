@@ -59,6 +59,37 @@ pub(crate) enum PutAt {
     Here,
 }
 
+/// A lease on a key's load that this node holds: it runs the loader and
+/// hands the value (or the failure) to the lease's owner.
+// Constructed by a runtime only (none without the cluster feature).
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Lease {
+    /// Names the lease at its owner.
+    pub(crate) token: u64,
+    /// The owner that granted it; `None` for this node's own table.
+    pub(crate) at: Option<std::net::SocketAddr>,
+}
+
+/// The owner's decision on a `get_or_load` miss.
+// Constructed by a runtime only (none without the cluster feature).
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) enum Leased {
+    /// The owner has the value (or another node's load just stored it):
+    /// keep it as a near copy.
+    Hit(RemoteEntry),
+    /// This node owns the key and its store has the value now.
+    Present,
+    /// This node runs the loader, then fills or abandons the lease.
+    Granted(Lease),
+    /// Another node's load ended while an invalidation voided its lease:
+    /// the value is this call's answer but is not kept.
+    Loaded(RemoteEntry),
+    /// No owner could be reached in time and this grid serves locally (or
+    /// the node left the cluster): load here without a lease.
+    Local,
+}
+
 /// What the core asks of the rest of the grid.
 pub(crate) trait Remote: Send + Sync + 'static {
     /// Reads `key` from its owner (a local miss).
@@ -77,6 +108,34 @@ pub(crate) trait Remote: Send + Sync + 'static {
     /// Sends an invalidation already applied here to the other nodes and
     /// resolves as the invalidation mode says (acknowledged or sent).
     fn invalidate(&self, inv: Invalidation) -> RemoteFuture<'_, Result<(), CacheError>>;
+
+    /// A `get_or_load` miss (after the local single flight): the owner
+    /// answers with the value, or grants this node the lease to load it, or
+    /// holds the request until another node's lease ends. A failure of that
+    /// load comes back as [`CacheError::LoadFailedOn`].
+    fn load<'a>(
+        &'a self,
+        key: &'a str,
+        tags: &'a [String],
+    ) -> RemoteFuture<'a, Result<Leased, CacheError>>;
+
+    /// The loader run under `lease` produced `value` (the bytes this node
+    /// stored): hand them to the owner.
+    fn fill<'a>(
+        &'a self,
+        key: &'a str,
+        lease: Lease,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+        tags: &'a [String],
+    ) -> RemoteFuture<'a, ()>;
+
+    /// The loader run under `lease` failed with `message`.
+    fn abandon<'a>(&'a self, key: &'a str, lease: Lease, message: String) -> RemoteFuture<'a, ()>;
+
+    /// An invalidation or a write is about to change this node's store:
+    /// the leases it concerns are voided first.
+    fn voids(&self, inv: &Invalidation);
 
     /// The last handle to the grid is gone: stop serving and gossiping now,
     /// without waiting.

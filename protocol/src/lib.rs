@@ -64,8 +64,8 @@ pub use frame::{
 };
 pub use limits::Limits;
 pub use message::{
-    negotiate, Agreement, Entry, ErrorCode, Features, Fetch, FetchReply, Fill, Hello, Invalidate,
-    Kind, Load, LoadReply, Member, Message, MetadataSnapshot, NodeIdentity, OwnerLoad,
+    negotiate, Abandon, Agreement, Entry, ErrorCode, Features, Fetch, FetchReply, Fill, Hello,
+    Invalidate, Kind, Load, LoadReply, Member, Message, MetadataSnapshot, NodeIdentity, OwnerLoad,
     OwnerLoadReply, Put, PutReply, Role, Target, VersionRange,
 };
 pub use text::Text;

@@ -353,6 +353,7 @@ fn load_and_load_reply() {
         Message::Load(Load {
             epoch: 12,
             key: Bytes::from_static(b"report:7"),
+            tags: vec![Bytes::from_static(b"users")],
         }),
     ));
     for reply in [
@@ -360,11 +361,45 @@ fn load_and_load_reply() {
         LoadReply::Granted { token: 77 },
         LoadReply::Wait { retry_after_ms: 50 },
         LoadReply::WrongOwner { epoch: 13 },
+        LoadReply::Failed {
+            node: "m2".into(),
+            message: "db timeout".into(),
+        },
+        LoadReply::Loaded(Entry::new(Bytes::from_static(b"v"))),
     ] {
         round_trip(&Frame::new(43, Message::LoadReply(reply)));
     }
     assert_malformed(message(Kind::LoadReply, &[9]), Field::Status);
     assert_malformed(message(Kind::LoadReply, &[2, 1, 2]), Field::RetryAfter);
+    // A failure's node id is a name: over max_name_len it is refused.
+    let mut long = vec![4, 0xff, 0xff];
+    long.extend(std::iter::repeat_n(b'n', 0xffff));
+    long.extend([0, 0]);
+    assert!(message(Kind::LoadReply, &long).is_err());
+    // A Load without its tag count is truncated.
+    let mut load = 12u64.to_le_bytes().to_vec();
+    load.extend([1, 0, b'k']);
+    assert!(message(Kind::Load, &load).is_err());
+    load.extend([0, 0]);
+    assert!(message(Kind::Load, &load).is_ok());
+}
+
+#[test]
+fn abandon() {
+    round_trip(&Frame::new(
+        44,
+        Message::Abandon(hydracache_protocol::Abandon {
+            token: 77,
+            key: Bytes::from_static(b"report:7"),
+            message: "loader panicked: boom".into(),
+        }),
+    ));
+    let mut bad = 77u64.to_le_bytes().to_vec();
+    bad.extend([1, 0, b'k', 2, 0, 0xff, 0xfe]);
+    assert!(
+        message(Kind::Abandon, &bad).is_err(),
+        "the message must be UTF-8"
+    );
 }
 
 #[test]

@@ -125,14 +125,27 @@ fn message() -> impl Strategy<Value = Message> {
                 .prop_map(|current_generation| FetchReply::StaleGeneration { current_generation }),
         ]
         .prop_map(Message::FetchReply),
-        (any::<u64>(), bytes(64)).prop_map(|(epoch, key)| Message::Load(Load { epoch, key })),
+        (any::<u64>(), bytes(64), tags()).prop_map(|(epoch, key, tags)| Message::Load(Load {
+            epoch,
+            key,
+            tags
+        })),
         prop_oneof![
             entry().prop_map(LoadReply::Hit),
             any::<u64>().prop_map(|token| LoadReply::Granted { token }),
             any::<u32>().prop_map(|retry_after_ms| LoadReply::Wait { retry_after_ms }),
             any::<u64>().prop_map(|epoch| LoadReply::WrongOwner { epoch }),
+            (text(20), text(40)).prop_map(|(node, message)| LoadReply::Failed { node, message }),
+            entry().prop_map(LoadReply::Loaded),
         ]
         .prop_map(Message::LoadReply),
+        (any::<u64>(), bytes(64), text(40)).prop_map(|(token, key, message)| {
+            Message::Abandon(hydracache_protocol::Abandon {
+                token,
+                key,
+                message,
+            })
+        }),
         (any::<u64>(), bytes(64), entry()).prop_map(|(token, key, entry)| Message::Fill(Fill {
             token,
             key,

@@ -106,6 +106,7 @@ pub struct NodeBuilder<C: Codec = Rkyv> {
     ack_timeout: Duration,
     request_timeout: Duration,
     on_unreachable: OwnerUnreachable,
+    lease_timeout: Duration,
     gossip_interval: Duration,
     mode: InvalidationMode,
     limits: Limits,
@@ -140,6 +141,7 @@ impl NodeBuilder {
             ack_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(2),
             on_unreachable: OwnerUnreachable::ServeLocally,
+            lease_timeout: Duration::from_secs(10),
             gossip_interval: Duration::from_millis(200),
             mode: InvalidationMode::Acknowledged,
             limits: Limits::default(),
@@ -213,6 +215,16 @@ impl<C: Codec> NodeBuilder<C> {
         self
     }
 
+    /// How long a node holding the lease to load a key may stay silent
+    /// before the key's owner passes the lease to a waiting caller (default
+    /// 10 s). Set it above the slowest loader: a loader still running when
+    /// it expires is not stopped, and its value is then refused by the owner
+    /// (kept on its own node only) while the next holder loads again.
+    pub fn lease_timeout(mut self, timeout: Duration) -> Self {
+        self.lease_timeout = timeout;
+        self
+    }
+
     /// Gossip round interval (default 200 ms).
     pub fn gossip_interval(mut self, interval: Duration) -> Self {
         self.gossip_interval = interval;
@@ -259,6 +271,7 @@ impl<C: Codec> NodeBuilder<C> {
             ack_timeout: self.ack_timeout,
             request_timeout: self.request_timeout,
             on_unreachable: self.on_unreachable,
+            lease_timeout: self.lease_timeout,
             gossip_interval: self.gossip_interval,
             mode: self.mode,
             limits: self.limits,
@@ -366,6 +379,7 @@ impl<C: Codec> NodeBuilder<C> {
             request_timeout: self.request_timeout,
             on_unreachable: self.on_unreachable,
             read_path: Default::default(),
+            leases: super::load_path::Leases::new(self.lease_timeout),
             mode: self.mode,
             inbox,
             gossip_interval: self.gossip_interval,
@@ -400,6 +414,7 @@ impl<C: Codec> NodeBuilder<C> {
         }
         let _ = grid.inner.remote.set(Arc::clone(&node) as Arc<dyn Remote>);
         tokio::spawn(watch_high_water_marks(Arc::downgrade(&node)));
+        tokio::spawn(super::load_path::run_lease_timer(Arc::downgrade(&node)));
         Ok((grid, node))
     }
 }

@@ -47,6 +47,19 @@ pub struct ClusterDiagnostics {
     pub local_fallbacks: u64,
     /// Puts from other nodes this node stored as the owner.
     pub puts_served: u64,
+    /// Leases this node granted as the owner of a key (including leases
+    /// passed to a waiter after the holder went silent).
+    pub leases_granted: u64,
+    /// `get_or_load` misses this owner parked on a lease in progress
+    /// instead of loading again.
+    pub leases_joined: u64,
+    /// Leases whose holder stayed silent past the lease timeout.
+    pub leases_expired: u64,
+    /// Leases an invalidation (or a write) voided while their load ran.
+    pub leases_voided: u64,
+    /// Fills this owner refused: voided, expired, forged, from another
+    /// node than the holder, or from another epoch.
+    pub fills_refused: u64,
 }
 
 /// The cluster's own extensions of [`Grid`]: they reach the node behind the

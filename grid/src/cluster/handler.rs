@@ -52,6 +52,7 @@ impl Handler for NodeHandler {
                 Message::Ping { nonce } => Message::Pong { nonce },
                 Message::Fetch(fetch) => self.0.fetch(peer, &fetch),
                 Message::Put(put) => self.0.serve_put(peer, put).await,
+                Message::Load(load) => self.0.serve_load(peer, load).await,
                 other => Message::Error {
                     code: ErrorCode::REFUSED,
                     message: format!("{:?} is not served by this node", other.kind()).into(),
@@ -65,6 +66,8 @@ impl Handler for NodeHandler {
             Message::Gossip(bytes) => {
                 self.0.inbox.deliver(peer.addr, &bytes);
             }
+            Message::Fill(fill) => self.0.serve_fill(peer, fill),
+            Message::Abandon(abandon) => self.0.serve_abandon(peer, abandon),
             Message::Invalidate(inv) if self.0.may_speak_for(peer, &inv) => {
                 let applied = matches!(self.0.receive(&inv), Message::InvalidateAck { .. });
                 if applied && self.0.role == Role::Member && peer.role == Role::Client {

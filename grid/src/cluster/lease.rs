@@ -4,22 +4,52 @@
 //! first asker is granted a lease (a token) and runs its loader; every later
 //! asker is parked as a waiter on that lease and answered when the holder's
 //! fill lands (no polling). The rules, all decided here:
+//! - a lease belongs to the authenticated identity (node id and generation)
+//!   it was granted to: a fill or an abandon from anyone else is refused
+//!   and leaves the lease in place;
+//! - tokens are unguessable: 64 random bits from the driver's source (a
+//!   CSPRNG), never a counter, so a peer cannot name another's lease;
 //! - an invalidation of the key, of one of the lease's tags, or a flush
 //!   *voids* the lease: its fill is refused (not stored) but still handed to
 //!   the waiters that joined before the invalidation, and the next asker is
 //!   granted a new lease;
 //! - a lease whose holder stays silent past the lease timeout *expires*: the
-//!   first waiter is granted a fresh lease, the others stay parked on it;
-//! - tokens are fenced: they are salted with the owner's generation (a fill
-//!   from before a restart names no lease) and a lease remembers the epoch it
-//!   was granted at (a fill after the membership moved is refused, and an
-//!   epoch change voids the leases of keys this node no longer owns).
+//!   first waiter is granted a fresh lease at the current epoch, the others
+//!   stay parked on it;
+//! - tokens are fenced: a table lives as long as its owner process (a fill
+//!   from before a restart names no lease), and a lease remembers the epoch
+//!   it was granted at (a fill after the membership moved is refused, unless
+//!   the epoch change kept the key here, which re-stamps the lease; the
+//!   leases of keys this node no longer owns are dropped and their waiters
+//!   sent to the new owner);
+//! - each peer may hold or wait on at most `per_peer` leases at once; beyond
+//!   that it is answered `Busy` (back-pressure: ask again later), so a peer
+//!   cannot make the owner park unbounded requests.
 //!
 //! Pure: events and a time in, decisions out. `W` is whatever the driver
 //! needs to answer a parked asker (a reply channel; a name in tests).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+/// Who asks: a node's authenticated id and process generation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Holder {
+    /// The node id its certificate carries.
+    pub(crate) node: String,
+    /// Its process generation.
+    pub(crate) generation: u64,
+}
+
+impl Holder {
+    /// The holder `node` of `generation`.
+    pub(crate) fn new(node: impl Into<String>, generation: u64) -> Self {
+        Holder {
+            node: node.into(),
+            generation,
+        }
+    }
+}
 
 /// The answer to an asker.
 #[derive(Debug, PartialEq, Eq)]
@@ -34,6 +64,12 @@ pub(crate) enum Acquire<W> {
     /// The asker is parked on the key's lease until it is filled, abandoned,
     /// or expires.
     Joined,
+    /// The asker's node already holds or waits on `per_peer` leases: answer
+    /// it to ask again later.
+    Busy {
+        /// The asker, handed back to be answered.
+        asker: W,
+    },
 }
 
 /// Why a fill was refused.
@@ -42,6 +78,9 @@ pub(crate) enum Refusal {
     /// No lease has this token for this key (forged, expired, from an older
     /// generation of this owner, or already filled).
     Unknown,
+    /// The lease exists but was granted to another node (or another
+    /// generation of it); the lease stays.
+    NotHolder,
     /// The key or one of its tags was invalidated after the grant.
     Voided,
     /// The lease was granted at another membership epoch.
@@ -79,48 +118,79 @@ pub(crate) struct Regranted<W> {
 struct Lease<W> {
     key: String,
     tags: Vec<String>,
+    holder: Holder,
     epoch: u64,
     expires: Instant,
     voided: bool,
-    waiters: Vec<W>,
+    waiters: Vec<(Holder, W)>,
 }
+
+/// Where tokens come from: 64 random bits per call.
+pub(crate) type TokenSource = Box<dyn FnMut() -> u64 + Send>;
 
 /// Every lease this owner has granted and not yet seen filled, abandoned or
 /// expired.
 pub(crate) struct LeaseTable<W> {
-    salt: u64,
-    next: u64,
+    tokens: TokenSource,
     timeout: Duration,
+    per_peer: usize,
     /// key -> token of the lease new askers join.
     current: HashMap<String, u64>,
     leases: HashMap<u64, Lease<W>>,
+    /// Leases held plus waits parked, per asking node.
+    load: HashMap<Holder, usize>,
 }
 
 impl<W> LeaseTable<W> {
-    /// A table for an owner of `generation` whose leases last `timeout`.
-    pub(crate) fn new(generation: u64, timeout: Duration) -> Self {
+    /// A table whose leases last `timeout`, whose tokens come from `tokens`
+    /// and where one node may hold or wait on at most `per_peer` leases.
+    pub(crate) fn new(tokens: TokenSource, timeout: Duration, per_peer: usize) -> Self {
         LeaseTable {
-            salt: super::ownership::fmix64(generation),
-            next: 0,
+            tokens,
             timeout,
+            per_peer: per_peer.max(1),
             current: HashMap::new(),
             leases: HashMap::new(),
+            load: HashMap::new(),
         }
     }
 
-    fn grant(&mut self, key: &str, tags: Vec<String>, epoch: u64, now: Instant) -> u64 {
+    fn count(&mut self, who: &Holder, up: bool) {
+        if up {
+            *self.load.entry(who.clone()).or_default() += 1;
+        } else if let Some(n) = self.load.get_mut(who) {
+            *n -= 1;
+            if *n == 0 {
+                self.load.remove(who);
+            }
+        }
+    }
+
+    fn busy(&self, who: &Holder) -> bool {
+        self.load.get(who).copied().unwrap_or(0) >= self.per_peer
+    }
+
+    fn grant(
+        &mut self,
+        key: &str,
+        tags: Vec<String>,
+        holder: Holder,
+        epoch: u64,
+        now: Instant,
+    ) -> u64 {
         let token = loop {
-            self.next += 1;
-            let token = self.salt.wrapping_add(self.next);
+            let token = (self.tokens)();
             if token != 0 && !self.leases.contains_key(&token) {
                 break token;
             }
         };
+        self.count(&holder, true);
         self.leases.insert(
             token,
             Lease {
                 key: key.to_string(),
                 tags,
+                holder,
                 epoch,
                 expires: now + self.timeout,
                 voided: false,
@@ -131,73 +201,86 @@ impl<W> LeaseTable<W> {
         token
     }
 
-    /// An asker missed `key` (with `tags`) at `epoch`: grant it the lease or
-    /// park it on the one in progress.
+    /// `who` missed `key` (with `tags`) at `epoch`: grant it the lease, park
+    /// it on the one in progress, or tell it to come back later.
     pub(crate) fn acquire(
         &mut self,
         key: &str,
         tags: &[String],
         epoch: u64,
         now: Instant,
+        who: Holder,
         asker: W,
     ) -> Acquire<W> {
+        if self.busy(&who) {
+            return Acquire::Busy { asker };
+        }
         if let Some(lease) = self.current.get(key).and_then(|t| self.leases.get_mut(t)) {
-            lease.waiters.push(asker);
+            lease.waiters.push((who.clone(), asker));
+            self.count(&who, true);
             return Acquire::Joined;
         }
-        let token = self.grant(key, tags.to_vec(), epoch, now);
+        let token = self.grant(key, tags.to_vec(), who, epoch, now);
         Acquire::Granted { token, asker }
     }
 
-    /// The holder of `token` sends the value it loaded for `key`; the
+    /// The lease `token` for `key`, if `from` holds it.
+    fn held(&self, key: &str, token: u64, from: &Holder) -> Result<(), Refusal> {
+        match self.leases.get(&token) {
+            Some(l) if l.key == key && l.holder == *from => Ok(()),
+            Some(l) if l.key == key => Err(Refusal::NotHolder),
+            _ => Err(Refusal::Unknown),
+        }
+    }
+
+    /// `from` sends the value it loaded for `key` under `token`; the
     /// membership is at `epoch`.
-    pub(crate) fn fill(&mut self, key: &str, token: u64, epoch: u64) -> Filled<W> {
-        let Some(lease) = self.leases.get(&token) else {
+    pub(crate) fn fill(&mut self, key: &str, token: u64, from: &Holder, epoch: u64) -> Filled<W> {
+        if let Err(reason) = self.held(key, token, from) {
             return Filled::Refused {
-                reason: Refusal::Unknown,
-                waiters: Vec::new(),
-            };
-        };
-        if lease.key != key {
-            return Filled::Refused {
-                reason: Refusal::Unknown,
+                reason,
                 waiters: Vec::new(),
             };
         }
-        let lease = self.take(token).expect("present");
-        if lease.voided {
+        let (voided, granted_at, waiters) = self.take(token).expect("present");
+        if voided {
             Filled::Refused {
                 reason: Refusal::Voided,
-                waiters: lease.waiters,
+                waiters,
             }
-        } else if lease.epoch != epoch {
+        } else if granted_at != epoch {
             Filled::Refused {
                 reason: Refusal::OldEpoch,
-                waiters: lease.waiters,
+                waiters,
             }
         } else {
-            Filled::Store {
-                waiters: lease.waiters,
-            }
+            Filled::Store { waiters }
         }
     }
 
-    /// The holder's loader failed or panicked: the waiters get the error and
-    /// the next asker a new lease. A token that names no lease for `key`
-    /// changes nothing.
-    pub(crate) fn abandon(&mut self, key: &str, token: u64) -> Vec<W> {
-        match self.leases.get(&token) {
-            Some(lease) if lease.key == key => self.take(token).expect("present").waiters,
-            _ => Vec::new(),
+    /// `from`'s loader failed or panicked: the waiters get the error and the
+    /// next asker a new lease. A token that names no lease of `from` for
+    /// `key` changes nothing.
+    pub(crate) fn abandon(&mut self, key: &str, token: u64, from: &Holder) -> Vec<W> {
+        match self.held(key, token, from) {
+            Ok(()) => self.take(token).expect("present").2,
+            Err(_) => Vec::new(),
         }
     }
 
-    fn take(&mut self, token: u64) -> Option<Lease<W>> {
+    /// Removes a lease: (voided, epoch, waiters).
+    fn take(&mut self, token: u64) -> Option<(bool, u64, Vec<W>)> {
         let lease = self.leases.remove(&token)?;
         if self.current.get(&lease.key) == Some(&token) {
             self.current.remove(&lease.key);
         }
-        Some(lease)
+        self.count(&lease.holder, false);
+        let mut waiters = Vec::with_capacity(lease.waiters.len());
+        for (who, w) in lease.waiters {
+            self.count(&who, false);
+            waiters.push(w);
+        }
+        Some((lease.voided, lease.epoch, waiters))
     }
 
     fn void_where(&mut self, mut hit: impl FnMut(&Lease<W>) -> bool) -> usize {
@@ -216,7 +299,7 @@ impl<W> LeaseTable<W> {
         voided
     }
 
-    /// `key` was invalidated; returns how many leases were voided.
+    /// `key` was invalidated or written; returns how many leases were voided.
     pub(crate) fn invalidate_key(&mut self, key: &str) -> usize {
         self.void_where(|l| l.key == key)
     }
@@ -233,23 +316,26 @@ impl<W> LeaseTable<W> {
 
     /// The membership moved to `epoch`: leases of keys this node no longer
     /// owns are dropped, and their waiters returned (to be told to ask the
-    /// new owner).
-    pub(crate) fn change_epoch(&mut self, owns: impl Fn(&str) -> bool) -> Vec<W> {
-        let gone: Vec<u64> = self
-            .leases
-            .iter()
-            .filter(|(_, l)| !owns(&l.key))
-            .map(|(t, _)| *t)
-            .collect();
+    /// new owner); the others now belong to `epoch`, so their holders' fills
+    /// are stored.
+    pub(crate) fn change_epoch(&mut self, epoch: u64, owns: impl Fn(&str) -> bool) -> Vec<W> {
+        let mut gone = Vec::new();
+        for (token, lease) in self.leases.iter_mut() {
+            if owns(&lease.key) {
+                lease.epoch = epoch;
+            } else {
+                gone.push(*token);
+            }
+        }
         gone.into_iter()
-            .flat_map(|t| self.take(t).expect("present").waiters)
+            .flat_map(|t| self.take(t).expect("present").2)
             .collect()
     }
 
     /// Leases whose holder was silent until `now` expire. A lease with
-    /// waiters passes to its first waiter (or, if the key already has a
-    /// newer lease, its waiters join that one).
-    pub(crate) fn expire(&mut self, now: Instant) -> Vec<Regranted<W>> {
+    /// waiters passes to its first waiter at `epoch` (or, if the key already
+    /// has a newer lease, its waiters join that one).
+    pub(crate) fn expire(&mut self, now: Instant, epoch: u64) -> Vec<Regranted<W>> {
         let due: Vec<u64> = self
             .leases
             .iter()
@@ -258,29 +344,34 @@ impl<W> LeaseTable<W> {
             .collect();
         let mut regranted = Vec::new();
         for token in due {
-            let Some(lease) = self.take(token) else {
+            let Some(lease) = self.leases.get_mut(&token) else {
                 continue;
             };
-            let mut waiters = lease.waiters.into_iter();
-            if let Some(current) = self
-                .current
-                .get(&lease.key)
-                .and_then(|t| self.leases.get_mut(t))
-            {
-                current.waiters.extend(waiters);
-                continue;
+            let (key, tags) = (lease.key.clone(), lease.tags.clone());
+            let waiters = std::mem::take(&mut lease.waiters);
+            for (who, _) in &waiters {
+                self.count(who, false);
             }
-            let Some(asker) = waiters.next() else {
-                continue;
+            self.take(token);
+            let mut waiters = waiters.into_iter();
+            let newer = self.current.get(&key).copied();
+            let (token, asker) = match newer {
+                Some(t) => (t, None),
+                None => {
+                    let Some((who, asker)) = waiters.next() else {
+                        continue;
+                    };
+                    (self.grant(&key, tags, who, epoch, now), Some(asker))
+                }
             };
-            let token = self.grant(&lease.key, lease.tags, lease.epoch, now);
-            let fresh = self.leases.get_mut(&token).expect("just granted");
-            fresh.waiters.extend(waiters);
-            regranted.push(Regranted {
-                key: lease.key,
-                token,
-                asker,
-            });
+            for (who, w) in waiters {
+                self.count(&who, true);
+                let lease = self.leases.get_mut(&token).expect("current leases exist");
+                lease.waiters.push((who, w));
+            }
+            if let Some(asker) = asker {
+                regranted.push(Regranted { key, token, asker });
+            }
         }
         regranted
     }
@@ -291,6 +382,7 @@ impl<W> LeaseTable<W> {
     }
 
     /// Leases outstanding (current and voided).
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.leases.len()
     }
@@ -303,43 +395,65 @@ mod tests {
     const T: Duration = Duration::from_secs(5);
     const EPOCH: u64 = 4;
 
+    /// A deterministic stand-in for the CSPRNG: distinct, scattered values.
+    fn counter() -> TokenSource {
+        let mut n = 0u64;
+        Box::new(move || {
+            n += 1;
+            n.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        })
+    }
+
     fn table() -> (LeaseTable<&'static str>, Instant) {
-        (LeaseTable::new(1234, T), Instant::now())
+        (LeaseTable::new(counter(), T, 64), Instant::now())
+    }
+
+    fn who(name: &str) -> Holder {
+        Holder::new(name, 1)
     }
 
     fn granted(a: Acquire<&'static str>) -> u64 {
         match a {
             Acquire::Granted { token, .. } => token,
-            Acquire::Joined => panic!("expected a grant"),
+            other => panic!("expected a grant, got {other:?}"),
         }
+    }
+
+    fn ask(
+        t: &mut LeaseTable<&'static str>,
+        key: &str,
+        now: Instant,
+        asker: &'static str,
+    ) -> Acquire<&'static str> {
+        t.acquire(key, &[], EPOCH, now, who(asker), asker)
     }
 
     #[test]
     fn the_first_asker_is_granted_and_later_ones_wait_for_its_fill() {
         let (mut t, now) = table();
-        let token = granted(t.acquire("k", &[], EPOCH, now, "a"));
-        assert_eq!(t.acquire("k", &[], EPOCH, now, "b"), Acquire::Joined);
-        assert_eq!(t.acquire("k", &[], EPOCH, now, "c"), Acquire::Joined);
+        let token = granted(ask(&mut t, "k", now, "a"));
+        assert_eq!(ask(&mut t, "k", now, "b"), Acquire::Joined);
+        assert_eq!(ask(&mut t, "k", now, "c"), Acquire::Joined);
         assert_eq!(
-            t.fill("k", token, EPOCH),
+            t.fill("k", token, &who("a"), EPOCH),
             Filled::Store {
                 waiters: vec!["b", "c"]
             }
         );
         assert_eq!(t.len(), 0);
         // The next miss (after an eviction, say) gets a new lease.
-        let again = granted(t.acquire("k", &[], EPOCH, now, "d"));
+        let again = granted(ask(&mut t, "k", now, "d"));
         assert_ne!(again, token);
     }
 
     #[test]
     fn keys_have_independent_leases() {
         let (mut t, now) = table();
-        let a = granted(t.acquire("a", &[], EPOCH, now, "x"));
-        let b = granted(t.acquire("b", &[], EPOCH, now, "y"));
+        let a = granted(ask(&mut t, "a", now, "x"));
+        let b = granted(ask(&mut t, "b", now, "x"));
         assert_ne!(a, b);
         assert!(matches!(
-            t.fill("a", b, EPOCH),
+            t.fill("a", b, &who("x"), EPOCH),
             Filled::Refused {
                 reason: Refusal::Unknown,
                 ..
@@ -350,17 +464,20 @@ mod tests {
     #[test]
     fn a_forged_or_repeated_token_is_refused() {
         let (mut t, now) = table();
-        let token = granted(t.acquire("k", &[], EPOCH, now, "a"));
+        let token = granted(ask(&mut t, "k", now, "a"));
         assert_eq!(
-            t.fill("k", token ^ 1, EPOCH),
+            t.fill("k", token ^ 1, &who("a"), EPOCH),
             Filled::Refused {
                 reason: Refusal::Unknown,
                 waiters: vec![]
             }
         );
-        assert!(matches!(t.fill("k", token, EPOCH), Filled::Store { .. }));
         assert!(matches!(
-            t.fill("k", token, EPOCH),
+            t.fill("k", token, &who("a"), EPOCH),
+            Filled::Store { .. }
+        ));
+        assert!(matches!(
+            t.fill("k", token, &who("a"), EPOCH),
             Filled::Refused {
                 reason: Refusal::Unknown,
                 ..
@@ -369,23 +486,65 @@ mod tests {
     }
 
     #[test]
+    fn consecutive_tokens_do_not_predict_each_other() {
+        // Tokens come from the source, not a counter over a salt: knowing
+        // one token says nothing about the next.
+        let mut seq = [7u64, 0, 7, 0x5eed_f00d_dead_beef].into_iter();
+        let mut t = LeaseTable::new(Box::new(move || seq.next().unwrap()), T, 64);
+        let now = Instant::now();
+        let first = granted(t.acquire("a", &[], EPOCH, now, who("x"), "x"));
+        // 0 is never a token, and a token in use is never handed out twice.
+        let second = granted(t.acquire("b", &[], EPOCH, now, who("x"), "x"));
+        assert_eq!((first, second), (7, 0x5eed_f00d_dead_beef));
+        assert_ne!(second, first.wrapping_add(1));
+    }
+
+    #[test]
+    fn a_fill_from_another_node_is_refused_and_the_lease_stays_with_its_holder() {
+        let (mut t, now) = table();
+        let token = granted(ask(&mut t, "k", now, "a"));
+        assert_eq!(ask(&mut t, "k", now, "b"), Acquire::Joined);
+        // A joiner that learned the token (or guessed it) cannot fill.
+        assert_eq!(
+            t.fill("k", token, &who("b"), EPOCH),
+            Filled::Refused {
+                reason: Refusal::NotHolder,
+                waiters: vec![]
+            }
+        );
+        // Nor can a restarted holder (another generation).
+        assert!(matches!(
+            t.fill("k", token, &Holder::new("a", 2), EPOCH),
+            Filled::Refused {
+                reason: Refusal::NotHolder,
+                ..
+            }
+        ));
+        assert_eq!(t.abandon("k", token, &who("b")), Vec::<&str>::new());
+        assert_eq!(
+            t.fill("k", token, &who("a"), EPOCH),
+            Filled::Store { waiters: vec!["b"] }
+        );
+    }
+
+    #[test]
     fn a_key_invalidation_voids_the_lease_but_its_waiters_still_get_the_fill() {
         let (mut t, now) = table();
-        let old = granted(t.acquire("k", &[], EPOCH, now, "a"));
-        assert_eq!(t.acquire("k", &[], EPOCH, now, "b"), Acquire::Joined);
+        let old = granted(ask(&mut t, "k", now, "a"));
+        assert_eq!(ask(&mut t, "k", now, "b"), Acquire::Joined);
         assert_eq!(t.invalidate_key("k"), 1);
         // After the invalidation a new asker starts a new load.
-        let new = granted(t.acquire("k", &[], EPOCH, now, "c"));
-        assert_eq!(t.acquire("k", &[], EPOCH, now, "d"), Acquire::Joined);
+        let new = granted(ask(&mut t, "k", now, "c"));
+        assert_eq!(ask(&mut t, "k", now, "d"), Acquire::Joined);
         assert_eq!(
-            t.fill("k", old, EPOCH),
+            t.fill("k", old, &who("a"), EPOCH),
             Filled::Refused {
                 reason: Refusal::Voided,
                 waiters: vec!["b"]
             }
         );
         assert_eq!(
-            t.fill("k", new, EPOCH),
+            t.fill("k", new, &who("c"), EPOCH),
             Filled::Store { waiters: vec!["d"] }
         );
     }
@@ -394,28 +553,28 @@ mod tests {
     fn tag_invalidations_void_only_leases_with_the_tag_and_flush_voids_all() {
         let (mut t, now) = table();
         let users = vec!["users".to_string()];
-        let a = granted(t.acquire("a", &users, EPOCH, now, "x"));
-        let b = granted(t.acquire("b", &[], EPOCH, now, "y"));
+        let a = granted(t.acquire("a", &users, EPOCH, now, who("x"), "x"));
+        let b = granted(ask(&mut t, "b", now, "y"));
         assert_eq!(t.invalidate_tags(&["orders".to_string()]), 0);
         assert_eq!(t.invalidate_tags(&users), 1);
         assert!(matches!(
-            t.fill("a", a, EPOCH),
+            t.fill("a", a, &who("x"), EPOCH),
             Filled::Refused {
                 reason: Refusal::Voided,
                 ..
             }
         ));
-        let c = granted(t.acquire("c", &[], EPOCH, now, "z"));
+        let c = granted(ask(&mut t, "c", now, "z"));
         assert_eq!(t.flush(), 2);
         assert!(matches!(
-            t.fill("b", b, EPOCH),
+            t.fill("b", b, &who("y"), EPOCH),
             Filled::Refused {
                 reason: Refusal::Voided,
                 ..
             }
         ));
         assert!(matches!(
-            t.fill("c", c, EPOCH),
+            t.fill("c", c, &who("z"), EPOCH),
             Filled::Refused {
                 reason: Refusal::Voided,
                 ..
@@ -426,48 +585,72 @@ mod tests {
     #[test]
     fn an_abandoned_lease_hands_its_waiters_the_error_and_leaves_nothing() {
         let (mut t, now) = table();
-        let token = granted(t.acquire("k", &[], EPOCH, now, "a"));
-        t.acquire("k", &[], EPOCH, now, "b");
-        assert_eq!(t.abandon("k", token ^ 1), Vec::<&str>::new());
-        assert_eq!(t.abandon("other", token), Vec::<&str>::new());
-        assert_eq!(t.abandon("k", token), vec!["b"]);
+        let token = granted(ask(&mut t, "k", now, "a"));
+        ask(&mut t, "k", now, "b");
+        assert_eq!(t.abandon("k", token ^ 1, &who("a")), Vec::<&str>::new());
+        assert_eq!(t.abandon("other", token, &who("a")), Vec::<&str>::new());
+        assert_eq!(t.abandon("k", token, &who("a")), vec!["b"]);
         assert_eq!(t.len(), 0);
-        granted(t.acquire("k", &[], EPOCH, now, "c"));
+        granted(ask(&mut t, "k", now, "c"));
     }
 
     #[test]
     fn a_silent_holder_loses_the_lease_to_the_first_waiter() {
         let (mut t, now) = table();
-        let old = granted(t.acquire("k", &[], EPOCH, now, "a"));
-        t.acquire("k", &[], EPOCH, now, "b");
-        t.acquire("k", &[], EPOCH, now, "c");
+        let old = granted(ask(&mut t, "k", now, "a"));
+        ask(&mut t, "k", now, "b");
+        ask(&mut t, "k", now, "c");
         assert_eq!(t.next_expiry(), Some(now + T));
-        assert!(t.expire(now + T - Duration::from_millis(1)).is_empty());
+        assert!(t
+            .expire(now + T - Duration::from_millis(1), EPOCH)
+            .is_empty());
         let later = now + T;
-        let r = t.expire(later);
+        let r = t.expire(later, EPOCH);
         assert_eq!(r.len(), 1);
         assert_eq!((r[0].key.as_str(), r[0].asker), ("k", "b"));
         // The old holder's fill is refused; the new holder's is stored and
         // answers the remaining waiter.
         assert!(matches!(
-            t.fill("k", old, EPOCH),
+            t.fill("k", old, &who("a"), EPOCH),
             Filled::Refused {
                 reason: Refusal::Unknown,
                 ..
             }
         ));
         assert_eq!(t.next_expiry(), Some(later + T));
+        // The lease now belongs to the waiter it passed to, not the old holder.
+        assert!(matches!(
+            t.fill("k", r[0].token, &who("a"), EPOCH),
+            Filled::Refused {
+                reason: Refusal::NotHolder,
+                ..
+            }
+        ));
         assert_eq!(
-            t.fill("k", r[0].token, EPOCH),
+            t.fill("k", r[0].token, &who("b"), EPOCH),
             Filled::Store { waiters: vec!["c"] }
+        );
+    }
+
+    #[test]
+    fn a_lease_that_expires_after_an_epoch_change_is_regranted_at_the_current_epoch() {
+        let (mut t, now) = table();
+        granted(ask(&mut t, "k", now, "a"));
+        ask(&mut t, "k", now, "b");
+        // The membership moved on and this node still owns "k".
+        t.change_epoch(EPOCH + 1, |_| true);
+        let r = t.expire(now + T, EPOCH + 1);
+        assert_eq!(
+            t.fill("k", r[0].token, &who("b"), EPOCH + 1),
+            Filled::Store { waiters: vec![] }
         );
     }
 
     #[test]
     fn an_expired_lease_without_waiters_is_dropped() {
         let (mut t, now) = table();
-        granted(t.acquire("k", &[], EPOCH, now, "a"));
-        assert!(t.expire(now + T).is_empty());
+        granted(ask(&mut t, "k", now, "a"));
+        assert!(t.expire(now + T, EPOCH).is_empty());
         assert_eq!(t.len(), 0);
         assert_eq!(t.next_expiry(), None);
     }
@@ -475,14 +658,14 @@ mod tests {
     #[test]
     fn waiters_of_an_expired_voided_lease_join_the_newer_one() {
         let (mut t, now) = table();
-        granted(t.acquire("k", &[], EPOCH, now, "a"));
-        t.acquire("k", &[], EPOCH, now, "b");
+        granted(ask(&mut t, "k", now, "a"));
+        ask(&mut t, "k", now, "b");
         t.invalidate_key("k");
         let later = now + Duration::from_secs(1);
-        let new = granted(t.acquire("k", &[], EPOCH, later, "c"));
-        assert!(t.expire(now + T).is_empty());
+        let new = granted(ask(&mut t, "k", later, "c"));
+        assert!(t.expire(now + T, EPOCH).is_empty());
         assert_eq!(
-            t.fill("k", new, EPOCH),
+            t.fill("k", new, &who("c"), EPOCH),
             Filled::Store { waiters: vec!["b"] }
         );
     }
@@ -490,10 +673,10 @@ mod tests {
     #[test]
     fn a_fill_from_another_epoch_is_refused() {
         let (mut t, now) = table();
-        let token = granted(t.acquire("k", &[], EPOCH, now, "a"));
-        t.acquire("k", &[], EPOCH, now, "b");
+        let token = granted(ask(&mut t, "k", now, "a"));
+        ask(&mut t, "k", now, "b");
         assert_eq!(
-            t.fill("k", token, EPOCH + 1),
+            t.fill("k", token, &who("a"), EPOCH + 1),
             Filled::Refused {
                 reason: Refusal::OldEpoch,
                 waiters: vec!["b"]
@@ -504,12 +687,12 @@ mod tests {
     #[test]
     fn an_epoch_change_drops_leases_of_keys_no_longer_owned() {
         let (mut t, now) = table();
-        granted(t.acquire("mine", &[], EPOCH, now, "a"));
-        let gone = granted(t.acquire("moved", &[], EPOCH, now, "b"));
-        t.acquire("moved", &[], EPOCH, now, "c");
-        assert_eq!(t.change_epoch(|k| k == "mine"), vec!["c"]);
+        granted(ask(&mut t, "mine", now, "a"));
+        let gone = granted(ask(&mut t, "moved", now, "b"));
+        ask(&mut t, "moved", now, "c");
+        assert_eq!(t.change_epoch(EPOCH + 1, |k| k == "mine"), vec!["c"]);
         assert!(matches!(
-            t.fill("moved", gone, EPOCH),
+            t.fill("moved", gone, &who("b"), EPOCH + 1),
             Filled::Refused {
                 reason: Refusal::Unknown,
                 ..
@@ -519,15 +702,51 @@ mod tests {
     }
 
     #[test]
-    fn tokens_are_fenced_by_the_owner_generation() {
+    fn an_epoch_change_that_keeps_the_key_here_keeps_the_lease_fillable() {
+        let (mut t, now) = table();
+        let token = granted(ask(&mut t, "mine", now, "a"));
+        ask(&mut t, "mine", now, "b");
+        assert!(t.change_epoch(EPOCH + 1, |_| true).is_empty());
+        assert_eq!(
+            t.fill("mine", token, &who("a"), EPOCH + 1),
+            Filled::Store { waiters: vec!["b"] }
+        );
+    }
+
+    #[test]
+    fn a_peer_past_its_bound_is_told_to_wait_and_others_are_not() {
+        let mut t = LeaseTable::new(counter(), T, 2);
         let now = Instant::now();
-        let mut before = LeaseTable::new(1, T);
-        let mut after = LeaseTable::new(2, T);
-        let old = granted(before.acquire("k", &[], EPOCH, now, "a"));
-        let new = granted(after.acquire("k", &[], EPOCH, now, "a"));
+        let one = granted(t.acquire("a", &[], EPOCH, now, who("greedy"), "g"));
+        assert_eq!(ask(&mut t, "a", now, "other"), Acquire::Joined);
+        assert_eq!(
+            t.acquire("a", &[], EPOCH, now, who("greedy"), "g"),
+            Acquire::Joined
+        );
+        // Two outstanding (a lease and a wait): the third ask is refused.
+        assert_eq!(
+            t.acquire("b", &[], EPOCH, now, who("greedy"), "g"),
+            Acquire::Busy { asker: "g" }
+        );
+        granted(ask(&mut t, "b", now, "other"));
+        // Once its lease is filled the peer may ask again.
+        t.fill("a", one, &who("greedy"), EPOCH);
+        assert_eq!(
+            t.acquire("b", &[], EPOCH, now, who("greedy"), "g"),
+            Acquire::Joined
+        );
+    }
+
+    #[test]
+    fn tokens_are_fenced_by_the_owner_process() {
+        let now = Instant::now();
+        let mut before = LeaseTable::new(counter(), T, 64);
+        let mut after = LeaseTable::new(Box::new(|| 0xabcd_ef01_2345_6789), T, 64);
+        let old = granted(before.acquire("k", &[], EPOCH, now, who("a"), "a"));
+        let new = granted(after.acquire("k", &[], EPOCH, now, who("a"), "a"));
         assert_ne!(old, new);
         assert!(matches!(
-            after.fill("k", old, EPOCH),
+            after.fill("k", old, &who("a"), EPOCH),
             Filled::Refused {
                 reason: Refusal::Unknown,
                 ..

@@ -9,10 +9,8 @@ mod handle;
 mod handler;
 mod handshake;
 mod invalidations;
-// The owner's lease table: its rules are complete and unit-tested; the
-// owner's Load/Fill handlers that drive it are the next step of the read path.
-#[cfg_attr(not(test), allow(dead_code))]
 mod lease;
+mod load_path;
 mod node;
 mod ownership;
 mod raft;

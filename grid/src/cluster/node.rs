@@ -32,7 +32,7 @@ use super::transport::{PeerIdentity, Transport};
 use crate::error::CacheError;
 use crate::grid::GridInner;
 use crate::invalidation::Invalidation;
-use crate::remote::{Fetched, PutAt, Remote, RemoteFuture};
+use crate::remote::{Fetched, Lease, Leased, PutAt, Remote, RemoteFuture};
 
 /// The cluster side of a grid.
 pub(crate) struct Node {
@@ -69,6 +69,8 @@ pub(crate) struct Node {
     /// Processes that announced over their own connection that they leave
     /// (pruned to the admitted ones with every new view).
     pub(super) leaving: Mutex<std::collections::HashSet<(String, u64)>>,
+    /// The owner's lease table, its timer's wake-up and its counters.
+    pub(super) leases: super::load_path::Leases,
 }
 
 pub(super) struct LivePeer {
@@ -140,6 +142,11 @@ impl Node {
             wrong_owner_retries: self.read_path.wrong_owner_retries.load(Ordering::Relaxed),
             local_fallbacks: self.read_path.local_fallbacks.load(Ordering::Relaxed),
             puts_served: self.read_path.puts_served.load(Ordering::Relaxed),
+            leases_granted: self.leases.counters.granted.load(Ordering::Relaxed),
+            leases_joined: self.leases.counters.joined.load(Ordering::Relaxed),
+            leases_expired: self.leases.counters.expired.load(Ordering::Relaxed),
+            leases_voided: self.leases.counters.voided.load(Ordering::Relaxed),
+            fills_refused: self.leases.counters.fills_refused.load(Ordering::Relaxed),
         }
     }
 
@@ -261,6 +268,7 @@ impl Node {
             .lock()
             .expect("leaving")
             .retain(|(id, g)| view.is_admitted(id, *g));
+        self.move_leases(&view);
         if leader {
             // Clients are not raft peers: the leader pushes them the view.
             let snapshot = view.to_snapshot();
@@ -425,6 +433,33 @@ impl Remote for Node {
 
     fn invalidate(&self, inv: Invalidation) -> RemoteFuture<'_, Result<(), CacheError>> {
         Box::pin(self.fan_out(inv))
+    }
+
+    fn load<'a>(
+        &'a self,
+        key: &'a str,
+        tags: &'a [String],
+    ) -> RemoteFuture<'a, Result<Leased, CacheError>> {
+        Box::pin(self.load_at_owner(key, tags))
+    }
+
+    fn fill<'a>(
+        &'a self,
+        key: &'a str,
+        lease: Lease,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+        tags: &'a [String],
+    ) -> RemoteFuture<'a, ()> {
+        Box::pin(self.fill_lease(key, lease, value, ttl, tags))
+    }
+
+    fn abandon<'a>(&'a self, key: &'a str, lease: Lease, message: String) -> RemoteFuture<'a, ()> {
+        Box::pin(self.abandon_lease(key, lease, message))
+    }
+
+    fn voids(&self, inv: &Invalidation) {
+        self.void_leases(inv);
     }
 
     fn detach(&self) {

@@ -9,7 +9,7 @@ use crate::codec::Rkyv;
 use crate::error::CacheError;
 use crate::grid::Grid;
 use crate::invalidation::Invalidation;
-use crate::remote::{Fetched, PutAt, Remote, RemoteFuture};
+use crate::remote::{Fetched, Lease, Leased, PutAt, Remote, RemoteFuture};
 
 /// Owns every key (reads and puts stay here) but cannot reach anyone with
 /// an invalidation.
@@ -34,6 +34,37 @@ impl Remote for Unreachable {
     fn invalidate(&self, _inv: Invalidation) -> RemoteFuture<'_, Result<(), CacheError>> {
         Box::pin(async { Err(CacheError::Cancelled) })
     }
+
+    fn load<'a>(
+        &'a self,
+        _key: &'a str,
+        _tags: &'a [String],
+    ) -> RemoteFuture<'a, Result<Leased, CacheError>> {
+        // This node owns every key and arbitrates alone: load here.
+        Box::pin(async { Ok(Leased::Local) })
+    }
+
+    fn fill<'a>(
+        &'a self,
+        _key: &'a str,
+        _lease: Lease,
+        _value: &'a [u8],
+        _ttl: Option<Duration>,
+        _tags: &'a [String],
+    ) -> RemoteFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
+    fn abandon<'a>(
+        &'a self,
+        _key: &'a str,
+        _lease: Lease,
+        _message: String,
+    ) -> RemoteFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
+    fn voids(&self, _inv: &Invalidation) {}
 
     fn detach(&self) {}
 

@@ -88,6 +88,14 @@ impl<C: Codec, T: CacheValue<C>> CacheValue<C> for Stored<T> {
         Ok(self.clone())
     }
 
+    fn decode(bytes: &[u8]) -> Result<Self, CacheError> {
+        Ok(Stored::new(T::decode(bytes)?, None))
+    }
+
+    fn own_expiry(&self) -> Option<Expiry> {
+        self.expiry
+    }
+
     fn encode(&self) -> Result<Encoded, CacheError> {
         self.value.encode()
     }

@@ -13,13 +13,15 @@ use super::{
 
 /// Ask the owner for a key, or for the right to load it (a lease).
 ///
-/// Wire layout: `u64` epoch, key (`u16` length + bytes).
+/// Wire layout: `u64` epoch, key (`u16` length + bytes), tags (`u16` count,
+/// items): the tags the caller will store the value with, so that the owner
+/// can void the lease when one of them is invalidated.
 ///
 /// ```
 /// use bytes::Bytes;
 /// use hydracache_protocol::Load;
 ///
-/// let l = Load { epoch: 3, key: Bytes::from_static(b"report:7") };
+/// let l = Load { epoch: 3, key: Bytes::from_static(b"report:7"), tags: vec![] };
 /// assert_eq!(&l.key[..], b"report:7");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +32,9 @@ pub struct Load {
     /// The key.
     #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::arb::bytes))]
     pub key: Bytes,
+    /// The tags the value will be stored with.
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::arb::bytes_vec))]
+    pub tags: Vec<Bytes>,
 }
 
 impl Load {
@@ -37,12 +42,14 @@ impl Load {
         Ok(Load {
             epoch: r.u64(Field::Epoch)?,
             key: read_key(r)?,
+            tags: read_tags(r)?,
         })
     }
 
     pub(crate) fn write(&self, w: &mut Writer<'_, '_>) -> Result<(), ProtocolError> {
         w.u64(self.epoch);
-        write_key(w, &self.key)
+        write_key(w, &self.key)?;
+        write_tags(w, &self.tags)
     }
 }
 
@@ -56,6 +63,8 @@ impl Load {
 /// | 1 | `Granted` | `u64` lease token |
 /// | 2 | `Wait` | `u32` retry after, milliseconds |
 /// | 3 | `WrongOwner` | `u64` current epoch |
+/// | 4 | `Failed` | node id (`u16` length + UTF-8), message (`u16` length + UTF-8) |
+/// | 5 | `Loaded` | entry |
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum LoadReply {
@@ -76,6 +85,17 @@ pub enum LoadReply {
         /// The responder's current membership epoch.
         epoch: u64,
     },
+    /// The lease holder's loader failed or panicked; nothing was stored.
+    Failed {
+        /// The node whose loader failed.
+        node: Text,
+        /// The loader's error, as text.
+        message: Text,
+    },
+    /// The value the lease holder loaded, for this request only: an
+    /// invalidation voided the lease while it loaded, so the owner did not
+    /// store it and the requester must not keep it either.
+    Loaded(Entry),
 }
 
 impl LoadReply {
@@ -91,6 +111,14 @@ impl LoadReply {
             3 => LoadReply::WrongOwner {
                 epoch: r.u64(Field::Epoch)?,
             },
+            4 => {
+                let limit = r.limits.max_name_len;
+                LoadReply::Failed {
+                    node: r.text16(Field::NodeId, limit)?,
+                    message: r.text16(Field::Message, usize::from(u16::MAX))?,
+                }
+            }
+            5 => LoadReply::Loaded(Entry::read(r)?),
             _ => return unknown_status(),
         })
     }
@@ -112,6 +140,16 @@ impl LoadReply {
             LoadReply::WrongOwner { epoch } => {
                 w.u8(3);
                 w.u64(*epoch);
+            }
+            LoadReply::Failed { node, message } => {
+                w.u8(4);
+                let limit = w.limits.max_name_len;
+                w.bytes16(Field::NodeId, node.as_bytes(), limit)?;
+                w.bytes16(Field::Message, message.as_bytes(), usize::from(u16::MAX))?;
+            }
+            LoadReply::Loaded(entry) => {
+                w.u8(5);
+                entry.write(w)?;
             }
         }
         Ok(())
@@ -161,6 +199,52 @@ impl Fill {
         w.u64(self.token);
         write_key(w, &self.key)?;
         self.entry.write(w)
+    }
+}
+
+/// The lease holder's loader failed or panicked: the owner hands the error
+/// to every requester waiting on the lease, stores nothing and drops the
+/// lease, so the next requester is granted a new one.
+///
+/// Wire layout: `u64` lease token, key (`u16` length + bytes), message
+/// (`u16` length + UTF-8).
+///
+/// ```
+/// use bytes::Bytes;
+/// use hydracache_protocol::Abandon;
+///
+/// let a = Abandon { token: 77, key: Bytes::from_static(b"report:7"), message: "db timeout".into() };
+/// assert_eq!(a.message, "db timeout");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Abandon {
+    /// The token from [`LoadReply::Granted`].
+    pub token: u64,
+    /// The key.
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::arb::bytes))]
+    pub key: Bytes,
+    /// The loader's error (or panic message), as text.
+    pub message: Text,
+}
+
+impl Abandon {
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, ProtocolError> {
+        Ok(Abandon {
+            token: r.u64(Field::Token)?,
+            key: read_key(r)?,
+            message: r.text16(Field::Message, usize::from(u16::MAX))?,
+        })
+    }
+
+    pub(crate) fn write(&self, w: &mut Writer<'_, '_>) -> Result<(), ProtocolError> {
+        w.u64(self.token);
+        write_key(w, &self.key)?;
+        w.bytes16(
+            Field::Message,
+            self.message.as_bytes(),
+            usize::from(u16::MAX),
+        )
     }
 }
 

@@ -18,7 +18,7 @@ pub use control::ErrorCode;
 pub use entry::{Entry, Fetch, FetchReply};
 pub use handshake::{negotiate, Agreement, Features, Hello, Role, VersionRange};
 pub use invalidate::{Invalidate, Target};
-pub use load::{Fill, Load, LoadReply, OwnerLoad, OwnerLoadReply};
+pub use load::{Abandon, Fill, Load, LoadReply, OwnerLoad, OwnerLoadReply};
 pub use node::NodeIdentity;
 pub use put::{Put, PutReply};
 
@@ -81,6 +81,8 @@ pub enum Kind {
     Put = 0x27,
     /// [`Message::PutReply`].
     PutReply = 0x28,
+    /// [`Message::Abandon`].
+    Abandon = 0x29,
     /// [`Message::Raft`].
     Raft = 0x30,
     /// [`Message::Gossip`].
@@ -91,7 +93,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind this build knows, in kind-byte order.
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 21] = [
         Kind::Hello,
         Kind::HelloAck,
         Kind::Ping,
@@ -109,6 +111,7 @@ impl Kind {
         Kind::OwnerLoadReply,
         Kind::Put,
         Kind::PutReply,
+        Kind::Abandon,
         Kind::Raft,
         Kind::Gossip,
         Kind::MetadataSnapshot,
@@ -134,6 +137,7 @@ impl Kind {
             0x26 => Kind::OwnerLoadReply,
             0x27 => Kind::Put,
             0x28 => Kind::PutReply,
+            0x29 => Kind::Abandon,
             0x30 => Kind::Raft,
             0x31 => Kind::Gossip,
             0x32 => Kind::MetadataSnapshot,
@@ -212,6 +216,8 @@ pub enum Message {
     LoadReply(LoadReply),
     /// Hand the owner the value loaded under a lease.
     Fill(Fill),
+    /// Tell the owner the load under a lease failed.
+    Abandon(Abandon),
     /// Ask the owner to run a named loader for a key.
     OwnerLoad(OwnerLoad),
     /// Answer to a [`Message::OwnerLoad`].
@@ -245,6 +251,7 @@ impl Message {
             Message::Load(_) => Kind::Load,
             Message::LoadReply(_) => Kind::LoadReply,
             Message::Fill(_) => Kind::Fill,
+            Message::Abandon(_) => Kind::Abandon,
             Message::OwnerLoad(_) => Kind::OwnerLoad,
             Message::OwnerLoadReply(_) => Kind::OwnerLoadReply,
             Message::Put(_) => Kind::Put,
@@ -302,6 +309,7 @@ impl Message {
             Kind::Load => Message::Load(Load::read(&mut r)?),
             Kind::LoadReply => Message::LoadReply(LoadReply::read(&mut r)?),
             Kind::Fill => Message::Fill(Fill::read(&mut r)?),
+            Kind::Abandon => Message::Abandon(Abandon::read(&mut r)?),
             Kind::OwnerLoad => Message::OwnerLoad(OwnerLoad::read(&mut r)?),
             Kind::OwnerLoadReply => Message::OwnerLoadReply(OwnerLoadReply::read(&mut r)?),
             Kind::Put => Message::Put(Put::read(&mut r)?),
@@ -336,6 +344,7 @@ impl Message {
             Message::Load(m) => m.write(w)?,
             Message::LoadReply(m) => m.write(w)?,
             Message::Fill(m) => m.write(w)?,
+            Message::Abandon(m) => m.write(w)?,
             Message::OwnerLoad(m) => m.write(w)?,
             Message::OwnerLoadReply(m) => m.write(w)?,
             Message::Put(m) => m.write(w)?,

@@ -164,11 +164,12 @@ pub fn samples() -> Vec<Sample> {
         ),
         sample(
             "load",
-            "Load report:7 at epoch 12",
+            "Load report:7 at epoch 12, tag users",
             43,
             Message::Load(hydracache_protocol::Load {
                 epoch: 12,
                 key: b(b"report:7"),
+                tags: vec![b(b"users")],
             }),
         ),
         sample(
@@ -196,6 +197,21 @@ pub fn samples() -> Vec<Sample> {
             Message::LoadReply(LoadReply::WrongOwner { epoch: 13 }),
         ),
         sample(
+            "load_reply_failed",
+            "LoadReply failed on m2: \"db timeout\"",
+            43,
+            Message::LoadReply(LoadReply::Failed {
+                node: "m2".into(),
+                message: "db timeout".into(),
+            }),
+        ),
+        sample(
+            "load_reply_loaded",
+            "LoadReply loaded, not to be kept (same entry as fetch_reply_hit)",
+            43,
+            Message::LoadReply(LoadReply::Loaded(entry())),
+        ),
+        sample(
             "fill",
             "Fill report:7 under lease 77: 4-byte value, no ttl, no tags",
             44,
@@ -203,6 +219,16 @@ pub fn samples() -> Vec<Sample> {
                 token: 77,
                 key: b(b"report:7"),
                 entry: Entry::new(b(b"data")),
+            }),
+        ),
+        sample(
+            "abandon",
+            "Abandon report:7 under lease 77: \"db timeout\"",
+            44,
+            Message::Abandon(hydracache_protocol::Abandon {
+                token: 77,
+                key: b(b"report:7"),
+                message: "db timeout".into(),
             }),
         ),
         sample(
