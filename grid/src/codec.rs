@@ -79,6 +79,10 @@ pub trait CacheValue<C: Codec>: Sized + Send + Sync + 'static {
     /// for values that are not `Clone`.
     #[doc(hidden)]
     fn duplicate(&self) -> Result<Self, CacheError>;
+    /// Decodes bytes of unknown origin (another node's), validating them
+    /// first: for values that arrived from the network but are not kept.
+    #[doc(hidden)]
+    fn decode_checked(bytes: &[u8]) -> Result<Self, CacheError>;
 }
 
 /// A value's encoded bytes.
@@ -134,6 +138,15 @@ impl<T: StoreValue + Send + Sync> CacheValue<Rkyv> for T {
     fn duplicate(&self) -> Result<Self, CacheError> {
         let bytes = hydracache_storage::encode(self)?;
         rkyv::from_bytes::<T, rkyv::rancor::Error>(&bytes)
+            .map_err(|e| CacheError::Store(hydracache_storage::StoreError::Decode(e.to_string())))
+    }
+
+    fn decode_checked(bytes: &[u8]) -> Result<Self, CacheError> {
+        // rkyv reads archives in place: copy to an aligned buffer, then
+        // `from_bytes` validates (bytecheck) before it deserializes.
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+        aligned.extend_from_slice(bytes);
+        rkyv::from_bytes::<T, rkyv::rancor::Error>(&aligned)
             .map_err(|e| CacheError::Store(hydracache_storage::StoreError::Decode(e.to_string())))
     }
 }
@@ -192,5 +205,9 @@ where
     fn duplicate(&self) -> Result<Self, CacheError> {
         let bytes = postcard::to_allocvec(self).map_err(postcard_error)?;
         postcard::from_bytes(&bytes).map_err(postcard_error)
+    }
+
+    fn decode_checked(bytes: &[u8]) -> Result<Self, CacheError> {
+        postcard::from_bytes(bytes).map_err(postcard_error)
     }
 }

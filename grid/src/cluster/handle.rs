@@ -47,6 +47,9 @@ pub struct ClusterDiagnostics {
     pub local_fallbacks: u64,
     /// Puts from other nodes this node stored as the owner.
     pub puts_served: u64,
+    /// Named loader runs on this node (as the key's owner, or serving
+    /// locally when no owner was reachable).
+    pub owner_loads: u64,
 }
 
 /// The cluster's own extensions of [`Grid`]: they reach the node behind the

@@ -6,12 +6,14 @@ mod consensus;
 mod gossip;
 mod handle;
 mod handler;
+mod in_flight;
 mod invalidations;
 // The owner's lease table: its rules are complete and unit-tested; the
 // owner's Load/Fill handlers that drive it are the next step of the read path.
 #[cfg_attr(not(test), allow(dead_code))]
 mod lease;
 mod node;
+mod owner_load;
 mod ownership;
 mod raft;
 mod raft_state;

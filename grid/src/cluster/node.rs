@@ -32,7 +32,8 @@ use super::transport::{PeerIdentity, Transport};
 use crate::error::CacheError;
 use crate::grid::GridInner;
 use crate::invalidation::Invalidation;
-use crate::remote::{Fetched, PutAt, Remote, RemoteFuture};
+use crate::owner_load::OwnerLoad;
+use crate::remote::{Fetched, OwnerLoaded, PutAt, Remote, RemoteFuture};
 
 /// The cluster side of a grid.
 pub(crate) struct Node {
@@ -68,6 +69,8 @@ pub(crate) struct Node {
     pub(super) on_unreachable: OwnerUnreachable,
     /// Remote hits and misses, wrong-owner retries, fallbacks, puts served.
     pub(super) read_path: ReadPathCounters,
+    /// Named loaders, and the named loads in flight through this node.
+    pub(super) owner_loads: super::owner_load::OwnerLoads,
 }
 
 pub(super) struct LivePeer {
@@ -138,6 +141,7 @@ impl Node {
             wrong_owner_retries: self.read_path.wrong_owner_retries.load(Ordering::Relaxed),
             local_fallbacks: self.read_path.local_fallbacks.load(Ordering::Relaxed),
             puts_served: self.read_path.puts_served.load(Ordering::Relaxed),
+            owner_loads: self.owner_loads.runs.load(Ordering::Relaxed),
         }
     }
 
@@ -363,6 +367,16 @@ impl Remote for Node {
         tags: &'a [String],
     ) -> RemoteFuture<'a, Result<PutAt, CacheError>> {
         Box::pin(self.put_at_owner(key, value, ttl, tags))
+    }
+
+    fn owner_load<'a>(
+        &'a self,
+        key: &'a str,
+        load: &'a OwnerLoad,
+        ttl: Option<Duration>,
+        tags: &'a [String],
+    ) -> RemoteFuture<'a, Result<OwnerLoaded, CacheError>> {
+        Box::pin(self.load_at_owner(key, load, ttl, tags))
     }
 
     fn invalidate(&self, inv: Invalidation) -> RemoteFuture<'_, Result<(), CacheError>> {

@@ -52,7 +52,7 @@ fn bump(c: &AtomicU64) {
 }
 
 /// A request's outcome at the owner, or why there was none.
-enum Answer<T> {
+pub(super) enum Answer<T> {
     Done(T),
     Failed(Failure),
 }
@@ -60,7 +60,7 @@ enum Answer<T> {
 impl Node {
     /// Runs `ask` at the key's owner with bounded retries and a deadline.
     /// `Ok(None)` when this node owns the key.
-    async fn at_owner<T, F, Fut>(
+    pub(super) async fn at_owner<T, F, Fut>(
         &self,
         key: &str,
         budget: Duration,
@@ -113,7 +113,7 @@ impl Node {
         }
     }
 
-    fn serve_locally(&self) -> bool {
+    pub(super) fn serve_locally(&self) -> bool {
         self.on_unreachable == OwnerUnreachable::ServeLocally
     }
 
@@ -321,13 +321,13 @@ fn refuse(code: ErrorCode, message: &str) -> Message {
     }
 }
 
-fn utf8_tags(tags: &[Bytes]) -> Option<Vec<String>> {
+pub(super) fn utf8_tags(tags: &[Bytes]) -> Option<Vec<String>> {
     tags.iter()
         .map(|t| String::from_utf8(t.to_vec()).ok())
         .collect()
 }
 
-fn remote_entry(entry: Entry) -> Option<RemoteEntry> {
+pub(super) fn remote_entry(entry: Entry) -> Option<RemoteEntry> {
     Some(RemoteEntry {
         tags: utf8_tags(&entry.tags)?,
         ttl: entry.ttl_ms.map(Duration::from_millis),

@@ -100,4 +100,8 @@ impl<C: Codec, T: CacheValue<C>> CacheValue<C> for Stored<T> {
     ) -> Result<FillOutcome, CacheError> {
         T::fill_encoded(store, ticket, bytes, expiry)
     }
+
+    fn decode_checked(bytes: &[u8]) -> Result<Self, CacheError> {
+        Ok(Stored::new(T::decode_checked(bytes)?, None))
+    }
 }
