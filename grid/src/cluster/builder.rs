@@ -428,7 +428,10 @@ impl<C: Codec> NodeBuilder<C> {
             role: self.role,
             grid: Arc::downgrade(&grid.inner),
             sequence: AtomicU64::new(0),
-            sequences: Mutex::new(SequenceTable::default()),
+            // A hole stays open as long as a message still in flight may
+            // take to arrive: the sender of a put learns the owner's number
+            // in the reply, after the owner's acknowledged fan-out.
+            sequences: Mutex::new(SequenceTable::new(self.request_timeout + self.ack_timeout)),
             ack_timeout: self.ack_timeout,
             request_timeout: self.request_timeout,
             on_unreachable: self.on_unreachable,

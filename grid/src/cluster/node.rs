@@ -123,6 +123,10 @@ impl Node {
                 .collect::<Vec<_>>()
         };
         let status = self.status();
+        let (gap_flushes, open_holes) = {
+            let sequences = self.sequences.lock().expect("sequences");
+            (sequences.flushes(), sequences.open_holes())
+        };
         ClusterDiagnostics {
             role: self.role,
             node_id: self.identity.id.to_string(),
@@ -142,6 +146,8 @@ impl Node {
             local_fallbacks: self.read_path.local_fallbacks.load(Ordering::Relaxed),
             puts_served: self.read_path.puts_served.load(Ordering::Relaxed),
             owner_loads: self.owner_loads.runs.load(Ordering::Relaxed),
+            gap_flushes,
+            open_holes,
         }
     }
 

@@ -249,6 +249,7 @@ impl Node {
             &owner.id,
             owner.generation,
             sequence,
+            Instant::now(),
         );
         if decision == (Received::Apply { flush_first: true }) {
             if let Some(grid) = self.grid.upgrade() {
