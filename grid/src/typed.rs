@@ -72,9 +72,21 @@ impl<T: CacheValue<C> + Clone, C: Codec> TypedCache<T, C> {
     }
 
     /// [`Grid::get`] in this namespace (the key is built in a reused
-    /// thread-local buffer, so a hit allocates only the returned value).
+    /// thread-local buffer, so a hit allocates only the returned value). In
+    /// a grid, a miss reads through the key's owner and keeps a near copy,
+    /// as [`Grid::get`] does.
     pub async fn get(&self, key: &str) -> Result<Option<T>, CacheError> {
-        self.get_now(key)
+        match self.get_now(key)? {
+            Some(value) => Ok(Some(value)),
+            None => match self.grid.inner.remote.get() {
+                None => Ok(None),
+                // Boxed so that the hit path's future stays small.
+                Some(remote) => {
+                    let key = self.key(key);
+                    Box::pin(self.grid.inner.fetch_near::<T, C>(&**remote, &key)).await
+                }
+            },
+        }
     }
 
     fn get_now(&self, key: &str) -> Result<Option<T>, CacheError> {

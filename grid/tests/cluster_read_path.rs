@@ -259,3 +259,17 @@ async fn an_unreachable_owner_is_served_locally_or_reported_as_configured() {
         "the view still names b"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_view_reads_through_the_owner() {
+    let nodes = grid().await;
+    let prices = |n: &Grid| n.typed::<u64>("price");
+    prices(&nodes[1])
+        .put("9", 90, CacheOptions::new())
+        .await
+        .unwrap();
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(prices(n).get("9").await.unwrap(), Some(90), "node {i}");
+        assert!(n.get_ref("price:9").is_some(), "node {i} keeps a copy");
+    }
+}
