@@ -273,3 +273,18 @@ async fn a_typed_view_reads_through_the_owner() {
         assert!(n.get_ref("price:9").is_some(), "node {i} keeps a copy");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_of_one_key_on_one_node_send_one_fetch() {
+    let nodes = grid().await;
+    let client = &nodes[3];
+    nodes[0]
+        .put("hot", 5u64, CacheOptions::new())
+        .await
+        .unwrap();
+    let before = client.cluster_diagnostics().await.unwrap().remote_hits;
+    let reads = futures_util::future::join_all((0..50).map(|_| client.get::<u64>("hot"))).await;
+    assert!(reads.into_iter().all(|r| r.unwrap() == Some(5)));
+    let after = client.cluster_diagnostics().await.unwrap().remote_hits;
+    assert_eq!(after - before, 1, "one fetch for 50 concurrent misses");
+}

@@ -436,6 +436,7 @@ impl<C: Codec> NodeBuilder<C> {
             request_timeout: self.request_timeout,
             on_unreachable: self.on_unreachable,
             read_path: Default::default(),
+            fetches: Default::default(),
             owner_loads: OwnerLoads::new(
                 self.loaders,
                 self.max_owner_load_args,

@@ -69,6 +69,9 @@ pub(crate) struct Node {
     pub(super) on_unreachable: OwnerUnreachable,
     /// Remote hits and misses, wrong-owner retries, fallbacks, puts served.
     pub(super) read_path: ReadPathCounters,
+    /// Fetches in flight from this node, by key.
+    pub(super) fetches:
+        super::in_flight::InFlight<Result<super::read_path::SharedFetch, CacheError>>,
     /// Named loaders, and the named loads in flight through this node.
     pub(super) owner_loads: super::owner_load::OwnerLoads,
 }

@@ -101,20 +101,35 @@ impl Loaders {
     }
 }
 
-/// A value as the owner stored it, shared by every asker of one load.
-struct Stored {
+/// A value as the owner stored it, shared by every asker of one load (or
+/// every concurrent miss of one fetch).
+pub(super) struct Stored {
     value: Bytes,
     ttl: Option<Duration>,
     tags: Vec<String>,
 }
 
 impl Stored {
-    fn remote_entry(&self) -> Arc<RemoteEntry> {
-        Arc::new(RemoteEntry {
+    /// A reply's entry; `None` if its tags are not UTF-8.
+    pub(super) fn from_entry(entry: Entry) -> Option<Self> {
+        Some(Stored {
+            tags: utf8_tags(&entry.tags)?,
+            ttl: entry.ttl_ms.map(Duration::from_millis),
+            value: entry.value,
+        })
+    }
+
+    /// The value for the core (the bytes are shared, not copied).
+    pub(super) fn to_remote_entry(&self) -> RemoteEntry {
+        RemoteEntry {
             value: Box::new(self.value.clone()),
             ttl: self.ttl,
             tags: self.tags.clone(),
-        })
+        }
+    }
+
+    fn remote_entry(&self) -> Arc<RemoteEntry> {
+        Arc::new(self.to_remote_entry())
     }
 }
 
