@@ -243,6 +243,11 @@ async fn an_unreachable_owner_is_served_locally_or_reported_as_configured() {
         other => panic!("{other:?}"),
     }
     assert!(strict.get_ref(&key).is_none());
+    // Reported, not served locally: no fallback is counted.
+    assert_eq!(
+        strict.cluster_diagnostics().await.unwrap().local_fallbacks,
+        0
+    );
     // The default: the read misses, the put is kept here, both counted.
     assert_eq!(a.get::<u64>(&key).await.unwrap(), None);
     // Stored here; b cannot be told (it is named if it is still gossiped live).
@@ -252,7 +257,7 @@ async fn an_unreachable_owner_is_served_locally_or_reported_as_configured() {
         Err(e) => panic!("{e:?}"),
     }
     assert_eq!(a.get::<u64>(&key).await.unwrap(), Some(5));
-    assert!(a.cluster_diagnostics().await.unwrap().local_fallbacks >= 2);
+    assert_eq!(a.cluster_diagnostics().await.unwrap().local_fallbacks, 2);
     assert_eq!(
         a.owner_for_key(&key).as_deref(),
         Some("b"),

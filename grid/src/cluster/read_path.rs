@@ -114,11 +114,13 @@ impl Node {
         }
     }
 
-    /// Counts a fallback and says what it means for the caller: an error
+    /// Says what reaching no owner means for the caller: an error
     /// `OwnerUnreachable` either way; the callers turn it into local service
-    /// when the setting says so.
+    /// when the setting says so, and only then is it counted as a fallback.
     fn fall_back(&self, key: &str) -> CacheError {
-        bump(&self.read_path.local_fallbacks);
+        if self.serve_locally() {
+            bump(&self.read_path.local_fallbacks);
+        }
         CacheError::OwnerUnreachable {
             key: key.to_string(),
         }
