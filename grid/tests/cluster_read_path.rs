@@ -293,3 +293,24 @@ async fn concurrent_misses_of_one_key_on_one_node_send_one_fetch() {
     let after = client.cluster_diagnostics().await.unwrap().remote_hits;
     assert_eq!(after - before, 1, "one fetch for 50 concurrent misses");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_through_the_owner_counts_one_miss_and_no_local_hit() {
+    let nodes = grid().await;
+    let client = &nodes[3];
+    nodes[0]
+        .put("counted", 3u64, CacheOptions::new())
+        .await
+        .unwrap();
+    let before = client.stats();
+    assert_eq!(client.get::<u64>("counted").await.unwrap(), Some(3));
+    let after = client.stats();
+    assert_eq!(
+        (after.hits - before.hits, after.misses - before.misses),
+        (0, 1),
+        "a remote read is a local miss and a remote hit"
+    );
+    // The near copy then serves locally: a hit.
+    assert_eq!(client.get::<u64>("counted").await.unwrap(), Some(3));
+    assert_eq!(client.stats().hits - after.hits, 1);
+}
