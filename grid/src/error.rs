@@ -127,6 +127,46 @@ pub enum CacheError {
         /// The loader's error (or panic message), as text.
         message: String,
     },
+    /// No loader is registered under this name on the key's owner (or, on
+    /// a local grid, anywhere: only members register named loaders).
+    #[error("no loader named {loader:?} is registered on the owner")]
+    UnknownLoader {
+        /// The loader name asked for.
+        loader: String,
+    },
+    /// The named loader refused its arguments (they do not decode, or are
+    /// out of its range). Nothing ran and nothing was stored.
+    #[error("loader {loader:?} rejected its arguments: {message}")]
+    ArgumentsRejected {
+        /// The loader name.
+        loader: String,
+        /// Why, as the loader said it.
+        message: String,
+    },
+    /// The arguments of a named load are longer than the node that checked
+    /// them accepts (`max_owner_load_args`): this node before sending, or
+    /// the owner. Nothing ran and nothing was stored.
+    #[error("the arguments of loader {loader:?} are {len} bytes, over the limit of {limit}")]
+    ArgumentsTooLarge {
+        /// The loader name.
+        loader: String,
+        /// The arguments' length in bytes.
+        len: usize,
+        /// The limit in bytes of the node that refused them.
+        limit: usize,
+    },
+    /// The named loader ran on the key's owner and failed or panicked. Every
+    /// caller that joined that load anywhere in the grid gets this; nothing
+    /// was stored, and the next call loads again.
+    #[error("loader {loader:?} failed on {node}: {message}")]
+    OwnerLoadFailed {
+        /// The loader name.
+        loader: String,
+        /// The node id the loader ran on.
+        node: String,
+        /// The loader's error (or panic message), as text.
+        message: String,
+    },
     /// The loader task was cancelled because the runtime shut down.
     #[error("the load was cancelled: the runtime is shutting down")]
     Cancelled,

@@ -50,6 +50,7 @@ mod key;
 mod macros;
 mod near;
 mod options;
+mod owner_load;
 mod remote;
 mod single_flight;
 mod stats;
@@ -67,6 +68,7 @@ pub use hydracache_storage::{Clock, EntryRef, ManualClock, StoreError};
 pub use invalidation::Invalidation;
 pub use key::{CacheKeyBuilder, KEY_SEPARATOR};
 pub use options::{CacheOptions, TagSet, Ttl};
+pub use owner_load::{OwnerLoad, OwnerLoadRequest, RejectedArguments};
 pub use stats::{GridDiagnostics, GridStats};
 pub use typed::TypedCache;
 

@@ -119,21 +119,15 @@ impl GridInner {
         let Fetched::Hit(entry) = remote.fetch(key).await? else {
             return Ok(None);
         };
-        // Not kept (overtaken): whatever the store holds now is as fresh as
-        // the invalidation rules make it (another read may have kept a copy).
-        self.keep_near_copy::<T, C>(key, before, &entry)?;
-        let Some(stored) = self.store.get_ref(key.as_bytes()) else {
+        // Validated as `T` when kept (bytes that fail are a typed error and
+        // are not kept). Not kept (overtaken, or written here meanwhile): a
+        // miss, which a cache may always answer.
+        if !self.keep_near_copy::<T, C>(key, before, &entry)? {
             return Ok(None);
-        };
-        match T::read(&stored) {
-            Ok(value) => Ok(Some(value)),
-            Err(e) => {
-                drop(stored);
-                // Bytes that do not validate as `T` are not kept.
-                self.store.remove(key.as_bytes());
-                Err(e)
-            }
         }
+        // The value comes from the reply, not from a read of the store,
+        // which would count a local hit for what was a remote read.
+        T::decode(entry.value.as_ref().as_ref()).map(Some)
     }
 
     /// The TTL to send with a value written with `expiry`.

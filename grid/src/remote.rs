@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::error::CacheError;
 use crate::invalidation::Invalidation;
+use crate::owner_load::OwnerLoad;
 
 /// A boxed future borrowed from the remote.
 pub(crate) type RemoteFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -90,6 +91,20 @@ pub(crate) enum Leased {
     Local,
 }
 
+/// The answer to a named owner load: the stored bytes, shared by every
+/// caller on this node that joined the request.
+// Constructed by a runtime only (none without the cluster feature).
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+#[derive(Clone)]
+pub(crate) struct OwnerLoaded {
+    /// The bytes the owner stored (or, if an invalidation raced the load,
+    /// would have stored), with their TTL and tags.
+    pub(crate) entry: std::sync::Arc<RemoteEntry>,
+    /// This node is the owner and ran the loader (or found the value) in
+    /// its own store: there is no near copy to keep.
+    pub(crate) stored_here: bool,
+}
+
 /// What the core asks of the rest of the grid.
 pub(crate) trait Remote: Send + Sync + 'static {
     /// Reads `key` from its owner (a local miss).
@@ -104,6 +119,16 @@ pub(crate) trait Remote: Send + Sync + 'static {
         ttl: Option<Duration>,
         tags: &'a [String],
     ) -> RemoteFuture<'a, Result<PutAt, CacheError>>;
+
+    /// Runs the named loader of `key`'s owner on a miss (once for every
+    /// concurrent caller in the grid) and returns what it stored.
+    fn owner_load<'a>(
+        &'a self,
+        key: &'a str,
+        load: &'a OwnerLoad,
+        ttl: Option<Duration>,
+        tags: &'a [String],
+    ) -> RemoteFuture<'a, Result<OwnerLoaded, CacheError>>;
 
     /// Sends an invalidation already applied here to the other nodes and
     /// resolves as the invalidation mode says (acknowledged or sent).

@@ -81,6 +81,7 @@ impl<T: CacheValue<C> + Clone, C: Codec> TypedCache<T, C> {
             Some(value) => Ok(Some(value)),
             None => match self.grid.inner.remote.get() {
                 None => Ok(None),
+                // Boxed so that the hit path's future stays small.
                 Some(remote) => {
                     let key = self.key(key);
                     Box::pin(self.grid.inner.fetch_near::<T, C>(&**remote, &key)).await

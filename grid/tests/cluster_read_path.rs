@@ -243,6 +243,11 @@ async fn an_unreachable_owner_is_served_locally_or_reported_as_configured() {
         other => panic!("{other:?}"),
     }
     assert!(strict.get_ref(&key).is_none());
+    // Reported, not served locally: no fallback is counted.
+    assert_eq!(
+        strict.cluster_diagnostics().await.unwrap().local_fallbacks,
+        0
+    );
     // The default: the read misses, the put is kept here, both counted.
     assert_eq!(a.get::<u64>(&key).await.unwrap(), None);
     // Stored here; b cannot be told (it is named if it is still gossiped live).
@@ -252,10 +257,60 @@ async fn an_unreachable_owner_is_served_locally_or_reported_as_configured() {
         Err(e) => panic!("{e:?}"),
     }
     assert_eq!(a.get::<u64>(&key).await.unwrap(), Some(5));
-    assert!(a.cluster_diagnostics().await.unwrap().local_fallbacks >= 2);
+    assert_eq!(a.cluster_diagnostics().await.unwrap().local_fallbacks, 2);
     assert_eq!(
         a.owner_for_key(&key).as_deref(),
         Some("b"),
         "the view still names b"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_view_reads_through_the_owner() {
+    let nodes = grid().await;
+    let prices = |n: &Grid| n.typed::<u64>("price");
+    prices(&nodes[1])
+        .put("9", 90, CacheOptions::new())
+        .await
+        .unwrap();
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(prices(n).get("9").await.unwrap(), Some(90), "node {i}");
+        assert!(n.get_ref("price:9").is_some(), "node {i} keeps a copy");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_of_one_key_on_one_node_send_one_fetch() {
+    let nodes = grid().await;
+    let client = &nodes[3];
+    nodes[0]
+        .put("hot", 5u64, CacheOptions::new())
+        .await
+        .unwrap();
+    let before = client.cluster_diagnostics().await.unwrap().remote_hits;
+    let reads = futures_util::future::join_all((0..50).map(|_| client.get::<u64>("hot"))).await;
+    assert!(reads.into_iter().all(|r| r.unwrap() == Some(5)));
+    let after = client.cluster_diagnostics().await.unwrap().remote_hits;
+    assert_eq!(after - before, 1, "one fetch for 50 concurrent misses");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_through_the_owner_counts_one_miss_and_no_local_hit() {
+    let nodes = grid().await;
+    let client = &nodes[3];
+    nodes[0]
+        .put("counted", 3u64, CacheOptions::new())
+        .await
+        .unwrap();
+    let before = client.stats();
+    assert_eq!(client.get::<u64>("counted").await.unwrap(), Some(3));
+    let after = client.stats();
+    assert_eq!(
+        (after.hits - before.hits, after.misses - before.misses),
+        (0, 1),
+        "a remote read is a local miss and a remote hit"
+    );
+    // The near copy then serves locally: a hit.
+    assert_eq!(client.get::<u64>("counted").await.unwrap(), Some(3));
+    assert_eq!(client.stats().hits - after.hits, 1);
 }

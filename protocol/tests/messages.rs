@@ -486,10 +486,14 @@ fn owner_load_and_reply() {
         OwnerLoadReply::Failed {
             message: "db timeout".into(),
         },
+        OwnerLoadReply::Rejected {
+            message: "not a user id".into(),
+        },
+        OwnerLoadReply::ArgumentsTooLarge { limit: 65_536 },
     ] {
         round_trip(&Frame::new(45, Message::OwnerLoadReply(reply)));
     }
-    assert_malformed(message(Kind::OwnerLoadReply, &[4]), Field::Status);
+    assert_malformed(message(Kind::OwnerLoadReply, &[6]), Field::Status);
 }
 
 #[test]

@@ -15,6 +15,7 @@ use super::gossip::{keys, QuicGossip};
 use super::handler::NodeHandler;
 use super::invalidations::watch_high_water_marks;
 use super::node::Node;
+use super::owner_load::{Loaders, OwnerLoads, DEFAULT_MAX_ARGS};
 use super::ownership::MembershipView;
 use super::raft::RaftConfig;
 use super::read_path::OwnerUnreachable;
@@ -22,9 +23,12 @@ use super::sequence::SequenceTable;
 use super::tls::TlsConfig;
 use super::transport::{Transport, TransportError};
 use crate::builder::LocalBuilder;
-use crate::codec::{Codec, Rkyv};
+use crate::codec::{CacheValue, Codec, Rkyv};
 use crate::grid::Grid;
+use crate::owner_load::OwnerLoadRequest;
 use crate::remote::Remote;
+use std::error::Error as StdError;
+use std::future::Future;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +116,9 @@ pub struct NodeBuilder<C: Codec = Rkyv> {
     limits: Limits,
     raft: RaftConfig,
     connect_timeout: Duration,
+    loaders: Loaders,
+    max_owner_load_args: usize,
+    owner_load_timeout: Duration,
 }
 
 impl Grid {
@@ -147,6 +154,9 @@ impl NodeBuilder {
             limits: Limits::default(),
             raft: RaftConfig::default(),
             connect_timeout: Duration::from_secs(10),
+            loaders: Loaders::default(),
+            max_owner_load_args: DEFAULT_MAX_ARGS,
+            owner_load_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -252,6 +262,60 @@ impl<C: Codec> NodeBuilder<C> {
         self
     }
 
+    /// Registers a named owner loader: when this member owns a key and any
+    /// node calls [`Grid::get_or_load_on_owner`] with
+    /// [`OwnerLoad::new(name)`](crate::OwnerLoad::new) on a miss, this node
+    /// runs `loader` once for every concurrent caller in the grid and
+    /// stores its value with the caller's TTL and tags. Register the same
+    /// names on every member (any may own a key), after
+    /// [`cache`](NodeBuilder::cache) if it changes the codec: values are
+    /// stored with the codec in effect here. A loader error reaches the
+    /// callers as [`CacheError::OwnerLoadFailed`](crate::CacheError::OwnerLoadFailed),
+    /// a [`RejectedArguments`](crate::RejectedArguments) error as
+    /// [`CacheError::ArgumentsRejected`](crate::CacheError::ArgumentsRejected).
+    ///
+    /// ```no_run
+    /// # async fn f(ca: hydracache::cluster::DevCa) -> Result<(), Box<dyn std::error::Error>> {
+    /// use hydracache::{Grid, OwnerLoadRequest, RejectedArguments};
+    ///
+    /// let member = Grid::member()
+    ///     .node_id("m1")
+    ///     .tls(ca.issue("m1")?)
+    ///     .loader("users.by-id", |req: OwnerLoadRequest| async move {
+    ///         let id: u64 = req.args_utf8()?.parse().map_err(|_| RejectedArguments::new("not an id"))?;
+    ///         Ok::<_, RejectedArguments>(format!("user {id}"))
+    ///     })
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn loader<T, F, Fut, E>(mut self, name: impl Into<String>, loader: F) -> Self
+    where
+        T: CacheValue<C>,
+        F: Fn(OwnerLoadRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        E: Into<Box<dyn StdError + Send + Sync>> + 'static,
+    {
+        self.loaders
+            .register::<C, T, F, Fut, E>(name.into(), loader);
+        self
+    }
+
+    /// The most argument bytes a named load may carry (default 64 KiB):
+    /// longer ones are refused before they are sent, and by an owner whose
+    /// limit is lower, as [`CacheError::ArgumentsTooLarge`](crate::CacheError::ArgumentsTooLarge).
+    pub fn max_owner_load_args(mut self, bytes: usize) -> Self {
+        self.max_owner_load_args = bytes;
+        self
+    }
+
+    /// Deadline of one named load at a key's owner, the loader's own run
+    /// and retries after wrong-owner answers included (default 10 s).
+    pub fn owner_load_timeout(mut self, timeout: Duration) -> Self {
+        self.owner_load_timeout = timeout;
+        self
+    }
+
     /// Local cache settings (capacity, TTL, events, codec, …). The closure
     /// may change the codec (`|c| c.codec::<Postcard>()`); the node then
     /// stores and ships values with it.
@@ -277,6 +341,9 @@ impl<C: Codec> NodeBuilder<C> {
             limits: self.limits,
             raft: self.raft,
             connect_timeout: self.connect_timeout,
+            loaders: self.loaders,
+            max_owner_load_args: self.max_owner_load_args,
+            owner_load_timeout: self.owner_load_timeout,
         }
     }
 
@@ -374,12 +441,21 @@ impl<C: Codec> NodeBuilder<C> {
             role: self.role,
             grid: Arc::downgrade(&grid.inner),
             sequence: AtomicU64::new(0),
-            sequences: Mutex::new(SequenceTable::default()),
+            // A hole stays open as long as a message still in flight may
+            // take to arrive: the sender of a put learns the owner's number
+            // in the reply, after the owner's acknowledged fan-out.
+            sequences: Mutex::new(SequenceTable::new(self.request_timeout + self.ack_timeout)),
             ack_timeout: self.ack_timeout,
             request_timeout: self.request_timeout,
             on_unreachable: self.on_unreachable,
             read_path: Default::default(),
             leases: super::load_path::Leases::new(self.lease_timeout),
+            fetches: Default::default(),
+            owner_loads: OwnerLoads::new(
+                self.loaders,
+                self.max_owner_load_args,
+                self.owner_load_timeout,
+            ),
             mode: self.mode,
             inbox,
             gossip_interval: self.gossip_interval,

@@ -60,6 +60,17 @@ pub struct ClusterDiagnostics {
     /// Fills this owner refused: voided, expired, forged, from another
     /// node than the holder, or from another epoch.
     pub fills_refused: u64,
+    /// Named loader runs on this node (as the key's owner, or serving
+    /// locally when no owner was reachable).
+    pub owner_loads: u64,
+    /// Times this node dropped everything because it may have missed an
+    /// invalidation: a hole in an origin's sequence stayed open past its
+    /// bound, the receive window overflowed, or an origin restarted with
+    /// holes open.
+    pub gap_flushes: u64,
+    /// Invalidation sequence numbers not received yet (holes in the
+    /// receive windows, over every origin).
+    pub open_holes: usize,
 }
 
 /// The cluster's own extensions of [`Grid`]: they reach the node behind the

@@ -53,6 +53,7 @@ impl Handler for NodeHandler {
                 Message::Fetch(fetch) => self.0.fetch(peer, &fetch),
                 Message::Put(put) => self.0.serve_put(peer, put).await,
                 Message::Load(load) => self.0.serve_load(peer, load).await,
+                Message::OwnerLoad(call) => self.0.serve_owner_load(peer, call).await,
                 other => Message::Error {
                     code: ErrorCode::REFUSED,
                     message: format!("{:?} is not served by this node", other.kind()).into(),

@@ -185,6 +185,7 @@ impl Node {
             &origin,
             inv.origin.generation,
             inv.sequence,
+            std::time::Instant::now(),
         );
         let gap = match decision {
             Received::Apply { flush_first } => flush_first,
@@ -227,8 +228,10 @@ impl Node {
 }
 
 /// Every gossip interval: refreshes the live-peer snapshot, publishes this
-/// node's high-water mark, and compares the peers' marks with what was
-/// applied; a missed tail drops everything this node cannot prove fresh.
+/// node's high-water mark, compares the peers' marks with what was applied
+/// (a tail not seen opens holes in the receive window), and takes holes
+/// open past their bound, or a window that overflowed, for loss: it drops
+/// everything this node cannot prove fresh.
 pub(super) async fn watch_high_water_marks(node: Weak<Node>) {
     loop {
         let Some(n) = node.upgrade() else { return };
@@ -242,12 +245,17 @@ pub(super) async fn watch_high_water_marks(node: Weak<Node>) {
         peers.retain(|p| super::authority::reads_high_water(&view, &p.id, p.generation));
         n.publish_hwm(n.sequence.load(Ordering::SeqCst)).await;
         let missed: Vec<String> = {
+            let now = std::time::Instant::now();
             let mut sequences = n.sequences.lock().expect("sequences");
-            peers
+            let mut missed: Vec<String> = peers
                 .into_iter()
-                .filter(|p| sequences.observe_high_water(&p.id, p.generation, p.hwm))
+                .filter(|p| sequences.observe_high_water(&p.id, p.generation, p.hwm, now))
                 .map(|p| p.id)
-                .collect()
+                .collect();
+            if sequences.expire(now) {
+                missed.push("a hole open past its bound".to_string());
+            }
+            missed
         };
         if !missed.is_empty() {
             if let Some(grid) = n.grid.upgrade() {

@@ -32,7 +32,8 @@ use super::transport::{PeerIdentity, Transport};
 use crate::error::CacheError;
 use crate::grid::GridInner;
 use crate::invalidation::Invalidation;
-use crate::remote::{Fetched, Lease, Leased, PutAt, Remote, RemoteFuture};
+use crate::owner_load::OwnerLoad;
+use crate::remote::{Fetched, Lease, Leased, OwnerLoaded, PutAt, Remote, RemoteFuture};
 
 /// The cluster side of a grid.
 pub(crate) struct Node {
@@ -71,6 +72,11 @@ pub(crate) struct Node {
     pub(super) leaving: Mutex<std::collections::HashSet<(String, u64)>>,
     /// The owner's lease table, its timer's wake-up and its counters.
     pub(super) leases: super::load_path::Leases,
+    /// Fetches in flight from this node, by key.
+    pub(super) fetches:
+        super::in_flight::InFlight<Result<super::read_path::SharedFetch, CacheError>>,
+    /// Named loaders, and the named loads in flight through this node.
+    pub(super) owner_loads: super::owner_load::OwnerLoads,
 }
 
 pub(super) struct LivePeer {
@@ -124,6 +130,10 @@ impl Node {
                 .collect::<Vec<_>>()
         };
         let status = self.status();
+        let (gap_flushes, open_holes) = {
+            let sequences = self.sequences.lock().expect("sequences");
+            (sequences.flushes(), sequences.open_holes())
+        };
         ClusterDiagnostics {
             role: self.role,
             node_id: self.identity.id.to_string(),
@@ -147,6 +157,9 @@ impl Node {
             leases_expired: self.leases.counters.expired.load(Ordering::Relaxed),
             leases_voided: self.leases.counters.voided.load(Ordering::Relaxed),
             fills_refused: self.leases.counters.fills_refused.load(Ordering::Relaxed),
+            owner_loads: self.owner_loads.runs.load(Ordering::Relaxed),
+            gap_flushes,
+            open_holes,
         }
     }
 
@@ -429,6 +442,16 @@ impl Remote for Node {
         tags: &'a [String],
     ) -> RemoteFuture<'a, Result<PutAt, CacheError>> {
         Box::pin(self.put_at_owner(key, value, ttl, tags))
+    }
+
+    fn owner_load<'a>(
+        &'a self,
+        key: &'a str,
+        load: &'a OwnerLoad,
+        ttl: Option<Duration>,
+        tags: &'a [String],
+    ) -> RemoteFuture<'a, Result<OwnerLoaded, CacheError>> {
+        Box::pin(self.named_load_at_owner(key, load, ttl, tags))
     }
 
     fn invalidate(&self, inv: Invalidation) -> RemoteFuture<'_, Result<(), CacheError>> {

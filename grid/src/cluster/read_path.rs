@@ -3,6 +3,7 @@
 //! fall back) come from [`super::routing`]; this file only performs them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,6 +12,7 @@ use hydracache_protocol::{
 };
 
 use super::node::Node;
+use super::owner_load::Stored;
 use super::routing::{route, Attempts, Failure, Next, Route};
 use super::sequence::Received;
 use super::transport::PeerIdentity;
@@ -49,6 +51,15 @@ pub(super) struct ReadPathCounters {
 
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A fetch's answer, shared by every concurrent miss of the key on a node.
+#[derive(Clone)]
+pub(super) enum SharedFetch {
+    Hit(Arc<Stored>),
+    Miss,
+    Owned,
+    Unavailable,
 }
 
 /// A request's outcome at the owner, or why there was none.
@@ -103,25 +114,45 @@ impl Node {
         }
     }
 
-    /// Counts a fallback and says what it means for the caller: an error
+    /// Says what reaching no owner means for the caller: an error
     /// `OwnerUnreachable` either way; the callers turn it into local service
-    /// when the setting says so.
+    /// when the setting says so, and only then is it counted as a fallback.
     fn fall_back(&self, key: &str) -> CacheError {
-        bump(&self.read_path.local_fallbacks);
+        if self.serve_locally() {
+            bump(&self.read_path.local_fallbacks);
+        }
         CacheError::OwnerUnreachable {
             key: key.to_string(),
         }
     }
 
-    fn serve_locally(&self) -> bool {
+    pub(super) fn serve_locally(&self) -> bool {
         self.on_unreachable == OwnerUnreachable::ServeLocally
     }
 
-    /// A local miss: ask the owner.
+    /// A local miss: ask the owner, once for every concurrent miss of the
+    /// key on this node (`super::in_flight`: a caller that saw a newer
+    /// invalidation than the request in flight asks again).
     pub(super) async fn fetch_from_owner(&self, key: &str) -> Result<Fetched, CacheError> {
         if self.stopped.load(Ordering::SeqCst) {
             return Ok(Fetched::Unavailable); // left the cluster: a local cache now
         }
+        let Some(grid) = self.grid.upgrade() else {
+            return Ok(Fetched::Unavailable);
+        };
+        let stamp = grid.stamps.of(key);
+        drop(grid);
+        let (shared, _) = self.fetches.run(key, stamp, || self.fetch_once(key)).await;
+        Ok(match shared? {
+            SharedFetch::Hit(stored) => Fetched::Hit(stored.to_remote_entry()),
+            SharedFetch::Miss => Fetched::Miss,
+            SharedFetch::Owned => Fetched::Owned,
+            SharedFetch::Unavailable => Fetched::Unavailable,
+        })
+    }
+
+    /// One Fetch at the owner, with retries and the fallback.
+    async fn fetch_once(&self, key: &str) -> Result<SharedFetch, CacheError> {
         let transport = &self.transport;
         let result = self
             .at_owner(key, self.request_timeout, |addr, epoch, _, left| {
@@ -132,13 +163,13 @@ impl Node {
                 async move {
                     match tokio::time::timeout(left, transport.request(addr, message)).await {
                         Ok(Ok((_, Message::FetchReply(FetchReply::Hit(entry))))) => {
-                            match remote_entry(entry) {
-                                Some(e) => Answer::Done(Fetched::Hit(e)),
+                            match Stored::from_entry(entry) {
+                                Some(e) => Answer::Done(SharedFetch::Hit(Arc::new(e))),
                                 None => Answer::Failed(Failure::Unreachable),
                             }
                         }
                         Ok(Ok((_, Message::FetchReply(FetchReply::Miss)))) => {
-                            Answer::Done(Fetched::Miss)
+                            Answer::Done(SharedFetch::Miss)
                         }
                         Ok(Ok((_, Message::FetchReply(FetchReply::WrongOwner { epoch })))) => {
                             Answer::Failed(Failure::WrongOwner { epoch })
@@ -149,16 +180,16 @@ impl Node {
             })
             .await;
         match result {
-            Ok(None) => Ok(Fetched::Owned),
+            Ok(None) => Ok(SharedFetch::Owned),
             Ok(Some(fetched)) => {
                 match &fetched {
-                    Fetched::Hit(_) => bump(&self.read_path.remote_hits),
+                    SharedFetch::Hit(_) => bump(&self.read_path.remote_hits),
                     _ => bump(&self.read_path.remote_misses),
                 }
                 Ok(fetched)
             }
             Err(CacheError::OwnerUnreachable { .. }) if self.serve_locally() => {
-                Ok(Fetched::Unavailable)
+                Ok(SharedFetch::Unavailable)
             }
             Err(e) => Err(e),
         }
@@ -249,6 +280,7 @@ impl Node {
             &owner.id,
             owner.generation,
             sequence,
+            Instant::now(),
         );
         if decision == (Received::Apply { flush_first: true }) {
             if let Some(grid) = self.grid.upgrade() {

@@ -9,7 +9,8 @@ use crate::codec::Rkyv;
 use crate::error::CacheError;
 use crate::grid::Grid;
 use crate::invalidation::Invalidation;
-use crate::remote::{Fetched, Lease, Leased, PutAt, Remote, RemoteFuture};
+use crate::owner_load::OwnerLoad;
+use crate::remote::{Fetched, Lease, Leased, OwnerLoaded, PutAt, Remote, RemoteFuture};
 
 /// Owns every key (reads and puts stay here) but cannot reach anyone with
 /// an invalidation.
@@ -29,6 +30,17 @@ impl Remote for Unreachable {
     ) -> RemoteFuture<'a, Result<PutAt, CacheError>> {
         // As if stored at an owner that invalidated the (no) other copies.
         Box::pin(async { Ok(PutAt::Owner) })
+    }
+
+    fn owner_load<'a>(
+        &'a self,
+        _key: &'a str,
+        load: &'a OwnerLoad,
+        _ttl: Option<Duration>,
+        _tags: &'a [String],
+    ) -> RemoteFuture<'a, Result<OwnerLoaded, CacheError>> {
+        let loader = load.loader().to_string();
+        Box::pin(async { Err(CacheError::UnknownLoader { loader }) })
     }
 
     fn invalidate(&self, _inv: Invalidation) -> RemoteFuture<'_, Result<(), CacheError>> {

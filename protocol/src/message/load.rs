@@ -330,6 +330,8 @@ impl OwnerLoad {
 /// | 1 | `WrongOwner` | `u64` current epoch |
 /// | 2 | `UnknownLoader` | nothing |
 /// | 3 | `Failed` | message (`u16` length + UTF-8) |
+/// | 4 | `Rejected` | message (`u16` length + UTF-8) |
+/// | 5 | `ArgumentsTooLarge` | `u32` the owner's limit in bytes |
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum OwnerLoadReply {
@@ -347,6 +349,18 @@ pub enum OwnerLoadReply {
         /// The loader's error, as text.
         message: Text,
     },
+    /// The loader refused the arguments (they do not decode, or are out of
+    /// its range); nothing was loaded.
+    Rejected {
+        /// Why, as the loader said it.
+        message: Text,
+    },
+    /// The arguments are longer than the owner accepts; the loader did not
+    /// run.
+    ArgumentsTooLarge {
+        /// The owner's limit in bytes.
+        limit: u32,
+    },
 }
 
 impl OwnerLoadReply {
@@ -359,6 +373,12 @@ impl OwnerLoadReply {
             2 => OwnerLoadReply::UnknownLoader,
             3 => OwnerLoadReply::Failed {
                 message: r.text16(Field::Message, usize::from(u16::MAX))?,
+            },
+            4 => OwnerLoadReply::Rejected {
+                message: r.text16(Field::Message, usize::from(u16::MAX))?,
+            },
+            5 => OwnerLoadReply::ArgumentsTooLarge {
+                limit: r.u32(Field::Arguments)?,
             },
             _ => return unknown_status(),
         })
@@ -378,6 +398,14 @@ impl OwnerLoadReply {
             OwnerLoadReply::Failed { message } => {
                 w.u8(3);
                 w.bytes16(Field::Message, message.as_bytes(), usize::from(u16::MAX))?;
+            }
+            OwnerLoadReply::Rejected { message } => {
+                w.u8(4);
+                w.bytes16(Field::Message, message.as_bytes(), usize::from(u16::MAX))?;
+            }
+            OwnerLoadReply::ArgumentsTooLarge { limit } => {
+                w.u8(5);
+                w.u32(*limit);
             }
         }
         Ok(())

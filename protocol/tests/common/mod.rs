@@ -271,6 +271,20 @@ pub fn samples() -> Vec<Sample> {
             }),
         ),
         sample(
+            "owner_load_reply_rejected",
+            "OwnerLoadReply rejected: \"not a user id\"",
+            45,
+            Message::OwnerLoadReply(OwnerLoadReply::Rejected {
+                message: "not a user id".into(),
+            }),
+        ),
+        sample(
+            "owner_load_reply_arguments_too_large",
+            "OwnerLoadReply arguments too large, limit 65,536 bytes",
+            45,
+            Message::OwnerLoadReply(OwnerLoadReply::ArgumentsTooLarge { limit: 65_536 }),
+        ),
+        sample(
             "put",
             "Put user:42 at epoch 12: 4-byte value, ttl 60 s, tag users",
             46,
