@@ -366,6 +366,7 @@ impl<C: Codec> NodeBuilder<C> {
             request_timeout: self.request_timeout,
             on_unreachable: self.on_unreachable,
             read_path: Default::default(),
+            telemetry: Default::default(),
             mode: self.mode,
             inbox,
             gossip_interval: self.gossip_interval,

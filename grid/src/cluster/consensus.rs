@@ -45,6 +45,9 @@ pub(crate) struct RaftStatus {
 pub(crate) struct Consensus {
     tx: mpsc::UnboundedSender<Input>,
     status: Arc<RwLock<RaftStatus>>,
+    /// Finished once the task has exited, for any reason (a poisoned raft,
+    /// a panic): the node reports it (`raft_task_exited`, `/health`).
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Consensus {
@@ -65,8 +68,14 @@ impl Consensus {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let status = Arc::new(RwLock::new(RaftStatus::default()));
-        tokio::spawn(run(driver, rx, transport, node, Arc::clone(&status)));
-        Ok(Consensus { tx, status })
+        let (alive, shared) = (node.clone(), Arc::clone(&status));
+        let task = tokio::spawn(async move {
+            run(driver, rx, transport, node, shared).await;
+            if alive.upgrade().is_some() {
+                tracing::error!(target: crate::telemetry::RAFT, "the raft task exited");
+            }
+        });
+        Ok(Consensus { tx, status, task })
     }
 
     pub(crate) fn deliver(&self, from: u64, bytes: Bytes) {
@@ -75,6 +84,17 @@ impl Consensus {
 
     pub(crate) fn status(&self) -> RaftStatus {
         self.status.read().expect("status").clone()
+    }
+
+    /// True once the raft task has exited.
+    pub(crate) fn exited(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Test hook: stops the raft task as if it had failed.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn stop(&self) {
+        self.task.abort();
     }
 }
 
@@ -157,10 +177,12 @@ async fn run(
             .leader_id()
             .and_then(|id| driver.identity_of(id))
             .map(|i| i.id.to_string());
-        *status.write().expect("status") = RaftStatus {
-            leader,
-            term: driver.term(),
-        };
+        let term = driver.term();
+        let mut known = status.write().expect("status");
+        if known.leader != leader {
+            tracing::info!(target: crate::telemetry::RAFT, leader = leader.as_deref(), term, "raft leader changed");
+        }
+        *known = RaftStatus { leader, term };
     }
 }
 

@@ -18,12 +18,13 @@ mod raft_state;
 mod read_path;
 mod routing;
 mod sequence;
+mod telemetry;
 mod tls;
 mod transport;
 
 pub use builder::{ClusterError, InvalidationMode, NodeBuilder};
 pub use gossip::{keys as gossip_keys, GossipInbox, QuicGossip};
-pub use handle::ClusterDiagnostics;
+pub use handle::{ClusterDiagnostics, PeerDiagnostics};
 pub use ownership::{rendezvous_weight, KeyMove, MembershipView};
 pub use raft::{
     decode_message, encode_message, raft_id, Applied, CommandError, DecodeError, Ignored,
