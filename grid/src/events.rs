@@ -579,3 +579,31 @@ impl<C: crate::Codec> crate::Grid<C> {
         MembershipSubscription { rx }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(epoch: u64) -> MembershipChange {
+        MembershipChange {
+            epoch,
+            admitted: Vec::new(),
+            removed: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_membership_subscriber_that_falls_behind_lags_and_the_sender_never_waits() {
+        let (tx, rx) = broadcast::channel(2);
+        let mut sub = MembershipSubscription { rx };
+        for epoch in 1..=5 {
+            tx.send(change(epoch)).unwrap(); // never blocks
+        }
+        assert_eq!(sub.try_next_change(), Some(Err(EventError::Lagged(3))));
+        assert_eq!(sub.try_next_change(), Some(Ok(change(4))));
+        assert_eq!(sub.try_next_change(), Some(Ok(change(5))));
+        assert_eq!(sub.try_next_change(), None);
+        drop(tx);
+        assert_eq!(sub.try_next_change(), Some(Err(EventError::Closed)));
+    }
+}
