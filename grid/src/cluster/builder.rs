@@ -367,6 +367,7 @@ impl<C: Codec> NodeBuilder<C> {
             on_unreachable: self.on_unreachable,
             read_path: Default::default(),
             telemetry: Default::default(),
+            membership: grid.inner.membership.clone(),
             mode: self.mode,
             inbox,
             gossip_interval: self.gossip_interval,

@@ -26,6 +26,8 @@ impl Node {
         if let Some(h) = self.chitchat.get() {
             let c = h.chitchat();
             let mut g = c.lock().await;
+            // Under the same lock: note every process's heartbeat.
+            self.observe_heartbeats(&g);
             let state = g.self_node_state();
             let current: u64 = state
                 .get(keys::INVALIDATION_HWM)
@@ -262,7 +264,6 @@ pub(super) async fn watch_high_water_marks(node: Weak<Node>) {
                 .map(|p| p.id)
                 .collect()
         };
-        n.observe_heartbeats().await;
         if !missed.is_empty() {
             n.telemetry.flushed_on_gap(&missed.join(","), "high_water");
             if let Some(grid) = n.grid.upgrade() {

@@ -70,6 +70,9 @@ pub(crate) struct Node {
     pub(super) read_path: ReadPathCounters,
     /// Latencies, invalidation counters, when peers were last heard.
     pub(super) telemetry: super::telemetry::NodeTelemetry,
+    /// The grid's membership stream (a sender of the same channel, so the
+    /// raft task publishes without touching the grid).
+    pub(super) membership: tokio::sync::broadcast::Sender<crate::events::MembershipChange>,
 }
 
 pub(super) struct LivePeer {

@@ -233,25 +233,22 @@ impl Node {
                 "node removed"
             );
         }
-        if let Some(grid) = self.grid.upgrade() {
-            // No subscriber: nothing to deliver (and no error to handle).
-            let _ = grid.membership.send(change);
-        }
+        // No subscriber: nothing to deliver (and no error to handle).
+        let _ = self.membership.send(change);
     }
 
-    /// Notes every known process's gossip heartbeat (the maintenance task
-    /// calls it every gossip interval).
-    pub(super) async fn observe_heartbeats(&self) {
-        let Some(h) = self.chitchat.get() else { return };
-        let c = h.chitchat();
+    /// Notes every known process's gossip heartbeat; the maintenance task
+    /// calls it every gossip interval, under the gossip lock it already
+    /// takes to publish the high-water mark.
+    pub(super) fn observe_heartbeats(&self, gossip: &chitchat::Chitchat) {
         let now = Instant::now();
-        let g = c.lock().await;
         let mut heard = self.telemetry.last_heard();
-        for (id, state) in g.node_states() {
+        for (id, state) in gossip.node_states() {
             heard.observe(&id.node_id, id.generation_id, state.heartbeat().into(), now);
         }
         heard.retain(|node, generation| {
-            g.node_states()
+            gossip
+                .node_states()
                 .keys()
                 .any(|id| &*id.node_id == node && id.generation_id == generation)
         });
