@@ -132,6 +132,8 @@ impl<C: Codec> LocalBuilder<C> {
             flights: Flights::default(),
             events,
             counters: GridCounters::default(),
+            load_latency: Default::default(),
+            membership: tokio::sync::broadcast::channel(crate::events::MEMBERSHIP_BUFFER).0,
             remote: std::sync::OnceLock::new(),
             codec_name: C::NAME,
             stamps: Default::default(),

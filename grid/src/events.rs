@@ -483,3 +483,127 @@ impl Drop for ListenerHandle {
         self.task.abort();
     }
 }
+
+/// How a node takes part in the grid, as a [`MembershipChange`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MemberRole {
+    /// Owns keys and votes in Raft.
+    Member,
+    /// A near cache that owns nothing.
+    Client,
+}
+
+/// A node admitted to or removed from the membership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemberInfo {
+    /// The node's id.
+    pub node_id: String,
+    /// The process's generation (a restart is a new generation).
+    pub generation: u64,
+    /// Member or client.
+    pub role: MemberRole,
+    /// The address it serves on.
+    pub address: std::net::SocketAddr,
+}
+
+/// The membership moved to a new epoch: who Raft admitted and who it
+/// removed since the epoch this node knew before (a node that learns of
+/// several epochs at once reports them as one change).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MembershipChange {
+    /// The new membership epoch.
+    pub epoch: u64,
+    /// Nodes in the new membership that were not in the previous one.
+    pub admitted: Vec<MemberInfo>,
+    /// Nodes of the previous membership that are not in the new one.
+    pub removed: Vec<MemberInfo>,
+}
+
+/// Membership changes are rare (a node joins or leaves); this many are kept
+/// for a subscriber that has not read them yet before it lags.
+pub(crate) const MEMBERSHIP_BUFFER: usize = 64;
+
+/// A stream of [`MembershipChange`]s ([`crate::Grid::subscribe_membership`]).
+/// Bounded: a subscriber that falls behind gets [`EventError::Lagged`] and
+/// continues with the oldest change still buffered; the node never waits
+/// for it. Dropping it unsubscribes.
+pub struct MembershipSubscription {
+    rx: broadcast::Receiver<MembershipChange>,
+}
+
+impl MembershipSubscription {
+    /// The next change. [`EventError::Closed`] at once on a local grid
+    /// (there is no membership), and once the grid is dropped. Cancel-safe.
+    pub async fn next_change(&mut self) -> Result<MembershipChange, EventError> {
+        match self.rx.recv().await {
+            Ok(change) => Ok(change),
+            Err(broadcast::error::RecvError::Lagged(n)) => Err(EventError::Lagged(n)),
+            Err(broadcast::error::RecvError::Closed) => Err(EventError::Closed),
+        }
+    }
+
+    /// The next buffered change, without waiting.
+    pub fn try_next_change(&mut self) -> Option<Result<MembershipChange, EventError>> {
+        match self.rx.try_recv() {
+            Ok(change) => Some(Ok(change)),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(EventError::Lagged(n))),
+            Err(broadcast::error::TryRecvError::Empty) => None,
+            Err(broadcast::error::TryRecvError::Closed) => Some(Err(EventError::Closed)),
+        }
+    }
+}
+
+impl<C: crate::Codec> crate::Grid<C> {
+    /// Membership changes as this node learns them: nodes Raft admitted and
+    /// removed, with the new epoch. On a local grid there is no membership
+    /// and the stream is closed from the start.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use hydracache::EventError;
+    /// let grid = hydracache::Grid::local().build();
+    /// let mut changes = grid.subscribe_membership();
+    /// assert_eq!(changes.next_change().await, Err(EventError::Closed));
+    /// # });
+    /// ```
+    pub fn subscribe_membership(&self) -> MembershipSubscription {
+        let rx = if self.inner.remote.get().is_some() {
+            self.inner.membership.subscribe()
+        } else {
+            // A channel whose sender is gone: closed for the subscriber.
+            broadcast::channel(1).1
+        };
+        MembershipSubscription { rx }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(epoch: u64) -> MembershipChange {
+        MembershipChange {
+            epoch,
+            admitted: Vec::new(),
+            removed: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_membership_subscriber_that_falls_behind_lags_and_the_sender_never_waits() {
+        let (tx, rx) = broadcast::channel(2);
+        let mut sub = MembershipSubscription { rx };
+        for epoch in 1..=5 {
+            tx.send(change(epoch)).unwrap(); // never blocks
+        }
+        assert_eq!(sub.try_next_change(), Some(Err(EventError::Lagged(3))));
+        assert_eq!(sub.try_next_change(), Some(Ok(change(4))));
+        assert_eq!(sub.try_next_change(), Some(Ok(change(5))));
+        assert_eq!(sub.try_next_change(), None);
+        drop(tx);
+        assert_eq!(sub.try_next_change(), Some(Err(EventError::Closed)));
+    }
+}

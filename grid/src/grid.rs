@@ -5,7 +5,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use hydracache_storage::{EntryRef, FillOutcome, Store};
@@ -19,6 +19,7 @@ use crate::options::CacheOptions;
 use crate::remote::{Leased, PutAt, Remote};
 use crate::single_flight::{Flights, Joined, Outcome};
 use crate::stats::{GridCounters, GridDiagnostics, GridStats};
+use crate::telemetry;
 use crate::typed::TypedCache;
 
 /// Shared state behind every clone of a [`Grid`].
@@ -27,6 +28,10 @@ pub(crate) struct GridInner {
     pub(crate) flights: Flights,
     pub(crate) events: Arc<EventBus>,
     pub(crate) counters: GridCounters,
+    /// Membership changes, published by a cluster runtime.
+    pub(crate) membership: tokio::sync::broadcast::Sender<crate::events::MembershipChange>,
+    /// How long loads take (recorded when a load lands).
+    pub(crate) load_latency: crate::latency::Histogram,
     /// Set once when a cluster runtime attaches to this grid.
     pub(crate) remote: std::sync::OnceLock<Arc<dyn Remote>>,
     pub(crate) codec_name: &'static str,
@@ -455,6 +460,11 @@ impl<C: Codec> Grid<C> {
                 }
                 Joined::Follower(flight) => {
                     GridCounters::bump(&inner.counters.joins);
+                    tracing::debug!(
+                        target: telemetry::LOAD,
+                        key_hash = telemetry::key_hash(key),
+                        "joined a load in flight"
+                    );
                     return flight.wait::<T>(key).await;
                 }
                 Joined::Leader { flight, tx, ticket } => {
@@ -832,6 +842,7 @@ impl<C: Codec> Grid<C> {
             loads_in_flight: inner.flights.len(),
             subscribers: inner.events.subscribers(),
             codec: inner.codec_name,
+            load_latency: inner.load_latency.snapshot(),
         }
     }
 
@@ -852,7 +863,7 @@ impl<C: Codec> Grid<C> {
 /// the loader; fill the store with the value (when `store`), and land the
 /// outcome for every caller waiting on the flight.
 async fn lead<T, C, Fut, E>(
-    landing: Landing,
+    mut landing: Landing,
     ticket: hydracache_storage::FillTicket,
     remote: Option<Arc<dyn Remote>>,
     fut: Fut,
@@ -891,6 +902,7 @@ async fn lead<T, C, Fut, E>(
             };
             if let Some(result) = decided {
                 drop(ticket);
+                landing.label = "fetched";
                 landing.land(result.map(|v| Arc::new(v) as _));
                 return;
             }
@@ -912,6 +924,8 @@ async fn lead<T, C, Fut, E>(
             }
         }
     }
+    // The loader's own spans and events nest under the load's span.
+    let fut = tracing::Instrument::instrument(fut, landing.span.clone());
     let ran = AssertUnwindSafe(fut)
         .catch_unwind()
         .await
@@ -971,6 +985,7 @@ async fn lead<T, C, Fut, E>(
                 }
                 Ok(FillOutcome::Stale) => {
                     GridCounters::bump(&inner.counters.stale_loads);
+                    landing.label = "stale_discarded";
                     if inner.events.active() {
                         inner.events.publish(CacheEvent::StaleLoadDiscarded {
                             key: landing.key.clone(),
@@ -1014,6 +1029,13 @@ struct Landing {
     tx: Option<tokio::sync::watch::Sender<Option<Outcome>>>,
     /// What the waiters get if the landing is dropped without an outcome.
     on_drop: CacheError,
+    /// The load's span (target `hydracache::load`): the key's hash, then
+    /// the outcome and the duration when it lands.
+    span: tracing::Span,
+    started: Instant,
+    /// The outcome's name if it is a value: `loaded`, `fetched` (from the
+    /// key's owner) or `stale_discarded` (not cached).
+    label: &'static str,
 }
 
 impl Landing {
@@ -1023,6 +1045,13 @@ impl Landing {
         flight: Arc<crate::single_flight::Flight>,
         tx: tokio::sync::watch::Sender<Option<Outcome>>,
     ) -> Self {
+        let span = tracing::debug_span!(
+            target: telemetry::LOAD,
+            "load",
+            key_hash = telemetry::key_hash(&key),
+            outcome = tracing::field::Empty,
+            elapsed_us = tracing::field::Empty,
+        );
         Landing {
             inner,
             key,
@@ -1031,6 +1060,9 @@ impl Landing {
             on_drop: CacheError::LoaderPanicked(
                 "the load ended without an outcome (a panic outside the loader)".into(),
             ),
+            span,
+            started: Instant::now(),
+            label: "loaded",
         }
     }
 
@@ -1040,6 +1072,20 @@ impl Landing {
 
     fn deliver(&mut self, outcome: Outcome) {
         let Some(tx) = self.tx.take() else { return };
+        let elapsed = self.started.elapsed();
+        self.inner.load_latency.record(elapsed);
+        let label = match &outcome {
+            Ok(_) => self.label,
+            Err(e) => telemetry::error_kind(e),
+        };
+        let elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.span.record("outcome", label);
+        self.span.record("elapsed_us", elapsed_us);
+        if outcome.is_ok() {
+            tracing::debug!(target: telemetry::LOAD, parent: &self.span, outcome = label, elapsed_us, "load finished");
+        } else {
+            tracing::warn!(target: telemetry::LOAD, parent: &self.span, outcome = label, elapsed_us, "load failed");
+        }
         if let Err(e) = &outcome {
             GridCounters::bump(&self.inner.counters.load_errors);
             if self.inner.events.active() {

@@ -47,6 +47,7 @@ mod events;
 mod grid;
 mod invalidation;
 mod key;
+mod latency;
 mod macros;
 mod near;
 mod options;
@@ -54,19 +55,21 @@ mod owner_load;
 mod remote;
 mod single_flight;
 mod stats;
+mod telemetry;
 mod typed;
 
 pub use builder::{LocalBuilder, DEFAULT_CAPACITY_BYTES, DEFAULT_EVENT_BUFFER};
 pub use codec::{CacheValue, Codec, Postcard, Rkyv};
 pub use error::{CacheError, LoadError};
 pub use events::{
-    CacheEvent, CacheEventKind, EventError, EventOrigin, EvictionCause, ListenerHandle,
-    Subscription,
+    CacheEvent, CacheEventKind, EventError, EventOrigin, EvictionCause, ListenerHandle, MemberInfo,
+    MemberRole, MembershipChange, MembershipSubscription, Subscription,
 };
 pub use grid::Grid;
 pub use hydracache_storage::{Clock, EntryRef, ManualClock, StoreError};
 pub use invalidation::Invalidation;
 pub use key::{CacheKeyBuilder, KEY_SEPARATOR};
+pub use latency::LatencySnapshot;
 pub use options::{CacheOptions, TagSet, Ttl};
 pub use owner_load::{OwnerLoad, OwnerLoadRequest, RejectedArguments};
 pub use stats::{GridDiagnostics, GridStats};

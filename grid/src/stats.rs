@@ -134,6 +134,9 @@ pub struct GridDiagnostics {
     pub subscribers: usize,
     /// The codec the grid stores values with.
     pub codec: &'static str,
+    /// How long loads took, from the loader's start (or the request to the
+    /// key's owner, in a grid) to the outcome reaching the callers.
+    pub load_latency: crate::LatencySnapshot,
 }
 
 impl GridDiagnostics {

@@ -315,9 +315,28 @@ async fn metrics_match_stats_and_are_labelled_by_cache() {
     );
     assert_eq!(at("hydracache_up{cache=\"main\"}"), 1.0);
     assert!(text.contains("# TYPE hydracache_hits_total counter"));
+    // Load durations: a histogram in seconds whose count is the loads'.
+    assert!(d.load_latency.count() > 0);
+    assert!(text.contains("# TYPE hydracache_load_duration_seconds histogram"));
+    for series in [
+        "hydracache_load_duration_seconds_count{cache=\"main\"}",
+        "hydracache_load_duration_seconds_bucket{le=\"+Inf\",cache=\"main\"}",
+    ] {
+        assert_eq!(at(series), d.load_latency.count() as f64, "{series}");
+    }
+    let (ten_seconds, at_most) = d.load_latency.buckets().last().unwrap();
+    assert_eq!(ten_seconds, std::time::Duration::from_secs(10));
+    assert_eq!(
+        at("hydracache_load_duration_seconds_bucket{le=\"10.0\",cache=\"main\"}"),
+        at_most as f64
+    );
+    assert_eq!(
+        at("hydracache_load_duration_seconds_sum{cache=\"main\"}"),
+        d.load_latency.sum().as_secs_f64()
+    );
     // Every sample's series is labelled by cache, and counters end in _total.
     for series in m.keys() {
-        assert!(series.contains("{cache=\"main\""), "{series}");
+        assert!(series.contains("cache=\"main\""), "{series}");
     }
 
     // Counters only grow.

@@ -133,7 +133,7 @@ fn browse(browser: &Path, profile: &Path, url: &str, mode: &str, budget_ms: u32)
             "--disable-component-update",
             "--disable-sync",
             "--hide-scrollbars",
-            "--window-size=1280,1100",
+            "--window-size=1280,1220",
         ])
         .arg(format!("--virtual-time-budget={budget_ms}"))
         .arg(format!("--user-data-dir={}", profile.display()))
@@ -268,7 +268,41 @@ fn the_dashboard_shows_what_the_json_routes_say() {
             "{row}"
         );
         assert_eq!(row.contains("<td>leader</td>"), id == leader, "{row}");
+        let peer = node["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == id)
+            .unwrap();
+        for cell in [
+            peer["generation"].to_string(),
+            peer["addr"].as_str().unwrap().to_string(),
+        ] {
+            assert!(row.contains(&format!("<td>{cell}</td>")), "{cell} in {row}");
+        }
+        assert_eq!(
+            row.contains("<td>this node</td>"),
+            id == "api-1",
+            "last heard: {row}"
+        );
+        if id == "api-2" {
+            assert!(row.contains(" s ago</td>"), "last heard: {row}");
+        }
     }
+    let inv = &node["invalidations"];
+    assert_eq!(
+        text(&dom, "c-acks"),
+        format!("{} / {}", inv["acknowledged"], inv["late_nodes"])
+    );
+    assert_eq!(
+        text(&dom, "c-gap-flushes"),
+        inv["flushes_on_gap"].to_string()
+    );
+    let read = &node["read_path"];
+    assert_eq!(
+        text(&dom, "c-remote"),
+        format!("{} / {}", read["remote_hits"], read["remote_misses"])
+    );
 
     // The screenshot docs/operations.md shows, taken while reads go on so
     // the chart has something to draw (bounded: at most 20,000 reads). It

@@ -124,8 +124,45 @@ async fn the_cluster_view_health_and_metrics_of_members_and_a_client() {
         assert_eq!(m["live"], true);
         assert_eq!(m["raft_leader"], m["id"] == leader.as_str());
         assert_eq!(m["this_node"], m["id"] == "m0");
+        assert_eq!(m["role"], "member");
+        // Each peer as cluster_diagnostics() has it.
+        let p = d
+            .peers
+            .iter()
+            .find(|p| m["id"] == p.node_id.as_str())
+            .unwrap();
+        assert_eq!(m["generation"], p.generation);
+        assert_eq!(m["addr"], p.address.to_string());
+        let heard = m["last_heard_ms"]
+            .as_u64()
+            .expect("gossip heard every member");
+        if m["this_node"] == true {
+            assert_eq!(heard, 0);
+        }
     }
+    let m1_generation = m1.cluster_diagnostics().await.unwrap().generation;
+    assert!(members
+        .iter()
+        .any(|m| m["id"] == "m1" && m["generation"] == m1_generation));
     assert_eq!(grid["clients"][0]["id"], "c0");
+    assert_eq!(grid["clients"][0]["role"], "client");
+    assert_eq!(grid["raft"]["task_exited"], false);
+    // The invalidation and read-path counters, as cluster_diagnostics() has them.
+    let d = m0.cluster_diagnostics().await.unwrap();
+    let inv = &grid["invalidations"];
+    assert_eq!(inv["sent"], d.invalidation_sequence);
+    assert_eq!(inv["acknowledged"], d.invalidation_acks);
+    assert_eq!(inv["late_nodes"], d.invalidation_late_nodes);
+    assert_eq!(inv["flushes_on_gap"], d.gap_flushes);
+    assert_eq!(d.invalidation_late_nodes, 0);
+    assert!(d.invalidation_acks >= 1, "m0's puts were acknowledged");
+    assert_eq!(d.invalidation_ack_latency.count(), d.invalidation_acks);
+    let read = &grid["read_path"];
+    assert_eq!(read["remote_hits"], d.remote_hits);
+    assert_eq!(read["remote_misses"], d.remote_misses);
+    assert_eq!(read["wrong_owner_retries"], d.wrong_owner_retries);
+    assert_eq!(read["local_fallbacks"], d.local_fallbacks);
+    assert_eq!(read["puts_served"], d.puts_served);
     assert_eq!(cluster["caches"][1]["mode"], "local");
     let near = &cluster["caches"][2];
     assert_eq!(near["mode"], "client");
@@ -162,6 +199,32 @@ async fn the_cluster_view_health_and_metrics_of_members_and_a_client() {
     ] {
         assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
     }
+    // Latency histograms, labelled by cache (and kind), never by key.
+    let count = |series: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{series} missing in\n{text}"))
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert_eq!(
+        count("hydracache_peer_request_duration_seconds_count{cache=\"grid\",kind=\"fetch\"}"),
+        d.fetch_latency.count()
+    );
+    assert_eq!(
+        count("hydracache_peer_request_duration_seconds_count{cache=\"grid\",kind=\"put\"}"),
+        d.put_latency.count()
+    );
+    assert_eq!(
+        count("hydracache_invalidation_ack_duration_seconds_count{cache=\"grid\"}"),
+        d.invalidation_ack_latency.count()
+    );
+    assert_eq!(
+        count("hydracache_cluster_invalidation_acks_total{cache=\"grid\"}"),
+        d.invalidation_acks
+    );
+    assert_eq!(count("hydracache_raft_task_exited{cache=\"grid\"}"), 0);
+    promtool_check(&text);
     // No cluster series for a local grid.
     assert!(!text
         .lines()
@@ -216,4 +279,79 @@ async fn a_member_that_left_is_down() {
     let (status, health) = get_json(&router, "/health").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
     assert_eq!(health["caches"][0]["reasons"][0]["reason"], "not_admitted");
+}
+
+/// `promtool check metrics` on a scrape; under `CI=true` a missing promtool
+/// fails the test, locally it skips with a reason.
+fn promtool_check(text: &str) {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("promtool"))
+            .find(|p| p.is_file())
+    });
+    let Some(promtool) = found else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("promtool is required under CI=true (Debian package: prometheus)");
+        }
+        eprintln!("skipping promtool: not installed (Debian package: prometheus)");
+        return;
+    };
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[cfg(feature = "test-hooks")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_raft_task_stopped_is_down_with_the_reason() {
+    let ca = DevCa::new("orders").unwrap();
+    let m0 = member(&ca, "m0", &[]).await;
+    converge(&[&m0], 1, 0).await;
+    let router = Actuator::new().cache("grid", m0.clone()).router();
+    let (status, _) = get_json(&router, "/health").await;
+    assert_eq!(status, StatusCode::OK);
+
+    m0.stop_raft_task();
+    let exited = async {
+        for _ in 0..200 {
+            if m0.cluster_diagnostics().await.unwrap().raft_task_exited {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    };
+    assert!(exited.await, "the raft task is reported exited");
+    let (status, health) = get_json(&router, "/health").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
+    assert_eq!(
+        health["caches"][0]["reasons"],
+        serde_json::json!([{ "reason": "raft_task_exited" }])
+    );
+    let (_, cluster) = get_json(&router, "/cluster").await;
+    assert_eq!(cluster["caches"][0]["raft"]["task_exited"], true);
+    let (_, text) = get(&router, "/metrics").await;
+    assert!(
+        text.lines()
+            .any(|l| l == "hydracache_raft_task_exited{cache=\"grid\"} 1"),
+        "{text}"
+    );
 }

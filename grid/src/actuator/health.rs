@@ -6,6 +6,8 @@
 //! it has known no Raft leader for longer than a grace period: a leaderless
 //! cluster cannot admit or remove anyone, so ownership is frozen. Brief
 //! leader changes (an election takes a few hundred milliseconds) stay up.
+//! A member whose Raft task has exited is down at once: it will never take
+//! part in consensus again, and only a restart brings it back.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -24,6 +26,8 @@ pub(crate) struct NodeFacts {
     pub(crate) admitted: bool,
     /// A Raft leader is known.
     pub(crate) has_leader: bool,
+    /// The member's Raft task has exited.
+    pub(crate) raft_task_exited: bool,
 }
 
 /// Why a cache reports down.
@@ -37,6 +41,8 @@ pub(crate) enum DownReason {
         /// Milliseconds since a leader was last known.
         for_ms: u64,
     },
+    /// The Raft task has exited: the process must be restarted.
+    RaftTaskExited,
 }
 
 /// Remembers, per cache, since when its node has known no leader.
@@ -69,6 +75,9 @@ impl HealthTracker {
         if !node.admitted {
             reasons.push(DownReason::NotAdmitted);
         }
+        if node.raft_task_exited {
+            reasons.push(DownReason::RaftTaskExited);
+        }
         if node.member && !node.has_leader {
             let since = *self
                 .leaderless_since
@@ -95,6 +104,7 @@ mod tests {
         member: true,
         admitted: true,
         has_leader: true,
+        raft_task_exited: false,
     };
 
     #[test]
@@ -118,10 +128,24 @@ mod tests {
             member: false,
             admitted: false,
             has_leader: false,
+            raft_task_exited: false,
         };
         assert_eq!(
             h.assess("c", Instant::now(), Some(client)),
             vec![DownReason::NotAdmitted]
+        );
+    }
+
+    #[test]
+    fn a_member_whose_raft_task_exited_is_down_at_once() {
+        let mut h = HealthTracker::new(Duration::from_secs(10));
+        let dead = NodeFacts {
+            raft_task_exited: true,
+            ..MEMBER_OK
+        };
+        assert_eq!(
+            h.assess("g", Instant::now(), Some(dead)),
+            vec![DownReason::RaftTaskExited]
         );
     }
 
@@ -157,6 +181,7 @@ mod tests {
             member: false,
             admitted: true,
             has_leader: false,
+            raft_task_exited: false,
         };
         assert!(h.assess("c", t0, Some(client)).is_empty());
         assert!(h

@@ -196,6 +196,7 @@ pub(crate) fn node_facts(s: &Snapshot) -> Option<NodeFacts> {
             member: c.role == hydracache_protocol::Role::Member,
             admitted: c.epoch > 0 && (c.members.contains(me) || c.clients.contains(me)),
             has_leader: c.raft_leader.is_some(),
+            raft_task_exited: c.raft_task_exited,
         });
     }
     let _ = s;
@@ -209,6 +210,7 @@ pub(crate) mod node {
     use serde::Serialize;
 
     use crate::cluster::ClusterDiagnostics;
+    use hydracache_protocol::Role;
 
     /// One node's view of its cluster.
     #[derive(Serialize)]
@@ -228,6 +230,7 @@ pub(crate) mod node {
         /// Nodes gossip has declared dead.
         pub(crate) dead: Vec<String>,
         pub(crate) invalidations: InvalidationsJson,
+        pub(crate) read_path: ReadPathJson,
     }
 
     /// Raft as this node knows it.
@@ -238,40 +241,80 @@ pub(crate) mod node {
         /// `leader`, `follower`, `leaderless` (a member that knows no
         /// leader) or `observer` (a client, not a Raft peer).
         pub(crate) role: &'static str,
+        /// The member's Raft task has exited (always false on clients).
+        pub(crate) task_exited: bool,
     }
 
     /// An admitted node.
     #[derive(Serialize)]
     pub(crate) struct PeerJson {
         pub(crate) id: String,
+        pub(crate) generation: u64,
+        pub(crate) addr: String,
+        /// `member` or `client`.
+        pub(crate) role: &'static str,
         /// Not declared dead by gossip.
         pub(crate) live: bool,
+        /// Milliseconds since its gossip heartbeat last moved (0 for this
+        /// node; `null` until gossip has heard from it).
+        pub(crate) last_heard_ms: Option<u64>,
         pub(crate) raft_leader: bool,
         pub(crate) this_node: bool,
     }
 
-    /// Invalidations this node originated.
+    /// The invalidation exchange, as this node took part in it.
     #[derive(Serialize)]
     pub(crate) struct InvalidationsJson {
         /// The last sequence number this node sent (one per invalidation).
         pub(crate) sent: u64,
+        /// Acknowledgements received, one per peer and invalidation.
+        pub(crate) acknowledged: u64,
+        /// Peers that did not acknowledge in time, one per invalidation.
+        pub(crate) late_nodes: u64,
+        /// Flushes of everything after a gap in a peer's invalidations.
+        pub(crate) flushes_on_gap: u64,
+    }
+
+    /// Reads and puts that went to a key's owner.
+    #[derive(Serialize)]
+    pub(crate) struct ReadPathJson {
+        pub(crate) remote_hits: u64,
+        pub(crate) remote_misses: u64,
+        pub(crate) wrong_owner_retries: u64,
+        pub(crate) local_fallbacks: u64,
+        pub(crate) puts_served: u64,
+    }
+
+    fn role_name(role: Role) -> &'static str {
+        match role {
+            Role::Member => "member",
+            Role::Client => "client",
+        }
     }
 
     impl From<&ClusterDiagnostics> for NodeJson {
         fn from(c: &ClusterDiagnostics) -> Self {
             let leader = c.raft_leader.as_deref();
-            let peers = |ids: &[String]| {
-                ids.iter()
-                    .map(|id| PeerJson {
-                        id: id.clone(),
-                        live: !c.dead.contains(id),
-                        raft_leader: leader == Some(id.as_str()),
-                        this_node: *id == c.node_id,
+            let peers = |role: Role| {
+                c.peers
+                    .iter()
+                    .filter(|p| p.role == role)
+                    .map(|p| PeerJson {
+                        id: p.node_id.clone(),
+                        generation: p.generation,
+                        addr: p.address.to_string(),
+                        role: role_name(p.role),
+                        live: p.live,
+                        last_heard_ms: p
+                            .last_heard
+                            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                        raft_leader: leader == Some(p.node_id.as_str()),
+                        this_node: p.node_id == c.node_id && p.generation == c.generation,
                     })
                     .collect()
             };
             let role = match (c.role, leader) {
-                (hydracache_protocol::Role::Client, _) => "observer",
+                (Role::Client, _) => "observer",
                 (_, None) => "leaderless",
                 (_, Some(l)) if l == c.node_id => "leader",
                 _ => "follower",
@@ -285,13 +328,24 @@ pub(crate) mod node {
                     leader: c.raft_leader.clone(),
                     term: c.raft_term,
                     role,
+                    task_exited: c.raft_task_exited,
                 },
-                members: peers(&c.members),
-                clients: peers(&c.clients),
+                members: peers(Role::Member),
+                clients: peers(Role::Client),
                 gossip_live: c.gossip_live,
                 dead: c.dead.clone(),
                 invalidations: InvalidationsJson {
                     sent: c.invalidation_sequence,
+                    acknowledged: c.invalidation_acks,
+                    late_nodes: c.invalidation_late_nodes,
+                    flushes_on_gap: c.gap_flushes,
+                },
+                read_path: ReadPathJson {
+                    remote_hits: c.remote_hits,
+                    remote_misses: c.remote_misses,
+                    wrong_owner_retries: c.wrong_owner_retries,
+                    local_fallbacks: c.local_fallbacks,
+                    puts_served: c.puts_served,
                 },
             }
         }

@@ -10,14 +10,21 @@
 //! metrics`, older scrapers) gets the classic text format of the same
 //! samples: the one difference is that the classic format names a counter's
 //! family with its `_total` suffix in `# HELP` and `# TYPE`.
+//!
+//! Latencies are histograms in seconds. The grid records them in its own
+//! lock-free buckets ([`crate::latency`]); a [`Collector`] hands each
+//! reading to prometheus-client's histogram encoder.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::source::Snapshot;
+use crate::latency::LatencySnapshot;
 use crate::stats::GridStats;
 
 /// The OpenMetrics content type prometheus-client's text encoder writes.
@@ -34,6 +41,39 @@ struct CacheLabel {
 struct EvictionLabel {
     cache: String,
     cause: &'static str,
+}
+
+/// One histogram family: a reading per label set, encoded at scrape time.
+#[derive(Debug)]
+struct Histograms<L> {
+    name: &'static str,
+    help: &'static str,
+    series: Vec<(L, LatencySnapshot)>,
+}
+
+impl<L: EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static> Collector for Histograms<L> {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            self.name,
+            self.help,
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for (labels, h) in &self.series {
+            let buckets: Vec<(f64, u64)> = h.per_bucket().collect();
+            family
+                .encode_family(labels)?
+                .encode_histogram::<NoLabelSet>(h.sum().as_secs_f64(), h.count(), &buckets, None)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "cluster")]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    cache: String,
+    kind: &'static str,
 }
 
 /// One cache's reading and whether it is up.
@@ -191,6 +231,14 @@ pub(crate) fn encode(readings: &[Reading<'_>]) -> String {
             set(&family, r.name, get(r));
         }
     }
+    registry.register_collector(Box::new(Histograms {
+        name: "load_duration",
+        help: "Loads, from the loader's start (or the request to the key's owner) to the outcome",
+        series: readings
+            .iter()
+            .map(|r| (label(r.name), r.snapshot.diagnostics.load_latency))
+            .collect(),
+    }));
     #[cfg(feature = "cluster")]
     cluster(&mut registry, readings);
 
@@ -207,16 +255,87 @@ fn cluster(registry: &mut Registry, readings: &[Reading<'_>]) {
         .iter()
         .filter_map(|r| r.snapshot.cluster.as_ref().map(|c| (r.name, c)))
         .collect();
-    counter(
-        registry,
-        "cluster_invalidations_sent",
-        "Invalidations this node originated and fanned out",
-        nodes
-            .iter()
-            .map(|(name, c)| (*name, c.invalidation_sequence)),
-    );
     type Get = fn(&crate::cluster::ClusterDiagnostics) -> u64;
-    let gauges: [(&str, &str, Get); 7] = [
+    let counters: [(&str, &str, Get); 9] = [
+        (
+            "cluster_invalidations_sent",
+            "Invalidations this node originated and fanned out",
+            |c| c.invalidation_sequence,
+        ),
+        (
+            "cluster_invalidation_acks",
+            "Acknowledgements received for this node's invalidations, one per peer",
+            |c| c.invalidation_acks,
+        ),
+        (
+            "cluster_invalidation_late_nodes",
+            "Peers that did not acknowledge one of this node's invalidations in time",
+            |c| c.invalidation_late_nodes,
+        ),
+        (
+            "cluster_gap_flushes",
+            "Flushes of everything after a gap in a peer's invalidations",
+            |c| c.gap_flushes,
+        ),
+        (
+            "cluster_remote_hits",
+            "Local misses the key's owner answered with a value",
+            |c| c.remote_hits,
+        ),
+        (
+            "cluster_remote_misses",
+            "Local misses the key's owner did not have either",
+            |c| c.remote_misses,
+        ),
+        (
+            "cluster_wrong_owner_retries",
+            "Requests answered wrong-owner and retried with a newer membership",
+            |c| c.wrong_owner_retries,
+        ),
+        (
+            "cluster_local_fallbacks",
+            "Requests that reached no owner within their deadline",
+            |c| c.local_fallbacks,
+        ),
+        (
+            "cluster_puts_served",
+            "Puts from other nodes stored here as the owner",
+            |c| c.puts_served,
+        ),
+    ];
+    for (metric, help, get) in counters {
+        counter(
+            registry,
+            metric,
+            help,
+            nodes.iter().map(|(name, c)| (*name, get(c))),
+        );
+    }
+    registry.register_collector(Box::new(Histograms {
+        name: "peer_request_duration",
+        help: "Requests to a key's owner, per attempt, by kind (fetch, put)",
+        series: nodes
+            .iter()
+            .flat_map(|(name, c)| {
+                [("fetch", c.fetch_latency), ("put", c.put_latency)].map(|(kind, h)| {
+                    let labels = KindLabel {
+                        cache: name.to_string(),
+                        kind,
+                    };
+                    (labels, h)
+                })
+            })
+            .collect(),
+    }));
+    registry.register_collector(Box::new(Histograms {
+        name: "invalidation_ack_duration",
+        help: "From sending an invalidation to a peer to its acknowledgement",
+        series: nodes
+            .iter()
+            .map(|(name, c)| (label(name), c.invalidation_ack_latency))
+            .collect(),
+    }));
+    let gauges: [(&str, &str, Get); 8] = [
         (
             "cluster_epoch",
             "The membership epoch this node knows",
@@ -247,6 +366,11 @@ fn cluster(registry: &mut Registry, readings: &[Reading<'_>]) {
             "raft_leader_known",
             "1 when this node knows a Raft leader",
             |c| u64::from(c.raft_leader.is_some()),
+        ),
+        (
+            "raft_task_exited",
+            "1 when this member's Raft task has exited (restart the process)",
+            |c| u64::from(c.raft_task_exited),
         ),
     ];
     for (metric, help, get) in gauges {

@@ -456,6 +456,8 @@ impl<C: Codec> NodeBuilder<C> {
                 self.max_owner_load_args,
                 self.owner_load_timeout,
             ),
+            telemetry: Default::default(),
+            membership: grid.inner.membership.clone(),
             mode: self.mode,
             inbox,
             gossip_interval: self.gossip_interval,

@@ -50,6 +50,9 @@ pub(crate) struct Consensus {
     tx: mpsc::Sender<Input>,
     max_message_bytes: usize,
     status: Arc<RwLock<RaftStatus>>,
+    /// Finished once the task has exited, for any reason (a poisoned raft,
+    /// a panic): the node reports it (`raft_task_exited`, `/health`).
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Consensus {
@@ -71,11 +74,18 @@ impl Consensus {
             RaftDriver::join(me, config)?
         };
         let status = Arc::new(RwLock::new(RaftStatus::default()));
-        tokio::spawn(run(driver, rx, transport, node, Arc::clone(&status)));
+        let (alive, shared) = (node.clone(), Arc::clone(&status));
+        let task = tokio::spawn(async move {
+            run(driver, rx, transport, node, shared).await;
+            if alive.upgrade().is_some() {
+                tracing::error!(target: crate::telemetry::RAFT, "the raft task exited");
+            }
+        });
         Ok(Consensus {
             tx,
             max_message_bytes,
             status,
+            task,
         })
     }
 
@@ -88,6 +98,17 @@ impl Consensus {
 
     pub(crate) fn status(&self) -> RaftStatus {
         self.status.read().expect("status").clone()
+    }
+
+    /// True once the raft task has exited.
+    pub(crate) fn exited(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Test hook: stops the raft task as if it had failed.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn stop(&self) {
+        self.task.abort();
     }
 }
 
@@ -168,10 +189,12 @@ async fn run(
                 }
             }
         }
-        *status.write().expect("status") = RaftStatus {
-            leader,
-            term: driver.term(),
-        };
+        let term = driver.term();
+        let mut known = status.write().expect("status");
+        if known.leader != leader {
+            tracing::info!(target: crate::telemetry::RAFT, leader = leader.as_deref(), term, "raft leader changed");
+        }
+        *known = RaftStatus { leader, term };
     }
 }
 

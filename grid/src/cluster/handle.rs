@@ -9,6 +9,7 @@ use hydracache_protocol::Role;
 use super::node::Node;
 use crate::codec::Codec;
 use crate::grid::Grid;
+use crate::latency::LatencySnapshot;
 
 /// What the cluster looks like from one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +72,44 @@ pub struct ClusterDiagnostics {
     /// Invalidation sequence numbers not received yet (holes in the
     /// receive windows, over every origin).
     pub open_holes: usize,
+    /// Every admitted node at this epoch, this one included, in the
+    /// membership's order.
+    pub peers: Vec<PeerDiagnostics>,
+    /// Acknowledgements received for the invalidations this node sent (one
+    /// per peer and invalidation; acknowledged mode only).
+    pub invalidation_acks: u64,
+    /// Peers that did not acknowledge one of this node's invalidations in
+    /// time (one per peer and invalidation).
+    pub invalidation_late_nodes: u64,
+    /// Fetches from a key's owner, per attempt.
+    pub fetch_latency: LatencySnapshot,
+    /// Puts at a key's owner, per attempt (the owner's invalidation round
+    /// included).
+    pub put_latency: LatencySnapshot,
+    /// From sending an invalidation to a peer to its acknowledgement.
+    pub invalidation_ack_latency: LatencySnapshot,
+    /// The Raft task has exited (a member only; it runs until the grid is
+    /// dropped, so this means Raft failed and the process should restart).
+    pub raft_task_exited: bool,
+}
+
+/// An admitted node as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerDiagnostics {
+    /// Its node id.
+    pub node_id: String,
+    /// Its process's generation.
+    pub generation: u64,
+    /// The address it serves on.
+    pub address: SocketAddr,
+    /// Member or client.
+    pub role: Role,
+    /// Not declared dead by gossip.
+    pub live: bool,
+    /// How long since its gossip heartbeat last moved (zero for this node);
+    /// `None` until gossip has heard from it.
+    pub last_heard: Option<std::time::Duration>,
 }
 
 /// The cluster's own extensions of [`Grid`]: they reach the node behind the
@@ -102,6 +141,15 @@ impl<C: Codec> Grid<C> {
             .view()
             .owner_for_key(key)
             .map(|m| m.node.id.to_string())
+    }
+
+    /// Test hook (feature `test-hooks`): stops this member's Raft task, as
+    /// if it had failed (`/health` then reports the node down).
+    #[cfg(feature = "test-hooks")]
+    pub fn stop_raft_task(&self) {
+        if let Some(consensus) = self.node().and_then(|n| n.consensus.get()) {
+            consensus.stop();
+        }
     }
 
     /// Test hook (feature `test-hooks`): while `on`, this node refuses

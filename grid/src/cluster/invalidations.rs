@@ -19,12 +19,15 @@ use super::transport::PeerIdentity;
 use crate::error::CacheError;
 use crate::events::EventOrigin;
 use crate::invalidation::Invalidation;
+use crate::telemetry;
 
 impl Node {
     pub(super) async fn publish_hwm(&self, seq: u64) {
         if let Some(h) = self.chitchat.get() {
             let c = h.chitchat();
             let mut g = c.lock().await;
+            // Under the same lock: note every process's heartbeat.
+            self.observe_heartbeats(&g);
             let state = g.self_node_state();
             let current: u64 = state
                 .get(keys::INVALIDATION_HWM)
@@ -147,23 +150,41 @@ impl Node {
             let transport = self.transport.clone();
             let message = message.clone();
             let mode = self.mode;
+            let telemetry = &self.telemetry;
             async move {
                 let ok = match mode {
                     InvalidationMode::Sent => transport.send(peer.addr, message).await.is_ok(),
-                    InvalidationMode::Acknowledged => matches!(
-                        tokio::time::timeout(timeout, transport.request(peer.addr, message)).await,
-                        Ok(Ok((_, Message::InvalidateAck { sequence: s, .. }))) if s == sequence
-                    ),
+                    InvalidationMode::Acknowledged => {
+                        let sent = std::time::Instant::now();
+                        let acked = matches!(
+                            tokio::time::timeout(timeout, transport.request(peer.addr, message)).await,
+                            Ok(Ok((_, Message::InvalidateAck { sequence: s, .. }))) if s == sequence
+                        );
+                        telemetry.invalidation_answered(acked.then(|| sent.elapsed()));
+                        acked
+                    }
                 };
                 (peer.id, ok)
             }
         });
         let results = futures_util::future::join_all(sends).await;
+        let peers = results.len();
         let mut missing: Vec<String> = results
             .into_iter()
             .filter(|(_, ok)| !ok)
             .map(|(id, _)| id)
             .collect();
+        if missing.is_empty() {
+            tracing::debug!(target: telemetry::INVALIDATION, sequence, peers, "invalidation delivered");
+        } else {
+            tracing::warn!(
+                target: telemetry::INVALIDATION,
+                sequence,
+                peers,
+                late = ?missing,
+                "invalidation not acknowledged by every peer in time"
+            );
+        }
         if missing.is_empty() || self.mode == InvalidationMode::Sent {
             Ok(())
         } else {
@@ -200,6 +221,9 @@ impl Node {
                 };
             }
         };
+        if gap {
+            self.telemetry.flushed_on_gap(&origin, "gap");
+        }
         let remote = EventOrigin::Remote { node: origin };
         if gap {
             grid.apply(&Invalidation::Flush, remote.clone());
@@ -258,6 +282,7 @@ pub(super) async fn watch_high_water_marks(node: Weak<Node>) {
             missed
         };
         if !missed.is_empty() {
+            n.telemetry.flushed_on_gap(&missed.join(","), "high_water");
             if let Some(grid) = n.grid.upgrade() {
                 grid.apply(
                     &Invalidation::Flush,

@@ -20,6 +20,7 @@ mod raft_state;
 mod read_path;
 mod routing;
 mod sequence;
+mod telemetry;
 mod tls;
 mod transport;
 
@@ -27,7 +28,7 @@ pub use builder::{ClusterError, InvalidationMode, NodeBuilder};
 pub use gossip::{
     keys as gossip_keys, GossipInbox, QuicGossip, MAX_GOSSIP_DECOMPRESSED, MAX_GOSSIP_PAYLOAD,
 };
-pub use handle::ClusterDiagnostics;
+pub use handle::{ClusterDiagnostics, PeerDiagnostics};
 pub use ownership::{rendezvous_weight, KeyMove, MembershipView};
 pub use raft::{
     decode_message, encode_message, raft_id, Applied, CommandError, DecodeError, Ignored,

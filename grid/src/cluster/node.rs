@@ -22,7 +22,7 @@ use hydracache_protocol::{ErrorCode, Message, NodeIdentity, Role};
 use super::builder::InvalidationMode;
 use super::consensus::Consensus;
 use super::gossip::{keys, GossipInbox};
-use super::handle::ClusterDiagnostics;
+use super::handle::{ClusterDiagnostics, PeerDiagnostics};
 use super::ownership::MembershipView;
 use super::raft::{raft_id, MembershipCommand};
 use super::read_path::{OwnerUnreachable, ReadPathCounters};
@@ -77,6 +77,11 @@ pub(crate) struct Node {
         super::in_flight::InFlight<Result<super::read_path::SharedFetch, CacheError>>,
     /// Named loaders, and the named loads in flight through this node.
     pub(super) owner_loads: super::owner_load::OwnerLoads,
+    /// Latencies, invalidation counters, when peers were last heard.
+    pub(super) telemetry: super::telemetry::NodeTelemetry,
+    /// The grid's membership stream (a sender of the same channel, so the
+    /// raft task publishes without touching the grid).
+    pub(super) membership: tokio::sync::broadcast::Sender<crate::events::MembershipChange>,
 }
 
 pub(super) struct LivePeer {
@@ -115,13 +120,33 @@ impl Node {
 
     pub(crate) async fn diagnostics(&self) -> ClusterDiagnostics {
         let live = self.live_peers(true).len();
-        let dead = self
-            .dead_nodes()
-            .await
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let dead_processes = self.dead_nodes().await;
+        let dead = dead_processes.iter().map(|(id, _)| id.clone()).collect();
         let view = self.view();
+        let now = std::time::Instant::now();
+        let heard = self.telemetry.last_heard();
+        let peers = view
+            .members()
+            .iter()
+            .map(|m| {
+                let (id, generation) = (m.node.id.to_string(), m.node.generation);
+                let this_node = id == *self.identity.id && generation == self.identity.generation;
+                PeerDiagnostics {
+                    live: !dead_processes.contains(&(id.clone(), generation)),
+                    last_heard: if this_node {
+                        Some(Duration::ZERO)
+                    } else {
+                        heard.since(&id, generation, now)
+                    },
+                    node_id: id,
+                    generation,
+                    address: m.address,
+                    role: m.role,
+                }
+            })
+            .collect();
+        drop(heard);
+        let t = &self.telemetry;
         let pick = |role: Role| {
             view.members()
                 .iter()
@@ -160,6 +185,13 @@ impl Node {
             owner_loads: self.owner_loads.runs.load(Ordering::Relaxed),
             gap_flushes,
             open_holes,
+            peers,
+            invalidation_acks: t.invalidation_acks.load(Ordering::Relaxed),
+            invalidation_late_nodes: t.late_nodes.load(Ordering::Relaxed),
+            fetch_latency: t.fetch_latency.snapshot(),
+            put_latency: t.put_latency.snapshot(),
+            invalidation_ack_latency: t.ack_latency.snapshot(),
+            raft_task_exited: self.consensus.get().is_some_and(|c| c.exited()),
         }
     }
 
@@ -269,19 +301,20 @@ impl Node {
     /// A new membership view from Raft (or, on a client, from a member).
     pub(crate) fn on_new_view(self: &Arc<Self>, view: MembershipView, leader: bool) {
         let view = Arc::new(view);
-        {
+        let old = {
             let mut current = self.view.write().expect("view");
             if view.epoch() < current.epoch() {
                 return;
             }
-            *current = Arc::clone(&view);
-        }
+            std::mem::replace(&mut *current, Arc::clone(&view))
+        };
         // Announcements matter until their process is removed.
         self.leaving
             .lock()
             .expect("leaving")
             .retain(|(id, g)| view.is_admitted(id, *g));
         self.move_leases(&view);
+        self.report_membership(&old, &view);
         if leader {
             // Clients are not raft peers: the leader pushes them the view.
             let snapshot = view.to_snapshot();

@@ -15,6 +15,7 @@ use super::node::Node;
 use super::owner_load::Stored;
 use super::routing::{route, Attempts, Failure, Next, Route};
 use super::sequence::Received;
+use super::telemetry::PeerRequest;
 use super::transport::PeerIdentity;
 use crate::error::CacheError;
 use crate::events::{CacheEvent, EventOrigin};
@@ -153,15 +154,19 @@ impl Node {
 
     /// One Fetch at the owner, with retries and the fallback.
     async fn fetch_once(&self, key: &str) -> Result<SharedFetch, CacheError> {
-        let transport = &self.transport;
+        let (transport, telemetry) = (&self.transport, &self.telemetry);
         let result = self
             .at_owner(key, self.request_timeout, |addr, epoch, _, left| {
                 let message = Message::Fetch(Fetch {
                     epoch,
                     key: Bytes::copy_from_slice(key.as_bytes()),
                 });
+                let request = tokio::time::timeout(left, transport.request(addr, message));
                 async move {
-                    match tokio::time::timeout(left, transport.request(addr, message)).await {
+                    let answer = telemetry
+                        .peer_request(PeerRequest::Fetch, addr, key, request, outcome)
+                        .await;
+                    match answer {
                         Ok(Ok((_, Message::FetchReply(FetchReply::Hit(entry))))) => {
                             match Stored::from_entry(entry) {
                                 Some(e) => Answer::Done(SharedFetch::Hit(Arc::new(e))),
@@ -211,7 +216,7 @@ impl Node {
         if let Some(ttl) = ttl {
             entry = entry.with_ttl_ms(ttl.as_millis().min(u64::MAX as u128) as u64);
         }
-        let transport = &self.transport;
+        let (transport, telemetry) = (&self.transport, &self.telemetry);
         // The owner waits for its invalidation's acknowledgements first.
         let budget = self.request_timeout + self.ack_timeout;
         let result = self
@@ -230,7 +235,11 @@ impl Node {
                         (peer.node_id == owner.id.as_str())
                             .then(|| NodeIdentity::new(peer.node_id.as_str(), peer.generation))
                     };
-                    match tokio::time::timeout(left, transport.request(addr, message)).await {
+                    let request = tokio::time::timeout(left, transport.request(addr, message));
+                    let answer = telemetry
+                        .peer_request(PeerRequest::Put, addr, key, request, outcome)
+                        .await;
+                    match answer {
                         Ok(Ok((peer, Message::PutReply(PutReply::Stored { sequence })))) => {
                             match answered(&peer) {
                                 Some(owner) => Answer::Done((owner, sequence, Vec::new())),
@@ -283,6 +292,7 @@ impl Node {
             Instant::now(),
         );
         if decision == (Received::Apply { flush_first: true }) {
+            self.telemetry.flushed_on_gap(&owner.id, "put_reply");
             if let Some(grid) = self.grid.upgrade() {
                 grid.apply(
                     &Invalidation::Flush,
@@ -343,6 +353,24 @@ impl Node {
             },
             _ => PutReply::Stored { sequence },
         })
+    }
+}
+
+/// How a request to a peer ended, for its span: the reply's kind, or why
+/// there was none.
+fn outcome<E>(
+    answer: &Result<Result<(PeerIdentity, Message), E>, tokio::time::error::Elapsed>,
+) -> &'static str {
+    match answer {
+        Err(_) => "timeout",
+        Ok(Err(_)) => "unreachable",
+        Ok(Ok((_, Message::FetchReply(FetchReply::Hit(_))))) => "hit",
+        Ok(Ok((_, Message::FetchReply(FetchReply::Miss)))) => "miss",
+        Ok(Ok((_, Message::PutReply(PutReply::Stored { .. })))) => "stored",
+        Ok(Ok((_, Message::PutReply(PutReply::Unacknowledged { .. })))) => "unacknowledged",
+        Ok(Ok((_, Message::FetchReply(FetchReply::WrongOwner { .. }))))
+        | Ok(Ok((_, Message::PutReply(PutReply::WrongOwner { .. })))) => "wrong_owner",
+        Ok(Ok(_)) => "refused",
     }
 }
 
