@@ -17,6 +17,8 @@
 use std::alloc::{self, Layout};
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{fence, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -230,6 +232,38 @@ impl EntryPtr {
     pub(crate) unsafe fn from_raw(raw: &NonNull<Header>) -> &EntryPtr {
         // SAFETY: EntryPtr is `repr(transparent)` over NonNull<Header>.
         unsafe { &*(raw as *const NonNull<Header>).cast::<EntryPtr>() }
+    }
+    /// Takes over the count a raw owner (the key index) held.
+    ///
+    /// # Safety
+    /// `raw` came from an `EntryPtr` whose count was not dropped
+    /// (`mem::forget`), and is taken over once.
+    #[inline]
+    pub(crate) unsafe fn from_owned_raw(raw: NonNull<Header>) -> EntryPtr {
+        EntryPtr(raw)
+    }
+}
+
+/// A view of a block that someone else holds a count of (the key index),
+/// valid for `'a` (a reclamation guard's lifetime). Dropping it drops no
+/// count; cloning the `EntryPtr` it derefs to takes one.
+pub(crate) struct Borrowed<'a>(ManuallyDrop<EntryPtr>, PhantomData<&'a EntryPtr>);
+
+impl Borrowed<'_> {
+    /// # Safety
+    /// `raw` points to a live block that stays alive for the lifetime.
+    #[inline]
+    pub(crate) unsafe fn new(raw: NonNull<Header>) -> Self {
+        Borrowed(ManuallyDrop::new(EntryPtr(raw)), PhantomData)
+    }
+}
+
+impl std::ops::Deref for Borrowed<'_> {
+    type Target = EntryPtr;
+
+    #[inline]
+    fn deref(&self) -> &EntryPtr {
+        &self.0
     }
 }
 

@@ -115,7 +115,7 @@ pub(crate) fn validate<T: StoreValue>(bytes: &[u8]) -> Result<(), StoreError> {
 
 /// A zero-copy view of a live entry. While it is held the entry's bytes stay
 /// valid even if the entry is replaced or evicted meanwhile; it takes no lock
-/// and no reference count (it pins the map's epoch instead), so hold it
+/// and no reference count (it pins memory reclamation instead), so hold it
 /// briefly and do not keep it across `.await` points.
 ///
 /// ```
@@ -128,7 +128,7 @@ pub(crate) fn validate<T: StoreValue>(bytes: &[u8]) -> Result<(), StoreError> {
 /// assert_eq!(archived.to_native(), 314);
 /// ```
 pub struct EntryRef<'a> {
-    pub(crate) _guard: papaya::LocalGuard<'a>,
+    pub(crate) _guard: seize::LocalGuard<'a>,
     pub(crate) raw: NonNull<Header>,
     pub(crate) clock: &'a crate::clock::Clock,
 }
