@@ -3,11 +3,16 @@
 //! 16-byte aligned offset so rkyv can read it in place.
 //!
 //! ```text
-//! +--------------------+-------------------+-----------+-----+------------------+
-//! | Header (32 bytes)  | TagRef x tag_count| key bytes | pad | value bytes      |
-//! +--------------------+-------------------+-----------+-----+------------------+
-//!                                                             ^ 16-byte aligned
+//! +-------------------+-------------+--------------------+-----------+-----+-------------+
+//! | Header (32 bytes) | tag epoch 8 | TagRef x tag_count | key bytes | pad | value bytes |
+//! +-------------------+-------------+--------------------+-----------+-----+-------------+
+//!                      (tagged entries only)                               ^ 16-byte aligned
 //! ```
+//!
+//! The tag epoch is the store's tag epoch (see `tags.rs`) at which a reader
+//! last found every tag of the entry current: while the store's epoch has
+//! not moved since, no tag was invalidated and a hit need not look at the
+//! tags' own generations (each a pointer chase to a shared line).
 //!
 //! The block is reference counted: the map holds one reference and every
 //! [`bytes::Bytes`] handed to the network holds another. Readers that only
@@ -20,7 +25,7 @@ use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{fence, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use crate::tags::TagState;
@@ -76,6 +81,18 @@ impl Clone for TagRef {
 
 const HEADER: usize = std::mem::size_of::<Header>();
 const TAGREF: usize = std::mem::size_of::<TagRef>();
+const EPOCH: usize = std::mem::size_of::<AtomicU64>();
+
+/// Offset of the tag references: after the header and, for a tagged entry,
+/// its tag epoch.
+#[inline]
+fn tags_offset(tag_count: usize) -> usize {
+    if tag_count == 0 {
+        HEADER
+    } else {
+        HEADER + EPOCH
+    }
+}
 
 struct Offsets {
     layout: Layout,
@@ -84,7 +101,7 @@ struct Offsets {
 }
 
 fn offsets(tag_count: usize, key_len: usize, value_len: usize) -> Offsets {
-    let key = HEADER + tag_count * TAGREF;
+    let key = tags_offset(tag_count) + tag_count * TAGREF;
     let value = (key + key_len).next_multiple_of(VALUE_ALIGN);
     let size = (value + value_len).max(HEADER);
     let layout = Layout::from_size_align(size, VALUE_ALIGN).expect("entry layout");
@@ -143,7 +160,14 @@ impl EntryPtr {
                 expires_at,
                 type_tag,
             });
-            let tag_base = base.as_ptr().add(HEADER).cast::<TagRef>();
+            if !tags.is_empty() {
+                // 0: no reader has checked the tags yet (epochs start at 1).
+                base.as_ptr()
+                    .add(HEADER)
+                    .cast::<AtomicU64>()
+                    .write(AtomicU64::new(0));
+            }
+            let tag_base = base.as_ptr().add(tags_offset(tags.len())).cast::<TagRef>();
             for (i, tag) in tags.into_iter().enumerate() {
                 tag_base.add(i).write(tag);
             }
@@ -179,7 +203,7 @@ impl EntryPtr {
                 self.0
                     .as_ptr()
                     .cast::<u8>()
-                    .add(HEADER + h.tag_count as usize * TAGREF),
+                    .add(tags_offset(h.tag_count as usize) + h.tag_count as usize * TAGREF),
                 h.key_len as usize,
             )
         }
@@ -189,7 +213,9 @@ impl EntryPtr {
     #[inline]
     pub(crate) fn value(&self) -> &[u8] {
         let h = self.header();
-        let off = (HEADER + h.tag_count as usize * TAGREF + h.key_len as usize)
+        let off = (tags_offset(h.tag_count as usize)
+            + h.tag_count as usize * TAGREF
+            + h.key_len as usize)
             .next_multiple_of(VALUE_ALIGN);
         // SAFETY: the value lies at `off` inside the live block.
         unsafe {
@@ -204,7 +230,11 @@ impl EntryPtr {
         // SAFETY: `tag_count` initialised TagRefs follow the header.
         unsafe {
             std::slice::from_raw_parts(
-                self.0.as_ptr().cast::<u8>().add(HEADER).cast::<TagRef>(),
+                self.0
+                    .as_ptr()
+                    .cast::<u8>()
+                    .add(tags_offset(h.tag_count as usize))
+                    .cast::<TagRef>(),
                 h.tag_count as usize,
             )
         }
@@ -215,6 +245,40 @@ impl EntryPtr {
     #[inline]
     pub(crate) fn is_live(&self, now: u64) -> bool {
         self.header().expires_at > now && self.tags().iter().all(TagRef::is_current)
+    }
+
+    /// [`EntryPtr::is_live`] for the hit path: `epoch` is the store's tag
+    /// epoch, loaded (Acquire) before this call. If a reader already found
+    /// every tag current at that epoch, no tag generation is loaded;
+    /// otherwise they are checked, and if all are current the epoch is
+    /// recorded in the entry for the next reader.
+    ///
+    /// Why that is enough: an invalidation bumps the tag's generation and
+    /// then the epoch (Release). A reader that recorded `epoch` had loaded
+    /// it with Acquire before loading the generations, so it saw every
+    /// generation bump of every invalidation that produced an epoch up to
+    /// `epoch`; an invalidation whose epoch bump this reader has not seen is
+    /// concurrent with it and may be ordered after it.
+    #[inline]
+    pub(crate) fn is_live_at(&self, now: u64, epoch: u64) -> bool {
+        if self.header().expires_at <= now {
+            return false;
+        }
+        if self.header().tag_count == 0 {
+            return true;
+        }
+        // SAFETY: a tagged block has its epoch right after the header.
+        let checked = unsafe { &*self.0.as_ptr().cast::<u8>().add(HEADER).cast::<AtomicU64>() };
+        // Relaxed: the value only says that some reader verified the tags
+        // at this epoch; nothing else is read through it.
+        if checked.load(Ordering::Relaxed) == epoch {
+            return true;
+        }
+        if !self.tags().iter().all(TagRef::is_current) {
+            return false;
+        }
+        checked.store(epoch, Ordering::Relaxed);
+        true
     }
 
     /// Raw pointer for the shard's non-owning bookkeeping.
@@ -288,7 +352,12 @@ impl Drop for EntryPtr {
         // SAFETY: last reference: drop the tag refs in place and free the block
         // with the layout it was allocated with.
         unsafe {
-            let tag_base = self.0.as_ptr().cast::<u8>().add(HEADER).cast::<TagRef>();
+            let tag_base = self
+                .0
+                .as_ptr()
+                .cast::<u8>()
+                .add(tags_offset(tag_count))
+                .cast::<TagRef>();
             ptr::drop_in_place(ptr::slice_from_raw_parts_mut(tag_base, tag_count));
             alloc::dealloc(self.0.as_ptr().cast::<u8>(), off.layout);
         }
@@ -334,6 +403,9 @@ mod tests {
     fn header_is_32_bytes_and_tagref_16() {
         assert_eq!(HEADER, 32);
         assert_eq!(TAGREF, 16);
+        assert_eq!(block_size(0, 16, 64), 32 + 16 + 64);
+        // header, epoch, two tags, key (72..88), padding to 96, value.
+        assert_eq!(block_size(2, 16, 64), 96 + 64);
     }
 
     #[test]

@@ -435,7 +435,7 @@ impl Store {
         let hash = inner.hasher.hash_one(key);
         inner.tables[inner.shard_of_hash(hash)]
             .get(hash, key, &guard)
-            .is_some_and(|e| e.is_live(inner.now_for(&e)))
+            .is_some_and(|e| e.is_live_at(inner.now_for(&e), inner.tags.epoch()))
     }
 
     // ---- introspection --------------------------------------------------
@@ -633,14 +633,17 @@ impl Inner {
         }
     }
 
-    /// The hit path: one map probe, an expiry and tag-generation check, a
-    /// relaxed frequency bump and a striped counter.
+    /// The hit path: one index probe, an expiry check, a tag check (one
+    /// load of the store's tag epoch; the tags' generations only if a tag
+    /// was invalidated since a reader last checked this entry), a relaxed
+    /// frequency bump and a striped counter.
     #[inline]
     fn lookup<'g>(&self, key: &[u8], guard: &'g LocalGuard<'_>) -> Option<Borrowed<'g>> {
         let stripe = self.counters.local();
         let hash = self.hasher.hash_one(key);
+        let epoch = self.tags.epoch();
         match self.tables[self.shard_of_hash(hash)].get(hash, key, guard) {
-            Some(entry) if entry.is_live(self.now_for(&entry)) => {
+            Some(entry) if entry.is_live_at(self.now_for(&entry), epoch) => {
                 let freq = &entry.header().freq;
                 let f = freq.load(Ordering::Relaxed);
                 if f < 3 {
