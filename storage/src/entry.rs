@@ -1,18 +1,21 @@
-//! One heap block per cached entry: a small header, the entry's tag
-//! references, the key bytes and the value bytes, the value starting at a
-//! 16-byte aligned offset so rkyv can read it in place.
+//! One heap block per cached entry: a small header, the key bytes, the value
+//! bytes and the entry's tag references, the value starting at a 16-byte
+//! aligned offset so rkyv can read it in place.
 //!
 //! ```text
-//! +-------------------+-------------+--------------------+-----------+-----+-------------+
-//! | Header (32 bytes) | tag epoch 8 | TagRef x tag_count | key bytes | pad | value bytes |
-//! +-------------------+-------------+--------------------+-----------+-----+-------------+
-//!                      (tagged entries only)                               ^ 16-byte aligned
+//! +-------------------+-------------+-----------+-----+-------------+-----+--------------------+
+//! | Header (32 bytes) | tag epoch 8 | key bytes | pad | value bytes | pad | TagRef x tag_count |
+//! +-------------------+-------------+-----------+-----+-------------+-----+--------------------+
+//!                      (if tagged)                     ^ 16-aligned         (8-aligned)
 //! ```
 //!
 //! The tag epoch is the store's tag epoch (see `tags.rs`) at which a reader
 //! last found every tag of the entry current: while the store's epoch has
 //! not moved since, no tag was invalidated and a hit need not look at the
-//! tags' own generations (each a pointer chase to a shared line).
+//! tags' own generations (each a pointer chase to a shared line). The tag
+//! references come last for the same reason: a hit reads the header, the
+//! key and the value, which are then contiguous (one or two cache lines for
+//! small values), and the tags only when the epoch moved.
 //!
 //! The block is reference counted: the map holds one reference and every
 //! [`bytes::Bytes`] handed to the network holds another. Readers that only
@@ -83,10 +86,10 @@ const HEADER: usize = std::mem::size_of::<Header>();
 const TAGREF: usize = std::mem::size_of::<TagRef>();
 const EPOCH: usize = std::mem::size_of::<AtomicU64>();
 
-/// Offset of the tag references: after the header and, for a tagged entry,
-/// its tag epoch.
+/// Offset of the key: after the header and, for a tagged entry, its tag
+/// epoch.
 #[inline]
-fn tags_offset(tag_count: usize) -> usize {
+fn key_offset(tag_count: usize) -> usize {
     if tag_count == 0 {
         HEADER
     } else {
@@ -94,18 +97,42 @@ fn tags_offset(tag_count: usize) -> usize {
     }
 }
 
+/// Offset of the value: after the key, 16-byte aligned.
+#[inline]
+fn value_offset(tag_count: usize, key_len: usize) -> usize {
+    (key_offset(tag_count) + key_len).next_multiple_of(VALUE_ALIGN)
+}
+
+/// Offset of the tag references: after the value, 8-byte aligned.
+#[inline]
+fn tags_offset(tag_count: usize, key_len: usize, value_len: usize) -> usize {
+    (value_offset(tag_count, key_len) + value_len).next_multiple_of(std::mem::align_of::<TagRef>())
+}
+
 struct Offsets {
     layout: Layout,
     key: usize,
     value: usize,
+    tags: usize,
 }
 
 fn offsets(tag_count: usize, key_len: usize, value_len: usize) -> Offsets {
-    let key = tags_offset(tag_count) + tag_count * TAGREF;
-    let value = (key + key_len).next_multiple_of(VALUE_ALIGN);
-    let size = (value + value_len).max(HEADER);
+    let key = key_offset(tag_count);
+    let value = value_offset(tag_count, key_len);
+    let (tags, end) = if tag_count == 0 {
+        (value + value_len, value + value_len)
+    } else {
+        let tags = tags_offset(tag_count, key_len, value_len);
+        (tags, tags + tag_count * TAGREF)
+    };
+    let size = end.max(HEADER);
     let layout = Layout::from_size_align(size, VALUE_ALIGN).expect("entry layout");
-    Offsets { layout, key, value }
+    Offsets {
+        layout,
+        key,
+        value,
+        tags,
+    }
 }
 
 /// Bytes a block of this shape occupies on the heap (excluding allocator
@@ -167,7 +194,7 @@ impl EntryPtr {
                     .cast::<AtomicU64>()
                     .write(AtomicU64::new(0));
             }
-            let tag_base = base.as_ptr().add(tags_offset(tags.len())).cast::<TagRef>();
+            let tag_base = base.as_ptr().add(off.tags).cast::<TagRef>();
             for (i, tag) in tags.into_iter().enumerate() {
                 tag_base.add(i).write(tag);
             }
@@ -203,7 +230,7 @@ impl EntryPtr {
                 self.0
                     .as_ptr()
                     .cast::<u8>()
-                    .add(tags_offset(h.tag_count as usize) + h.tag_count as usize * TAGREF),
+                    .add(key_offset(h.tag_count as usize)),
                 h.key_len as usize,
             )
         }
@@ -213,10 +240,7 @@ impl EntryPtr {
     #[inline]
     pub(crate) fn value(&self) -> &[u8] {
         let h = self.header();
-        let off = (tags_offset(h.tag_count as usize)
-            + h.tag_count as usize * TAGREF
-            + h.key_len as usize)
-            .next_multiple_of(VALUE_ALIGN);
+        let off = value_offset(h.tag_count as usize, h.key_len as usize);
         // SAFETY: the value lies at `off` inside the live block.
         unsafe {
             std::slice::from_raw_parts(self.0.as_ptr().cast::<u8>().add(off), h.value_len as usize)
@@ -227,13 +251,21 @@ impl EntryPtr {
     #[inline]
     pub(crate) fn tags(&self) -> &[TagRef] {
         let h = self.header();
-        // SAFETY: `tag_count` initialised TagRefs follow the header.
+        if h.tag_count == 0 {
+            // An untagged block ends with its value: no offset to compute.
+            return &[];
+        }
+        // SAFETY: `tag_count` initialised TagRefs follow the value.
         unsafe {
             std::slice::from_raw_parts(
                 self.0
                     .as_ptr()
                     .cast::<u8>()
-                    .add(tags_offset(h.tag_count as usize))
+                    .add(tags_offset(
+                        h.tag_count as usize,
+                        h.key_len as usize,
+                        h.value_len as usize,
+                    ))
                     .cast::<TagRef>(),
                 h.tag_count as usize,
             )
@@ -352,12 +384,7 @@ impl Drop for EntryPtr {
         // SAFETY: last reference: drop the tag refs in place and free the block
         // with the layout it was allocated with.
         unsafe {
-            let tag_base = self
-                .0
-                .as_ptr()
-                .cast::<u8>()
-                .add(tags_offset(tag_count))
-                .cast::<TagRef>();
+            let tag_base = self.0.as_ptr().cast::<u8>().add(off.tags).cast::<TagRef>();
             ptr::drop_in_place(ptr::slice_from_raw_parts_mut(tag_base, tag_count));
             alloc::dealloc(self.0.as_ptr().cast::<u8>(), off.layout);
         }
@@ -404,8 +431,8 @@ mod tests {
         assert_eq!(HEADER, 32);
         assert_eq!(TAGREF, 16);
         assert_eq!(block_size(0, 16, 64), 32 + 16 + 64);
-        // header, epoch, two tags, key (72..88), padding to 96, value.
-        assert_eq!(block_size(2, 16, 64), 96 + 64);
+        // header, epoch, key (40..56), padding to 64, value, two tags.
+        assert_eq!(block_size(2, 16, 64), 64 + 64 + 2 * 16);
     }
 
     #[test]
