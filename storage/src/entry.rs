@@ -1,13 +1,21 @@
-//! One heap block per cached entry: a small header, the entry's tag
-//! references, the key bytes and the value bytes, the value starting at a
-//! 16-byte aligned offset so rkyv can read it in place.
+//! One heap block per cached entry: a small header, the key bytes, the value
+//! bytes and the entry's tag references, the value starting at a 16-byte
+//! aligned offset so rkyv can read it in place.
 //!
 //! ```text
-//! +--------------------+-------------------+-----------+-----+------------------+
-//! | Header (32 bytes)  | TagRef x tag_count| key bytes | pad | value bytes      |
-//! +--------------------+-------------------+-----------+-----+------------------+
-//!                                                             ^ 16-byte aligned
+//! +-------------------+-------------+-----------+-----+-------------+-----+--------------------+
+//! | Header (32 bytes) | tag epoch 8 | key bytes | pad | value bytes | pad | TagRef x tag_count |
+//! +-------------------+-------------+-----------+-----+-------------+-----+--------------------+
+//!                      (if tagged)                     ^ 16-aligned         (8-aligned)
 //! ```
+//!
+//! The tag epoch is the store's tag epoch (see `tags.rs`) at which a reader
+//! last found every tag of the entry current: while the store's epoch has
+//! not moved since, no tag was invalidated and a hit need not look at the
+//! tags' own generations (each a pointer chase to a shared line). The tag
+//! references come last for the same reason: a hit reads the header, the
+//! key and the value, which are then contiguous (one or two cache lines for
+//! small values), and the tags only when the epoch moved.
 //!
 //! The block is reference counted: the map holds one reference and every
 //! [`bytes::Bytes`] handed to the network holds another. Readers that only
@@ -17,8 +25,10 @@
 use std::alloc::{self, Layout};
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{fence, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use crate::tags::TagState;
@@ -74,19 +84,55 @@ impl Clone for TagRef {
 
 const HEADER: usize = std::mem::size_of::<Header>();
 const TAGREF: usize = std::mem::size_of::<TagRef>();
+const EPOCH: usize = std::mem::size_of::<AtomicU64>();
+
+/// Offset of the key: after the header and, for a tagged entry, its tag
+/// epoch.
+#[inline]
+fn key_offset(tag_count: usize) -> usize {
+    if tag_count == 0 {
+        HEADER
+    } else {
+        HEADER + EPOCH
+    }
+}
+
+/// Offset of the value: after the key, 16-byte aligned.
+#[inline]
+fn value_offset(tag_count: usize, key_len: usize) -> usize {
+    (key_offset(tag_count) + key_len).next_multiple_of(VALUE_ALIGN)
+}
+
+/// Offset of the tag references: after the value, 8-byte aligned.
+#[inline]
+fn tags_offset(tag_count: usize, key_len: usize, value_len: usize) -> usize {
+    (value_offset(tag_count, key_len) + value_len).next_multiple_of(std::mem::align_of::<TagRef>())
+}
 
 struct Offsets {
     layout: Layout,
     key: usize,
     value: usize,
+    tags: usize,
 }
 
 fn offsets(tag_count: usize, key_len: usize, value_len: usize) -> Offsets {
-    let key = HEADER + tag_count * TAGREF;
-    let value = (key + key_len).next_multiple_of(VALUE_ALIGN);
-    let size = (value + value_len).max(HEADER);
+    let key = key_offset(tag_count);
+    let value = value_offset(tag_count, key_len);
+    let (tags, end) = if tag_count == 0 {
+        (value + value_len, value + value_len)
+    } else {
+        let tags = tags_offset(tag_count, key_len, value_len);
+        (tags, tags + tag_count * TAGREF)
+    };
+    let size = end.max(HEADER);
     let layout = Layout::from_size_align(size, VALUE_ALIGN).expect("entry layout");
-    Offsets { layout, key, value }
+    Offsets {
+        layout,
+        key,
+        value,
+        tags,
+    }
 }
 
 /// Bytes a block of this shape occupies on the heap (excluding allocator
@@ -141,7 +187,14 @@ impl EntryPtr {
                 expires_at,
                 type_tag,
             });
-            let tag_base = base.as_ptr().add(HEADER).cast::<TagRef>();
+            if !tags.is_empty() {
+                // 0: no reader has checked the tags yet (epochs start at 1).
+                base.as_ptr()
+                    .add(HEADER)
+                    .cast::<AtomicU64>()
+                    .write(AtomicU64::new(0));
+            }
+            let tag_base = base.as_ptr().add(off.tags).cast::<TagRef>();
             for (i, tag) in tags.into_iter().enumerate() {
                 tag_base.add(i).write(tag);
             }
@@ -177,7 +230,7 @@ impl EntryPtr {
                 self.0
                     .as_ptr()
                     .cast::<u8>()
-                    .add(HEADER + h.tag_count as usize * TAGREF),
+                    .add(key_offset(h.tag_count as usize)),
                 h.key_len as usize,
             )
         }
@@ -187,8 +240,7 @@ impl EntryPtr {
     #[inline]
     pub(crate) fn value(&self) -> &[u8] {
         let h = self.header();
-        let off = (HEADER + h.tag_count as usize * TAGREF + h.key_len as usize)
-            .next_multiple_of(VALUE_ALIGN);
+        let off = value_offset(h.tag_count as usize, h.key_len as usize);
         // SAFETY: the value lies at `off` inside the live block.
         unsafe {
             std::slice::from_raw_parts(self.0.as_ptr().cast::<u8>().add(off), h.value_len as usize)
@@ -199,10 +251,22 @@ impl EntryPtr {
     #[inline]
     pub(crate) fn tags(&self) -> &[TagRef] {
         let h = self.header();
-        // SAFETY: `tag_count` initialised TagRefs follow the header.
+        if h.tag_count == 0 {
+            // An untagged block ends with its value: no offset to compute.
+            return &[];
+        }
+        // SAFETY: `tag_count` initialised TagRefs follow the value.
         unsafe {
             std::slice::from_raw_parts(
-                self.0.as_ptr().cast::<u8>().add(HEADER).cast::<TagRef>(),
+                self.0
+                    .as_ptr()
+                    .cast::<u8>()
+                    .add(tags_offset(
+                        h.tag_count as usize,
+                        h.key_len as usize,
+                        h.value_len as usize,
+                    ))
+                    .cast::<TagRef>(),
                 h.tag_count as usize,
             )
         }
@@ -213,6 +277,40 @@ impl EntryPtr {
     #[inline]
     pub(crate) fn is_live(&self, now: u64) -> bool {
         self.header().expires_at > now && self.tags().iter().all(TagRef::is_current)
+    }
+
+    /// [`EntryPtr::is_live`] for the hit path: `epoch` is the store's tag
+    /// epoch, loaded (Acquire) before this call. If a reader already found
+    /// every tag current at that epoch, no tag generation is loaded;
+    /// otherwise they are checked, and if all are current the epoch is
+    /// recorded in the entry for the next reader.
+    ///
+    /// Why that is enough: an invalidation bumps the tag's generation and
+    /// then the epoch (Release). A reader that recorded `epoch` had loaded
+    /// it with Acquire before loading the generations, so it saw every
+    /// generation bump of every invalidation that produced an epoch up to
+    /// `epoch`; an invalidation whose epoch bump this reader has not seen is
+    /// concurrent with it and may be ordered after it.
+    #[inline]
+    pub(crate) fn is_live_at(&self, now: u64, epoch: u64) -> bool {
+        if self.header().expires_at <= now {
+            return false;
+        }
+        if self.header().tag_count == 0 {
+            return true;
+        }
+        // SAFETY: a tagged block has its epoch right after the header.
+        let checked = unsafe { &*self.0.as_ptr().cast::<u8>().add(HEADER).cast::<AtomicU64>() };
+        // Relaxed: the value only says that some reader verified the tags
+        // at this epoch; nothing else is read through it.
+        if checked.load(Ordering::Relaxed) == epoch {
+            return true;
+        }
+        if !self.tags().iter().all(TagRef::is_current) {
+            return false;
+        }
+        checked.store(epoch, Ordering::Relaxed);
+        true
     }
 
     /// Raw pointer for the shard's non-owning bookkeeping.
@@ -230,6 +328,38 @@ impl EntryPtr {
     pub(crate) unsafe fn from_raw(raw: &NonNull<Header>) -> &EntryPtr {
         // SAFETY: EntryPtr is `repr(transparent)` over NonNull<Header>.
         unsafe { &*(raw as *const NonNull<Header>).cast::<EntryPtr>() }
+    }
+    /// Takes over the count a raw owner (the key index) held.
+    ///
+    /// # Safety
+    /// `raw` came from an `EntryPtr` whose count was not dropped
+    /// (`mem::forget`), and is taken over once.
+    #[inline]
+    pub(crate) unsafe fn from_owned_raw(raw: NonNull<Header>) -> EntryPtr {
+        EntryPtr(raw)
+    }
+}
+
+/// A view of a block that someone else holds a count of (the key index),
+/// valid for `'a` (a reclamation guard's lifetime). Dropping it drops no
+/// count; cloning the `EntryPtr` it derefs to takes one.
+pub(crate) struct Borrowed<'a>(ManuallyDrop<EntryPtr>, PhantomData<&'a EntryPtr>);
+
+impl Borrowed<'_> {
+    /// # Safety
+    /// `raw` points to a live block that stays alive for the lifetime.
+    #[inline]
+    pub(crate) unsafe fn new(raw: NonNull<Header>) -> Self {
+        Borrowed(ManuallyDrop::new(EntryPtr(raw)), PhantomData)
+    }
+}
+
+impl std::ops::Deref for Borrowed<'_> {
+    type Target = EntryPtr;
+
+    #[inline]
+    fn deref(&self) -> &EntryPtr {
+        &self.0
     }
 }
 
@@ -254,7 +384,7 @@ impl Drop for EntryPtr {
         // SAFETY: last reference: drop the tag refs in place and free the block
         // with the layout it was allocated with.
         unsafe {
-            let tag_base = self.0.as_ptr().cast::<u8>().add(HEADER).cast::<TagRef>();
+            let tag_base = self.0.as_ptr().cast::<u8>().add(off.tags).cast::<TagRef>();
             ptr::drop_in_place(ptr::slice_from_raw_parts_mut(tag_base, tag_count));
             alloc::dealloc(self.0.as_ptr().cast::<u8>(), off.layout);
         }
@@ -300,6 +430,9 @@ mod tests {
     fn header_is_32_bytes_and_tagref_16() {
         assert_eq!(HEADER, 32);
         assert_eq!(TAGREF, 16);
+        assert_eq!(block_size(0, 16, 64), 32 + 16 + 64);
+        // header, epoch, key (40..56), padding to 64, value, two tags.
+        assert_eq!(block_size(2, 16, 64), 64 + 64 + 2 * 16);
     }
 
     #[test]

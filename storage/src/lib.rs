@@ -2,9 +2,11 @@
 //!
 //! The in-memory store under HydraCache: synchronous, thread-safe, no I/O.
 //!
-//! - A [papaya](https://docs.rs/papaya) lock-free map from key bytes to one
-//!   heap block per entry holding a 32-byte header, tag references, the key
-//!   and the rkyv-archived value at a 16-byte aligned offset.
+//! - One heap block per entry holding a 32-byte header, tag references, the
+//!   key and the rkyv-archived value at a 16-byte aligned offset, found
+//!   through a per-shard open-addressing index whose 8-byte slots point at
+//!   the blocks (lock-free reads, memory reclaimed with
+//!   [seize](https://docs.rs/seize)).
 //! - Reads either copy out ([`Store::get`]) or borrow in place
 //!   ([`Store::get_ref`]); the same bytes are shareable as [`bytes::Bytes`]
 //!   without re-encoding ([`EntryRef::to_bytes`]).
@@ -39,6 +41,7 @@ mod shard;
 mod sketch;
 mod stats;
 mod store;
+mod table;
 mod tags;
 mod value;
 

@@ -48,6 +48,7 @@ use crate::entry::{EntryPtr, Header};
 use crate::ghost::Ghost;
 use crate::sketch::Sketch;
 use crate::store::entry_charge;
+use crate::table::Occupancy;
 
 /// End of a list. Slot indices are below it; the top bit of `Node::next`
 /// says which queue the node is on.
@@ -93,8 +94,8 @@ enum Queue {
 /// A queue node: 16 bytes. Its charge is not stored; it is recomputed from
 /// the entry block when needed.
 struct Node {
-    /// Non-owning: the map owns the block; a node is unlinked in the same
-    /// critical section that removes its entry from the map. `None` on the
+    /// Non-owning: the key index owns the block; a node is unlinked in the
+    /// same critical section that removes its entry from the index. `None` on the
     /// free list.
     entry: Option<NonNull<Header>>,
     /// Previous slot (low 31 bits) and [`UNPROVEN_BIT`].
@@ -221,6 +222,9 @@ pub(crate) struct Shard {
     /// The store's key hasher (same seed), for the hash of a resident key.
     hasher: FixedState,
     pub(crate) pending: Vec<Pending>,
+    /// Occupancy of this shard's key index (`table.rs`), which only the
+    /// holder of this shard's mutex writes.
+    pub(crate) index: Occupancy,
     sweep_cursor: usize,
     unproven: usize,
     since_fill: u64,
@@ -244,6 +248,7 @@ impl Shard {
             sketch: Sketch::new(),
             hasher,
             pending: Vec::new(),
+            index: Occupancy::default(),
             sweep_cursor: 0,
             unproven: 0,
             since_fill: 0,
@@ -346,7 +351,7 @@ impl Shard {
     /// The entry in a slot, if it is linked.
     ///
     /// # Safety
-    /// Call under the shard lock; the entry is in the map while linked.
+    /// Call under the shard lock; the entry is in the index while linked.
     pub(crate) unsafe fn entry(&self, slot: u32) -> Option<&EntryPtr> {
         self.slab
             .get(slot)

@@ -1,7 +1,7 @@
-//! The store: a papaya map from key to entry block, sharded eviction state,
-//! tag registry, counters. Reads are lock-free; every change to a key happens
-//! under the mutex of the key's shard, so the map and the shard's queues
-//! always agree.
+//! The store: per shard a key index (table.rs) holding the entry blocks and
+//! the eviction state; the tag registry; counters. Reads are lock-free; every
+//! change to a key happens under the mutex of the key's shard, so the index
+//! and the shard's queues always agree.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -10,30 +10,31 @@ use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 use foldhash::fast::{FixedState, RandomState};
-use papaya::{Guard, LocalGuard};
+use seize::{Collector, Guard, LocalGuard};
 
 use crate::clock::Clock;
 use crate::config::StoreConfig;
-use crate::entry::{block_size, EntryPtr, TagRef, NEVER};
+use crate::entry::{block_size, Borrowed, EntryPtr, TagRef, NEVER};
 use crate::error::StoreError;
 use crate::fill::{FillOutcome, FillTicket};
 use crate::listener::{EvictionCause, Evictions};
 use crate::shard::{Pending, Shard, Victim};
 use crate::stats::{Counters, StoreStats};
+use crate::table::Table;
 use crate::tags::{lock, TagRegistry};
 use crate::value::{self, EntryRef, StoreValue};
 
 /// Bytes charged per entry on top of its block (header, tag references, key,
 /// alignment padding and value), covering the worst case of what the store
-/// allocates for it elsewhere: papaya's 8-byte entry node and its table slot
-/// (9 bytes per slot, up to 36 per entry right after the table doubles at
-/// half load), the shard's 16-byte queue node, and the entry's share of the
-/// frequency sketch (8 to 16 bytes: four rows of four 4-bit counters per
+/// allocates for it elsewhere: its 8-byte slot in the shard's key index (at
+/// least a quarter of the slots are live once the index has grown: up to 32
+/// bytes per entry), the shard's 16-byte queue node, and the entry's share of
+/// the frequency sketch (8 to 16 bytes: four rows of four 4-bit counters per
 /// entry, rounded up to a power of two) and of the ghost list (6 to 12
-/// bytes): 88, rounded up for slab growth. The allocator's own headers and
+/// bytes): 76, rounded up for slab growth. The allocator's own headers and
 /// size-class rounding are not included. `tests/memory.rs` measures the real
 /// figure against this constant.
-pub const ENTRY_OVERHEAD: usize = 92;
+pub const ENTRY_OVERHEAD: usize = 80;
 
 /// Bytes charged per tag reference on top of the tag name: the 16-byte
 /// reference in the entry block plus the registry's share for a tag no other
@@ -60,8 +61,13 @@ pub enum Expiry {
 }
 
 pub(crate) struct Inner {
-    map: papaya::HashMap<EntryPtr, (), RandomState>,
+    /// Each shard's key index; written under that shard's mutex. Apart from
+    /// the mutexes, so that readers' lines are not written by lockers.
+    tables: Box<[CachePadded<Table>]>,
     shards: Box<[CachePadded<Mutex<Shard>>]>,
+    /// Reclaims removed blocks and replaced slot arrays once no reader
+    /// holds them.
+    collector: Collector,
     hasher: FixedState,
     pub(crate) tags: TagRegistry,
     counters: Counters,
@@ -110,16 +116,18 @@ impl Store {
     /// A store with the given configuration (see [`StoreConfig::build`]).
     pub fn new(config: StoreConfig) -> Store {
         let shards = config.effective_shards();
-        let hasher = FixedState::default();
+        // One hasher for shard choice, the index and the eviction state,
+        // seeded per store: the index probes linearly, so keys chosen to
+        // collide under a known seed would make long probes.
+        let hasher = FixedState::with_seed(RandomState::default().hash_one(0x5eed_u64));
         Store {
             inner: Arc::new(Inner {
-                map: papaya::HashMap::builder()
-                    .hasher(RandomState::default())
-                    // Small batches of retired entries: removed blocks are
-                    // freed after a few evictions, not a few dozen.
-                    .collector(seize::Collector::new().batch_size(8))
-                    .resize_mode(papaya::ResizeMode::Blocking)
-                    .build(),
+                tables: (0..shards)
+                    .map(|_| CachePadded::new(Table::new()))
+                    .collect(),
+                // Small batches of retired entries: removed blocks are freed
+                // after a few evictions, not a few dozen.
+                collector: Collector::new().batch_size(8),
                 shards: (0..shards)
                     .map(|_| CachePadded::new(Mutex::new(Shard::new(hasher.clone()))))
                     .collect(),
@@ -198,12 +206,14 @@ impl Store {
     /// that is in progress will not be stored.
     pub fn remove(&self, key: &[u8]) -> bool {
         let inner = &*self.inner;
-        let guard = inner.map.guard();
+        let guard = inner.collector.enter();
         let mut evictions = inner.evictions();
-        let mut shard = lock(&inner.shards[inner.shard_of(key)]);
+        let hash = inner.hasher.hash_one(key);
+        let idx = inner.shard_of_hash(hash);
+        let mut shard = lock(&inner.shards[idx]);
         mark_pending_stale(&mut shard, key, None);
-        let removed = match inner.map.get_key_value(key, &guard) {
-            Some((entry, _)) => {
+        let removed = match inner.tables[idx].get(hash, key, &guard) {
+            Some(entry) => {
                 let slot = entry.header().slot.load(Ordering::Relaxed);
                 inner.evict_slot(
                     &mut shard,
@@ -239,7 +249,7 @@ impl Store {
     /// Removes every entry; fills in progress will not be stored.
     pub fn flush(&self) {
         let inner = &*self.inner;
-        let guard = inner.map.guard();
+        let guard = inner.collector.enter();
         let mut evictions = inner.evictions();
         for shard in inner.shards.iter() {
             let mut shard = lock(shard);
@@ -269,7 +279,7 @@ impl Store {
     /// rare.
     pub fn sweep(&self, max_per_shard: usize) -> usize {
         let inner = &*self.inner;
-        let guard = inner.map.guard();
+        let guard = inner.collector.enter();
         let now = inner.config.clock.now_ms();
         let mut slots = Vec::new();
         let mut evictions = inner.evictions();
@@ -391,14 +401,14 @@ impl Store {
     #[inline]
     pub fn get<T: StoreValue>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
         let inner = &*self.inner;
-        let guard = inner.map.guard();
+        let guard = inner.collector.enter();
         let Some(entry) = inner.lookup(key, &guard) else {
             return Ok(None);
         };
         match value::decode::<T>(entry.value(), entry.header().type_tag) {
             Ok(v) => Ok(Some(v)),
             Err(e) => {
-                self.remove_if_same(entry);
+                self.remove_if_same(&entry);
                 Err(e)
             }
         }
@@ -408,7 +418,7 @@ impl Store {
     #[inline]
     pub fn get_ref(&self, key: &[u8]) -> Option<EntryRef<'_>> {
         let inner = &*self.inner;
-        let guard = inner.map.guard();
+        let guard = inner.collector.enter();
         let raw = inner.lookup(key, &guard)?.as_raw();
         Some(EntryRef {
             _guard: guard,
@@ -421,11 +431,11 @@ impl Store {
     /// count as a hit or miss and does not change eviction order.
     pub fn contains_key(&self, key: &[u8]) -> bool {
         let inner = &*self.inner;
-        let guard = inner.map.guard();
-        inner
-            .map
-            .get_key_value(key, &guard)
-            .is_some_and(|(e, _)| e.is_live(inner.now_for(e)))
+        let guard = inner.collector.enter();
+        let hash = inner.hasher.hash_one(key);
+        inner.tables[inner.shard_of_hash(hash)]
+            .get(hash, key, &guard)
+            .is_some_and(|e| e.is_live_at(inner.now_for(&e), inner.tags.epoch()))
     }
 
     // ---- introspection --------------------------------------------------
@@ -485,14 +495,19 @@ impl Store {
             + tag_bytes
     }
 
-    /// Heap bytes used by bookkeeping outside the entry blocks and the map
-    /// (queue nodes, ghost lists, frequency sketches, tag registry).
+    /// Heap bytes used by bookkeeping outside the entry blocks (key index
+    /// slots, queue nodes, ghost lists, frequency sketches, tag registry).
     pub fn bookkeeping_bytes(&self) -> usize {
         let inner = &*self.inner;
         inner
             .shards
             .iter()
-            .map(|s| lock(s).heap_bytes())
+            .zip(inner.tables.iter())
+            .map(|(s, t)| {
+                let shard = lock(s);
+                // Under the shard's mutex: the index is not being replaced.
+                shard.heap_bytes() + t.heap_bytes()
+            })
             .sum::<usize>()
             + inner.tags.heap_bytes()
     }
@@ -555,10 +570,12 @@ impl Store {
     /// Drops `entry` if it is still the one stored under its key.
     fn remove_if_same(&self, entry: &EntryPtr) {
         let inner = &*self.inner;
-        let guard = inner.map.guard();
+        let guard = inner.collector.enter();
         let mut evictions = inner.evictions();
-        let mut shard = lock(&inner.shards[inner.shard_of(entry.key())]);
-        if let Some((current, _)) = inner.map.get_key_value(entry.key(), &guard) {
+        let hash = inner.hasher.hash_one(entry.key());
+        let idx = inner.shard_of_hash(hash);
+        let mut shard = lock(&inner.shards[idx]);
+        if let Some(current) = inner.tables[idx].get(hash, entry.key(), &guard) {
             if current.as_raw() == entry.as_raw() {
                 let slot = current.header().slot.load(Ordering::Relaxed);
                 inner.evict_slot(
@@ -616,13 +633,17 @@ impl Inner {
         }
     }
 
-    /// The hit path: one map probe, an expiry and tag-generation check, a
-    /// relaxed frequency bump and a striped counter.
+    /// The hit path: one index probe, an expiry check, a tag check (one
+    /// load of the store's tag epoch; the tags' generations only if a tag
+    /// was invalidated since a reader last checked this entry), a relaxed
+    /// frequency bump and a striped counter.
     #[inline]
-    fn lookup<'g>(&self, key: &[u8], guard: &'g LocalGuard<'_>) -> Option<&'g EntryPtr> {
+    fn lookup<'g>(&self, key: &[u8], guard: &'g LocalGuard<'_>) -> Option<Borrowed<'g>> {
         let stripe = self.counters.local();
-        match self.map.get_key_value(key, guard) {
-            Some((entry, _)) if entry.is_live(self.now_for(entry)) => {
+        let hash = self.hasher.hash_one(key);
+        let epoch = self.tags.epoch();
+        match self.tables[self.shard_of_hash(hash)].get(hash, key, guard) {
+            Some(entry) if entry.is_live_at(self.now_for(&entry), epoch) => {
                 let freq = &entry.header().freq;
                 let f = freq.load(Ordering::Relaxed);
                 if f < 3 {
@@ -687,7 +708,7 @@ impl Inner {
         let shard_idx = self.shard_of_hash(hash);
         let entry = EntryPtr::new(key, bytes, tags, self.expires_at(expiry), type_tag);
         let charge = entry_charge(&entry);
-        let guard = self.map.guard();
+        let guard = self.collector.enter();
         let mut shard = lock(&self.shards[shard_idx]);
         if let Some(id) = fill {
             let pending_stale = shard
@@ -703,9 +724,9 @@ impl Inner {
             }
         }
         mark_pending_stale(&mut shard, key, fill);
-        if let Some((old, _)) = self.map.get_key_value(key, &guard) {
+        if let Some(old) = self.tables[shard_idx].get(hash, key, &guard) {
             let slot = old.header().slot.load(Ordering::Relaxed);
-            self.release_tags(old);
+            self.release_tags(&old);
             self.unlink(&mut shard, slot);
         }
         // While the store has room for this entry nothing is evicted, and
@@ -714,10 +735,19 @@ impl Inner {
         let now = self.config.clock.now_ms();
         shard.link(&entry, charge, hash, filling, |e| !e.is_live(now));
         let raw = entry.as_raw();
-        // papaya replaces the whole entry, key included, on insert (the
-        // shard now links `raw`); the version is pinned for this.
-        self.map.insert(entry, (), &guard);
-        debug_assert!(self.map.get_key_value(key, &guard).map(|(k, _)| k.as_raw()) == Some(raw));
+        // SAFETY: we hold the shard's mutex; the index belongs to this shard
+        // and its readers' guards come from this collector.
+        unsafe {
+            self.tables[shard_idx].insert(&mut shard.index, hash, entry, &self.collector, |k| {
+                self.hasher.hash_one(k)
+            })
+        };
+        debug_assert!(
+            self.tables[shard_idx]
+                .get(hash, key, &guard)
+                .map(|k| k.as_raw())
+                == Some(raw)
+        );
         self.used.fetch_add(charge, Ordering::Relaxed);
         self.entries.fetch_add(1, Ordering::Relaxed);
         Counters::add(&self.counters.local().inserts, 1);
@@ -831,15 +861,27 @@ impl Inner {
         cause: EvictionCause,
         evictions: &mut Evictions<'_>,
     ) {
-        // SAFETY: under the shard lock, slot is linked, entry is in the map.
-        let Some(entry) = (unsafe { shard.entry(slot) }) else {
+        // SAFETY: under the shard lock, slot is linked, entry is in the index.
+        let Some(raw) = (unsafe { shard.entry(slot) }).map(EntryPtr::as_raw) else {
             return;
         };
-        self.release_tags(entry);
+        // SAFETY: the block stays readable until `guard` (and every other
+        // guard that saw it) is released, even once removed below.
+        let entry = unsafe { Borrowed::new(raw) };
+        self.release_tags(&entry);
         evictions.record(entry.key(), cause);
-        // The block stays readable until `guard` (and every other guard that
-        // saw it) is released.
-        self.map.remove(entry.key(), guard);
+        let hash = self.hasher.hash_one(entry.key());
+        // SAFETY: we hold this shard's mutex (the key's shard: the slot is
+        // linked in it), and guards come from this collector.
+        let removed = unsafe {
+            self.tables[self.shard_of_hash(hash)].remove(
+                &mut shard.index,
+                hash,
+                entry.key(),
+                &self.collector,
+            )
+        };
+        debug_assert!(removed);
         self.unlink(shard, slot);
         self.counters.evicted(cause);
         // Start reclaiming now rather than when this thread's batch of
@@ -876,7 +918,3 @@ impl Inner {
             || !tags.iter().all(TagRef::is_current)
     }
 }
-
-// Guard is used via trait methods on LocalGuard in papaya's API.
-#[allow(unused_imports)]
-use Guard as _;

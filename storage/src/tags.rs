@@ -9,6 +9,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crossbeam_utils::CachePadded;
 use foldhash::fast::FixedState;
 
 use crate::entry::TagRef;
@@ -63,6 +64,10 @@ type Shard = Mutex<HashSet<TagKey, FixedState>>;
 pub(crate) struct TagRegistry {
     shards: Box<[Shard]>,
     hasher: FixedState,
+    /// Bumped after every tag invalidation (after the tag's generation):
+    /// while it has not moved, no tag changed, and readers skip the tags'
+    /// own generations (see `EntryPtr::is_live_at`). Starts at 1.
+    epoch: CachePadded<AtomicU64>,
 }
 
 impl TagRegistry {
@@ -72,7 +77,16 @@ impl TagRegistry {
                 .map(|_| Mutex::new(HashSet::with_hasher(FixedState::default())))
                 .collect(),
             hasher: FixedState::with_seed(0x07a6_5eed),
+            epoch: CachePadded::new(AtomicU64::new(1)),
         }
+    }
+
+    /// The store's tag epoch (Acquire: pairs with the Release bump in
+    /// [`TagRegistry::invalidate`], so a reader that sees an epoch sees the
+    /// generation bumps made before it).
+    #[inline]
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     fn shard(&self, name: &[u8]) -> &Shard {
@@ -119,6 +133,9 @@ impl TagRegistry {
         match shard.get(name) {
             Some(key) => {
                 key.0.generation.fetch_add(1, Ordering::AcqRel);
+                // After the generation: a reader that sees the new epoch
+                // (Acquire) sees the new generation.
+                self.epoch.fetch_add(1, Ordering::Release);
                 true
             }
             None => false,
@@ -167,5 +184,18 @@ mod tests {
         reg.release(&b);
         assert_eq!(reg.len(), 0);
         assert!(!reg.invalidate(b"users"));
+    }
+
+    #[test]
+    fn the_epoch_moves_with_every_invalidation_and_only_then() {
+        let reg = TagRegistry::new(4);
+        let start = reg.epoch();
+        let a = reg.acquire(b"a");
+        assert_eq!(reg.epoch(), start);
+        assert!(!reg.invalidate(b"unknown"));
+        assert_eq!(reg.epoch(), start);
+        assert!(reg.invalidate(b"a"));
+        assert_eq!(reg.epoch(), start + 1);
+        reg.release(&a);
     }
 }

@@ -197,6 +197,45 @@ fn invalidating_a_tag_hides_every_entry_with_it_at_once() {
 }
 
 #[test]
+fn an_entry_read_before_an_invalidation_is_hidden_by_it() {
+    // Reads record in the entry that its tags were current; an invalidation
+    // of any tag since must still hide exactly the entries that carry it,
+    // however often they were read before and after other invalidations.
+    let store = Store::default();
+    store.insert(b"a1", &1u32, Expiry::Default, &["a"]).unwrap();
+    store
+        .insert(b"a2", &2u32, Expiry::Default, &["a", "shared"])
+        .unwrap();
+    store
+        .insert(b"b", &3u32, Expiry::Default, &["b", "shared"])
+        .unwrap();
+    store
+        .insert(b"plain", &4u32, Expiry::Default, NO_TAGS)
+        .unwrap();
+    for _ in 0..3 {
+        for key in [&b"a1"[..], b"a2", b"b", b"plain"] {
+            assert!(store.get::<u32>(key).unwrap().is_some());
+        }
+    }
+    assert!(store.invalidate_tag(b"b"));
+    assert_eq!(store.get::<u32>(b"b").unwrap(), None);
+    assert!(!store.contains_key(b"b"));
+    for _ in 0..3 {
+        assert_eq!(store.get::<u32>(b"a1").unwrap(), Some(1));
+        assert_eq!(store.get::<u32>(b"a2").unwrap(), Some(2));
+        assert!(store.get_ref(b"a1").is_some());
+    }
+    assert!(store.invalidate_tag(b"shared"));
+    assert_eq!(store.get::<u32>(b"a2").unwrap(), None);
+    assert!(store.get_ref(b"a2").is_none());
+    assert_eq!(store.get::<u32>(b"a1").unwrap(), Some(1));
+    assert!(store.invalidate_tag(b"a"));
+    assert_eq!(store.get::<u32>(b"a1").unwrap(), None);
+    assert!(!store.contains_key(b"a1"));
+    assert_eq!(store.get::<u32>(b"plain").unwrap(), Some(4));
+}
+
+#[test]
 fn remove_and_flush() {
     let store = Store::default();
     store.insert(b"a", &1u32, Expiry::Default, &["t"]).unwrap();
