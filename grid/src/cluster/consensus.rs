@@ -296,8 +296,8 @@ mod tests {
         assert_eq!(pending.len(), 0);
     }
 
-    #[test]
-    fn oversized_raft_bytes_are_dropped_before_queueing_and_the_queue_is_bounded() {
+    #[tokio::test]
+    async fn oversized_raft_bytes_are_dropped_before_queueing_and_the_queue_is_bounded() {
         assert!(admits(1 << 20, 1 << 20));
         assert!(!admits((1 << 20) + 1, 1 << 20));
         let (tx, _rx) = mpsc::channel(RAFT_INBOX_CAPACITY);
@@ -305,6 +305,7 @@ mod tests {
             tx,
             max_message_bytes: 1 << 10,
             status: Default::default(),
+            task: tokio::spawn(async {}),
         };
         assert!(!consensus.deliver(1, Bytes::from(vec![0; (1 << 10) + 1])));
         for _ in 0..RAFT_INBOX_CAPACITY {
