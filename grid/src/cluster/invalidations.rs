@@ -63,7 +63,7 @@ impl Node {
         });
         // Clients do not talk to clients: a client sends to the members,
         // and each member relays to the other clients before it acknowledges.
-        let mut peers = self.live_peers(false);
+        let mut peers = self.invalidation_targets();
         if self.role == Role::Client {
             peers.retain(|p| p.role == "member");
         }
@@ -110,6 +110,17 @@ impl Node {
         (sequence, acked)
     }
 
+    /// The live peers an invalidation goes to: not those that announced over
+    /// their own connection that they leave, since a leaving process drops
+    /// its cache when it stops and would otherwise hold every caller for the
+    /// whole acknowledgement timeout.
+    fn invalidation_targets(&self) -> Vec<LivePeer> {
+        let leaving = self.leaving.lock().expect("leaving").clone();
+        let mut peers = self.live_peers(false);
+        peers.retain(|p| !leaving.contains(&(p.id.clone(), p.generation)));
+        peers
+    }
+
     /// An invalidation names its origin; a peer may only send its own, except
     /// that admitted members relay clients' invalidations to clients (see
     /// [`super::ownership::MembershipView::takes_invalidation`]).
@@ -126,7 +137,7 @@ impl Node {
     pub(super) async fn relay_to_clients(&self, inv: Invalidate) -> Result<(), CacheError> {
         let sequence = inv.sequence;
         let origin = inv.origin.id.to_string();
-        let mut clients = self.live_peers(false);
+        let mut clients = self.invalidation_targets();
         clients.retain(|p| p.role == "client" && p.id != origin);
         self.send_to(
             clients,
@@ -268,21 +279,30 @@ pub(super) async fn watch_high_water_marks(node: Weak<Node>) {
         let mut peers = n.live_peers(false);
         peers.retain(|p| super::authority::reads_high_water(&view, &p.id, p.generation));
         n.publish_hwm(n.sequence.load(Ordering::SeqCst)).await;
-        let missed: Vec<String> = {
+        let (tail, lost) = {
             let now = std::time::Instant::now();
             let mut sequences = n.sequences.lock().expect("sequences");
-            let mut missed: Vec<String> = peers
+            let tail: Vec<String> = peers
                 .into_iter()
                 .filter(|p| sequences.observe_high_water(&p.id, p.generation, p.hwm, now))
                 .map(|p| p.id)
                 .collect();
-            if sequences.expire(now) {
-                missed.push("a hole open past its bound".to_string());
-            }
-            missed
+            let overdue = sequences.overdue(now);
+            let lost = if !overdue.is_empty() && sequences.expire(now) {
+                overdue
+            } else {
+                Vec::new()
+            };
+            (tail, lost)
         };
+        if !tail.is_empty() {
+            n.telemetry.flushed_on_gap(&tail.join(","), "high_water");
+        }
+        if !lost.is_empty() {
+            n.telemetry.flushed_on_gap(&lost.join(","), "gap");
+        }
+        let missed: Vec<String> = tail.into_iter().chain(lost).collect();
         if !missed.is_empty() {
-            n.telemetry.flushed_on_gap(&missed.join(","), "high_water");
             if let Some(grid) = n.grid.upgrade() {
                 grid.apply(
                     &Invalidation::Flush,

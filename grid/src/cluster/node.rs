@@ -356,6 +356,11 @@ impl Node {
             tokio::time::sleep(self.gossip_interval / 2).await;
         }
         self.shutdown().await;
+        // Nobody sends this process invalidations any more: what it holds
+        // can no longer be proven fresh, so the local cache starts empty.
+        if let Some(grid) = self.grid.upgrade() {
+            grid.apply(&Invalidation::Flush, crate::events::EventOrigin::Local);
+        }
     }
 
     /// Tells every admitted member (one of them leads) that this process

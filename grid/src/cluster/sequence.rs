@@ -209,14 +209,23 @@ impl SequenceTable {
     /// message is taken for lost, and every hole is closed by the flush the
     /// caller applies.
     pub(crate) fn expire(&mut self, now: Instant) -> bool {
+        !self.overdue(now).is_empty() && self.flushed()
+    }
+
+    /// The origins with a hole open longer than the bound at `now` (whose
+    /// loss [`SequenceTable::expire`] would flush for).
+    pub(crate) fn overdue(&self, now: Instant) -> Vec<String> {
         let bound = self.hole_bound;
-        let lost = self.windows.values().any(|w| {
-            w.holes
-                .values()
-                .next()
-                .is_some_and(|opened| now.saturating_duration_since(*opened) > bound)
-        });
-        lost && self.flushed()
+        self.windows
+            .iter()
+            .filter(|(_, w)| {
+                w.holes
+                    .values()
+                    .next()
+                    .is_some_and(|opened| now.saturating_duration_since(*opened) > bound)
+            })
+            .map(|(origin, _)| origin.clone())
+            .collect()
     }
 
     /// Flushes this table decided (window overflows, lost holes, stranded

@@ -35,8 +35,6 @@ pub(super) struct NodeTelemetry {
     pub(super) invalidation_acks: AtomicU64,
     /// Peers that did not acknowledge an invalidation in time.
     pub(super) late_nodes: AtomicU64,
-    /// Flushes of everything after a gap in a peer's invalidations.
-    pub(super) gap_flushes: AtomicU64,
     /// When each peer's gossip heartbeat last moved.
     pub(super) last_heard: Mutex<LastHeard>,
 }
@@ -110,11 +108,11 @@ impl NodeTelemetry {
     }
 
     /// Everything was dropped because invalidations from `origin` may have
-    /// been missed; `why` is `gap` (a sequence number skipped),
+    /// been missed (counted by the sequence table, reported here); `why` is
+    /// `gap` (a hole open past its bound, or an overflowing window),
     /// `high_water` (a missed tail the origin's gossip revealed) or
     /// `put_reply` (a put's sequence skipped one).
     pub(super) fn flushed_on_gap(&self, origin: &str, why: &'static str) {
-        bump(&self.gap_flushes, 1);
         tracing::warn!(
             target: telemetry::INVALIDATION,
             origin,
