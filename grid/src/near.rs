@@ -120,10 +120,15 @@ impl GridInner {
             return Ok(None);
         };
         // Validated as `T` when kept (bytes that fail are a typed error and
-        // are not kept). Not kept (overtaken, or written here meanwhile): a
-        // miss, which a cache may always answer.
+        // are not kept). Not kept: an invalidation overtook the reply, or the
+        // key was written here meanwhile — by a local write, or by another
+        // caller keeping this same shared reply first. The store has the
+        // answer then: that copy, the newer write, or nothing.
         if !self.keep_near_copy::<T, C>(key, before, &entry)? {
-            return Ok(None);
+            return match self.store.get_ref(key.as_bytes()) {
+                Some(stored) => T::read(&stored).map(Some),
+                None => Ok(None),
+            };
         }
         // The value comes from the reply, not from a read of the store,
         // which would count a local hit for what was a remote read.

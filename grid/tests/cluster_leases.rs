@@ -142,6 +142,7 @@ async fn herd(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_callers_on_six_nodes_run_one_loader_and_all_get_its_value() {
+    let _one = cluster_support::one_at_a_time().await;
     let ca = DevCa::new("orders").unwrap();
     let nodes = grid(&ca).await;
     let runs = Arc::new(AtomicUsize::new(0));
@@ -163,6 +164,7 @@ async fn a_thousand_callers_on_six_nodes_run_one_loader_and_all_get_its_value() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_loader_may_run_on_a_client_and_every_member_gets_its_value() {
+    let _one = cluster_support::one_at_a_time().await;
     let ca = DevCa::new("orders").unwrap();
     let nodes = grid(&ca).await;
     let runs = Arc::new(AtomicUsize::new(0));
@@ -180,10 +182,22 @@ async fn the_loader_may_run_on_a_client_and_every_member_gets_its_value() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failing_or_panicking_loader_fails_every_caller_naming_its_node_and_leaves_no_lease() {
+    let _one = cluster_support::one_at_a_time().await;
     let ca = DevCa::new("orders").unwrap();
     let nodes = grid(&ca).await;
     for (key, panics) in [("report:9", false), ("report:10", true)] {
         let (owner, _) = owner_of(&nodes, key).await;
+        // The client reaches the owner (a slow first connection would make
+        // it serve locally, without a lease).
+        assert!(
+            eventually(async || {
+                let before = diag(&nodes[5]).await.remote_misses;
+                assert_eq!(nodes[5].get::<u64>(key).await.unwrap(), None);
+                diag(&nodes[5]).await.remote_misses > before
+            })
+            .await,
+            "the client reaches the owner"
+        );
         let gate = Arc::new(Semaphore::new(0));
         let g = gate.clone();
         let c0 = nodes[5].clone();
@@ -247,6 +261,7 @@ async fn a_failing_or_panicking_loader_fails_every_caller_naming_its_node_and_le
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fill_for_a_lease_voided_by_an_invalidation_is_refused_but_reaches_its_waiters() {
+    let _one = cluster_support::one_at_a_time().await;
     let ca = DevCa::new("orders").unwrap();
     let nodes = grid(&ca).await;
     let key = "report:11";
@@ -278,6 +293,7 @@ async fn a_fill_for_a_lease_voided_by_an_invalidation_is_refused_but_reaches_its
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fill_with_a_forged_token_is_refused_and_stores_nothing() {
+    let _one = cluster_support::one_at_a_time().await;
     let ca = DevCa::new("orders").unwrap();
     let nodes = grid(&ca).await;
     let key = "report:12";
@@ -320,6 +336,7 @@ async fn a_fill_with_a_forged_token_is_refused_and_stores_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn when_the_holders_node_goes_mid_load_a_waiter_gets_the_lease_and_loads_once() {
+    let _one = cluster_support::one_at_a_time().await;
     let ca = DevCa::new("orders").unwrap();
     let nodes = grid(&ca).await;
     let key = "report:13";
@@ -364,6 +381,7 @@ async fn when_the_holders_node_goes_mid_load_a_waiter_gets_the_lease_and_loads_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn when_the_owner_goes_mid_load_every_caller_finishes_and_the_key_loads_again() {
+    let _one = cluster_support::one_at_a_time().await;
     let ca = DevCa::new("orders").unwrap();
     let nodes = grid_with(&ca, LONG_LEASE).await;
     let key = "report:14";
@@ -408,6 +426,7 @@ async fn when_the_owner_goes_mid_load_every_caller_finishes_and_the_key_loads_ag
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_membership_change_during_loads_costs_at_most_one_extra_load_per_key() {
+    let _one = cluster_support::one_at_a_time().await;
     let ca = DevCa::new("orders").unwrap();
     let nodes = grid_with(&ca, LONG_LEASE).await;
     let keys: Vec<String> = (0..24).map(|i| format!("page:{i}")).collect();
@@ -445,6 +464,7 @@ async fn a_membership_change_during_loads_costs_at_most_one_extra_load_per_key()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn typed_views_and_cacheable_go_through_the_owner_too() {
+    let _one = cluster_support::one_at_a_time().await;
     let ca = DevCa::new("orders").unwrap();
     let nodes = grid(&ca).await;
     let runs = Arc::new(AtomicUsize::new(0));

@@ -59,6 +59,7 @@ async fn everyone_reads(nodes: &[Grid], key: &str, expected: Option<u64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_anywhere_is_read_everywhere_and_no_node_keeps_an_old_value() {
+    let _one = cluster_support::one_at_a_time().await;
     let nodes = grid().await;
     let tagged = || {
         CacheOptions::new()
@@ -106,6 +107,7 @@ async fn a_put_anywhere_is_read_everywhere_and_no_node_keeps_an_old_value() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_loaded_on_its_owner_is_read_everywhere_without_loading_again() {
+    let _one = cluster_support::one_at_a_time().await;
     let nodes = grid().await;
     let owner_id = nodes[0].owner_for_key("report:1").unwrap();
     let mut owner = None;
@@ -139,6 +141,7 @@ async fn a_value_loaded_on_its_owner_is_read_everywhere_without_loading_again() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn puts_racing_reads_on_every_node_never_leave_an_old_value_behind() {
+    let _one = cluster_support::one_at_a_time().await;
     let nodes = grid().await;
     let nodes = Arc::new(nodes);
     // Readers on every node keep fetches in flight while the puts run, so
@@ -173,6 +176,7 @@ async fn puts_racing_reads_on_every_node_never_leave_an_old_value_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_invalidations_racing_reads_leave_no_node_serving_the_old_value() {
+    let _one = cluster_support::one_at_a_time().await;
     let nodes = grid().await;
     // Every node reads the key in a loop, the invalidating node included:
     // its reads go to the owner, which may not have applied the
@@ -216,6 +220,7 @@ async fn key_invalidations_racing_reads_leave_no_node_serving_the_old_value() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_owner_is_served_locally_or_reported_as_configured() {
+    let _one = cluster_support::one_at_a_time().await;
     let ca = DevCa::new("orders").unwrap();
     // Slow gossip, so that the failure detector takes seconds to declare b
     // dead and the membership still names it during the requests below.
@@ -267,6 +272,7 @@ async fn an_unreachable_owner_is_served_locally_or_reported_as_configured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_typed_view_reads_through_the_owner() {
+    let _one = cluster_support::one_at_a_time().await;
     let nodes = grid().await;
     let prices = |n: &Grid| n.typed::<u64>("price");
     prices(&nodes[1])
@@ -281,6 +287,7 @@ async fn a_typed_view_reads_through_the_owner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_of_one_key_on_one_node_send_one_fetch() {
+    let _one = cluster_support::one_at_a_time().await;
     let nodes = grid().await;
     let client = &nodes[3];
     nodes[0]
@@ -296,6 +303,7 @@ async fn concurrent_misses_of_one_key_on_one_node_send_one_fetch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_through_the_owner_counts_one_miss_and_no_local_hit() {
+    let _one = cluster_support::one_at_a_time().await;
     let nodes = grid().await;
     let client = &nodes[3];
     nodes[0]

@@ -73,3 +73,12 @@ pub async fn eventually<F: AsyncFnMut() -> bool>(mut check: F) -> bool {
     }
     false
 }
+
+/// Held by each test of a file whose tests start six nodes apiece: run one
+/// at a time, they do not starve each other's gossip and timers on a small
+/// machine (a test's assertions are about the grid, not about the load of
+/// the tests around it).
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
