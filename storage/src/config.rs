@@ -44,6 +44,7 @@ pub struct StoreConfig {
     pub(crate) shards: Option<usize>,
     pub(crate) clock: Clock,
     pub(crate) listener: Option<Listener>,
+    pub(crate) hash_seed: Option<u64>,
 }
 
 impl Default for StoreConfig {
@@ -58,6 +59,7 @@ impl Default for StoreConfig {
             shards: None,
             clock: Clock::Monotonic,
             listener: None,
+            hash_seed: None,
         }
     }
 }
@@ -113,6 +115,16 @@ impl StoreConfig {
     /// work. One shard gives exact global S3-FIFO order.
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards.max(1));
+        self
+    }
+
+    /// Seeds the store's key hash (shard choice, index, eviction state)
+    /// instead of a random seed per store, so that the same operations make
+    /// the same eviction decisions: for tests and reproducible benchmarks.
+    /// A store facing untrusted keys keeps the random seed, since keys
+    /// chosen to collide under a known seed make long index probes.
+    pub fn hash_seed(mut self, seed: u64) -> Self {
+        self.hash_seed = Some(seed);
         self
     }
 

@@ -119,7 +119,10 @@ impl Store {
         // One hasher for shard choice, the index and the eviction state,
         // seeded per store: the index probes linearly, so keys chosen to
         // collide under a known seed would make long probes.
-        let hasher = FixedState::with_seed(RandomState::default().hash_one(0x5eed_u64));
+        let seed = config
+            .hash_seed
+            .unwrap_or_else(|| RandomState::default().hash_one(0x5eed_u64));
+        let hasher = FixedState::with_seed(seed);
         Store {
             inner: Arc::new(Inner {
                 tables: (0..shards)

@@ -47,6 +47,7 @@ fn store_with(log: &Arc<Log>, capacity: usize) -> (Store, ManualClock) {
     let store = StoreConfig::new()
         .capacity_bytes(capacity)
         .shards(1)
+        .hash_seed(7) // the same decisions in every store of a test
         .clock(Clock::Manual(clock.clone()))
         .eviction_listener(log.clone())
         .build();
