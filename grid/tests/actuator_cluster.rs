@@ -101,6 +101,17 @@ async fn the_cluster_view_health_and_metrics_of_members_and_a_client() {
         ]
     );
 
+    // A load of a key m0 owns goes through m0's own lease table.
+    let owned = (0..)
+        .map(|i| format!("lease:{i}"))
+        .find(|k| m0.owner_for_key(k).as_deref() == Some("m0"))
+        .unwrap();
+    m0.get_or_load(&owned, CacheOptions::new(), || async {
+        Ok::<_, std::io::Error>(5u64)
+    })
+    .await
+    .unwrap();
+
     let (status, cluster) = get_json(&router, "/cluster").await;
     assert_eq!(status, StatusCode::OK);
     let grid = &cluster["caches"][0];
@@ -163,6 +174,14 @@ async fn the_cluster_view_health_and_metrics_of_members_and_a_client() {
     assert_eq!(read["wrong_owner_retries"], d.wrong_owner_retries);
     assert_eq!(read["local_fallbacks"], d.local_fallbacks);
     assert_eq!(read["puts_served"], d.puts_served);
+    assert_eq!(read["owner_loads"], d.owner_loads);
+    let leases = &read["leases"];
+    assert!(d.leases_granted >= 1, "m0 granted its own load a lease");
+    assert_eq!(leases["granted"], d.leases_granted);
+    assert_eq!(leases["joined"], d.leases_joined);
+    assert_eq!(leases["expired"], d.leases_expired);
+    assert_eq!(leases["voided"], d.leases_voided);
+    assert_eq!(leases["fills_refused"], d.fills_refused);
     assert_eq!(cluster["caches"][1]["mode"], "local");
     let near = &cluster["caches"][2];
     assert_eq!(near["mode"], "client");

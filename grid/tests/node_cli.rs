@@ -214,3 +214,63 @@ async fn certs_issues_client_certificates_that_cannot_join_as_members() {
     client.request(member.local_addr(), ping).await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn hydracache_log_sends_the_grids_events_to_stderr() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+
+    let dir = std::env::temp_dir().join(format!("hydracache-cli-log-{}", std::process::id()));
+    let out = node(
+        &["certs", "--cluster", "c", "n1"],
+        &[("HYDRACACHE_CERTS_OUT", dir.to_str().unwrap())],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            "--cluster",
+            "c",
+            "--node-id",
+            "n1",
+            "--gossip-ms",
+            "50",
+        ])
+        .arg("--ca")
+        .arg(dir.join("ca.pem"))
+        .arg("--cert")
+        .arg(dir.join("n1.pem"))
+        .arg("--key")
+        .arg(dir.join("n1.key"))
+        .env("HYDRACACHE_LOG", "hydracache=info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.starts_with("LISTEN "), "{line}");
+    // The founder elects itself; then ask it to stop (bounded: the node
+    // answers `status` once Raft has a leader, and quits on `quit`).
+    for _ in 0..100 {
+        writeln!(stdin, "status").unwrap();
+        line.clear();
+        stdout.read_line(&mut line).unwrap();
+        if line.contains("leader=n1") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    writeln!(stdin, "quit").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let log = stderr(&out);
+    assert!(
+        log.contains("raft leader changed") && log.contains("INFO"),
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

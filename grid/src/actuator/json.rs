@@ -283,6 +283,18 @@ pub(crate) mod node {
         pub(crate) wrong_owner_retries: u64,
         pub(crate) local_fallbacks: u64,
         pub(crate) puts_served: u64,
+        pub(crate) owner_loads: u64,
+        pub(crate) leases: LeasesJson,
+    }
+
+    /// The owner's lease table: cluster-wide single flight.
+    #[derive(Serialize)]
+    pub(crate) struct LeasesJson {
+        pub(crate) granted: u64,
+        pub(crate) joined: u64,
+        pub(crate) expired: u64,
+        pub(crate) voided: u64,
+        pub(crate) fills_refused: u64,
     }
 
     fn role_name(role: Role) -> &'static str {
@@ -346,6 +358,14 @@ pub(crate) mod node {
                     wrong_owner_retries: c.wrong_owner_retries,
                     local_fallbacks: c.local_fallbacks,
                     puts_served: c.puts_served,
+                    owner_loads: c.owner_loads,
+                    leases: LeasesJson {
+                        granted: c.leases_granted,
+                        joined: c.leases_joined,
+                        expired: c.leases_expired,
+                        voided: c.leases_voided,
+                        fills_refused: c.fills_refused,
+                    },
                 },
             }
         }

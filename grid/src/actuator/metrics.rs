@@ -256,7 +256,7 @@ fn cluster(registry: &mut Registry, readings: &[Reading<'_>]) {
         .filter_map(|r| r.snapshot.cluster.as_ref().map(|c| (r.name, c)))
         .collect();
     type Get = fn(&crate::cluster::ClusterDiagnostics) -> u64;
-    let counters: [(&str, &str, Get); 9] = [
+    let counters: [(&str, &str, Get); 15] = [
         (
             "cluster_invalidations_sent",
             "Invalidations this node originated and fanned out",
@@ -301,6 +301,36 @@ fn cluster(registry: &mut Registry, readings: &[Reading<'_>]) {
             "cluster_puts_served",
             "Puts from other nodes stored here as the owner",
             |c| c.puts_served,
+        ),
+        (
+            "cluster_owner_loads",
+            "Named loader runs on this node",
+            |c| c.owner_loads,
+        ),
+        (
+            "cluster_leases_granted",
+            "Load leases this node granted as a key's owner",
+            |c| c.leases_granted,
+        ),
+        (
+            "cluster_leases_joined",
+            "Load requests this owner held on a lease in progress instead of loading again",
+            |c| c.leases_joined,
+        ),
+        (
+            "cluster_leases_expired",
+            "Leases whose holder stayed silent past the lease timeout",
+            |c| c.leases_expired,
+        ),
+        (
+            "cluster_leases_voided",
+            "Leases an invalidation or a write voided while their load ran",
+            |c| c.leases_voided,
+        ),
+        (
+            "cluster_fills_refused",
+            "Fills this owner refused: voided, expired, forged or from another epoch",
+            |c| c.fills_refused,
         ),
     ];
     for (metric, help, get) in counters {

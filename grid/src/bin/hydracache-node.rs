@@ -107,6 +107,16 @@ struct RunArgs {
 }
 
 fn main() {
+    // Spans and events to stderr (stdout carries the command protocol):
+    // HYDRACACHE_LOG takes tracing's filter syntax, e.g. `hydracache=debug`;
+    // warnings and errors by default.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HYDRACACHE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     match Cli::parse().command {
         Command::Certs(args) => certs(args),
         Command::Run(args) => {
