@@ -468,7 +468,6 @@ impl<C: Codec> Grid<C> {
                     return flight.wait::<T>(key).await;
                 }
                 Joined::Leader { flight, tx, ticket } => {
-                    GridCounters::bump(&inner.counters.loads);
                     // From here on the flight always gets an outcome, even if
                     // the loader or the fill panics: the guard publishes one
                     // when it is dropped without having published.
@@ -481,6 +480,8 @@ impl<C: Codec> Grid<C> {
                     let fut = match std::panic::catch_unwind(AssertUnwindSafe(make)) {
                         Ok(fut) => fut,
                         Err(panic) => {
+                            // The caller's closure ran (and panicked): a load.
+                            landing.ran_loader();
                             drop(ticket);
                             landing.land(Err(CacheError::LoaderPanicked(panic_message(&*panic))));
                             return flight.wait::<T>(key).await;
@@ -924,6 +925,9 @@ async fn lead<T, C, Fut, E>(
             }
         }
     }
+    // Counted here, where the loader runs: not for a load that the key's
+    // owner (or another node's lease) answered.
+    landing.ran_loader();
     // The loader's own spans and events nest under the load's span.
     let fut = tracing::Instrument::instrument(fut, landing.span.clone());
     let ran = AssertUnwindSafe(fut)
@@ -1036,6 +1040,10 @@ struct Landing {
     /// The outcome's name if it is a value: `loaded`, `fetched` (from the
     /// key's owner) or `stale_discarded` (not cached).
     label: &'static str,
+    /// This node ran the loader: a failure is one of its `load_errors`
+    /// (not a failure another node's load sent here, nor an unreachable
+    /// owner).
+    ran: bool,
 }
 
 impl Landing {
@@ -1063,7 +1071,14 @@ impl Landing {
             span,
             started: Instant::now(),
             label: "loaded",
+            ran: false,
         }
+    }
+
+    /// The loader runs here: one of this node's `loads`.
+    fn ran_loader(&mut self) {
+        self.ran = true;
+        GridCounters::bump(&self.inner.counters.loads);
     }
 
     fn land(mut self, outcome: Outcome) {
@@ -1087,7 +1102,9 @@ impl Landing {
             tracing::warn!(target: telemetry::LOAD, parent: &self.span, outcome = label, elapsed_us, "load failed");
         }
         if let Err(e) = &outcome {
-            GridCounters::bump(&self.inner.counters.load_errors);
+            if self.ran {
+                GridCounters::bump(&self.inner.counters.load_errors);
+            }
             if self.inner.events.active() {
                 self.inner.events.publish(CacheEvent::LoadFailed {
                     key: self.key.clone(),

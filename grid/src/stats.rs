@@ -29,9 +29,12 @@ pub struct GridStats {
     pub hits: u64,
     /// Reads that found nothing.
     pub misses: u64,
-    /// Loader runs (one per single-flight group).
+    /// Loader runs on this node (one per single-flight group; in a grid,
+    /// one per lease this node held, or per load it ran without the owner).
+    /// A miss that the key's owner answered runs no loader and is not one.
     pub loads: u64,
-    /// Loader runs that failed or panicked.
+    /// Loader runs on this node that failed or panicked (another node's
+    /// failed load, reported here as `LoadFailedOn`, is not one).
     pub load_errors: u64,
     /// Callers that joined a load already in flight instead of starting one.
     pub single_flight_joins: u64,

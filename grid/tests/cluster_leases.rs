@@ -149,6 +149,7 @@ async fn a_thousand_callers_on_six_nodes_run_one_loader_and_all_get_its_value() 
     let gate = Arc::new(Semaphore::new(0));
     // The first caller is on a member that does not own the key.
     let (_, first) = owner_of(&nodes, "report:7").await;
+    let loads_before: Vec<u64> = nodes.iter().map(|n| n.stats().loads).collect();
     let tasks = herd(&nodes, "report:7", first, 167, &runs, &gate).await;
     assert!(tasks.len() >= 1000);
     gate.add_permits(1);
@@ -156,6 +157,16 @@ async fn a_thousand_callers_on_six_nodes_run_one_loader_and_all_get_its_value() 
         assert_eq!(t.await.unwrap().unwrap(), 42);
     }
     assert_eq!(runs.load(Ordering::SeqCst), 1, "one load in the whole grid");
+    // The stats agree: one load, counted on the lease holder's node only
+    // (the others' misses were answered by the owner, which is no load).
+    let loads: Vec<u64> = nodes
+        .iter()
+        .zip(&loads_before)
+        .map(|(n, before)| n.stats().loads - before)
+        .collect();
+    let mut expected = vec![0; nodes.len()];
+    expected[first] = 1;
+    assert_eq!(loads, expected, "loads per node");
     // Every node now reads it locally without loading.
     for n in &nodes {
         assert_eq!(n.get::<u64>("report:7").await.unwrap(), Some(42));
@@ -225,6 +236,7 @@ async fn a_failing_or_panicking_loader_fails_every_caller_naming_its_node_and_le
             })
             .collect();
         assert!(eventually(async || diag(&nodes[owner]).await.leases_joined >= joined + 5).await);
+        let before: Vec<_> = nodes.iter().map(|n| n.stats()).collect();
         gate.add_permits(1);
         match holder.await.unwrap() {
             Err(CacheError::Load(_)) if !panics => {}
@@ -245,6 +257,19 @@ async fn a_failing_or_panicking_loader_fails_every_caller_naming_its_node_and_le
             }
         }
         assert_eq!(runs.load(Ordering::SeqCst), 0, "no one else loaded");
+        // One failed load, counted where it ran: the other nodes' callers
+        // got its error, which is neither a load nor a load error of theirs.
+        // (The holder's load was counted before `before` was taken.)
+        for (i, n) in nodes.iter().enumerate() {
+            let (now, then) = (n.stats(), before[i]);
+            let errors = u64::from(i == 5);
+            assert_eq!(
+                (now.loads - then.loads, now.load_errors - then.load_errors),
+                (0, errors),
+                "node {i}"
+            );
+        }
+        assert!(nodes[5].stats().loads >= 1);
         // Nothing stored anywhere, and the next call loads again at once.
         for n in &nodes {
             assert!(n.get_ref(key).is_none());

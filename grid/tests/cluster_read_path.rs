@@ -322,3 +322,90 @@ async fn a_read_through_the_owner_counts_one_miss_and_no_local_hit() {
     assert_eq!(client.get::<u64>("counted").await.unwrap(), Some(3));
     assert_eq!(client.stats().hits - after.hits, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_read_path_counter_matches_what_happened() {
+    let _one = cluster_support::one_at_a_time().await;
+    let nodes = grid().await;
+    let key = "counted:2";
+    let owner_id = nodes[0].owner_for_key(key).unwrap();
+    let mut at = None;
+    for (i, n) in nodes.iter().enumerate() {
+        if n.cluster_diagnostics().await.unwrap().node_id == owner_id {
+            at = Some(i);
+        }
+    }
+    let owner = &nodes[at.expect("the owner is one of the nodes")];
+    let other = &nodes[(0..3).find(|i| Some(*i) != at).unwrap()];
+    let client = &nodes[3];
+    let runs = Arc::new(AtomicUsize::new(0));
+    let load = |runs: &Arc<AtomicUsize>| {
+        let runs = runs.clone();
+        move || async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(9u64)
+        }
+    };
+    // (hits, misses, loads, remote hits, remote misses) of a node.
+    let counters = async |n: &Grid| {
+        let (s, d) = (n.stats(), n.cluster_diagnostics().await.unwrap());
+        [s.hits, s.misses, s.loads, d.remote_hits, d.remote_misses]
+    };
+    let delta =
+        |now: [u64; 5], then: [u64; 5]| -> [u64; 5] { std::array::from_fn(|i| now[i] - then[i]) };
+    let (o0, x0, c0) = (
+        counters(owner).await,
+        counters(other).await,
+        counters(client).await,
+    );
+
+    // A miss on a member that does not own the key asks the owner, which
+    // has nothing: a local miss and a remote miss.
+    assert_eq!(other.get::<u64>(key).await.unwrap(), None);
+    // The owner's own miss stays local. Its store counts every read it
+    // serves, the other node's fetch included.
+    assert_eq!(owner.get::<u64>(key).await.unwrap(), None);
+    assert_eq!(delta(counters(other).await, x0), [0, 1, 0, 0, 1]);
+    assert_eq!(delta(counters(owner).await, o0), [0, 2, 0, 0, 0]);
+
+    // get_or_load on that member: the owner grants it the lease (a remote
+    // miss) and the loader runs there (a load).
+    let x1 = counters(other).await;
+    assert_eq!(
+        other
+            .get_or_load(key, CacheOptions::new(), load(&runs))
+            .await
+            .unwrap(),
+        9
+    );
+    assert_eq!(delta(counters(other).await, x1), [0, 1, 1, 0, 1]);
+
+    // get_or_load on the client: the owner has the value (a remote hit),
+    // no loader runs, and the near copy then serves a local hit.
+    assert_eq!(
+        client
+            .get_or_load(key, CacheOptions::new(), load(&runs))
+            .await
+            .unwrap(),
+        9
+    );
+    assert_eq!(delta(counters(client).await, c0), [0, 1, 0, 1, 0]);
+    assert_eq!(client.get::<u64>(key).await.unwrap(), Some(9));
+    assert_eq!(delta(counters(client).await, c0), [1, 1, 0, 1, 0]);
+
+    // The owner stored the holder's fill: a local hit, nothing remote.
+    let o1 = counters(owner).await;
+    assert_eq!(
+        owner
+            .get_or_load(key, CacheOptions::new(), load(&runs))
+            .await
+            .unwrap(),
+        9
+    );
+    assert_eq!(delta(counters(owner).await, o1), [1, 0, 0, 0, 0]);
+    // (The owner's store also counted the client's load: a hit if the
+    // holder's fill had landed, else a miss whose caller joined the lease.)
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "one loader run in the grid");
+    let loads: u64 = nodes.iter().map(|n| n.stats().loads).sum();
+    assert_eq!(loads, 1, "and one load counted in the grid");
+}

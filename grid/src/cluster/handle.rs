@@ -38,9 +38,12 @@ pub struct ClusterDiagnostics {
     pub dead: Vec<String>,
     /// The last invalidation sequence number this node originated.
     pub invalidation_sequence: u64,
-    /// Local misses the owner answered with a value (kept as near copies).
+    /// Local misses (of `get`, or of `get_or_load` after the local single
+    /// flight) that the key's owner answered over the network with a value,
+    /// kept as near copies.
     pub remote_hits: u64,
-    /// Local misses the owner did not have either.
+    /// Local misses the owner did not have either (for `get_or_load`: the
+    /// owner granted this node the lease to load it).
     pub remote_misses: u64,
     /// Requests answered `WrongOwner` and retried with a newer membership.
     pub wrong_owner_retries: u64,

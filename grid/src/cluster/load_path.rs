@@ -331,7 +331,16 @@ impl Node {
             let budget = deadline.saturating_duration_since(Instant::now());
             let result = self.ask_owner_to_load(key, tags, budget).await;
             let outcome = match result {
-                Ok(Some(leased)) => leased,
+                Ok(Some(leased)) => {
+                    // The owner answered over the network: with a value (a
+                    // remote hit), or with a lease to load it (a remote miss).
+                    match &leased {
+                        Ok(Leased::Hit(_) | Leased::Loaded(_)) => bump(&self.read_path.remote_hits),
+                        Ok(Leased::Granted(_)) => bump(&self.read_path.remote_misses),
+                        _ => {}
+                    }
+                    leased
+                }
                 Ok(None) => match self.load_here(key, tags, deadline).await {
                     // The key moved away while this node's caller waited.
                     None if Instant::now() < deadline => continue,
@@ -352,7 +361,10 @@ impl Node {
     }
 
     fn fall_back_load(&self, key: &str) -> CacheError {
-        bump(&self.read_path.local_fallbacks);
+        // Counted only when this node then serves locally (as `fall_back`).
+        if self.serve_locally() {
+            bump(&self.read_path.local_fallbacks);
+        }
         CacheError::OwnerUnreachable {
             key: key.to_string(),
         }
