@@ -7,8 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hydracache::cluster::{DevCa, OwnerUnreachable};
+use hydracache::cluster::{DevCa, OwnerUnreachable, Transport};
 use hydracache::{CacheError, CacheOptions, Grid};
+use hydracache_protocol::{
+    Entry, Fetch, FetchReply, Fill, Hello, Limits, Load, LoadReply, Message, Put, PutReply, Role,
+};
 
 mod cluster_support;
 use cluster_support::{addr, client, converge, member_builder, GOSSIP};
@@ -36,12 +39,15 @@ async fn member_with(
 
 /// Three members and a client, converged.
 async fn grid() -> Vec<Grid> {
-    let ca = DevCa::new("orders").unwrap();
-    let m0 = member(&ca, "m0", &[]).await;
+    grid_of(&DevCa::new("orders").unwrap()).await
+}
+
+async fn grid_of(ca: &DevCa) -> Vec<Grid> {
+    let m0 = member(ca, "m0", &[]).await;
     let seed = addr(&m0).await;
-    let m1 = member(&ca, "m1", &[seed]).await;
-    let m2 = member(&ca, "m2", &[seed]).await;
-    let c0 = client(&ca, "c0", &[seed]).await;
+    let m1 = member(ca, "m1", &[seed]).await;
+    let m2 = member(ca, "m2", &[seed]).await;
+    let c0 = client(ca, "c0", &[seed]).await;
     let nodes = vec![m0, m1, m2, c0];
     converge(&nodes.iter().collect::<Vec<_>>(), 3, 1).await;
     nodes
@@ -408,4 +414,215 @@ async fn every_read_path_counter_matches_what_happened() {
     assert_eq!(runs.load(Ordering::SeqCst), 1, "one loader run in the grid");
     let loads: u64 = nodes.iter().map(|n| n.stats().loads).sum();
     assert_eq!(loads, 1, "and one load counted in the grid");
+}
+
+/// The index of `key`'s owner among `nodes`, and of another member.
+async fn owner_and_other(nodes: &[Grid], key: &str) -> (usize, usize) {
+    let owner_id = nodes[0].owner_for_key(key).unwrap();
+    let mut at = None;
+    for (i, n) in nodes.iter().enumerate() {
+        if n.cluster_diagnostics().await.unwrap().node_id == owner_id {
+            at = Some(i);
+        }
+    }
+    let at = at.expect("the owner is one of the nodes");
+    (at, (0..3).find(|i| *i != at).unwrap())
+}
+
+/// Another process of the cluster: a valid member certificate, speaking
+/// the protocol directly, outside the membership.
+fn hostile(ca: &DevCa) -> Transport {
+    Transport::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &ca.issue("rogue").unwrap(),
+        Hello::new("orders", ("rogue", 1), Role::Member),
+        Limits::default(),
+    )
+    .unwrap()
+}
+
+/// Bytes that are no archived `bool` (an archived bool is one byte, 0 or
+/// 1; these end in 0xFF).
+fn not_a_bool() -> Entry {
+    Entry::new(
+        hydracache_storage::encode(&u64::MAX)
+            .unwrap()
+            .to_vec()
+            .into(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetched_bytes_that_fail_validation_are_a_typed_error_and_no_copy_is_kept() {
+    let _one = cluster_support::one_at_a_time().await;
+    let ca = DevCa::new("orders").unwrap();
+    let nodes = grid_of(&ca).await;
+    let key = "hostile:1";
+    let (at, other) = owner_and_other(&nodes, key).await;
+    let (owner, client) = (&nodes[at], &nodes[3]);
+    let owner_addr = addr(owner).await;
+    let epoch = owner.cluster_diagnostics().await.unwrap().epoch;
+    // A peer stores bytes at the owner that no reader's type accepts. The
+    // owner cannot know the type: it keeps them as bytes of unknown shape
+    // (type tag 0), which every typed read validates.
+    let rogue = hostile(&ca);
+    let (_, reply) = rogue
+        .request(
+            owner_addr,
+            Message::Put(Put {
+                epoch,
+                key: key.as_bytes().to_vec().into(),
+                entry: not_a_bool(),
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(reply, Message::PutReply(PutReply::Stored { .. })),
+        "{reply:?}"
+    );
+    assert_eq!(owner.get_ref(key).unwrap().type_tag(), 0);
+    assert!(matches!(
+        owner.get::<bool>(key).await,
+        Err(CacheError::Store(_))
+    ));
+    // Read through the owner elsewhere: the reply fails validation, the
+    // caller gets a typed error and nothing is kept.
+    for n in [&nodes[other], client] {
+        match n.get::<bool>(key).await {
+            Err(CacheError::Store(_)) => {}
+            got => panic!("expected a typed decode error, got {got:?}"),
+        }
+        assert!(n.get_ref(key).is_none(), "no near copy of bad bytes");
+    }
+    // The hostile connection stays usable, and so does the grid: a real
+    // put replaces the bytes, and every node reads it.
+    let (_, reply) = rogue
+        .request(
+            owner_addr,
+            Message::Fetch(Fetch {
+                epoch,
+                key: key.as_bytes().to_vec().into(),
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(reply, Message::FetchReply(FetchReply::Hit(_))),
+        "{reply:?}"
+    );
+    client.put(key, true, CacheOptions::new()).await.unwrap();
+    for n in &nodes {
+        assert_eq!(n.get::<bool>(key).await.unwrap(), Some(true));
+    }
+    // A put stored at the owner for another node carries type tag 0 there
+    // too (the owner never trusts a peer's bytes as its own type), and the
+    // owner's typed read of it validates and succeeds.
+    let stored = owner.get_ref(key).unwrap();
+    assert_eq!(stored.type_tag(), 0);
+    assert!(*stored.archived::<bool>().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_whose_bytes_fail_validation_reaches_waiters_as_a_typed_error_and_no_copy_is_kept() {
+    let _one = cluster_support::one_at_a_time().await;
+    let ca = DevCa::new("orders").unwrap();
+    let nodes = grid_of(&ca).await;
+    let key = "hostile:2";
+    let (at, other) = owner_and_other(&nodes, key).await;
+    let owner = nodes[at].clone();
+    let owner_addr = addr(&owner).await;
+    let epoch = owner.cluster_diagnostics().await.unwrap().epoch;
+    // A peer asks to load the key and is granted the lease.
+    let rogue = hostile(&ca);
+    let (_, reply) = rogue
+        .request(
+            owner_addr,
+            Message::Load(Load {
+                epoch,
+                key: key.as_bytes().to_vec().into(),
+                tags: Vec::new(),
+            }),
+        )
+        .await
+        .unwrap();
+    let Message::LoadReply(LoadReply::Granted { token }) = reply else {
+        panic!("expected a lease, got {reply:?}");
+    };
+    // Callers on another member and the client join its load.
+    let joined = owner.cluster_diagnostics().await.unwrap().leases_joined;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let waiters: Vec<_> = [nodes[other].clone(), nodes[3].clone()]
+        .into_iter()
+        .map(|n| {
+            let runs = runs.clone();
+            tokio::spawn(async move {
+                n.get_or_load::<bool, _, _, _>(key, CacheOptions::new(), move || async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>(true)
+                })
+                .await
+            })
+        })
+        .collect();
+    assert!(
+        cluster_support::eventually(async || {
+            owner.cluster_diagnostics().await.unwrap().leases_joined >= joined + 2
+        })
+        .await,
+        "both nodes join the lease"
+    );
+    // The fill's bytes are no bool: each waiter gets a typed error.
+    rogue
+        .send(
+            owner_addr,
+            Message::Fill(Fill {
+                token,
+                key: key.as_bytes().to_vec().into(),
+                entry: not_a_bool(),
+            }),
+        )
+        .await
+        .unwrap();
+    for w in waiters {
+        match w.await.unwrap() {
+            Err(CacheError::Store(_)) => {}
+            got => panic!("expected a typed decode error, got {got:?}"),
+        }
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "no one else loaded");
+    for n in [&nodes[other], &nodes[3]] {
+        assert!(n.get_ref(key).is_none(), "no near copy of bad bytes");
+    }
+    // The owner kept them as bytes of unknown shape: its typed read
+    // validates them and fails too.
+    assert!(matches!(
+        owner.get::<bool>(key).await,
+        Err(CacheError::Store(_))
+    ));
+    // The hostile connection stays usable; after an invalidation the key
+    // loads again, once.
+    let (_, reply) = rogue
+        .request(
+            owner_addr,
+            Message::Fetch(Fetch {
+                epoch,
+                key: key.as_bytes().to_vec().into(),
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(reply, Message::FetchReply(FetchReply::Hit(_))),
+        "{reply:?}"
+    );
+    nodes[3].invalidate_key(key).await.unwrap();
+    let load = || async { Ok::<_, std::io::Error>(true) };
+    assert!(nodes[other]
+        .get_or_load(key, CacheOptions::new(), load)
+        .await
+        .unwrap());
+    for n in &nodes {
+        assert_eq!(n.get::<bool>(key).await.unwrap(), Some(true));
+    }
 }
