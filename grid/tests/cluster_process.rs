@@ -100,25 +100,7 @@ impl Drop for NodeProcess {
 #[test]
 fn three_processes_form_a_cluster_and_survive_a_sigkill() {
     let dir = std::env::temp_dir().join(format!("hydracache-process-{}", std::process::id()));
-    let out = Command::new(BIN)
-        .args(["certs", "--cluster", "orders", "--out"])
-        .arg(&dir)
-        .args(["n1", "n2", "n3"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    let mut n1 = NodeProcess::start(&dir, "n1", &[]);
-    let seed = n1.addr.clone();
-    let mut n2 = NodeProcess::start(&dir, "n2", &[&seed]);
-    let mut n3 = NodeProcess::start(&dir, "n3", &[&seed]);
-    for n in [&mut n1, &mut n2, &mut n3] {
-        n.wait_view(|v| v.starts_with("VIEW members=n1,n2,n3 "));
-    }
+    let [mut n1, mut n2, mut n3] = three_processes(&dir);
 
     // An invalidation crosses process boundaries before the call returns.
     for n in [&mut n1, &mut n2, &mut n3] {
@@ -152,6 +134,81 @@ fn three_processes_form_a_cluster_and_survive_a_sigkill() {
     assert_eq!(n2.ask("put k v t"), "OK");
     assert_eq!(n2.ask("invalidate-tag t"), "OK");
     assert_eq!(n1.ask("get k"), "NONE");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Starts three node processes of cluster "orders" with certificates in
+/// `dir`, and waits until each sees all three members.
+fn three_processes(dir: &Path) -> [NodeProcess; 3] {
+    let out = Command::new(BIN)
+        .args(["certs", "--cluster", "orders", "--out"])
+        .arg(dir)
+        .args(["n1", "n2", "n3"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n1 = NodeProcess::start(dir, "n1", &[]);
+    let seed = n1.addr.clone();
+    let n2 = NodeProcess::start(dir, "n2", &[&seed]);
+    let n3 = NodeProcess::start(dir, "n3", &[&seed]);
+    let mut nodes = [n1, n2, n3];
+    for n in &mut nodes {
+        n.wait_view(|v| v.starts_with("VIEW members=n1,n2,n3 "));
+    }
+    nodes
+}
+
+#[test]
+fn loads_driven_on_three_processes_run_once_per_key_in_the_grid() {
+    const KEYS: usize = 20;
+    let dir = std::env::temp_dir().join(format!("hydracache-loads-{}", std::process::id()));
+    let mut nodes = three_processes(&dir);
+    // The same keys loaded on all three at once: 300 calls each over 20
+    // keys, with a 50 ms loader.
+    for n in &mut nodes {
+        writeln!(n.stdin, "load-many 300 {KEYS} 50").unwrap();
+        n.stdin.flush().unwrap();
+    }
+    let answers: Vec<String> = nodes
+        .iter()
+        .map(|n| {
+            n.lines
+                .recv_timeout(Duration::from_secs(60))
+                .expect("an answer")
+        })
+        .collect();
+    let mut loads = 0;
+    let mut values = None;
+    for (answer, id) in answers.iter().zip(["n1", "n2", "n3"]) {
+        let rest = answer
+            .strip_prefix("LOADED ")
+            .unwrap_or_else(|| panic!("{answer}"));
+        let (n, seen) = rest.split_once(" VALUES ").unwrap();
+        let n: usize = n.parse().unwrap();
+        // A node ran the loader for exactly the keys whose value names it.
+        assert_eq!(n, seen.matches(&format!("={id}")).count(), "{id}: {answer}");
+        loads += n;
+        // Every process got the same value for every key.
+        match &values {
+            None => values = Some(seen.to_string()),
+            Some(first) => assert_eq!(first, seen),
+        }
+    }
+    assert_eq!(loads, KEYS, "one load per key in the grid: {answers:?}");
+    // Read again everywhere: no more loads.
+    for n in &mut nodes {
+        let again = n.ask(&format!("load-many 40 {KEYS} 50"));
+        assert!(again.starts_with("LOADED 0 VALUES "), "{again}");
+    }
+    assert_eq!(
+        nodes[0].ask("load-many x 1 1").split(' ').next(),
+        Some("ERR")
+    );
+    drop(nodes);
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -12,8 +12,16 @@
 //!     starts a node; prints `LISTEN <addr>` (and `HTTP <url>` with --http),
 //!     then answers commands on stdin, one per line: `put KEY VALUE [TAG]`,
 //!     `get KEY`, `load KEY VALUE [TAG]` (answers `VALUE V`, with ` loaded`
-//!     when its loader ran), `invalidate-key KEY`, `invalidate-tag TAG`,
-//!     `view`, `status`, `quit`
+//!     when its loader ran here), `load-many CALLS KEYS DELAY_MS` (below),
+//!     `invalidate-key KEY`, `invalidate-tag TAG`, `view`, `status`, `quit`
+//!
+//! `load-many CALLS KEYS DELAY_MS` starts CALLS concurrent `get_or_load`
+//! calls spread over the keys `many:0` .. `many:{KEYS-1}`, each with a
+//! loader that waits DELAY_MS and returns this node's id, and answers
+//! `LOADED N VALUES many:0=ID,many:1=ID,...`: N is how many loaders ran in
+//! this process, and each key's value names the node whose loader ran for it
+//! (`ERR ...` if a call failed or two calls of one key saw different values).
+//! Run on every process of a grid, the N add up to the loads in the grid.
 //! ```
 
 use std::io::Write;
@@ -41,7 +49,8 @@ enum Command {
     Certs(CertsArgs),
     /// Starts a member (or, with --client, a client) and answers commands
     /// on stdin: put KEY VALUE [TAG], get KEY, load KEY VALUE [TAG],
-    /// invalidate-key KEY, invalidate-tag TAG, view, status, quit.
+    /// load-many CALLS KEYS DELAY_MS, invalidate-key KEY, invalidate-tag
+    /// TAG, view, status, quit.
     Run(RunArgs),
 }
 
@@ -160,7 +169,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let grid = builder
         .cluster(args.cluster)
-        .node_id(args.node_id)
+        .node_id(args.node_id.clone())
         .bind(args.bind)
         .seeds(args.seeds)
         .tls(tls)
@@ -208,18 +217,31 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             ["load", key, value, tag @ ..] if tag.len() <= 1 => {
                 let value = value.to_string();
                 let options = tag.iter().fold(CacheOptions::new(), |o, t| o.tag(*t));
-                let mut loaded = false;
+                // Set when the loader runs here (in a grid, the closure is
+                // called on every node to build the loader's future, but only
+                // the lease holder's future runs).
+                let loaded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let ran = loaded.clone();
                 let result = grid
-                    .get_or_load(key, options, || {
-                        loaded = true;
-                        async move { Ok::<_, std::io::Error>(value) }
+                    .get_or_load(key, options, move || async move {
+                        ran.store(true, std::sync::atomic::Ordering::SeqCst);
+                        Ok::<_, std::io::Error>(value)
                     })
                     .await;
+                let loaded = loaded.load(std::sync::atomic::Ordering::SeqCst);
                 let note = if loaded { " loaded" } else { "" };
                 result.map_or_else(
                     |e| format!("ERR {e}"),
                     |v: String| format!("VALUE {v}{note}"),
                 )
+            }
+            ["load-many", calls, keys, delay_ms] => {
+                match (calls.parse(), keys.parse(), delay_ms.parse()) {
+                    (Ok(calls), Ok(keys), Ok(delay)) if keys > 0 => {
+                        load_many(&grid, &args.node_id, calls, keys, delay).await
+                    }
+                    _ => "ERR load-many CALLS KEYS DELAY_MS: numbers, KEYS > 0".into(),
+                }
             }
             ["invalidate-key", key] => grid
                 .invalidate_key(key)
@@ -255,4 +277,56 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         out.flush()?;
     }
     Ok(())
+}
+
+/// `load-many`: `calls` concurrent loads over `keys` keys; see the module
+/// docs for the answer.
+async fn load_many(grid: &Grid, node_id: &str, calls: usize, keys: usize, delay_ms: u64) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let runs = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..calls)
+        .map(|i| {
+            let (grid, runs, me) = (grid.clone(), runs.clone(), node_id.to_string());
+            let key = format!("many:{}", i % keys);
+            tokio::spawn(async move {
+                let value = grid
+                    .get_or_load(&key, CacheOptions::new(), move || async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                        Ok::<_, std::io::Error>(me)
+                    })
+                    .await;
+                (key, value)
+            })
+        })
+        .collect();
+    let mut values = std::collections::BTreeMap::new();
+    for task in tasks {
+        let (key, value) = match task.await {
+            Ok(done) => done,
+            Err(e) => return format!("ERR a call panicked: {e}"),
+        };
+        let value: String = match value {
+            Ok(v) => v,
+            Err(e) => return format!("ERR {key}: {e}"),
+        };
+        if let Some(seen) = values.insert(key.clone(), value.clone()) {
+            if seen != value {
+                return format!("ERR {key}: {seen} and {value}");
+            }
+        }
+    }
+    let values: Vec<String> = (0..keys.min(calls))
+        .map(|i| {
+            let key = format!("many:{i}");
+            format!("{key}={}", values[&key])
+        })
+        .collect();
+    format!(
+        "LOADED {} VALUES {}",
+        runs.load(Ordering::SeqCst),
+        values.join(",")
+    )
 }
