@@ -285,6 +285,10 @@ impl<C: Codec> Grid<C> {
         match at {
             PutAt::Owner => {
                 let outcome = T::fill_encoded(&inner.store, ticket, encoded.bytes(), expiry)?;
+                if outcome == FillOutcome::Stored {
+                    // The owner holds the value: this is a near copy.
+                    inner.kept_near(key, tags, encoded.bytes().len());
+                }
                 if outcome == FillOutcome::Stale {
                     // Something wrote the key here meanwhile: an invalidation
                     // (then it is gone), or a read of this node that fetched
@@ -957,6 +961,11 @@ async fn lead<T, C, Fut, E>(
                     Ok(encoded) => {
                         let expiry = value.own_expiry().unwrap_or(expiry);
                         let filled = T::fill_encoded(&inner.store, ticket, encoded.bytes(), expiry);
+                        if lease.at.is_some() && matches!(filled, Ok(FillOutcome::Stored)) {
+                            // Granted by another node, the key's owner:
+                            // this node keeps a near copy.
+                            inner.kept_near(&landing.key, &tags, encoded.bytes().len());
+                        }
                         remote
                             .fill(
                                 &landing.key,

@@ -24,7 +24,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hydracache_storage::{Expiry, FillOutcome};
+use hydracache_storage::{Expiry, FillOutcome, Store};
 
 use crate::codec::{CacheValue, Codec};
 use crate::error::CacheError;
@@ -101,8 +101,22 @@ impl GridInner {
             Some(ttl) => Expiry::After(ttl),
             None => Expiry::Never,
         };
-        let outcome = T::fill_encoded(&self.store, ticket, entry.value.as_ref().as_ref(), expiry)?;
+        let value = entry.value.as_ref().as_ref();
+        let outcome = T::fill_encoded(&self.store, ticket, value, expiry)?;
+        if outcome == FillOutcome::Stored {
+            self.kept_near(key, &entry.tags, value.len());
+        }
         Ok(outcome == FillOutcome::Stored)
+    }
+
+    /// A copy of `key`, which this node does not own, was stored: the
+    /// runtime keeps a member's copies within their budget.
+    pub(crate) fn kept_near(&self, key: &str, tags: &[String], value_len: usize) {
+        if let Some(remote) = self.remote.get() {
+            let tag_bytes = tags.iter().map(String::len).sum();
+            let charged = Store::charge_for(tags.len(), tag_bytes, key.len(), value_len);
+            remote.kept_near(key, charged);
+        }
     }
 
     /// Asks the owner for `key` and keeps what it has as a near copy.

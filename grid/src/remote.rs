@@ -162,6 +162,11 @@ pub(crate) trait Remote: Send + Sync + 'static {
     /// the leases it concerns are voided first.
     fn voids(&self, inv: &Invalidation);
 
+    /// A near copy of `key` (a key this node does not own), charged `bytes`
+    /// by the store, was stored here: a member keeps its copies within
+    /// their budget (cluster/near_copies.rs).
+    fn kept_near(&self, key: &str, bytes: usize);
+
     /// The last handle to the grid is gone: stop serving and gossiping now,
     /// without waiting.
     fn detach(&self);

@@ -626,3 +626,55 @@ async fn a_fill_whose_bytes_fail_validation_reaches_waiters_as_a_typed_error_and
         assert_eq!(n.get::<bool>(key).await.unwrap(), Some(true));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_store_fills_with_near_copies_keeps_its_owned_entries() {
+    let _one = cluster_support::one_at_a_time().await;
+    let ca = DevCa::new("orders").unwrap();
+    // m0 has a 1 MiB store, of which copies may take a quarter; m1 holds
+    // its own keys in 8 MiB.
+    let sized = |id: &str, seeds: &[SocketAddr], bytes: usize| {
+        member_builder(&ca, id, seeds)
+            .request_timeout(Duration::from_secs(2))
+            .ack_timeout(Duration::from_secs(2))
+            .cache(|c| c.max_capacity_bytes(bytes))
+            .start()
+    };
+    let m0 = sized("m0", &[], 1 << 20).await.unwrap();
+    let seed = addr(&m0).await;
+    let m1 = sized("m1", &[seed], 8 << 20).await.unwrap();
+    converge(&[&m0, &m1], 2, 0).await;
+    let id0 = m0.cluster_diagnostics().await.unwrap().node_id;
+    let keys = |owned_by_m0: bool, n: usize| -> Vec<String> {
+        (0..)
+            .map(|i| format!("k:{i}"))
+            .filter(|k| (m0.owner_for_key(k).unwrap() == id0) == owned_by_m0)
+            .take(n)
+            .collect()
+    };
+    let value = "x".repeat(1000);
+    // m0 owns about 400 KiB of entries, less than the store minus the
+    // copies' share.
+    let owned = keys(true, 400);
+    for k in &owned {
+        m0.put(k, value.clone(), CacheOptions::new()).await.unwrap();
+    }
+    // m0 then reads 2 MiB of m1's keys: near copies, twice its store.
+    let theirs = keys(false, 2000);
+    for k in &theirs {
+        m1.put(k, value.clone(), CacheOptions::new()).await.unwrap();
+    }
+    for k in &theirs {
+        assert_eq!(m0.get::<String>(k).await.unwrap().as_deref(), Some(&*value));
+    }
+    // Every owned entry is still there, read locally.
+    let lost = owned.iter().filter(|k| m0.get_ref(k).is_none()).count();
+    assert_eq!(lost, 0, "owned entries crowded out by copies");
+    assert_eq!(m0.stats().evicted_capacity, 0);
+    // The latest copies are kept (the hot ones serve locally); the oldest
+    // made room for them.
+    assert!(m0.get_ref(theirs.last().unwrap()).is_some());
+    assert!(m0.get_ref(&theirs[0]).is_none());
+    let d = m0.diagnostics();
+    assert!(d.bytes <= d.capacity_bytes, "{d:?}");
+}

@@ -119,6 +119,7 @@ pub struct NodeBuilder<C: Codec = Rkyv> {
     loaders: Loaders,
     max_owner_load_args: usize,
     owner_load_timeout: Duration,
+    near_copies_max_bytes: Option<usize>,
 }
 
 impl Grid {
@@ -157,6 +158,7 @@ impl NodeBuilder {
             loaders: Loaders::default(),
             max_owner_load_args: DEFAULT_MAX_ARGS,
             owner_load_timeout: Duration::from_secs(10),
+            near_copies_max_bytes: None,
         }
     }
 }
@@ -232,6 +234,15 @@ impl<C: Codec> NodeBuilder<C> {
     /// (kept on its own node only) while the next holder loads again.
     pub fn lease_timeout(mut self, timeout: Duration) -> Self {
         self.lease_timeout = timeout;
+        self
+    }
+
+    /// On a member, how many bytes of its store the copies of keys it does
+    /// not own may take (default a quarter of the capacity): past it the
+    /// oldest copies are dropped, so copies never crowd out the keys the
+    /// member owns. A client's store holds only copies and ignores this.
+    pub fn near_copies_max_bytes(mut self, bytes: usize) -> Self {
+        self.near_copies_max_bytes = Some(bytes);
         self
     }
 
@@ -344,6 +355,7 @@ impl<C: Codec> NodeBuilder<C> {
             loaders: self.loaders,
             max_owner_load_args: self.max_owner_load_args,
             owner_load_timeout: self.owner_load_timeout,
+            near_copies_max_bytes: self.near_copies_max_bytes,
         }
     }
 
@@ -449,6 +461,11 @@ impl<C: Codec> NodeBuilder<C> {
             request_timeout: self.request_timeout,
             on_unreachable: self.on_unreachable,
             read_path: Default::default(),
+            near_copies: super::near_copies::NearCopies::new(
+                self.near_copies_max_bytes
+                    .unwrap_or(grid.inner.store.stats().capacity_bytes as usize / 4)
+                    as u64,
+            ),
             leases: super::load_path::Leases::new(self.lease_timeout),
             fetches: Default::default(),
             owner_loads: OwnerLoads::new(

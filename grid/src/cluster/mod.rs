@@ -12,6 +12,7 @@ mod in_flight;
 mod invalidations;
 mod lease;
 mod load_path;
+mod near_copies;
 mod node;
 mod owner_load;
 mod ownership;

@@ -67,6 +67,8 @@ pub(crate) struct Node {
     pub(super) on_unreachable: OwnerUnreachable,
     /// Remote hits and misses, wrong-owner retries, fallbacks, puts served.
     pub(super) read_path: ReadPathCounters,
+    /// A member's copies of keys it does not own, within their budget.
+    pub(super) near_copies: super::near_copies::NearCopies,
     /// Processes that announced over their own connection that they leave
     /// (pruned to the admitted ones with every new view).
     pub(super) leaving: Mutex<std::collections::HashSet<(String, u64)>>,
@@ -521,6 +523,28 @@ impl Remote for Node {
 
     fn voids(&self, inv: &Invalidation) {
         self.void_leases(inv);
+    }
+
+    fn kept_near(&self, key: &str, bytes: usize) {
+        // A client's store holds nothing but copies: its capacity is their
+        // budget.
+        if self.role != Role::Member {
+            return;
+        }
+        let dropped = self.near_copies.kept(key, bytes as u64);
+        if dropped.is_empty() {
+            return;
+        }
+        let Some(grid) = self.grid.upgrade() else {
+            return;
+        };
+        let view = self.view();
+        for key in dropped {
+            // A key this member came to own since is an owned entry now.
+            if route(&view, &self.identity.id, self.role, &key) != Route::Local {
+                grid.store.remove(key.as_bytes());
+            }
+        }
     }
 
     fn detach(&self) {

@@ -76,6 +76,8 @@ impl Remote for Unreachable {
         Box::pin(async {})
     }
 
+    fn kept_near(&self, _: &str, _: usize) {}
+
     fn voids(&self, _inv: &Invalidation) {}
 
     fn detach(&self) {}
