@@ -1,6 +1,8 @@
 //! A grid on loopback: three members and one client with development
-//! certificates. One member puts a value; it lands at the key's owner and
-//! every node reads it through the owner (keeping a near copy); the client
+//! certificates. Every node asks for one key at once with `get_or_load`: the
+//! loader runs once in the grid and every node gets its value. One member
+//! puts a value; it lands at the key's owner and every node reads it
+//! through the owner (keeping a near copy); the client
 //! invalidates its tag and the call returns once every node applied it.
 //! Prints cluster diagnostics and serves member-1's and the client's
 //! actuator on loopback while it runs (`-- --hold` keeps it serving until
@@ -74,6 +76,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(gossip).await;
     }
     println!();
+
+    // Every node misses the same key at once: the key's owner grants one
+    // node the lease to load it and answers the others from that load.
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let loads: Vec<_> = nodes
+        .iter()
+        .map(|(name, grid)| {
+            let (name, grid, runs) = (*name, (*grid).clone(), runs.clone());
+            tokio::spawn(async move {
+                let report: Result<String, _> = grid
+                    .get_or_load("report:7", CacheOptions::new(), move || async move {
+                        runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await; // a slow query
+                        Ok::<_, std::io::Error>(format!("loaded by {name}"))
+                    })
+                    .await;
+                (name, report)
+            })
+        })
+        .collect();
+    for load in loads {
+        let (name, report) = load.await?;
+        println!("  {name} get_or_load report:7 = {:?}", report?);
+    }
+    println!(
+        "report:7 loaded {} time(s) in the whole grid",
+        runs.load(std::sync::atomic::Ordering::SeqCst)
+    );
 
     // One node writes; the value lands at its owner, and every other node
     // reads it through the owner and keeps a near copy.
