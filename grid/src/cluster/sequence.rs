@@ -142,6 +142,15 @@ impl SequenceTable {
         true
     }
 
+    /// The node dropped everything for another reason (it was cut off from
+    /// the cluster): the flush covers every open hole, as one of this
+    /// table's own would, without counting as one.
+    pub(crate) fn covered_by_flush(&mut self) {
+        for w in self.windows.values_mut() {
+            w.close(0);
+        }
+    }
+
     /// Records an invalidation `sequence` from `origin` at `generation`,
     /// received at `now`.
     pub(crate) fn receive(
@@ -380,6 +389,17 @@ mod tests {
         // fill: a flush).
         assert!(t.observe_high_water("chatty", 4, 0, now));
         assert_eq!(t.receive("chatty", 4, 1, now), APPLY);
+    }
+
+    #[test]
+    fn a_flush_decided_elsewhere_closes_the_holes_without_counting() {
+        let (mut t, now) = table();
+        t.receive("a", 7, 3, now);
+        t.covered_by_flush();
+        assert_eq!(t.open_holes(), 0);
+        assert!(!t.expire(now + BOUND * 2));
+        assert_eq!(t.receive("a", 7, 4, now), APPLY);
+        assert_eq!(t.flushes(), 0);
     }
 
     #[test]
