@@ -286,6 +286,7 @@ pub(super) async fn watch_high_water_marks(node: Weak<Node>) {
         peers.retain(|p| super::authority::reads_high_water(&view, &p.id, p.generation));
         n.publish_hwm(n.sequence.load(Ordering::SeqCst)).await;
         n.check_isolation(&view);
+        let live = n.live_peers(false);
         let (tail, lost) = {
             let now = std::time::Instant::now();
             let mut sequences = n.sequences.lock().expect("sequences");
@@ -294,6 +295,14 @@ pub(super) async fn watch_high_water_marks(node: Weak<Node>) {
                 .filter(|p| sequences.observe_high_water(&p.id, p.generation, p.hwm, now))
                 .map(|p| p.id)
                 .collect();
+            // Forget origins that are neither admitted nor live (left,
+            // removed, restarted): the table follows the grid as it is.
+            sequences.prune(|origin, generation| {
+                view.is_admitted(origin, generation)
+                    || live
+                        .iter()
+                        .any(|p| p.id == origin && p.generation == generation)
+            });
             let overdue = sequences.overdue(now);
             let lost = if !overdue.is_empty() && sequences.expire(now) {
                 overdue
