@@ -423,3 +423,54 @@ async fn a_thousand_client_connections_come_and_go_and_the_maps_return_to_baseli
         "after 1,000 clients came and went"
     );
 }
+
+#[test]
+fn a_peer_restarted_on_the_same_address_is_reached_at_once_not_after_the_idle_timeout() {
+    let ca = DevCa::new("orders").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let a = rt.block_on(async { node(&ca.issue("a").unwrap(), "orders", "a", 1, Role::Member) });
+    // `b` runs on a runtime of its own, which is then dropped: its socket
+    // goes away without a word to `a`, as a killed process's would.
+    let b_tls = ca.issue("b").unwrap();
+    let crashed = tokio::runtime::Runtime::new().unwrap();
+    let b = crashed.block_on(async {
+        let b = node(&b_tls, "orders", "b", 1, Role::Member);
+        b.request(a.local_addr(), Message::Ping { nonce: 1 })
+            .await
+            .unwrap();
+        b
+    });
+    let b_addr = b.local_addr();
+    // The runtime goes first, with the tasks that would send a close frame;
+    // then the socket.
+    drop(crashed);
+    drop(b);
+    rt.block_on(async {
+        // `a` reuses the connection `b` opened: it is alive for now.
+        assert_eq!(a.connected_peers().len(), 1);
+        // `b` restarts on the same port with a newer generation and speaks
+        // to `a` first (gossip would).
+        let b2 = Transport::bind(
+            b_addr,
+            &b_tls,
+            Hello::new("orders", ("b", 2), Role::Member),
+            Limits::default(),
+        )
+        .unwrap();
+        b2.serve(Arc::new(Echo));
+        b2.request(a.local_addr(), Message::Ping { nonce: 2 })
+            .await
+            .unwrap();
+        // `a`'s next request reaches the new process: the old connection was
+        // replaced, not kept until its 30 s idle timeout.
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            a.request(b_addr, Message::Ping { nonce: 3 }),
+        )
+        .await
+        .expect("answered before the old connection's idle timeout")
+        .unwrap();
+        assert_eq!(answer.0.generation, 2);
+        assert_eq!(answer.1, Message::Pong { nonce: 3 });
+    });
+}

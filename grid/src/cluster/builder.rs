@@ -14,6 +14,7 @@ use super::consensus::{role_name, Consensus};
 use super::gossip::{keys, QuicGossip};
 use super::handler::NodeHandler;
 use super::invalidations::watch_high_water_marks;
+use super::isolation::Isolation;
 use super::node::Node;
 use super::owner_load::{Loaders, OwnerLoads, DEFAULT_MAX_ARGS};
 use super::ownership::MembershipView;
@@ -112,6 +113,7 @@ pub struct NodeBuilder<C: Codec = Rkyv> {
     on_unreachable: OwnerUnreachable,
     lease_timeout: Duration,
     gossip_interval: Duration,
+    isolation_timeout: Option<Duration>,
     mode: InvalidationMode,
     limits: Limits,
     raft: RaftConfig,
@@ -151,6 +153,7 @@ impl NodeBuilder {
             on_unreachable: OwnerUnreachable::ServeLocally,
             lease_timeout: Duration::from_secs(10),
             gossip_interval: Duration::from_millis(200),
+            isolation_timeout: None,
             mode: InvalidationMode::Acknowledged,
             limits: Limits::default(),
             raft: RaftConfig::default(),
@@ -252,6 +255,17 @@ impl<C: Codec> NodeBuilder<C> {
         self
     }
 
+    /// How long a node may go without hearing a majority of the admitted
+    /// members before it drops everything it holds and stops keeping what
+    /// it loads, until it hears them again (default: ten gossip intervals,
+    /// at least 1 s). An invalidation names a process gossip declared dead
+    /// until it has not been heard for twice this long. See
+    /// docs/consistency.md, "Isolation".
+    pub fn isolation_timeout(mut self, timeout: Duration) -> Self {
+        self.isolation_timeout = Some(timeout);
+        self
+    }
+
     /// When invalidation calls return (default: when acknowledged).
     pub fn invalidation_mode(mut self, mode: InvalidationMode) -> Self {
         self.mode = mode;
@@ -348,6 +362,7 @@ impl<C: Codec> NodeBuilder<C> {
             on_unreachable: self.on_unreachable,
             lease_timeout: self.lease_timeout,
             gossip_interval: self.gossip_interval,
+            isolation_timeout: self.isolation_timeout,
             mode: self.mode,
             limits: self.limits,
             raft: self.raft,
@@ -484,6 +499,10 @@ impl<C: Codec> NodeBuilder<C> {
             consensus: std::sync::OnceLock::new(),
             view: std::sync::RwLock::new(Arc::new(MembershipView::empty())),
             leaving: Mutex::new(Default::default()),
+            isolation: Mutex::new(Isolation::new(
+                self.isolation_timeout
+                    .unwrap_or_else(|| (self.gossip_interval * 10).max(Duration::from_secs(1))),
+            )),
         });
         transport.serve(Arc::new(NodeHandler(Arc::clone(&node))));
         let chitchat = spawn_chitchat(config, kvs, &gossip)

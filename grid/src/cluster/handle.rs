@@ -94,6 +94,12 @@ pub struct ClusterDiagnostics {
     /// The Raft task has exited (a member only; it runs until the grid is
     /// dropped, so this means Raft failed and the process should restart).
     pub raft_task_exited: bool,
+    /// This node cannot hear a majority of the admitted members within the
+    /// isolation bound: it serves nothing it stored before and keeps
+    /// nothing it stores meanwhile (docs/consistency.md, "Isolation").
+    pub isolated: bool,
+    /// Times this node became isolated.
+    pub isolations: u64,
 }
 
 /// An admitted node as this node sees it.

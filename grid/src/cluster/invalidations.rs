@@ -64,6 +64,11 @@ impl Node {
         // Clients do not talk to clients: a client sends to the members,
         // and each member relays to the other clients before it acknowledges.
         let mut peers = self.invalidation_targets();
+        // Admitted processes gossip does not report live may still serve
+        // what this invalidates until the isolation rule has made them drop
+        // it: they are waited for too, and named if they do not answer.
+        let unheard = self.unheard_admitted(&self.live_peers(false));
+        peers.extend(unheard);
         if self.role == Role::Client {
             peers.retain(|p| p.role == "member");
         }
@@ -138,6 +143,7 @@ impl Node {
         let sequence = inv.sequence;
         let origin = inv.origin.id.to_string();
         let mut clients = self.invalidation_targets();
+        clients.extend(self.unheard_admitted(&self.live_peers(false)));
         clients.retain(|p| p.role == "client" && p.id != origin);
         self.send_to(
             clients,
@@ -279,6 +285,8 @@ pub(super) async fn watch_high_water_marks(node: Weak<Node>) {
         let mut peers = n.live_peers(false);
         peers.retain(|p| super::authority::reads_high_water(&view, &p.id, p.generation));
         n.publish_hwm(n.sequence.load(Ordering::SeqCst)).await;
+        n.check_isolation(&view);
+        let live = n.live_peers(false);
         let (tail, lost) = {
             let now = std::time::Instant::now();
             let mut sequences = n.sequences.lock().expect("sequences");
@@ -287,6 +295,14 @@ pub(super) async fn watch_high_water_marks(node: Weak<Node>) {
                 .filter(|p| sequences.observe_high_water(&p.id, p.generation, p.hwm, now))
                 .map(|p| p.id)
                 .collect();
+            // Forget origins that are neither admitted nor live (left,
+            // removed, restarted): the table follows the grid as it is.
+            sequences.prune(|origin, generation| {
+                view.is_admitted(origin, generation)
+                    || live
+                        .iter()
+                        .any(|p| p.id == origin && p.generation == generation)
+            });
             let overdue = sequences.overdue(now);
             let lost = if !overdue.is_empty() && sequences.expire(now) {
                 overdue
@@ -314,6 +330,95 @@ pub(super) async fn watch_high_water_marks(node: Weak<Node>) {
         }
         drop(n);
         tokio::time::sleep(interval).await;
+    }
+}
+
+impl Node {
+    /// One tick of the isolation rule ([`super::isolation`]): counts the
+    /// admitted members heard within the bound and, while this node cannot
+    /// hear a majority, drops everything it holds.
+    fn check_isolation(&self, view: &super::ownership::MembershipView) {
+        let now = std::time::Instant::now();
+        let members: Vec<_> = view
+            .members()
+            .iter()
+            .filter(|m| m.role == Role::Member)
+            .collect();
+        // chitchat's failure detector adapts to how often heartbeats come:
+        // a peer it still reports live counts as heard, so a node whose
+        // gossip is only slow (a loaded machine) is not taken for cut off.
+        let live = self.live_peers(false);
+        let decision = {
+            let heard = self.telemetry.last_heard();
+            let mut isolation = self.isolation.lock().expect("isolation");
+            let count = members
+                .iter()
+                .filter(|m| {
+                    (*m.node.id == *self.identity.id
+                        && m.node.generation == self.identity.generation)
+                        || live
+                            .iter()
+                            .any(|p| *p.id == *m.node.id && p.generation == m.node.generation)
+                        || isolation.heard(heard.since(&m.node.id, m.node.generation, now))
+                })
+                .count();
+            isolation.tick(now, count, members.len())
+        };
+        let super::isolation::Decision::Flush { entered } = decision else {
+            return;
+        };
+        let Some(grid) = self.grid.upgrade() else {
+            return;
+        };
+        if entered {
+            tracing::warn!(
+                target: telemetry::MEMBERSHIP,
+                members = members.len(),
+                "cut off from the cluster: dropping every entry until a majority is heard again"
+            );
+        }
+        if entered || !grid.store.is_empty() {
+            self.sequences.lock().expect("sequences").covered_by_flush();
+            grid.apply(&Invalidation::Flush, EventOrigin::Local);
+        }
+    }
+
+    /// Admitted processes gossip does not report live (and processes
+    /// removed without leaving) that an invalidation must still reach or
+    /// name: they may serve what it invalidates ([`super::isolation`]).
+    fn unheard_admitted(&self, live: &[LivePeer]) -> Vec<LivePeer> {
+        let view = self.view();
+        let now = std::time::Instant::now();
+        let leaving = self.leaving.lock().expect("leaving").clone();
+        let heard = self.telemetry.last_heard();
+        let mut isolation = self.isolation.lock().expect("isolation");
+        let removed = isolation.still_removed(|id, g| heard.since(id, g, now));
+        let mut unheard: Vec<LivePeer> = Vec::new();
+        for m in view.members().iter().chain(&removed) {
+            let (id, g) = (m.node.id.to_string(), m.node.generation);
+            let is_self = id == *self.identity.id && g == self.identity.generation;
+            // Live (sent to already), or replaced by a newer process of the
+            // same node (the old one's cache went with it).
+            let live_or_replaced = live.iter().any(|p| p.id == id && p.generation >= g);
+            if is_self
+                || live_or_replaced
+                || (self.role == Role::Client && m.role != Role::Member)
+                || leaving.contains(&(id.clone(), g))
+                || unheard.iter().any(|p| p.id == id && p.generation == g)
+                || !isolation.names_unheard(heard.since(&id, g, now))
+            {
+                continue;
+            }
+            unheard.push(LivePeer {
+                id,
+                generation: g,
+                role: super::consensus::role_name(m.role).to_string(),
+                addr: m.address,
+                hwm: 0,
+                raft_leader: None,
+            });
+        }
+        unheard
     }
 }
 

@@ -10,6 +10,7 @@ mod handler;
 mod handshake;
 mod in_flight;
 mod invalidations;
+mod isolation;
 mod lease;
 mod load_path;
 mod near_copies;

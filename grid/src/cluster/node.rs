@@ -84,6 +84,8 @@ pub(crate) struct Node {
     /// The grid's membership stream (a sender of the same channel, so the
     /// raft task publishes without touching the grid).
     pub(super) membership: tokio::sync::broadcast::Sender<crate::events::MembershipChange>,
+    /// Whether this node can hear the cluster (see [`super::isolation`]).
+    pub(super) isolation: Mutex<super::isolation::Isolation>,
 }
 
 pub(super) struct LivePeer {
@@ -161,6 +163,10 @@ impl Node {
             let sequences = self.sequences.lock().expect("sequences");
             (sequences.flushes(), sequences.open_holes())
         };
+        let (isolated, isolations) = {
+            let isolation = self.isolation.lock().expect("isolation");
+            (isolation.isolated(), isolation.times())
+        };
         ClusterDiagnostics {
             role: self.role,
             node_id: self.identity.id.to_string(),
@@ -194,6 +200,8 @@ impl Node {
             put_latency: t.put_latency.snapshot(),
             invalidation_ack_latency: t.ack_latency.snapshot(),
             raft_task_exited: self.consensus.get().is_some_and(|c| c.exited()),
+            isolated,
+            isolations,
         }
     }
 
@@ -310,6 +318,18 @@ impl Node {
             }
             std::mem::replace(&mut *current, Arc::clone(&view))
         };
+        // A process removed without its word that it leaves (declared
+        // dead) may still serve until the isolation rule stops it.
+        {
+            let leaving = self.leaving.lock().expect("leaving");
+            let mut isolation = self.isolation.lock().expect("isolation");
+            for m in old.members() {
+                let (id, g) = (&m.node.id, m.node.generation);
+                if !view.is_admitted(id, g) && !leaving.contains(&(id.to_string(), g)) {
+                    isolation.removed(m);
+                }
+            }
+        }
         // Announcements matter until their process is removed.
         self.leaving
             .lock()

@@ -142,6 +142,15 @@ impl SequenceTable {
         true
     }
 
+    /// The node dropped everything for another reason (it was cut off from
+    /// the cluster): the flush covers every open hole, as one of this
+    /// table's own would, without counting as one.
+    pub(crate) fn covered_by_flush(&mut self) {
+        for w in self.windows.values_mut() {
+            w.close(0);
+        }
+    }
+
     /// Records an invalidation `sequence` from `origin` at `generation`,
     /// received at `now`.
     pub(crate) fn receive(
@@ -226,6 +235,24 @@ impl SequenceTable {
             })
             .map(|(origin, _)| origin.clone())
             .collect()
+    }
+
+    /// Forgets the windows of origin processes `keep` no longer names (they
+    /// left, were removed, or restarted), except those with holes open: a
+    /// hole must still be found lost. So the table follows the processes
+    /// that are in the grid now, not every one ever heard from. A message
+    /// from a forgotten origin later is a first contact: above 1 it opens
+    /// holes for every number before it (a flush if they do not fill),
+    /// never a gap-free start.
+    pub(crate) fn prune(&mut self, keep: impl Fn(&str, u64) -> bool) {
+        self.windows
+            .retain(|origin, w| !w.holes.is_empty() || keep(origin, w.generation));
+    }
+
+    /// Origins whose window the table holds.
+    #[cfg(test)]
+    pub(crate) fn origins(&self) -> usize {
+        self.windows.len()
     }
 
     /// Flushes this table decided (window overflows, lost holes, stranded
@@ -380,6 +407,39 @@ mod tests {
         // fill: a flush).
         assert!(t.observe_high_water("chatty", 4, 0, now));
         assert_eq!(t.receive("chatty", 4, 1, now), APPLY);
+    }
+
+    #[test]
+    fn origins_that_left_are_forgotten_unless_a_hole_is_open() {
+        let (mut t, now) = table();
+        for i in 0..1_000 {
+            t.receive(&format!("client-{i}"), 1, 1, now);
+        }
+        t.receive("member", 4, 1, now);
+        t.receive("gone-with-a-hole", 2, 3, now);
+        assert_eq!(t.origins(), 1_002);
+        t.prune(|origin, generation| origin == "member" && generation == 4);
+        assert_eq!(t.origins(), 2, "the member and the origin with a hole");
+        // The hole is still found lost.
+        assert!(t.expire(now + BOUND * 2));
+        t.prune(|origin, _| origin == "member");
+        assert_eq!(t.origins(), 1);
+        // A forgotten origin that speaks again above 1 is not a gap-free
+        // first contact: the numbers before it are holes.
+        assert_eq!(t.receive("client-7", 1, 5, now), APPLY);
+        assert_eq!(t.open_holes(), 4);
+        assert!(t.expire(now + BOUND * 3));
+    }
+
+    #[test]
+    fn a_flush_decided_elsewhere_closes_the_holes_without_counting() {
+        let (mut t, now) = table();
+        t.receive("a", 7, 3, now);
+        t.covered_by_flush();
+        assert_eq!(t.open_holes(), 0);
+        assert!(!t.expire(now + BOUND * 2));
+        assert_eq!(t.receive("a", 7, 4, now), APPLY);
+        assert_eq!(t.flushes(), 0);
     }
 
     #[test]

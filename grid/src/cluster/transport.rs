@@ -278,17 +278,26 @@ impl Transport {
                     if let Ok(peer) = accept_hello(&shared, conn).await {
                         // Reuse it for our own requests to that peer: a node
                         // connects from the same port it listens on.
-                        shared
-                            .peers
-                            .lock()
-                            .expect("peers")
-                            .entry(peer.identity.addr)
-                            .and_modify(|p| {
-                                if p.conn.close_reason().is_some() {
-                                    *p = Arc::clone(&peer);
+                        let replaced = {
+                            let mut peers = shared.peers.lock().expect("peers");
+                            match peers.get_mut(&peer.identity.addr) {
+                                Some(p) => {
+                                    let closed = p.conn.close_reason().is_some();
+                                    replaces(&p.identity, closed, &peer.identity)
+                                        .then(|| std::mem::replace(p, Arc::clone(&peer)))
                                 }
-                            })
-                            .or_insert_with(|| Arc::clone(&peer));
+                                None => {
+                                    peers.insert(peer.identity.addr, Arc::clone(&peer));
+                                    None
+                                }
+                            }
+                        };
+                        // A restarted process on the same address: the old
+                        // connection would black-hole requests until its idle
+                        // timeout.
+                        if let Some(old) = replaced {
+                            old.conn.close(0u32.into(), b"replaced by a newer process");
+                        }
                         serve_connection(shared, peer, handler).await;
                     }
                 });
@@ -687,6 +696,16 @@ async fn serve_connection(shared: Arc<Shared>, peer: Arc<Peer>, handler: Arc<dyn
     forget(&shared, &peer);
 }
 
+/// Whether a connection that `new` opened to this node replaces the one
+/// kept for the same address, held with `old` (`old_closed` if it has
+/// closed): yes if it closed, or if another process now owns the address —
+/// a newer generation of the node (a restart on the same port), or another
+/// node. Not for a second connection of the same process (both sides
+/// dialling at once): the first one stays.
+fn replaces(old: &PeerIdentity, old_closed: bool, new: &PeerIdentity) -> bool {
+    old_closed || old.node_id != new.node_id || new.generation > old.generation
+}
+
 /// Drops a closed connection, any other closed ones, and the generations of
 /// node ids no open connection speaks for: the maps follow the peers that
 /// are connected now, not every peer ever seen. (A stale generation that
@@ -709,6 +728,21 @@ fn forget(shared: &Shared, peer: &Arc<Peer>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_newer_process_on_the_same_address_replaces_the_connection_kept_for_it() {
+        let peer = |id: &str, generation| PeerIdentity {
+            node_id: id.to_string(),
+            generation,
+            role: Role::Member,
+            addr: "127.0.0.1:7400".parse().unwrap(),
+        };
+        let old = peer("b", 5);
+        assert!(replaces(&old, false, &peer("b", 6)), "restarted");
+        assert!(replaces(&old, false, &peer("c", 1)), "another node");
+        assert!(replaces(&old, true, &peer("b", 5)), "the old one closed");
+        assert!(!replaces(&old, false, &peer("b", 5)), "a duplicate");
+    }
 
     #[test]
     fn each_kind_of_stream_is_read_up_to_what_it_really_carries() {

@@ -65,8 +65,10 @@ pub struct Op {
 
 /// A window in which `node` could not hear the cluster (link cut, stopped,
 /// killed); `end` is the heal (link up, SIGCONT, restart). Stale reads on
-/// that node, and on any node for invalidations that node originated, are
-/// allowed until `end` plus the bound.
+/// any node for invalidations that node originated are allowed until `end`
+/// plus the heal bound; on that node itself, only until the cut bound after
+/// the later of the cut and the invalidation's start (it must stop serving
+/// what it cannot prove fresh), and never past `end` plus the heal bound.
 #[derive(Clone, Debug)]
 pub struct Fault {
     pub node: String,
@@ -93,6 +95,9 @@ pub struct Report {
     /// Stale reads served while the node (or the invalidation's origin) was
     /// cut off.
     pub stale_while_cut: usize,
+    /// Of the stale reads beyond a bound, those on a cut-off node while it
+    /// was cut off, later than the cut bound (it kept serving).
+    pub stale_beyond_cut_bound: usize,
     /// The longest a cut-off node was seen serving an invalidated value,
     /// from the invalidation's end, during its fault window.
     pub longest_stale_while_cut: Option<Duration>,
@@ -119,7 +124,8 @@ impl Report {
         let ms = |d: Option<Duration>| d.map_or("-".into(), |d| format!("{} ms", d.as_millis()));
         format!(
             "{scenario}: operations={} failed={} stale_reads={} stale_after_ok={} \
-             stale_beyond_bound={} stale_while_cut={} longest_stale_while_cut={} \
+             stale_beyond_bound={} stale_while_cut={} stale_beyond_cut_bound={} \
+             longest_stale_while_cut={} \
              time_to_detect={} time_to_heal={} ok_while_cut={} duplicate_loads={} \
              max_loads_per_key_node={}",
             self.operations,
@@ -128,6 +134,7 @@ impl Report {
             self.stale_after_ok,
             self.stale_beyond_bound,
             self.stale_while_cut,
+            self.stale_beyond_cut_bound,
             ms(self.longest_stale_while_cut),
             ms(self.time_to_detect),
             ms(self.time_to_heal),
@@ -150,9 +157,19 @@ fn max_opt(a: Option<Duration>, b: Duration) -> Option<Duration> {
     Some(a.map_or(b, |a| a.max(b)))
 }
 
-/// Judges `ops` and `faults`. `bound` is the stale-read bound after a heal
-/// that the consistency model states.
-pub fn check(ops: &[Op], faults: &[Fault], bound: Duration) -> Report {
+/// The stale-read bounds the consistency model states.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    /// After a heal, for every node.
+    pub heal: Duration,
+    /// For a cut-off node while it is cut off: from the later of the cut
+    /// and the invalidation's start (the isolation rule).
+    pub cut: Duration,
+}
+
+/// Judges `ops` and `faults` against `bounds`.
+pub fn check(ops: &[Op], faults: &[Fault], bounds: Bounds) -> Report {
+    let bound = bounds.heal;
     let mut report = Report {
         operations: ops.len(),
         failed: ops
@@ -213,6 +230,12 @@ pub fn check(ops: &[Op], faults: &[Fault], bound: Duration) -> Report {
                 .filter(|f| f.start < inv.end && f.end + bound > inv.start)
                 .max_by_key(|f| f.end);
             let (deadline, excused) = match (fault, named) {
+                // The reader itself was cut off: it stops serving within the
+                // cut bound, whatever the partition's length.
+                (Some(f), _) if f.node == read.node && inv.node != read.node => {
+                    let cut = f.start.max(inv.start) + bounds.cut;
+                    ((f.end + bound).min(cut), true)
+                }
                 (Some(f), _) => (f.end + bound, true),
                 (None, true) => (inv.end + bound, true),
                 (None, false) => (inv.end, false),
@@ -240,7 +263,13 @@ pub fn check(ops: &[Op], faults: &[Fault], bound: Duration) -> Report {
         if read.start > deadline {
             let what = if excused {
                 report.stale_beyond_bound += 1;
-                "beyond the bound after the heal"
+                match fault {
+                    Some(f) if f.node == read.node && read.start < f.end => {
+                        report.stale_beyond_cut_bound += 1;
+                        "while cut off, beyond the cut bound"
+                    }
+                    _ => "beyond the bound after the heal",
+                }
             } else {
                 report.stale_after_ok += 1;
                 "after an acknowledged invalidation"
@@ -296,7 +325,10 @@ pub fn check(ops: &[Op], faults: &[Fault], bound: Duration) -> Report {
 mod tests {
     use super::*;
 
-    const BOUND: Duration = Duration::from_millis(500);
+    const BOUND: Bounds = Bounds {
+        heal: Duration::from_millis(500),
+        cut: Duration::from_millis(1_200),
+    };
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -427,33 +459,63 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_off_node_that_keeps_serving_past_the_cut_bound_is_a_violation() {
+        let fault = Fault {
+            node: "n3".into(),
+            start: ms(100),
+            end: ms(10_000),
+        };
+        let ops = [
+            put("n3", 0, "v1"),
+            inv_tag("n1", 200, 201, Outcome::Ok),
+            get("n3", 1_000, Some("v1")), // within 1.2 s of the invalidation
+            put("n3", 3_000, "v2"),       // stored while cut off
+            inv_tag("n1", 3_100, 3_101, Outcome::Ok),
+            get("n3", 3_200, Some("v2")), // within the bound of that one
+            get("n3", 5_000, Some("v1")), // kept serving: beyond
+            get("n3", 5_000, Some("v2")), // kept serving: beyond
+        ];
+        let r = check(&ops, std::slice::from_ref(&fault), BOUND);
+        assert_eq!(r.stale_while_cut, 4);
+        assert_eq!(r.stale_beyond_cut_bound, 2, "{:?}", r.violations);
+        assert_eq!(r.stale_beyond_bound, 2);
+        assert_eq!(r.violations.len(), 2);
+        assert!(
+            r.violations[0].contains("while cut off"),
+            "{:?}",
+            r.violations
+        );
+    }
+
+    #[test]
     fn a_cut_off_node_may_serve_until_the_bound_after_the_heal_and_not_later() {
         let fault = Fault {
             node: "n3".into(),
             start: ms(100),
-            end: ms(3_000),
+            end: ms(2_600),
         };
         let named = Outcome::Unacknowledged(vec!["n3".into()]);
         let ops = [
             put("n3", 0, "v1"),
-            inv_tag("n1", 200, 2_200, named),
+            inv_tag("n1", 2_000, 2_200, named),
             get("n3", 1_000, Some("v1")), // concurrent with the invalidation
             get("n3", 2_500, Some("v1")), // cut off: within bound
-            get("n3", 3_400, Some("v1")), // healed 400 ms ago: within bound
-            get("n3", 3_600, Some("v1")), // 600 ms after the heal: beyond
+            get("n3", 3_000, Some("v1")), // healed 400 ms ago: within bound
+            get("n3", 3_200, Some("v1")), // 600 ms after the heal: beyond
         ];
         let r = check(&ops, std::slice::from_ref(&fault), BOUND);
         assert_eq!(r.stale_reads, 3);
         assert_eq!(r.stale_after_ok, 0);
         assert_eq!(r.stale_beyond_bound, 1, "{:?}", r.violations);
         assert_eq!(r.stale_while_cut, 1);
+        assert_eq!(r.stale_beyond_cut_bound, 0);
         assert_eq!(r.longest_stale_while_cut, Some(ms(300)));
         assert_eq!(r.time_to_detect, Some(ms(2_100)));
         assert_eq!(r.time_to_heal, Some(ms(600)));
     }
 
     #[test]
-    fn an_ok_while_a_node_is_cut_off_is_counted_and_excused_until_the_heal() {
+    fn an_ok_while_a_node_is_cut_off_is_counted_and_excused_only_within_the_cut_bound() {
         let fault = Fault {
             node: "n3".into(),
             start: ms(100),
@@ -462,14 +524,15 @@ mod tests {
         let ops = [
             put("n3", 0, "v1"),
             inv_tag("n1", 1_000, 1_001, Outcome::Ok),
-            get("n3", 3_000, Some("v1")),
-            get("n3", 5_100, Some("v1")),
+            get("n3", 2_000, Some("v1")),
+            get("n3", 5_100, Some("v1")), // after the heal, still stale
         ];
         let r = check(&ops, std::slice::from_ref(&fault), BOUND);
         assert_eq!(r.ok_while_cut, 1);
         assert_eq!(r.stale_while_cut, 1);
-        assert_eq!(r.longest_stale_while_cut, Some(ms(1_999)));
-        assert_eq!(r.stale_beyond_bound, 0);
+        assert_eq!(r.longest_stale_while_cut, Some(ms(999)));
+        assert_eq!(r.stale_beyond_bound, 1);
+        assert_eq!(r.stale_beyond_cut_bound, 0);
         assert_eq!(r.time_to_heal, Some(ms(100)));
         assert_eq!(r.time_to_detect, None);
     }
