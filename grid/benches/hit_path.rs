@@ -255,7 +255,16 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
+/// The machine's load average (`/proc/loadavg`), printed with wall-clock
+/// figures: on a shared machine they mean little without it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
 fn wall_clock(keys: Arc<Vec<String>>) {
+    println!("load average before: {}", load_average());
     let rt = runtime();
     let kinds: Vec<Kind> = KINDS
         .iter()
@@ -302,6 +311,7 @@ fn wall_clock(keys: Arc<Vec<String>>) {
                     m / papaya
                 );
             }
+            println!("load average: {}", load_average());
         }
     }
 }

@@ -27,8 +27,9 @@ use crate::value::{self, EntryRef, StoreValue};
 /// Bytes charged per entry on top of its block (header, tag references, key,
 /// alignment padding and value), covering the worst case of what the store
 /// allocates for it elsewhere: its 8-byte slot in the shard's key index (at
-/// least a quarter of the slots are live once the index has grown: up to 32
-/// bytes per entry), the shard's 16-byte queue node, and the entry's share of
+/// least half of the slots are live while the index grows, 16 bytes per
+/// entry; 32 covers an index whose entries fell by half since it was last
+/// rebuilt), the shard's 16-byte queue node, and the entry's share of
 /// the frequency sketch (8 to 16 bytes: four rows of four 4-bit counters per
 /// entry, rounded up to a power of two) and of the ghost list (6 to 12
 /// bytes): 76, rounded up for slab growth. The allocator's own headers and
