@@ -302,6 +302,7 @@ async fn the_cache_closure_may_choose_the_codec() {
     let ca = DevCa::new("orders").unwrap();
     let m: Grid<hydracache::Postcard> = Grid::member()
         .node_id("m")
+        .bootstrap(true)
         .tls(ca.issue("m").unwrap())
         .cache(|c| c.codec::<hydracache::Postcard>())
         .start()

@@ -7,7 +7,7 @@
 //! hydracache-node certs --cluster NAME --out DIR NODE...
 //!     writes DIR/ca.pem and DIR/NODE.pem, DIR/NODE.key for each node
 //! hydracache-node run --cluster NAME --node-id ID --ca CA --cert CERT --key KEY
-//!                     [--bind ADDR] [--seed ADDR]... [--client] [--gossip-ms N]
+//!                     [--bind ADDR] [--seed ADDR]... [--bootstrap] [--client] [--gossip-ms N]
 //!                     [--http ADDR [--http-token TOKEN]]
 //!     starts a node; prints `LISTEN <addr>` (and `HTTP <url>` with --http),
 //!     then answers commands on stdin, one per line: `put KEY VALUE [TAG]`,
@@ -84,9 +84,15 @@ struct RunArgs {
     #[arg(long, env = "HYDRACACHE_BIND", default_value = "127.0.0.1:0")]
     bind: SocketAddr,
     /// A node to join through; repeat the flag, or separate with commas in
-    /// the environment variable. Without seeds the node starts a new cluster.
+    /// the environment variable. A member without seeds (and without
+    /// --bootstrap) waits until a member that names it as a seed finds it.
     #[arg(long = "seed", env = "HYDRACACHE_SEEDS", value_delimiter = ',')]
     seeds: Vec<String>,
+    /// Found a new cluster: give it to exactly one member, on the cluster's
+    /// first start only. Every other start, this member's restarts
+    /// included, joins the running cluster.
+    #[arg(long, env = "HYDRACACHE_BOOTSTRAP", conflicts_with = "client")]
+    bootstrap: bool,
     /// Join as a client (a near cache that owns nothing) instead of a member.
     #[arg(long, env = "HYDRACACHE_CLIENT")]
     client: bool,
@@ -163,6 +169,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         .node_id(args.node_id)
         .bind(args.bind)
         .seeds(args.seeds)
+        .bootstrap(args.bootstrap)
         .tls(tls)
         .gossip_interval(Duration::from_millis(args.gossip_ms))
         .start()

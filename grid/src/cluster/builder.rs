@@ -106,6 +106,7 @@ pub struct NodeBuilder<C: Codec = Rkyv> {
     bind: SocketAddr,
     advertise: Option<SocketAddr>,
     seeds: Vec<String>,
+    bootstrap: bool,
     tls: Option<TlsConfig>,
     ack_timeout: Duration,
     request_timeout: Duration,
@@ -144,6 +145,7 @@ impl NodeBuilder {
             bind: "127.0.0.1:0".parse().expect("literal address"),
             advertise: None,
             seeds: Vec::new(),
+            bootstrap: false,
             tls: None,
             ack_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(2),
@@ -195,6 +197,22 @@ impl<C: Codec> NodeBuilder<C> {
     /// every minute by gossip, so a seed that moves is found again.
     pub fn seeds<S: Into<String>>(mut self, seeds: impl IntoIterator<Item = S>) -> Self {
         self.seeds = seeds.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether this member founds a new cluster (default false). Exactly one
+    /// member of a new cluster is started with `bootstrap(true)`: it becomes
+    /// the first Raft voter and admits itself, under a new cluster
+    /// incarnation (see [`incarnation`](super::incarnation)). Every other
+    /// member, and that same member when it restarts, joins: through its
+    /// seeds, or, started without seeds, by waiting until a member that
+    /// names it as a seed (or knew its address) gossips with it. A member
+    /// never founds a cluster by accident; one started with `bootstrap`
+    /// while its cluster runs founds another incarnation, whose Raft
+    /// messages and admissions the running cluster refuses. Ignored on
+    /// clients.
+    pub fn bootstrap(mut self, found: bool) -> Self {
+        self.bootstrap = found;
         self
     }
 
@@ -280,6 +298,7 @@ impl<C: Codec> NodeBuilder<C> {
     ///
     /// let member = Grid::member()
     ///     .node_id("m1")
+    ///     .bootstrap(true)
     ///     .tls(ca.issue("m1")?)
     ///     .loader("users.by-id", |req: OwnerLoadRequest| async move {
     ///         let id: u64 = req.args_utf8()?.parse().map_err(|_| RejectedArguments::new("not an id"))?;
@@ -331,6 +350,7 @@ impl<C: Codec> NodeBuilder<C> {
             bind: self.bind,
             advertise: self.advertise,
             seeds: self.seeds,
+            bootstrap: self.bootstrap,
             tls: self.tls,
             ack_timeout: self.ack_timeout,
             request_timeout: self.request_timeout,
@@ -356,7 +376,7 @@ impl<C: Codec> NodeBuilder<C> {
 
     /// Starts a member (binds, joins gossip through the seeds) and returns
     /// its `Grid` without waiting for peers: the first member of a cluster
-    /// has none.
+    /// (started with [`bootstrap`](NodeBuilder::bootstrap)) has none.
     pub async fn start(self) -> Result<Grid<C>, ClusterError> {
         self.launch().await.map(|(grid, _)| grid)
     }
@@ -477,12 +497,12 @@ impl<C: Codec> NodeBuilder<C> {
             .set(chitchat.chitchat().lock().await.live_nodes_watcher());
         let _ = node.chitchat.set(chitchat);
         if self.role == Role::Member {
-            // The first member (started without seeds) founds the cluster;
-            // every other member joins with an empty log and is admitted by
-            // the leader once gossip reports it.
+            // Only a member told to bootstrap founds a cluster; every other
+            // member joins with an empty log and is admitted by the leader
+            // once gossip reports it.
             let consensus = Consensus::start(
                 node.identity.clone(),
-                self.seeds.is_empty(),
+                self.bootstrap,
                 self.raft.clone(),
                 transport.clone(),
                 Arc::downgrade(&node),

@@ -57,7 +57,7 @@ pub(crate) struct Consensus {
 
 impl Consensus {
     /// Starts the raft task. `bootstrap` makes this node a one-voter cluster
-    /// that admits itself (the first node, started without seeds); otherwise
+    /// that admits itself (the member started with `bootstrap`); otherwise
     /// it joins with an empty log and waits to be admitted.
     pub(crate) fn start(
         me: NodeIdentity,
@@ -123,8 +123,9 @@ async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks = 0u64;
     let mut pending = Pending::default();
-    // The leader last written to this node's gossip state.
+    // The leader and the incarnation last written to this node's gossip state.
     let mut gossiped: Option<Option<String>> = None;
+    let mut incarnation_gossiped = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -132,7 +133,7 @@ async fn run(
                 driver.tick();
                 if driver.is_leader() && ticks % RECONCILE_TICKS == 0 {
                     let Some(n) = node.upgrade() else { return };
-                    let wanted = n.reconcile(driver.view()).await;
+                    let wanted = n.reconcile(driver.view(), driver.incarnation()).await;
                     for command in pending.due(wanted, ticks) {
                         let key = Pending::key(&command);
                         if driver.propose(command).is_ok() {
@@ -186,6 +187,13 @@ async fn run(
             if let Some(n) = node.upgrade() {
                 if n.publish_leader(leader.as_deref()).await {
                     gossiped = Some(leader.clone());
+                }
+            }
+        }
+        if incarnation_gossiped != driver.incarnation() {
+            if let Some(n) = node.upgrade() {
+                if n.publish_incarnation(driver.incarnation()).await {
+                    incarnation_gossiped = driver.incarnation();
                 }
             }
         }

@@ -92,6 +92,8 @@ pub(super) struct LivePeer {
     pub(super) hwm: u64,
     /// The raft leader this member gossips it heard from (a hint).
     pub(super) raft_leader: Option<String>,
+    /// The cluster incarnation it gossips; 0 if none yet.
+    pub(super) incarnation: u64,
 }
 
 impl Node {
@@ -113,6 +115,10 @@ impl Node {
                         .and_then(|h| h.parse().ok())
                         .unwrap_or(0),
                     raft_leader: state.get(keys::RAFT_LEADER).map(str::to_string),
+                    incarnation: state
+                        .get(keys::INCARNATION)
+                        .and_then(|h| u64::from_str_radix(h, 16).ok())
+                        .unwrap_or(0),
                 })
             })
             .collect()
@@ -238,6 +244,20 @@ impl Node {
         true
     }
 
+    /// Gossips the cluster incarnation this member belongs to; false if
+    /// gossip has not started yet.
+    pub(super) async fn publish_incarnation(&self, incarnation: u64) -> bool {
+        let Some(h) = self.chitchat.get() else {
+            return false;
+        };
+        let c = h.chitchat();
+        c.lock()
+            .await
+            .self_node_state()
+            .set(keys::INCARNATION, format!("{incarnation:x}"));
+        true
+    }
+
     /// The admitted membership at the latest epoch this node knows.
     pub(crate) fn view(&self) -> Arc<MembershipView> {
         Arc::clone(&self.view.read().expect("view"))
@@ -259,12 +279,19 @@ impl Node {
 
     /// What the raft leader should propose to make the membership match
     /// what it knows: see [`super::authority`] for what gossip may decide.
-    pub(crate) async fn reconcile(&self, view: &MembershipView) -> Vec<MembershipCommand> {
-        let live: Vec<(String, u64)> = self
-            .live_peers(true)
-            .into_iter()
-            .map(|p| (p.id, p.generation))
+    /// `incarnation` is this member's cluster incarnation.
+    pub(crate) async fn reconcile(
+        &self,
+        view: &MembershipView,
+        incarnation: u64,
+    ) -> Vec<MembershipCommand> {
+        let peers = self.live_peers(true);
+        let foreign: Vec<(String, u64)> = peers
+            .iter()
+            .filter(|p| super::authority::is_foreign(incarnation, p.incarnation))
+            .map(|p| (p.id.clone(), p.generation))
             .collect();
+        let live: Vec<(String, u64)> = peers.into_iter().map(|p| (p.id, p.generation)).collect();
         let dead = self.dead_nodes().await;
         let connected = self.transport.connected_peers();
         let me = PeerIdentity {
@@ -286,6 +313,7 @@ impl Node {
                 dead: &dead,
                 connected: &connected,
                 leaving: &leaving,
+                foreign: &foreign,
             },
         )
     }
