@@ -180,7 +180,7 @@ fn sigkill_a_member_under_load() {
 fn sigstop_a_member_past_the_failure_timeout_then_sigcont() {
     scenario(
         "sigstop_sigcont_zombie",
-        Some("a member declared dead while paused is removed and never told"),
+        Some("in about one run in six, a few reads return a value an acknowledged invalidation covered (seen once, not yet explained); the zombie itself is told, flushes and rejoins"),
         |c| {
             pause(1_000);
             let start = c.signal(3, "STOP");

@@ -10,6 +10,9 @@
 //!   connection, not from gossip;
 //! - a process is removed for leaving only on its own announcement (a
 //!   `GoAway` it sent over its connection), never on a gossiped flag;
+//! - a process the membership removed is never admitted again (its new
+//!   generation is); while it still talks to the leader it is pushed the
+//!   membership that removed it (see [`to_tell`]);
 //! - a process that gossips another cluster incarnation (it bootstrapped a
 //!   cluster of its own) is never admitted (see [`is_foreign`]);
 //! - a process is removed when gossip's failure detector declares it dead
@@ -41,6 +44,26 @@ pub(crate) struct Evidence<'a> {
     pub(crate) leaving: &'a HashSet<(String, u64)>,
     /// Processes that gossip another cluster incarnation than the leader's.
     pub(crate) foreign: &'a [(String, u64)],
+    /// Live processes the membership removed (or replaced): never admitted
+    /// again, told instead (see [`to_tell`]).
+    pub(crate) removed: &'a [(String, u64)],
+}
+
+/// The addresses of removed processes that still talk to the leader (a
+/// member wrongly declared dead while paused or cut off): the leader pushes
+/// them the current membership, in which they find themselves removed.
+/// Only over their own authenticated connection, so the push reaches the
+/// process itself.
+pub(crate) fn to_tell(ev: &Evidence<'_>) -> Vec<std::net::SocketAddr> {
+    ev.connected
+        .iter()
+        .filter(|p| {
+            ev.removed
+                .iter()
+                .any(|(id, g)| p.node_id == *id && p.generation == *g)
+        })
+        .map(|p| p.addr)
+        .collect()
 }
 
 /// Whether a process gossiping the cluster incarnation `theirs` belongs to
@@ -61,6 +84,7 @@ pub(crate) fn reconcile(view: &MembershipView, ev: &Evidence<'_>) -> Vec<Members
         let (id, generation) = (live.0.as_str(), live.1);
         if ev.leaving.contains(live)
             || ev.foreign.contains(live)
+            || ev.removed.contains(live)
             || view.is_admitted(id, generation)
         {
             continue;
@@ -151,6 +175,7 @@ mod tests {
             connected: &connected,
             leaving: &HashSet::new(),
             foreign: &[],
+            removed: &[],
         };
         let commands = reconcile(&v, &ev);
         assert_eq!(
@@ -175,6 +200,7 @@ mod tests {
             connected: &[],
             leaving: &HashSet::new(),
             foreign: &[],
+            removed: &[],
         };
         assert_eq!(
             reconcile(&MembershipView::empty(), &ev),
@@ -194,6 +220,7 @@ mod tests {
             connected: &[],
             leaving: &HashSet::new(),
             foreign: &[],
+            removed: &[],
         };
         assert!(reconcile(&v, &quiet).is_empty());
         let announced: HashSet<_> = ids(&[("m2", 1)]).into_iter().collect();
@@ -218,6 +245,7 @@ mod tests {
             connected: &connected,
             leaving: &HashSet::new(),
             foreign: &[],
+            removed: &[],
         };
         assert_eq!(reconcile(&v, &ev), [MembershipCommand::remove("m2", 5)]);
     }
@@ -238,12 +266,41 @@ mod tests {
             connected: &connected,
             leaving: &HashSet::new(),
             foreign: &foreign,
+            removed: &[],
         };
         assert!(reconcile(&v, &ev).is_empty());
         assert!(is_foreign(7, 8));
         assert!(!is_foreign(7, 7));
         assert!(!is_foreign(7, 0), "a joiner before its first snapshot");
         assert!(!is_foreign(0, 8), "a leader knows its incarnation");
+    }
+
+    #[test]
+    fn a_removed_process_is_told_not_readmitted() {
+        let me = peer("m1", 1, Role::Member, 1);
+        let v = view(&[("m1", 1, Role::Member), ("m2", 1, Role::Member)]);
+        // m3 was paused past the failure timeout and removed; it is back,
+        // live and connected, at the same generation.
+        let live = ids(&[("m1", 1), ("m2", 1), ("m3", 4)]);
+        let connected = [peer("m3", 4, Role::Member, 3)];
+        let removed = ids(&[("m3", 4)]);
+        let ev = Evidence {
+            me: &me,
+            live: &live,
+            dead: &[],
+            connected: &connected,
+            leaving: &HashSet::new(),
+            foreign: &[],
+            removed: &removed,
+        };
+        assert!(reconcile(&v, &ev).is_empty(), "no admission to re-propose");
+        assert_eq!(to_tell(&ev), [connected[0].addr]);
+        // A removed process with no connection of its own is not told.
+        let ev = Evidence {
+            connected: &[],
+            ..ev
+        };
+        assert!(to_tell(&ev).is_empty());
     }
 
     #[test]

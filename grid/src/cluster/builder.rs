@@ -484,6 +484,7 @@ impl<C: Codec> NodeBuilder<C> {
             live: std::sync::OnceLock::new(),
             partitioned: std::sync::atomic::AtomicBool::new(false),
             stopped: std::sync::atomic::AtomicBool::new(false),
+            removed: std::sync::atomic::AtomicBool::new(false),
             consensus: std::sync::OnceLock::new(),
             view: std::sync::RwLock::new(Arc::new(MembershipView::empty())),
             leaving: Mutex::new(Default::default()),

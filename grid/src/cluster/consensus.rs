@@ -133,7 +133,13 @@ async fn run(
                 driver.tick();
                 if driver.is_leader() && ticks % RECONCILE_TICKS == 0 {
                     let Some(n) = node.upgrade() else { return };
-                    let wanted = n.reconcile(driver.view(), driver.incarnation()).await;
+                    let wanted = n
+                        .reconcile(
+                            driver.view(),
+                            driver.incarnation(),
+                            |id, g| driver.is_removed(id, g),
+                        )
+                        .await;
                     for command in pending.due(wanted, ticks) {
                         let key = Pending::key(&command);
                         if driver.propose(command).is_ok() {

@@ -91,6 +91,12 @@ pub struct ClusterDiagnostics {
     /// The Raft task has exited (a member only; it runs until the grid is
     /// dropped, so this means Raft failed and the process should restart).
     pub raft_task_exited: bool,
+    /// The membership removed this process while it ran (declared dead
+    /// while paused or cut off). It owns nothing and flushed its cache;
+    /// its generation can never be admitted again: start the node again
+    /// (a new generation, seeded with the members) to rejoin, as
+    /// `hydracache-node` does by itself.
+    pub removed: bool,
 }
 
 /// An admitted node as this node sees it.

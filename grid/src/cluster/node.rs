@@ -79,6 +79,8 @@ pub(crate) struct Node {
     pub(super) owner_loads: super::owner_load::OwnerLoads,
     /// Latencies, invalidation counters, when peers were last heard.
     pub(super) telemetry: super::telemetry::NodeTelemetry,
+    /// Set once the membership removed this process while it ran.
+    pub(super) removed: std::sync::atomic::AtomicBool,
     /// The grid's membership stream (a sender of the same channel, so the
     /// raft task publishes without touching the grid).
     pub(super) membership: tokio::sync::broadcast::Sender<crate::events::MembershipChange>,
@@ -198,6 +200,7 @@ impl Node {
             put_latency: t.put_latency.snapshot(),
             invalidation_ack_latency: t.ack_latency.snapshot(),
             raft_task_exited: self.consensus.get().is_some_and(|c| c.exited()),
+            removed: self.removed.load(Ordering::SeqCst),
         }
     }
 
@@ -279,11 +282,15 @@ impl Node {
 
     /// What the raft leader should propose to make the membership match
     /// what it knows: see [`super::authority`] for what gossip may decide.
-    /// `incarnation` is this member's cluster incarnation.
+    /// `incarnation` is this member's cluster incarnation, `removed` says
+    /// which processes the membership removed: those still connected to
+    /// this node are pushed the current view, in which they find
+    /// themselves removed.
     pub(crate) async fn reconcile(
         &self,
         view: &MembershipView,
         incarnation: u64,
+        removed: impl Fn(&str, u64) -> bool,
     ) -> Vec<MembershipCommand> {
         let peers = self.live_peers(true);
         let foreign: Vec<(String, u64)> = peers
@@ -292,8 +299,18 @@ impl Node {
             .map(|p| (p.id.clone(), p.generation))
             .collect();
         let live: Vec<(String, u64)> = peers.into_iter().map(|p| (p.id, p.generation)).collect();
-        let dead = self.dead_nodes().await;
         let connected = self.transport.connected_peers();
+        // Removed processes that look live, or that still hold a connection
+        // (a paused process's connection outlives its failure timeout).
+        let mut removed: Vec<(String, u64)> = live
+            .iter()
+            .cloned()
+            .chain(connected.iter().map(|p| (p.node_id.clone(), p.generation)))
+            .filter(|(id, g)| removed(id, *g))
+            .collect();
+        removed.sort();
+        removed.dedup();
+        let dead = self.dead_nodes().await;
         let me = PeerIdentity {
             node_id: self.identity.id.to_string(),
             generation: self.identity.generation,
@@ -305,17 +322,28 @@ impl Node {
                 .map_or_else(|| self.transport.local_addr(), |p| p.addr),
         };
         let leaving = self.leaving.lock().expect("leaving").clone();
-        super::authority::reconcile(
-            view,
-            &super::authority::Evidence {
-                me: &me,
-                live: &live,
-                dead: &dead,
-                connected: &connected,
-                leaving: &leaving,
-                foreign: &foreign,
-            },
-        )
+        let evidence = super::authority::Evidence {
+            me: &me,
+            live: &live,
+            dead: &dead,
+            connected: &connected,
+            leaving: &leaving,
+            foreign: &foreign,
+            removed: &removed,
+        };
+        let told = super::authority::to_tell(&evidence);
+        if !told.is_empty() {
+            let snapshot = view.to_snapshot();
+            for addr in told {
+                let (transport, snapshot) = (self.transport.clone(), snapshot.clone());
+                tokio::spawn(async move {
+                    let _ = transport
+                        .send(addr, Message::MetadataSnapshot(snapshot))
+                        .await;
+                });
+            }
+        }
+        super::authority::reconcile(view, &evidence)
     }
 
     /// A peer announced over its own connection that it leaves.
@@ -336,6 +364,28 @@ impl Node {
             }
             std::mem::replace(&mut *current, Arc::clone(&view))
         };
+        if old.is_admitted(&self.identity.id, self.identity.generation)
+            && !view.is_admitted(&self.identity.id, self.identity.generation)
+            && !self.stopped.load(Ordering::SeqCst)
+            && !self
+                .leaving
+                .lock()
+                .expect("leaving")
+                .contains(&(self.identity.id.to_string(), self.identity.generation))
+        {
+            // Removed while it could not hear the cluster (paused, cut off):
+            // it missed invalidations and owns nothing any more, so what it
+            // holds can no longer be proven fresh.
+            tracing::error!(
+                target: crate::telemetry::RAFT,
+                epoch = view.epoch(),
+                "this node was removed from the membership; its cache is flushed"
+            );
+            self.removed.store(true, Ordering::SeqCst);
+            if let Some(grid) = self.grid.upgrade() {
+                grid.apply(&Invalidation::Flush, crate::events::EventOrigin::Local);
+            }
+        }
         // Announcements matter until their process is removed.
         self.leaving
             .lock()

@@ -575,6 +575,13 @@ impl RaftDriver {
         self.node.store().state().identity_of(raft_id)
     }
 
+    /// True if the process `(node_id, generation)` was removed from the
+    /// membership or replaced by a newer generation: it is never admitted
+    /// again.
+    pub(crate) fn is_removed(&self, node_id: &str, generation: u64) -> bool {
+        self.node.store().state().is_removed(node_id, generation)
+    }
+
     /// The admitted node with this raft id (with its address).
     pub fn member_of(&self, raft_id: u64) -> Option<&Member> {
         self.node.store().state().member_of(raft_id)

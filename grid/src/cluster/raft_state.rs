@@ -415,6 +415,17 @@ impl MembershipState {
             .find(|m| raft_id_of(&m.node) == id)
     }
 
+    /// True if the process `(node_id, generation)` was admitted (or
+    /// superseded by a newer generation) and is not admitted now: it can
+    /// never be admitted again, only a new generation can.
+    pub(crate) fn is_removed(&self, node_id: &str, generation: u64) -> bool {
+        self.generations
+            .get(node_id)
+            .is_some_and(|&g| g >= generation)
+            && !self.view.is_admitted(node_id, generation)
+            && self.seeds.get(node_id) != Some(&generation)
+    }
+
     /// True if `id` belongs to a process that was removed or replaced.
     pub(crate) fn is_retired(&self, id: u64) -> bool {
         self.retired.contains(&id)
@@ -770,6 +781,22 @@ mod tests {
         assert_eq!(s.apply(&MembershipCommand::remove("a", 1)), stale);
         assert!(s.view().is_admitted("a", 2));
         assert_eq!(s.view().epoch(), 2);
+    }
+
+    #[test]
+    fn a_removed_or_superseded_generation_is_known_as_removed() {
+        let mut s = MembershipState::bootstrap(&[NodeIdentity::new("s", 1)]);
+        assert!(!s.is_removed("s", 1), "a seed waiting for admission");
+        assert!(!s.is_removed("a", 1), "never seen");
+        s.apply(&admit("a", 1));
+        assert!(!s.is_removed("a", 1));
+        s.apply(&MembershipCommand::remove("a", 1));
+        assert!(s.is_removed("a", 1));
+        assert!(!s.is_removed("a", 2), "a new generation may join");
+        s.apply(&admit("a", 2));
+        s.apply(&admit("a", 3));
+        assert!(s.is_removed("a", 2), "superseded");
+        assert!(!s.is_removed("a", 3));
     }
 
     #[test]
