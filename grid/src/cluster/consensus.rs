@@ -51,8 +51,12 @@ pub(crate) struct Consensus {
     max_message_bytes: usize,
     status: Arc<RwLock<RaftStatus>>,
     /// Finished once the task has exited, for any reason (a poisoned raft,
-    /// a panic): the node reports it (`raft_task_exited`, `/health`).
+    /// a panic), and the node has stopped: the node reports it
+    /// (`raft_task_exited`, `/health`).
     task: tokio::task::JoinHandle<()>,
+    /// The raft loop itself (the test hook stops it).
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    inner: tokio::task::AbortHandle,
 }
 
 impl Consensus {
@@ -75,10 +79,17 @@ impl Consensus {
         };
         let status = Arc::new(RwLock::new(RaftStatus::default()));
         let (alive, shared) = (node.clone(), Arc::clone(&status));
+        let inner = tokio::spawn(run(driver, rx, transport, node, shared));
+        let abort = inner.abort_handle();
         let task = tokio::spawn(async move {
-            run(driver, rx, transport, node, shared).await;
-            if alive.upgrade().is_some() {
-                tracing::error!(target: crate::telemetry::RAFT, "the raft task exited");
+            let _ = inner.await;
+            // Raft failed (its log or storage is inconsistent, or it
+            // panicked) while the node runs: the membership view is frozen
+            // from now on, so the node fails loudly instead of serving as
+            // an owner on a view it can no longer follow.
+            if let Some(n) = alive.upgrade() {
+                tracing::error!(target: crate::telemetry::RAFT, "the raft task exited; the node stops");
+                n.raft_failed().await;
             }
         });
         Ok(Consensus {
@@ -86,6 +97,7 @@ impl Consensus {
             max_message_bytes,
             status,
             task,
+            inner: abort,
         })
     }
 
@@ -108,7 +120,7 @@ impl Consensus {
     /// Test hook: stops the raft task as if it had failed.
     #[cfg(feature = "test-hooks")]
     pub(crate) fn stop(&self) {
-        self.task.abort();
+        self.inner.abort();
     }
 }
 
@@ -320,6 +332,7 @@ mod tests {
             max_message_bytes: 1 << 10,
             status: Default::default(),
             task: tokio::spawn(async {}),
+            inner: tokio::spawn(async {}).abort_handle(),
         };
         assert!(!consensus.deliver(1, Bytes::from(vec![0; (1 << 10) + 1])));
         for _ in 0..RAFT_INBOX_CAPACITY {

@@ -457,6 +457,17 @@ impl Node {
         }
     }
 
+    /// The raft task ended while the node runs: stops gossip and the
+    /// endpoint (peers declare this process dead and remove it) and flushes
+    /// the cache, which no longer receives invalidations. Diagnostics say
+    /// why (`raft_task_exited`); the process should be restarted.
+    pub(crate) async fn raft_failed(&self) {
+        self.shutdown().await;
+        if let Some(grid) = self.grid.upgrade() {
+            grid.apply(&Invalidation::Flush, crate::events::EventOrigin::Local);
+        }
+    }
+
     /// Stops gossip and closes the endpoint.
     pub(crate) async fn shutdown(&self) {
         self.stopped.store(true, Ordering::SeqCst);
