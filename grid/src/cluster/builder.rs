@@ -170,8 +170,9 @@ impl<C: Codec> NodeBuilder<C> {
         self
     }
 
-    /// This node's id, unique in the cluster (required for members; clients
-    /// get a generated one if unset).
+    /// This node's id, unique in the cluster; it must be the one its
+    /// certificate names. Required for members; a client without one takes
+    /// its certificate's ([`TlsConfig::node_id`]).
     pub fn node_id(mut self, id: impl Into<String>) -> Self {
         self.node_id = Some(id.into());
         self
@@ -415,9 +416,11 @@ impl<C: Codec> NodeBuilder<C> {
             resolve(seed).await?;
         }
         let tls = self.tls.as_ref().ok_or(ClusterError::Missing("tls"))?;
+        // Peers accept only the node id the certificate names: a client
+        // without a setting takes that one.
         let node_id = match (&self.node_id, self.role) {
             (Some(id), _) => id.clone(),
-            (None, Role::Client) => format!("client-{:x}", new_generation()),
+            (None, Role::Client) => tls.node_id().ok_or(ClusterError::Missing("node_id"))?,
             (None, Role::Member) => return Err(ClusterError::Missing("node_id")),
         };
         let generation = new_generation();
