@@ -302,6 +302,7 @@ async fn the_cache_closure_may_choose_the_codec() {
     let ca = DevCa::new("orders").unwrap();
     let m: Grid<hydracache::Postcard> = Grid::member()
         .node_id("m")
+        .bootstrap(true)
         .tls(ca.issue("m").unwrap())
         .cache(|c| c.codec::<hydracache::Postcard>())
         .start()
@@ -522,4 +523,22 @@ async fn in_send_only_mode_a_clients_invalidation_is_relayed_to_the_other_client
         c2.contains_key("other").await,
         "a relayed key invalidation is not a flush"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_a_node_id_takes_its_certificate_s_and_connects() {
+    let ca = DevCa::new("orders").unwrap();
+    let m0 = member(&ca, "m0", &[]).await;
+    converge(&[&m0], 1, 0).await;
+    let seed = addr(&m0).await;
+    let c = Grid::client()
+        .cluster("orders")
+        .seeds([seed.to_string()])
+        .tls(ca.issue_as("c7", Role::Client).unwrap())
+        .gossip_interval(Duration::from_millis(50))
+        .connect()
+        .await
+        .expect("a client with no node id set connects");
+    assert_eq!(c.cluster_diagnostics().await.unwrap().node_id, "c7");
+    converge(&[&m0, &c], 1, 1).await;
 }

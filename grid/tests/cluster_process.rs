@@ -34,6 +34,9 @@ impl NodeProcess {
         .arg(dir.join(format!("{id}.pem")))
         .arg("--key")
         .arg(dir.join(format!("{id}.key")));
+        if seeds.is_empty() {
+            cmd.arg("--bootstrap");
+        }
         for s in seeds {
             cmd.args(["--seed", s]);
         }

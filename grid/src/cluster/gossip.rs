@@ -199,6 +199,10 @@ pub mod keys {
     pub const RAFT_LEADER: &str = "raft_leader";
     /// "1" once the node has started a graceful leave.
     pub const LEAVING: &str = "leaving";
+    /// The cluster incarnation the member belongs to, in hex (members
+    /// only, once Raft gave them one): the leader never admits a process of
+    /// another incarnation.
+    pub const INCARNATION: &str = "incarnation";
 }
 
 #[cfg(test)]

@@ -100,6 +100,12 @@ pub struct ClusterDiagnostics {
     pub isolated: bool,
     /// Times this node became isolated.
     pub isolations: u64,
+    /// The membership removed this process while it ran (declared dead
+    /// while paused or cut off). It owns nothing and flushed its cache;
+    /// its generation can never be admitted again: start the node again
+    /// (a new generation, seeded with the members) to rejoin, as
+    /// `hydracache-node` does by itself.
+    pub removed: bool,
 }
 
 /// An admitted node as this node sees it.

@@ -416,6 +416,7 @@ impl Node {
                 addr: m.address,
                 hwm: 0,
                 raft_leader: None,
+                incarnation: 0,
             });
         }
         unheard
