@@ -511,7 +511,10 @@ impl<C: Codec> NodeBuilder<C> {
                 self.max_owner_load_args,
                 self.owner_load_timeout,
             ),
-            telemetry: Default::default(),
+            telemetry: super::telemetry::NodeTelemetry {
+                gossip_sent: gossip.sent(),
+                ..Default::default()
+            },
             membership: grid.inner.membership.clone(),
             mode: self.mode,
             inbox,

@@ -43,6 +43,9 @@ pub(crate) enum Input {
 pub(crate) struct RaftStatus {
     pub(crate) leader: Option<String>,
     pub(crate) term: u64,
+    /// Voters and learners in the Raft configuration this node has applied.
+    pub(crate) voters: usize,
+    pub(crate) learners: usize,
 }
 
 /// Handle to the raft task.
@@ -220,7 +223,12 @@ async fn run(
         if known.leader != leader {
             tracing::info!(target: crate::telemetry::RAFT, leader = leader.as_deref(), term, "raft leader changed");
         }
-        *known = RaftStatus { leader, term };
+        *known = RaftStatus {
+            leader,
+            term,
+            voters: driver.voters().len(),
+            learners: driver.learners().len(),
+        };
     }
 }
 

@@ -185,6 +185,11 @@ impl Node {
             clients: pick(Role::Client),
             raft_leader: status.leader,
             raft_term: status.term,
+            raft_voters: status.voters,
+            raft_learners: status.learners,
+            connections: self.transport.connected_peers().len(),
+            gossip_messages_sent: t.gossip_sent.messages.load(Ordering::Relaxed),
+            gossip_bytes_sent: t.gossip_sent.bytes.load(Ordering::Relaxed),
             gossip_live: live,
             dead,
             invalidation_sequence: self.sequence.load(Ordering::SeqCst),
@@ -237,7 +242,7 @@ impl Node {
                 });
                 super::consensus::RaftStatus {
                     leader: super::consensus::most_named(heard),
-                    term: 0,
+                    ..Default::default()
                 }
             }
         }
