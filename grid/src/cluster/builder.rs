@@ -523,6 +523,7 @@ impl<C: Codec> NodeBuilder<C> {
             partitioned: std::sync::atomic::AtomicBool::new(false),
             stopped: std::sync::atomic::AtomicBool::new(false),
             removed: std::sync::atomic::AtomicBool::new(false),
+            founder: self.bootstrap,
             consensus: std::sync::OnceLock::new(),
             view: std::sync::RwLock::new(Arc::new(MembershipView::empty())),
             leaving: Mutex::new(Default::default()),

@@ -83,6 +83,9 @@ pub(crate) struct Node {
     pub(super) telemetry: super::telemetry::NodeTelemetry,
     /// Set once the membership removed this process while it ran.
     pub(super) removed: std::sync::atomic::AtomicBool,
+    /// Started with `bootstrap`: the founder knows every holder (none)
+    /// before the membership first admits it.
+    pub(super) founder: bool,
     /// The grid's membership stream (a sender of the same channel, so the
     /// raft task publishes without touching the grid).
     pub(super) membership: tokio::sync::broadcast::Sender<crate::events::MembershipChange>,
