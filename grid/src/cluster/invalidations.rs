@@ -98,7 +98,9 @@ impl Node {
         // A process the membership does not admit (joining, restarted, or
         // removed) cannot name every holder: whoever answers, it does not
         // return `Ok` (an empty list: the holders are unknown).
-        let knows_holders = self.view().knows_holders(&self.identity, self.founder);
+        // (Send-only mode promises nothing about who applied it.)
+        let knows_holders = self.mode == InvalidationMode::Sent
+            || self.view().knows_holders(&self.identity, self.founder);
         let mut unsure: Vec<String> = if knows_holders {
             Vec::new()
         } else {
