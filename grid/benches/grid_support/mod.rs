@@ -9,6 +9,8 @@ use std::time::Duration;
 use hydracache::cluster::{DevCa, NodeBuilder};
 use hydracache::Grid;
 
+pub mod raw_quinn;
+
 /// Gossip interval of the bench nodes.
 pub const GOSSIP: Duration = Duration::from_millis(100);
 
