@@ -13,6 +13,8 @@
 //!   reason, when either is not installed).
 //!
 //! `cargo bench -p hydracache --features cluster --bench read_path`
+//! (`-- grid-only` and `-- quinn-only` run only that subject's throughput
+//! rounds, for a profiler)
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -75,6 +77,26 @@ where
         t.await.unwrap();
     }
     next.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// One throughput round of `Grid::get` on `reader` cycling over `keys`:
+/// operations per second, reads done, and how many of them the owner
+/// answered over the network.
+async fn grid_throughput(reader: &Grid, keys: &Arc<Vec<String>>) -> (u64, u64, u64) {
+    let before = reader.cluster_diagnostics().await.unwrap().remote_hits;
+    let counted = Arc::new(AtomicUsize::new(0));
+    let (r, keys, c) = (reader.clone(), keys.clone(), counted.clone());
+    let ops = throughput(move |i| {
+        let (r, keys, c) = (r.clone(), keys.clone(), c.clone());
+        async move {
+            let v = r.get::<[u8; 64]>(&keys[i % keys.len()]).await.unwrap();
+            assert_eq!(v, Some(PAYLOAD));
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+    .await;
+    let remote = reader.cluster_diagnostics().await.unwrap().remote_hits - before;
+    (ops as u64, counted.load(Ordering::Relaxed) as u64, remote)
 }
 
 /// A redis-server on a free loopback port, stopped (by pid) when dropped.
@@ -166,7 +188,26 @@ fn main() {
                 async move { owner_node.put(k, PAYLOAD, CacheOptions::new()).await.unwrap() }
             })
             .await;
+        if std::env::args().any(|a| a == "grid-only") {
+            for _ in 0..ROUNDS {
+                let (ops, reads, remote) = grid_throughput(&reader, &cycle_keys).await;
+                println!("Grid::get through the owner, {IN_FLIGHT} in flight: {ops} ops/s ({remote} of {reads} reads went to the owner)");
+            }
+            return;
+        }
         let conn = echo_connection(&ca).await;
+        if std::env::args().any(|a| a == "quinn-only") {
+            for _ in 0..ROUNDS {
+                let conn = conn.clone();
+                let ops = throughput(move |_| {
+                    let conn = conn.clone();
+                    async move { round_trip(&conn, &PAYLOAD).await }
+                })
+                .await;
+                println!("raw quinn request/response, {IN_FLIGHT} in flight: {ops:.0} ops/s");
+            }
+            return;
+        }
 
         println!(
             "read path, 2 members on 127.0.0.1, 64 B values (load average {})",
@@ -212,22 +253,10 @@ fn main() {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut reads, mut remote) = (0u64, 0u64);
         for _ in 0..ROUNDS {
-            let before = reader.cluster_diagnostics().await.unwrap().remote_hits;
-            let counted = Arc::new(AtomicUsize::new(0));
-            let (r, keys, c) = (reader.clone(), cycle_keys.clone(), counted.clone());
-            grid_ops.push(
-                throughput(move |i| {
-                    let (r, keys, c) = (r.clone(), keys.clone(), c.clone());
-                    async move {
-                        let v = r.get::<[u8; 64]>(&keys[i % keys.len()]).await.unwrap();
-                        assert_eq!(v, Some(PAYLOAD));
-                        c.fetch_add(1, Ordering::Relaxed);
-                    }
-                })
-                .await as u64,
-            );
-            reads += counted.load(Ordering::Relaxed) as u64;
-            remote += reader.cluster_diagnostics().await.unwrap().remote_hits - before;
+            let (ops, n, r) = grid_throughput(&reader, &cycle_keys).await;
+            grid_ops.push(ops);
+            reads += n;
+            remote += r;
             let conn = conn.clone();
             raw_ops.push(
                 throughput(move |_| {
