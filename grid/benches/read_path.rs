@@ -5,6 +5,9 @@
 //! - latency: `Grid::get` of a 64-byte value on the member that does not
 //!   own the key, near cache cold (a key not read before on that member),
 //!   against one raw quinn echo of 64 bytes; blocks of the two alternate.
+//! - hit path: `Grid::get` on that member of a near copy (a key it does not
+//!   own, read once through the owner) against a key it owns, in the same
+//!   rounds: the hit path must not tell them apart.
 //! - throughput: 32 reads in flight on that member (cycling over 8,192 keys
 //!   with its near copies capped at 16 KiB, so the reads go to the owner;
 //!   the share that did is printed), against raw quinn with 32 requests in
@@ -38,6 +41,9 @@ const IN_FLIGHT: usize = 32;
 const THROUGHPUT_KEYS: usize = 8192;
 const THROUGHPUT_FOR: Duration = Duration::from_secs(2);
 const ROUNDS: usize = 3;
+/// Gets per hit-path round, and rounds per subject.
+const HITS: usize = 200_000;
+const HIT_ROUNDS: usize = 7;
 
 /// `count` keys with prefix `prefix` that `owner` owns.
 fn keys_owned_by(nodes: &[Grid], owner: &str, prefix: &str, count: usize) -> Vec<String> {
@@ -77,6 +83,20 @@ where
         t.await.unwrap();
     }
     next.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Nanoseconds per `Grid::get` of `key` on `reader` (a local hit), over
+/// `HITS` calls.
+async fn hit_ns(reader: &Grid, key: &str) -> u64 {
+    let start = Instant::now();
+    for _ in 0..HITS {
+        let v = reader
+            .get::<[u8; 64]>(std::hint::black_box(key))
+            .await
+            .unwrap();
+        assert!(v.is_some());
+    }
+    (start.elapsed().as_nanos() / HITS as u128) as u64
 }
 
 /// One throughput round of `Grid::get` on `reader` cycling over `keys`:
@@ -245,6 +265,29 @@ fn main() {
             "Grid::get through the owner, near cache cold",
             grid50.as_secs_f64() / raw50.as_secs_f64(),
             grid99.as_secs_f64() / raw99.as_secs_f64()
+        );
+
+        // Hit path: a near copy against an owned key, rounds interleaved.
+        let near_key = &keys_owned_by(&nodes, &owner_id, "near", 1)[0];
+        let reader_id = reader.cluster_diagnostics().await.unwrap().node_id;
+        let own_key = &keys_owned_by(&nodes, &reader_id, "own", 1)[0];
+        owner_node.put(near_key, PAYLOAD, CacheOptions::new()).await.unwrap();
+        reader.put(own_key, PAYLOAD, CacheOptions::new()).await.unwrap();
+        assert_eq!(reader.get::<[u8; 64]>(near_key).await.unwrap(), Some(PAYLOAD));
+        let remote_before = reader.cluster_diagnostics().await.unwrap().remote_hits;
+        let (mut near_ns, mut own_ns) = (Vec::new(), Vec::new());
+        for _ in 0..HIT_ROUNDS {
+            near_ns.push(hit_ns(&reader, near_key).await);
+            own_ns.push(hit_ns(&reader, own_key).await);
+        }
+        let remote = reader.cluster_diagnostics().await.unwrap().remote_hits - remote_before;
+        let (near, own) = (median(&near_ns), median(&own_ns));
+        println!("\nhit path on the reader, {HITS} gets x {HIT_ROUNDS} rounds, median ns/get");
+        println!("{:<48} {own:>6} ns  rounds {own_ns:?}", "Grid::get of a key it owns");
+        println!(
+            "{:<48} {near:>6} ns  rounds {near_ns:?}  ({:.2}x the owned key; {remote} reads went to the owner)",
+            "Grid::get of a near copy",
+            near as f64 / own as f64
         );
 
         // Throughput: rounds alternate between the subjects.
