@@ -5,9 +5,8 @@
 //! members' views agree again.
 //!
 //! Needs root and `ip netns` (CI runs as root): under `CI=true` their absence
-//! fails, locally the scenarios skip with the reason. Scenarios that expose
-//! a known defect run only with `HYDRACACHE_FAULT_ALL=1`; docs/consistency.md
-//! ("Measured under faults") lists which check each one fails today.
+//! fails, locally the scenarios skip with the reason. docs/consistency.md
+//! ("Measured under faults") gives the figures they print.
 
 mod fault;
 
@@ -49,19 +48,8 @@ struct Schedule {
 }
 
 /// Starts three nodes, runs the workload on each while `faults` runs, then
-/// checks the history. `defect` names the known defect that makes the
-/// scenario fail today: it then runs only with `HYDRACACHE_FAULT_ALL=1`.
-fn scenario(
-    name: &str,
-    defect: Option<&str>,
-    faults: impl FnOnce(&Cluster) -> Result<Schedule, String> + Send,
-) {
-    if let Some(defect) = defect {
-        if std::env::var("HYDRACACHE_FAULT_ALL").as_deref() != Ok("1") {
-            println!("{name}: not run (exposes a known defect: {defect}); HYDRACACHE_FAULT_ALL=1 runs it");
-            return;
-        }
-    }
+/// checks the history.
+fn scenario(name: &str, faults: impl FnOnce(&Cluster) -> Result<Schedule, String> + Send) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let net = match Network::new(3) {
         Ok(net) => net,
@@ -142,29 +130,21 @@ fn agree(cluster: &Cluster, nodes: &[usize], schedule: &mut Schedule) {
 
 #[test]
 fn partition_one_member_and_heal() {
-    scenario(
-        "partition_one_member",
-        Some("a partitioned member is removed and never told, so the views do not agree after the heal (no stale reads: the history checks pass)"),
-        |c| partition(c, 3, 5_000),
-    );
+    scenario("partition_one_member", |c| partition(c, 3, 5_000));
 }
 
 #[test]
 fn partition_the_raft_leader_and_heal() {
-    scenario(
-        "partition_the_raft_leader",
-        Some("a partitioned leader is removed and never told, so the views do not agree after the heal (no stale reads: the history checks pass)"),
-        |c| {
-            let leader = c.leader(1).ok_or("no raft leader known to n1")?;
-            println!("partition_the_raft_leader: the leader is {}", c.id(leader));
-            partition(c, leader, 5_000)
-        },
-    );
+    scenario("partition_the_raft_leader", |c| {
+        let leader = c.leader(1).ok_or("no raft leader known to n1")?;
+        println!("partition_the_raft_leader: the leader is {}", c.id(leader));
+        partition(c, leader, 5_000)
+    });
 }
 
 #[test]
 fn sigkill_a_member_under_load() {
-    scenario("sigkill_a_member", None, |c| {
+    scenario("sigkill_a_member", |c| {
         pause(1_000);
         let start = c.kill(3);
         pause(3_000);
@@ -183,35 +163,28 @@ fn sigkill_a_member_under_load() {
 
 #[test]
 fn sigstop_a_member_past_the_failure_timeout_then_sigcont() {
-    scenario(
-        "sigstop_sigcont_zombie",
-        Some("in about one run in six, a few reads return a value an acknowledged invalidation covered (seen once, not yet explained); the zombie itself is told, flushes and rejoins"),
-        |c| {
-            pause(1_000);
-            let start = c.signal(3, "STOP");
-            pause(3_000);
-            let end = c.signal(3, "CONT");
-            pause(3_000);
-            let mut schedule = Schedule {
-                faults: vec![Fault {
-                    node: c.id(3).into(),
-                    start,
-                    end,
-                }],
-                ..Schedule::default()
-            };
-            agree(c, &[1, 2, 3], &mut schedule);
-            Ok(schedule)
-        },
-    );
+    scenario("sigstop_sigcont_zombie", |c| {
+        pause(1_000);
+        let start = c.signal(3, "STOP");
+        pause(3_000);
+        let end = c.signal(3, "CONT");
+        pause(3_000);
+        let mut schedule = Schedule {
+            faults: vec![Fault {
+                node: c.id(3).into(),
+                start,
+                end,
+            }],
+            ..Schedule::default()
+        };
+        agree(c, &[1, 2, 3], &mut schedule);
+        Ok(schedule)
+    });
 }
 
 #[test]
 fn restart_the_founder() {
-    scenario(
-        "restart_the_founder",
-        Some("the restarted founder's new connection does not replace the old one at its peers until the old one's idle timeout"),
-        |c| {
+    scenario("restart_the_founder", |c| {
         pause(1_000);
         let start = c.kill(1);
         pause(1_000);
@@ -234,25 +207,21 @@ fn restart_the_founder() {
 
 #[test]
 fn restart_a_member_on_the_same_address() {
-    scenario(
-        "restart_on_the_same_address",
-        Some("the old connection black-holes the restarted peer until its idle timeout"),
-        |c| {
-            pause(1_000);
-            let start = c.kill(3);
-            pause(500);
-            let end = c.restart(3, vec![c.founder_seed()])?;
-            pause(3_000);
-            let mut schedule = Schedule {
-                faults: vec![Fault {
-                    node: c.id(3).into(),
-                    start,
-                    end,
-                }],
-                ..Schedule::default()
-            };
-            agree(c, &[1, 2, 3], &mut schedule);
-            Ok(schedule)
-        },
-    );
+    scenario("restart_on_the_same_address", |c| {
+        pause(1_000);
+        let start = c.kill(3);
+        pause(500);
+        let end = c.restart(3, vec![c.founder_seed()])?;
+        pause(3_000);
+        let mut schedule = Schedule {
+            faults: vec![Fault {
+                node: c.id(3).into(),
+                start,
+                end,
+            }],
+            ..Schedule::default()
+        };
+        agree(c, &[1, 2, 3], &mut schedule);
+        Ok(schedule)
+    });
 }
