@@ -495,8 +495,8 @@ async fn concurrent_first_sends_to_a_fresh_peer_share_one_handshake() {
         s.unwrap();
     }
     assert_eq!(a.dials_started(), 1, "one handshake for 100 first sends");
-    assert_eq!(a.sizes().quic_connections, 1, "no duplicate connection");
-    assert_eq!(b.sizes().quic_connections, 1);
+    assert_eq!(a.open_connections(), 1, "no duplicate connection");
+    assert_eq!(b.open_connections(), 1);
     assert_eq!(a.sizes().dials, 0, "nothing left dialling");
 }
 
@@ -620,4 +620,33 @@ async fn a_peer_that_comes_back_is_reached_at_once_when_it_shows_itself() {
     assert_eq!(peer.generation, 2);
     assert_eq!(a.dials_started(), 1, "only the refused dial");
     assert_eq!(a.sizes().dials, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_dialling_each_other_at_once_end_with_one_connection() {
+    let ca = DevCa::new("orders").unwrap();
+    let a = node(&ca.issue("a").unwrap(), "orders", "a", 1, Role::Member);
+    let b = node(&ca.issue("b").unwrap(), "orders", "b", 1, Role::Member);
+    let (to_a, to_b) = (a.local_addr(), b.local_addr());
+    let from_a = (0..20).map(|nonce| a.request(to_b, Message::Ping { nonce }));
+    let from_b = (0..20).map(|nonce| b.request(to_a, Message::Ping { nonce }));
+    let (x, y) = futures_util::future::join(
+        futures_util::future::join_all(from_a),
+        futures_util::future::join_all(from_b),
+    )
+    .await;
+    assert!(x.into_iter().chain(y).all(|r| r.is_ok()));
+    // A duplicate lingers 2 s for the requests on it; bounded wait.
+    for _ in 0..100 {
+        if a.open_connections() == 1 && b.open_connections() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(a.open_connections(), 1);
+    assert_eq!(b.open_connections(), 1);
+    // The one left serves both directions.
+    a.request(to_b, Message::Ping { nonce: 99 }).await.unwrap();
+    b.request(to_a, Message::Ping { nonce: 99 }).await.unwrap();
+    assert_eq!(a.open_connections(), 1);
 }

@@ -36,6 +36,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// loaded machine take seconds). Without it a dial to a silent address
 /// would wait for the 30 s idle timeout.
 const DIAL_TIMEOUT: Duration = REQUEST_TIMEOUT;
+/// How long the duplicate of a connection (both sides dialled each other at
+/// once) stays open after the other is kept, so that requests already on it
+/// can finish: the grid's request and acknowledgement timeouts default to
+/// 2 s.
+const DUPLICATE_LINGER: Duration = Duration::from_secs(2);
 /// How long a refusal waits for the peer to read its GoAway before closing.
 const GOAWAY_LINGER: Duration = Duration::from_secs(2);
 
@@ -223,9 +228,6 @@ pub struct TransportSizes {
     pub generations: usize,
     /// Peer addresses being dialled or backed off from.
     pub dials: usize,
-    /// QUIC connections open on the endpoint, in either direction, whether
-    /// kept for an address or not (a duplicate would show here).
-    pub quic_connections: usize,
 }
 
 /// A boxed future returned by [`Handler::request`].
@@ -242,6 +244,10 @@ pub trait Handler: Send + Sync + 'static {
 struct Peer {
     conn: quinn::Connection,
     identity: PeerIdentity,
+    /// This node opened it (rather than accepted it).
+    dialled: bool,
+    /// When it was authenticated.
+    since: tokio::time::Instant,
 }
 
 /// A dial's result, shared by every send that waited for it.
@@ -364,26 +370,7 @@ impl Transport {
                     if let Ok(peer) = accept_hello(&shared, conn).await {
                         // Reuse it for our own requests to that peer: a node
                         // connects from the same port it listens on.
-                        let replaced = {
-                            let mut peers = shared.peers.lock().expect("peers");
-                            match peers.get_mut(&peer.identity.addr) {
-                                Some(p) => {
-                                    let closed = p.conn.close_reason().is_some();
-                                    replaces(&p.identity, closed, &peer.identity)
-                                        .then(|| std::mem::replace(p, Arc::clone(&peer)))
-                                }
-                                None => {
-                                    peers.insert(peer.identity.addr, Arc::clone(&peer));
-                                    None
-                                }
-                            }
-                        };
-                        // A restarted process on the same address: the old
-                        // connection would black-hole requests until its idle
-                        // timeout.
-                        if let Some(old) = replaced {
-                            old.conn.close(0u32.into(), b"replaced by a newer process");
-                        }
+                        file(&shared, Arc::clone(&peer));
                         // The peer is back: sends to it need not wait out a
                         // back-off from an earlier failed dial.
                         shared
@@ -562,8 +549,14 @@ impl Transport {
             connections,
             generations,
             dials,
-            quic_connections: self.shared.endpoint.open_connections(),
         }
+    }
+
+    /// QUIC connections open on the endpoint, in either direction, whether
+    /// kept for an address or not (a duplicate shows here; closed ones count
+    /// until they have drained).
+    pub fn open_connections(&self) -> usize {
+        self.shared.endpoint.open_connections()
     }
 
     /// Drops every connection to `addr` (a test hook for partitions, and
@@ -668,41 +661,68 @@ async fn dial(shared: &Arc<Shared>, addr: SocketAddr) -> Result<Arc<Peer>, Trans
             role: agreed.peer_role,
             addr,
         },
+        dialled: true,
+        since: tokio::time::Instant::now(),
     }))
 }
 
 /// Files a connection this node dialled and starts serving the streams the
-/// peer opens on it; returns the connection kept for the address. One the
-/// same process opened meanwhile (both sides dialling at once) stays, as
-/// on the accepting side: the first one is kept.
+/// peer opens on it; returns the connection kept for the address.
 fn keep_dialled(shared: &Arc<Shared>, peer: Arc<Peer>) -> Arc<Peer> {
+    let kept = file(shared, Arc::clone(&peer));
+    let handler = shared.handler.lock().expect("handler").clone();
+    if let Some(handler) = handler {
+        tokio::spawn(serve_connection(Arc::clone(shared), peer, handler));
+    }
+    kept
+}
+
+/// Files an authenticated connection as the one kept for its address,
+/// unless the one kept there stays (see [`replaces`]); returns the one kept.
+/// One kept for a process that is gone from the address is closed at once;
+/// of two open connections to the same process, the one not kept is closed
+/// after [`DUPLICATE_LINGER`], so that requests already on it can finish.
+fn file(shared: &Arc<Shared>, peer: Arc<Peer>) -> Arc<Peer> {
+    let me = (shared.hello.node.id.as_str(), shared.hello.node.generation);
     let addr = peer.identity.addr;
-    let (kept, replaced) = {
+    let (kept, dropped) = {
         let mut peers = shared.peers.lock().expect("peers");
         match peers.get_mut(&addr) {
-            Some(p) => {
-                let closed = p.conn.close_reason().is_some();
-                if replaces(&p.identity, closed, &peer.identity) {
-                    (
-                        Arc::clone(&peer),
-                        Some(std::mem::replace(p, Arc::clone(&peer))),
-                    )
+            Some(old) => {
+                let closed = old.conn.close_reason().is_some();
+                let duplicate = !closed && old.identity == peer.identity;
+                let new_wins = replaces(
+                    me,
+                    (&old.identity, old.dialled),
+                    old.since.elapsed(),
+                    closed,
+                    (&peer.identity, peer.dialled),
+                );
+                if new_wins {
+                    let old = std::mem::replace(old, Arc::clone(&peer));
+                    (Arc::clone(&peer), Some((old, duplicate)))
                 } else {
-                    (Arc::clone(p), None)
+                    (Arc::clone(old), Some((Arc::clone(&peer), duplicate)))
                 }
             }
             None => {
                 peers.insert(addr, Arc::clone(&peer));
-                (Arc::clone(&peer), None)
+                (peer, None)
             }
         }
     };
-    if let Some(old) = replaced {
-        old.conn.close(0u32.into(), b"replaced by a newer process");
-    }
-    let handler = shared.handler.lock().expect("handler").clone();
-    if let Some(handler) = handler {
-        tokio::spawn(serve_connection(Arc::clone(shared), peer, handler));
+    match dropped {
+        Some((loser, true)) if !Arc::ptr_eq(&loser, &kept) => {
+            tokio::spawn(async move {
+                tokio::time::sleep(DUPLICATE_LINGER).await;
+                loser.conn.close(0u32.into(), b"duplicate connection");
+            });
+        }
+        // Another process holds the address now, or an older one spoke.
+        Some((old, false)) if !Arc::ptr_eq(&old, &kept) => {
+            old.conn.close(0u32.into(), b"replaced by a newer process");
+        }
+        _ => {}
     }
     kept
 }
@@ -879,6 +899,8 @@ async fn accept_hello(shared: &Arc<Shared>, conn: quinn::Connection) -> Result<A
             role: agreed.peer_role,
             addr,
         },
+        dialled: false,
+        since: tokio::time::Instant::now(),
     }))
 }
 
@@ -927,14 +949,36 @@ async fn serve_connection(shared: Arc<Shared>, peer: Arc<Peer>, handler: Arc<dyn
     forget(&shared, &peer);
 }
 
-/// Whether a connection that `new` opened to this node replaces the one
-/// kept for the same address, held with `old` (`old_closed` if it has
-/// closed): yes if it closed, or if another process now owns the address —
-/// a newer generation of the node (a restart on the same port), or another
-/// node. Not for a second connection of the same process (both sides
-/// dialling at once): the first one stays.
-fn replaces(old: &PeerIdentity, old_closed: bool, new: &PeerIdentity) -> bool {
-    old_closed || old.node_id != new.node_id || new.generation > old.generation
+/// Whether a connection `new` (`true` if this node dialled it) replaces
+/// the one kept for the same address, `old` (authenticated `old_age` ago;
+/// `old_closed` if it has closed), on the node `me` (node id, generation):
+/// yes if it closed, or if another process now owns the address — a newer
+/// generation of the node (a restart on the same port), or another node.
+/// For a second connection to the same process: one the same side opened
+/// again replaces the first (a process dials only when it holds no open
+/// connection, so it has dropped the first); if each side opened one
+/// within [`DIAL_TIMEOUT`] of the other (they dialled each other at once),
+/// each keeps the one the lower of the two processes dialled, so that both
+/// keep the same one; a connection from the other side after that replaces
+/// an older one (that side has dropped it).
+fn replaces(
+    me: (&str, u64),
+    (old, old_dialled): (&PeerIdentity, bool),
+    old_age: Duration,
+    old_closed: bool,
+    (new, new_dialled): (&PeerIdentity, bool),
+) -> bool {
+    if old_closed || old.node_id != new.node_id || new.generation > old.generation {
+        return true;
+    }
+    if new.generation < old.generation {
+        return false;
+    }
+    if old_dialled == new_dialled || old_age >= DIAL_TIMEOUT {
+        return true;
+    }
+    let i_am_lower = me < (new.node_id.as_str(), new.generation);
+    new_dialled == i_am_lower
 }
 
 /// Drops a closed connection, any other closed ones, and the generations of
@@ -969,10 +1013,76 @@ mod tests {
             addr: "127.0.0.1:7400".parse().unwrap(),
         };
         let old = peer("b", 5);
-        assert!(replaces(&old, false, &peer("b", 6)), "restarted");
-        assert!(replaces(&old, false, &peer("c", 1)), "another node");
-        assert!(replaces(&old, true, &peer("b", 5)), "the old one closed");
-        assert!(!replaces(&old, false, &peer("b", 5)), "a duplicate");
+        let young = Duration::from_millis(1);
+        let on_a =
+            |old, closed, new| replaces(("a", 1), (&old, false), young, closed, (&new, false));
+        assert!(on_a(old.clone(), false, peer("b", 6)), "restarted");
+        assert!(on_a(old.clone(), false, peer("c", 1)), "another node");
+        assert!(on_a(old.clone(), true, peer("b", 5)), "the old one closed");
+        assert!(on_a(old.clone(), false, peer("b", 5)), "dialled again");
+        assert!(!on_a(old, false, peer("b", 4)), "an older process");
+    }
+
+    #[test]
+    fn two_nodes_dialling_each_other_at_once_keep_the_same_connection() {
+        let id = |node: &str, generation| PeerIdentity {
+            node_id: node.to_string(),
+            generation,
+            role: Role::Member,
+            addr: "127.0.0.1:7400".parse().unwrap(),
+        };
+        let (a, b) = (("a", 9), ("b", 1));
+        let young = Duration::from_millis(1);
+        // The connection `a` dialled, seen from each side; filed first or
+        // second: both keep it, since "a" < "b".
+        for a_filed_first in [true, false] {
+            // On `a`: `old` is the one filed first.
+            let (old, new) = if a_filed_first {
+                (true, false)
+            } else {
+                (false, true)
+            };
+            let a_keeps_new = replaces(a, (&id("b", 1), old), young, false, (&id("b", 1), new));
+            let a_keeps_own = if a_keeps_new { new } else { old };
+            // On `b`, the one `a` dialled is the one `b` accepted.
+            let (old, new) = if a_filed_first {
+                (false, true)
+            } else {
+                (true, false)
+            };
+            let b_keeps_new = replaces(b, (&id("a", 9), old), young, false, (&id("a", 9), new));
+            let b_keeps_own = if b_keeps_new { new } else { old };
+            assert!(a_keeps_own, "a keeps the one it dialled");
+            assert!(!b_keeps_own, "b keeps the one a dialled");
+        }
+        // The same node id at two generations: the generation decides (the
+        // lower one keeps what it dialled, the higher what it accepted).
+        let n2 = || id("n", 2);
+        assert!(replaces(
+            ("n", 1),
+            (&n2(), false),
+            young,
+            false,
+            (&n2(), true)
+        ));
+        assert!(replaces(
+            ("n", 3),
+            (&n2(), true),
+            young,
+            false,
+            (&n2(), false)
+        ));
+        // Long after the first, a connection from the other side means that
+        // side dropped the first: it replaces it, whoever is lower.
+        let b1 = || id("b", 1);
+        assert!(!replaces(a, (&b1(), true), young, false, (&b1(), false)));
+        assert!(replaces(
+            a,
+            (&b1(), true),
+            DIAL_TIMEOUT,
+            false,
+            (&b1(), false)
+        ));
     }
 
     #[test]
