@@ -27,6 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Grid::member()
                 .cluster("orders")
                 .node_id(id)
+                .bootstrap(seeds.is_empty())
                 .seeds(seeds)
                 .tls(tls?)
                 .gossip_interval(gossip)

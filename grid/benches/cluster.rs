@@ -152,6 +152,7 @@ async fn invalidation(ca: &DevCa) -> (Vec<Duration>, Vec<Grid>) {
         let g = Grid::member()
             .cluster("orders")
             .node_id(id.as_str())
+            .bootstrap(seed.is_none())
             .seeds(seed.iter().cloned())
             .tls(ca.issue(&id).unwrap())
             .gossip_interval(gossip)

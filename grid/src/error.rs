@@ -102,7 +102,10 @@ pub enum CacheError {
     /// it gossips); until then they may serve the old value.
     #[error("invalidation not acknowledged by {nodes:?} within the timeout")]
     Unacknowledged {
-        /// Node ids that did not answer.
+        /// Node ids that did not answer. When the invalidating process is
+        /// not admitted to the membership (joining, restarted or removed),
+        /// it cannot know every holder: the list then names the peers it
+        /// reached, and is empty if it reached none.
         nodes: Vec<String>,
     },
     /// No owner of `key` answered within the request deadline, and the grid

@@ -179,7 +179,7 @@ fn the_dashboard_shows_what_the_json_routes_say() {
         .unwrap();
     assert!(certs.status.success());
 
-    let mut n1 = Node::start(&dir, "api-1", &["--http", "127.0.0.1:0"]);
+    let mut n1 = Node::start(&dir, "api-1", &["--bootstrap", "--http", "127.0.0.1:0"]);
     let listen = n1.line();
     let seed = listen
         .strip_prefix("LISTEN ")

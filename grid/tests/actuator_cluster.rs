@@ -347,6 +347,9 @@ async fn a_member_whose_raft_task_stopped_is_down_with_the_reason() {
     let router = Actuator::new().cache("grid", m0.clone()).router();
     let (status, _) = get_json(&router, "/health").await;
     assert_eq!(status, StatusCode::OK);
+    m0.put("k", "v".to_string(), CacheOptions::new())
+        .await
+        .unwrap();
 
     m0.stop_raft_task();
     let exited = async {
@@ -359,6 +362,9 @@ async fn a_member_whose_raft_task_stopped_is_down_with_the_reason() {
         false
     };
     assert!(exited.await, "the raft task is reported exited");
+    // It fails loudly: it left the cluster and flushed what it can no
+    // longer keep fresh.
+    assert_eq!(m0.get::<String>("k").await.unwrap(), None);
     let (status, health) = get_json(&router, "/health").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
     assert_eq!(

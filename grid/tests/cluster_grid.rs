@@ -10,7 +10,7 @@ use hydracache::{CacheEvent, CacheOptions, EventOrigin, Grid};
 use hydracache_protocol::{Hello, Invalidate, Limits, Message, NodeIdentity, Role, Target};
 
 mod cluster_support;
-use cluster_support::{addr, client, converge, eventually, member_builder, GOSSIP};
+use cluster_support::{addr, client, converge, eventually, member_builder, one_at_a_time, GOSSIP};
 
 async fn member(ca: &DevCa, id: &str, seeds: &[SocketAddr]) -> Grid {
     member_builder(ca, id, seeds)
@@ -97,6 +97,70 @@ async fn five_members_and_two_clients_agree_and_invalidations_reach_everyone() {
             .invalidation_sequence,
         1
     );
+}
+
+/// Past the five members of the test above: twelve members started at once
+/// agree on one view, Raft keeps three voters and makes the rest learners,
+/// and an invalidation made on one member is acknowledged by the eleven
+/// others, each of which dropped its near copy, when the call returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twelve_members_form_one_grid_with_three_voters_and_invalidations_reach_all() {
+    let _serial = one_at_a_time().await;
+    let ca = DevCa::new("orders").unwrap();
+    // The builder's default gossip interval: at the tests' 50 ms, twelve
+    // nodes starting at once on a loaded two-core machine get declared
+    // dead and removed for good (docs/scaling.md).
+    let member = |id: String, seeds: Vec<SocketAddr>| {
+        member_builder(&ca, &id, &seeds)
+            .gossip_interval(Duration::from_millis(200))
+            .ack_timeout(Duration::from_secs(2))
+            .start()
+    };
+    let m0 = member("m0".into(), vec![]).await.unwrap();
+    let seed = addr(&m0).await;
+    let joiners = futures_util::future::join_all(
+        (1..12).map(|i| async move { member(format!("m{i}"), vec![seed]).await.unwrap() }),
+    )
+    .await;
+    let mut nodes = vec![m0];
+    nodes.extend(joiners);
+    let refs: Vec<&Grid> = nodes.iter().collect();
+    converge(&refs, 12, 0).await;
+    let raft = async || {
+        let mut views = Vec::new();
+        for n in &nodes {
+            let d = n.cluster_diagnostics().await.unwrap();
+            views.push((d.epoch, d.members.clone()));
+            if d.raft_leader.as_deref() == Some(d.node_id.as_str())
+                && (d.raft_voters, d.raft_learners) != (3, 9)
+            {
+                return false;
+            }
+        }
+        views.windows(2).all(|w| w[0] == w[1])
+    };
+    assert!(eventually(raft).await, "one view; 3 voters and 9 learners");
+
+    nodes[5]
+        .put("order:12", 12u64, CacheOptions::new())
+        .await
+        .unwrap();
+    for n in &nodes {
+        assert_eq!(n.get::<u64>("order:12").await.unwrap(), Some(12));
+    }
+    let before = nodes[7].cluster_diagnostics().await.unwrap();
+    nodes[7].invalidate_key("order:12").await.unwrap();
+    for n in &nodes {
+        assert!(!n.contains_key("order:12").await);
+    }
+    let after = nodes[7].cluster_diagnostics().await.unwrap();
+    assert_eq!(after.invalidation_acks - before.invalidation_acks, 11);
+    assert_eq!(
+        after.invalidation_late_nodes,
+        before.invalidation_late_nodes
+    );
+    assert!(after.connections >= 11, "one connection per peer it told");
+    assert!(after.gossip_messages_sent > 0 && after.gossip_bytes_sent > 0);
 }
 
 /// Speaks to a member as an origin node with a raw transport.
@@ -302,6 +366,7 @@ async fn the_cache_closure_may_choose_the_codec() {
     let ca = DevCa::new("orders").unwrap();
     let m: Grid<hydracache::Postcard> = Grid::member()
         .node_id("m")
+        .bootstrap(true)
         .tls(ca.issue("m").unwrap())
         .cache(|c| c.codec::<hydracache::Postcard>())
         .start()
@@ -522,4 +587,22 @@ async fn in_send_only_mode_a_clients_invalidation_is_relayed_to_the_other_client
         c2.contains_key("other").await,
         "a relayed key invalidation is not a flush"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_a_node_id_takes_its_certificate_s_and_connects() {
+    let ca = DevCa::new("orders").unwrap();
+    let m0 = member(&ca, "m0", &[]).await;
+    converge(&[&m0], 1, 0).await;
+    let seed = addr(&m0).await;
+    let c = Grid::client()
+        .cluster("orders")
+        .seeds([seed.to_string()])
+        .tls(ca.issue_as("c7", Role::Client).unwrap())
+        .gossip_interval(Duration::from_millis(50))
+        .connect()
+        .await
+        .expect("a client with no node id set connects");
+    assert_eq!(c.cluster_diagnostics().await.unwrap().node_id, "c7");
+    converge(&[&m0, &c], 1, 1).await;
 }

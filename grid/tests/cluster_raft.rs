@@ -25,6 +25,14 @@ fn address(name: &str) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7400 + n))
 }
 
+/// A message as a node sends it: its cluster incarnation (0: not known
+/// yet, taken by anyone), then the message.
+fn framed(incarnation: u64, m: &raft::eraftpb::Message) -> Bytes {
+    let mut bytes = incarnation.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&encode_message(m));
+    Bytes::from(bytes)
+}
+
 fn admit(name: &str, generation: u64) -> MembershipCommand {
     MembershipCommand::admit(name, generation, Role::Member, address(name))
 }
@@ -547,7 +555,7 @@ fn a_restarted_node_rejoins_with_a_new_generation_and_its_old_generation_is_igno
         .nodes
         .get_mut(&leader)
         .unwrap()
-        .receive(old, &encode_message(&m))
+        .receive(old, &framed(0, &m))
         .unwrap_err();
     assert!(
         matches!(err, StepError::Retired { from } if from == old),
@@ -597,7 +605,7 @@ fn oversized_raft_bytes_are_refused_with_a_typed_error() {
         .nodes
         .get_mut(&follower)
         .unwrap()
-        .receive(leader, &bytes)
+        .receive(leader, &framed(0, &m))
         .unwrap_err();
     assert!(
         matches!(
@@ -619,7 +627,10 @@ fn oversized_raft_bytes_are_refused_with_a_typed_error() {
         .nodes
         .get_mut(&follower)
         .unwrap()
-        .receive(leader, &Bytes::from_static(&[0xff, 0xff, 0xff]))
+        .receive(
+            leader,
+            &Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff]),
+        )
         .unwrap_err();
     assert!(
         matches!(err, StepError::Decode(DecodeError::Malformed { .. })),
@@ -645,21 +656,85 @@ fn messages_must_name_the_authenticated_sender_and_this_node() {
     let d = net.nodes.get_mut(&follower).unwrap();
     // A peer impersonating the leader.
     assert!(matches!(
-        d.receive(other, &encode_message(&m)),
+        d.receive(other, &framed(0, &m)),
         Err(StepError::WrongSender { claimed, sender }) if claimed == leader && sender == other
     ));
     // A message for someone else.
     m.to = other;
     assert!(matches!(
-        d.receive(leader, &encode_message(&m)),
+        d.receive(leader, &framed(0, &m)),
         Err(StepError::NotForMe { .. })
     ));
     // Local message types never come from the network.
     m.to = follower;
     m.set_msg_type(raft::eraftpb::MessageType::MsgHup);
     assert!(matches!(
-        d.receive(leader, &encode_message(&m)),
+        d.receive(leader, &framed(0, &m)),
         Err(StepError::Raft(_))
     ));
     assert_eq!(sorted(net.nodes[&leader].voters()), ids);
+}
+
+#[test]
+fn raft_messages_of_another_cluster_incarnation_are_refused_and_a_joiner_takes_its_leader_s() {
+    let mut net = Net::bootstrap(3, 3);
+    let leader = net.wait_for_leader();
+    let mine = net.nodes[&leader].incarnation();
+    assert_ne!(mine, 0);
+    assert!(net.nodes.values().all(|d| d.incarnation() == mine));
+    net.commit(admit("n1", 1));
+
+    // A founder restarted with its bootstrap flag still set founds a
+    // cluster of its own: another incarnation, whose messages are refused.
+    let other = RaftDriver::bootstrap(
+        NodeIdentity::new("n1", 2),
+        &[NodeIdentity::new("n1", 2)],
+        RaftConfig::default(),
+    )
+    .unwrap();
+    let theirs = other.incarnation();
+    assert_ne!(theirs, mine);
+    let follower = *net.nodes.keys().find(|&&id| id != leader).unwrap();
+    let mut m = raft::eraftpb::Message::default();
+    m.set_msg_type(raft::eraftpb::MessageType::MsgRequestPreVote);
+    m.from = other.id();
+    m.to = follower;
+    m.term = 100;
+    let err = net
+        .nodes
+        .get_mut(&follower)
+        .unwrap()
+        .receive(other.id(), &framed(theirs, &m))
+        .unwrap_err();
+    assert!(
+        matches!(err, StepError::OtherCluster { theirs: t, mine: me } if t == theirs && me == mine),
+        "{err}"
+    );
+    // Bytes too short to carry an incarnation are refused before parsing.
+    let err = net
+        .nodes
+        .get_mut(&follower)
+        .unwrap()
+        .receive(leader, &Bytes::from_static(&[1, 2, 3]))
+        .unwrap_err();
+    assert!(
+        matches!(err, StepError::Decode(DecodeError::Malformed { .. })),
+        "{err}"
+    );
+
+    // A joiner knows no incarnation until its first snapshot, then has the
+    // leader's, and refuses the other cluster's messages too.
+    let joiner = net.start_joiner("n9", 1, 3);
+    assert_eq!(net.nodes[&joiner].incarnation(), 0);
+    net.commit(admit("n9", 1));
+    assert!(net.tick_until(PATIENCE, |n| n.nodes[&joiner].view().member("n9").is_some()));
+    assert_eq!(net.nodes[&joiner].incarnation(), mine);
+    m.to = joiner;
+    assert!(matches!(
+        net.nodes
+            .get_mut(&joiner)
+            .unwrap()
+            .receive(other.id(), &framed(theirs, &m)),
+        Err(StepError::OtherCluster { .. })
+    ));
 }

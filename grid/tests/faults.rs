@@ -185,7 +185,7 @@ fn sigkill_a_member_under_load() {
 fn sigstop_a_member_past_the_failure_timeout_then_sigcont() {
     scenario(
         "sigstop_sigcont_zombie",
-        Some("a member declared dead while paused is removed and never told"),
+        Some("in about one run in six, a few reads return a value an acknowledged invalidation covered (seen once, not yet explained); the zombie itself is told, flushes and rejoins"),
         |c| {
             pause(1_000);
             let start = c.signal(3, "STOP");
@@ -210,25 +210,26 @@ fn sigstop_a_member_past_the_failure_timeout_then_sigcont() {
 fn restart_the_founder() {
     scenario(
         "restart_the_founder",
-        Some("the founder restarted without seeds founds a second cluster"),
+        Some("the restarted founder's new connection does not replace the old one at its peers until the old one's idle timeout"),
         |c| {
-            pause(1_000);
-            let start = c.kill(1);
-            pause(1_000);
-            let end = c.restart(1, vec![])?;
-            pause(3_000);
-            let mut schedule = Schedule {
-                faults: vec![Fault {
-                    node: c.id(1).into(),
-                    start,
-                    end,
-                }],
-                ..Schedule::default()
-            };
-            agree(c, &[1, 2, 3], &mut schedule);
-            Ok(schedule)
-        },
-    );
+        pause(1_000);
+        let start = c.kill(1);
+        pause(1_000);
+        // Restarted as an operator would: without its bootstrap flag, with
+        // the other members as seeds.
+        let end = c.restart(1, vec![c.seed(2), c.seed(3)])?;
+        pause(3_000);
+        let mut schedule = Schedule {
+            faults: vec![Fault {
+                node: c.id(1).into(),
+                start,
+                end,
+            }],
+            ..Schedule::default()
+        };
+        agree(c, &[1, 2, 3], &mut schedule);
+        Ok(schedule)
+    });
 }
 
 #[test]

@@ -235,6 +235,7 @@ fn hydracache_log_sends_the_grids_events_to_stderr() {
             "n1",
             "--gossip-ms",
             "50",
+            "--bootstrap",
         ])
         .arg("--ca")
         .arg(dir.join("ca.pem"))

@@ -5,6 +5,13 @@
 //! Prints million gets per second (median of runs) and ratios.
 //!
 //! `cargo bench -p hydracache-storage --bench hit_path`
+//!
+//! `cargo bench -p hydracache-storage --bench hit_path -- clock` measures
+//! the clock read a hit makes instead: the store's coarse clock (the vDSO
+//! called directly) against the C library's `clock_gettime` of the same
+//! clock (what the store called before) and `Instant::now` (the precise
+//! clock), in nanoseconds per read, median of interleaved rounds. valgrind
+//! hides the vDSO, so instruction counts cannot show this part.
 
 mod common;
 
@@ -196,6 +203,9 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("single") {
         return single(keys, args[2].parse().unwrap(), args[3].parse().unwrap());
     }
+    if args.get(1).map(String::as_str) == Some("clock") {
+        return clock_reads();
+    }
     let subjects = subjects(&keys, None);
     let zipf = Zipf::new(KEYS, 1.0);
     println!("hit path: {KEYS} keys, 64-byte values, TTL + 2 tags on hydracache entries; Mgets/s, median of {RUNS}");
@@ -251,4 +261,62 @@ fn main() {
             }
         }
     }
+}
+
+/// Nanoseconds per clock read: the store's clock against the C library's
+/// wrapper of the same clock and the precise clock.
+fn clock_reads() {
+    const READS: u64 = 2_000_000;
+    const ROUNDS: usize = 15;
+    fn round(read: &dyn Fn() -> u64) -> f64 {
+        let start = Instant::now();
+        let mut acc = 0u64;
+        for _ in 0..READS {
+            acc = acc.wrapping_add(std::hint::black_box(read()));
+        }
+        std::hint::black_box(acc);
+        start.elapsed().as_nanos() as f64 / READS as f64
+    }
+    let store_clock = hydracache_storage::Clock::Monotonic;
+    let base = Instant::now();
+    let subjects: [(&str, &dyn Fn() -> u64); 3] = [
+        ("store clock (coarse, vDSO direct)", &|| {
+            store_clock.now_ms()
+        }),
+        ("libc clock_gettime (coarse)", &libc_coarse_ms),
+        ("Instant::now (precise)", &|| {
+            base.elapsed().as_millis() as u64
+        }),
+    ];
+    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); subjects.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, read)) in subjects.iter().enumerate() {
+            ns[i].push(round(*read));
+        }
+    }
+    println!("clock read, ns per read, median of {ROUNDS} rounds of {READS} (interleaved)");
+    let first = median(ns[0].clone());
+    for (i, (name, _)) in subjects.iter().enumerate() {
+        let m = median(ns[i].clone());
+        println!(
+            "{name:<36} {m:>6.2} ns  ({:.2}x the store clock)",
+            m / first
+        );
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn libc_coarse_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+#[cfg(not(target_os = "linux"))]
+fn libc_coarse_ms() -> u64 {
+    hydracache_storage::Clock::Monotonic.now_ms()
 }

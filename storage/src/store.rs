@@ -77,6 +77,10 @@ pub(crate) struct Inner {
     next_fill: AtomicU64,
     config: StoreConfig,
     max_entry: usize,
+    /// The clock's lag ([`Clock::max_lag_ms`]): how far ahead of the
+    /// clock's reading the time may be. Hits treat entries as expired that
+    /// much early.
+    hit_slack: u64,
 }
 
 /// A thread-safe in-memory store of archived values with a byte capacity,
@@ -142,6 +146,7 @@ impl Store {
                 entries: AtomicUsize::new(0),
                 next_fill: AtomicU64::new(1),
                 max_entry: config.effective_max_entry(),
+                hit_slack: config.clock.max_lag_ms(),
                 config,
             }),
         }
@@ -439,7 +444,7 @@ impl Store {
         let hash = inner.hasher.hash_one(key);
         inner.tables[inner.shard_of_hash(hash)]
             .get(hash, key, &guard)
-            .is_some_and(|e| e.is_live_at(inner.now_for(&e), inner.tags.epoch()))
+            .is_some_and(|e| e.is_live_at(inner.read_now(&e), inner.tags.epoch()))
     }
 
     // ---- introspection --------------------------------------------------
@@ -628,12 +633,19 @@ impl Inner {
         (hash as usize) & (self.shards.len() - 1)
     }
 
+    /// The time a read compares `entry`'s expiry with: the clock's reading
+    /// plus its lag, the latest time the reading may stand for. An entry
+    /// that expires within the lag is not returned, so a hit does not
+    /// return an entry whose TTL has passed while the coarse clock lags by
+    /// no more than its bound (see clock.rs). Writes, sweeps and the TTL
+    /// left use the reading itself: for them an entry kept a few
+    /// milliseconds longer is harmless.
     #[inline]
-    fn now_for(&self, entry: &EntryPtr) -> u64 {
+    fn read_now(&self, entry: &EntryPtr) -> u64 {
         if entry.header().expires_at == NEVER {
             0
         } else {
-            self.config.clock.now_ms()
+            self.config.clock.now_ms() + self.hit_slack
         }
     }
 
@@ -647,7 +659,7 @@ impl Inner {
         let hash = self.hasher.hash_one(key);
         let epoch = self.tags.epoch();
         match self.tables[self.shard_of_hash(hash)].get(hash, key, guard) {
-            Some(entry) if entry.is_live_at(self.now_for(&entry), epoch) => {
+            Some(entry) if entry.is_live_at(self.read_now(&entry), epoch) => {
                 let freq = &entry.header().freq;
                 let f = freq.load(Ordering::Relaxed);
                 if f < 3 {

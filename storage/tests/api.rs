@@ -73,6 +73,72 @@ fn expired_entries_are_never_returned_and_contains_key_agrees() {
 }
 
 #[test]
+fn a_hit_treats_an_entry_as_expired_as_early_as_the_clock_may_lag() {
+    // A clock whose readings may lag real time by up to 4 ms, as a coarse
+    // clock does.
+    let clock = ManualClock::with_lag(Duration::from_millis(4));
+    let store = StoreConfig::new()
+        .clock(Clock::Manual(clock.clone()))
+        .build();
+    store
+        .insert(
+            b"k",
+            &7u32,
+            Expiry::After(Duration::from_millis(10)),
+            NO_TAGS,
+        )
+        .unwrap();
+    clock.advance(Duration::from_millis(5));
+    // Reading 5 stands for at most 9: the entry (expiring at 10) is live.
+    assert_eq!(store.get::<u32>(b"k").unwrap(), Some(7));
+    assert_eq!(
+        store.get_ref(b"k").unwrap().ttl_remaining(),
+        Some(Duration::from_millis(5))
+    );
+    clock.advance(Duration::from_millis(1));
+    // Reading 6 may stand for 10, when the entry has expired: not returned,
+    // by any read.
+    assert_eq!(store.get::<u32>(b"k").unwrap(), None);
+    assert!(store.get_ref(b"k").is_none());
+    assert!(!store.contains_key(b"k"));
+    let stats = store.stats();
+    assert_eq!((stats.hits, stats.misses), (2, 2));
+    // The sweep goes by the reading itself; the entry goes once the
+    // reading has passed its expiry.
+    assert_eq!(store.sweep(16), 0);
+    clock.advance(Duration::from_millis(4));
+    assert_eq!(store.sweep(16), 1);
+    assert_eq!(store.len(), 0);
+}
+
+#[test]
+fn an_entry_whose_ttl_is_within_the_real_clocks_lag_is_never_hit() {
+    let store = Store::default();
+    let lag = store.clock().max_lag_ms();
+    store
+        .insert(
+            b"short",
+            &1u8,
+            Expiry::After(Duration::from_millis(lag)),
+            NO_TAGS,
+        )
+        .unwrap();
+    store
+        .insert(
+            b"hour",
+            &1u8,
+            Expiry::After(Duration::from_secs(3600)),
+            NO_TAGS,
+        )
+        .unwrap();
+    // The reading cannot go back, so it plus the lag is at or past the
+    // short entry's expiry on every read.
+    assert_eq!(store.get::<u8>(b"short").unwrap(), None);
+    assert!(!store.contains_key(b"short"));
+    assert_eq!(store.get::<u8>(b"hour").unwrap(), Some(1));
+}
+
+#[test]
 fn default_ttl_applies_unless_overridden() {
     let clock = ManualClock::new();
     let store = StoreConfig::new()

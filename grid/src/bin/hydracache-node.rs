@@ -7,7 +7,7 @@
 //! hydracache-node certs --cluster NAME --out DIR NODE...
 //!     writes DIR/ca.pem and DIR/NODE.pem, DIR/NODE.key for each node
 //! hydracache-node run --cluster NAME --node-id ID --ca CA --cert CERT --key KEY
-//!                     [--bind ADDR] [--seed ADDR]... [--client] [--gossip-ms N]
+//!                     [--bind ADDR] [--seed ADDR]... [--bootstrap] [--client] [--gossip-ms N]
 //!                     [--http ADDR [--http-token TOKEN]]
 //!     starts a node; prints `LISTEN <addr>` (and `HTTP <url>` with --http),
 //!     then answers commands on stdin, one per line: `put KEY VALUE [TAG]`,
@@ -93,9 +93,15 @@ struct RunArgs {
     #[arg(long, env = "HYDRACACHE_BIND", default_value = "127.0.0.1:0")]
     bind: SocketAddr,
     /// A node to join through; repeat the flag, or separate with commas in
-    /// the environment variable. Without seeds the node starts a new cluster.
+    /// the environment variable. A member without seeds (and without
+    /// --bootstrap) waits until a member that names it as a seed finds it.
     #[arg(long = "seed", env = "HYDRACACHE_SEEDS", value_delimiter = ',')]
     seeds: Vec<String>,
+    /// Found a new cluster: give it to exactly one member, on the cluster's
+    /// first start only. Every other start, this member's restarts
+    /// included, joins the running cluster.
+    #[arg(long, env = "HYDRACACHE_BOOTSTRAP", conflicts_with = "client")]
+    bootstrap: bool,
     /// Join as a client (a near cache that owns nothing) instead of a member.
     #[arg(long, env = "HYDRACACHE_CLIENT")]
     client: bool,
@@ -160,29 +166,78 @@ fn certs(args: CertsArgs) {
     }
 }
 
-async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+/// Starts the node: with `args`' seeds and bootstrap flag on the first
+/// start, with `seeds` and never bootstrapping when it rejoins.
+async fn start(
+    args: &RunArgs,
+    seeds: Vec<String>,
+    bootstrap: bool,
+) -> Result<Grid, Box<dyn std::error::Error>> {
     let tls = TlsConfig::from_pem_files(&args.ca, &args.cert, &args.key)?;
     let builder = if args.client {
         Grid::client()
     } else {
         Grid::member()
     };
-    let grid = builder
-        .cluster(args.cluster)
+    Ok(builder
+        .cluster(args.cluster.clone())
         .node_id(args.node_id.clone())
         .bind(args.bind)
-        .seeds(args.seeds)
+        .seeds(seeds)
+        .bootstrap(bootstrap)
         .tls(tls)
         .gossip_interval(Duration::from_millis(args.gossip_ms))
         .start()
-        .await?;
+        .await?)
+}
+
+/// If the membership removed this node while it ran (declared dead while
+/// paused or cut off), stops it and starts it again as a new generation on
+/// the same address, seeded with the members it last knew: the way back in.
+async fn rejoin_if_removed(
+    args: &RunArgs,
+    grid: &mut Grid,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let d = grid.cluster_diagnostics().await.expect("a cluster node");
+    if !d.removed {
+        return Ok(());
+    }
+    let seeds: Vec<String> = d
+        .peers
+        .iter()
+        .filter(|p| p.role == Role::Member && p.node_id != d.node_id)
+        .map(|p| p.address.to_string())
+        .chain(args.seeds.iter().cloned())
+        .collect();
+    eprintln!("hydracache-node: removed from the membership; rejoining as a new generation");
+    grid.leave().await;
+    // The old endpoint lets go of the address once its tasks have ended.
+    *grid = Grid::local().build();
+    let mut tries = 0;
+    loop {
+        match start(args, seeds.clone(), false).await {
+            Ok(new) => {
+                *grid = new;
+                return Ok(());
+            }
+            Err(e) if tries == 50 => return Err(e),
+            Err(_) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let mut grid = start(&args, args.seeds.clone(), args.bootstrap).await?;
     let diag = grid.cluster_diagnostics().await.expect("a cluster node");
     let mut out = std::io::stdout();
     writeln!(out, "LISTEN {}", diag.addr)?;
     #[cfg(feature = "actuator")]
     if let Some(addr) = args.http {
         let mut actuator = hydracache::actuator::Actuator::new().cache("grid", grid.clone());
-        if let Some(token) = args.http_token {
+        if let Some(token) = args.http_token.clone() {
             actuator = actuator.bearer_token(token);
         }
         let listener = tokio::net::TcpListener::bind(addr)
@@ -198,7 +253,18 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     out.flush()?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    while let Some(line) = lines.next_line().await? {
+    let mut check = tokio::time::interval(Duration::from_millis(args.gossip_ms * 5));
+    loop {
+        let line = tokio::select! {
+            line = lines.next_line() => match line? {
+                Some(line) => line,
+                None => break,
+            },
+            _ = check.tick() => {
+                rejoin_if_removed(&args, &mut grid).await?;
+                continue;
+            }
+        };
         let words: Vec<&str> = line.split_whitespace().collect();
         let reply = match words.as_slice() {
             ["put", key, value] => grid

@@ -10,6 +10,11 @@
 //!   connection, not from gossip;
 //! - a process is removed for leaving only on its own announcement (a
 //!   `GoAway` it sent over its connection), never on a gossiped flag;
+//! - a process the membership removed is never admitted again (its new
+//!   generation is); while it still talks to the leader it is pushed the
+//!   membership that removed it (see [`to_tell`]);
+//! - a process that gossips another cluster incarnation (it bootstrapped a
+//!   cluster of its own) is never admitted (see [`is_foreign`]);
 //! - a process is removed when gossip's failure detector declares it dead
 //!   (a forger can keep a process looking alive, not make it look dead);
 //! - raft messages are taken only from admitted members, under the raft id of
@@ -37,6 +42,35 @@ pub(crate) struct Evidence<'a> {
     pub(crate) connected: &'a [PeerIdentity],
     /// Processes that announced over their own connection that they leave.
     pub(crate) leaving: &'a HashSet<(String, u64)>,
+    /// Processes that gossip another cluster incarnation than the leader's.
+    pub(crate) foreign: &'a [(String, u64)],
+    /// Live processes the membership removed (or replaced): never admitted
+    /// again, told instead (see [`to_tell`]).
+    pub(crate) removed: &'a [(String, u64)],
+}
+
+/// The addresses of removed processes that still talk to the leader (a
+/// member wrongly declared dead while paused or cut off): the leader pushes
+/// them the current membership, in which they find themselves removed.
+/// Only over their own authenticated connection, so the push reaches the
+/// process itself.
+pub(crate) fn to_tell(ev: &Evidence<'_>) -> Vec<std::net::SocketAddr> {
+    ev.connected
+        .iter()
+        .filter(|p| {
+            ev.removed
+                .iter()
+                .any(|(id, g)| p.node_id == *id && p.generation == *g)
+        })
+        .map(|p| p.addr)
+        .collect()
+}
+
+/// Whether a process gossiping the cluster incarnation `theirs` belongs to
+/// another cluster than the one of incarnation `mine`. A process that
+/// gossips none yet (0: a joiner before its first snapshot) is not foreign.
+pub(crate) fn is_foreign(mine: u64, theirs: u64) -> bool {
+    mine != 0 && theirs != 0 && mine != theirs
 }
 
 /// What the raft leader proposes to make the membership match the evidence:
@@ -48,7 +82,11 @@ pub(crate) fn reconcile(view: &MembershipView, ev: &Evidence<'_>) -> Vec<Members
     let is = |p: &PeerIdentity, (id, g): &(String, u64)| p.node_id == *id && p.generation == *g;
     for live in ev.live {
         let (id, generation) = (live.0.as_str(), live.1);
-        if ev.leaving.contains(live) || view.is_admitted(id, generation) {
+        if ev.leaving.contains(live)
+            || ev.foreign.contains(live)
+            || ev.removed.contains(live)
+            || view.is_admitted(id, generation)
+        {
             continue;
         }
         let newer_admitted = view
@@ -136,6 +174,8 @@ mod tests {
             dead: &[],
             connected: &connected,
             leaving: &HashSet::new(),
+            foreign: &[],
+            removed: &[],
         };
         let commands = reconcile(&v, &ev);
         assert_eq!(
@@ -159,6 +199,8 @@ mod tests {
             dead: &[],
             connected: &[],
             leaving: &HashSet::new(),
+            foreign: &[],
+            removed: &[],
         };
         assert_eq!(
             reconcile(&MembershipView::empty(), &ev),
@@ -177,6 +219,8 @@ mod tests {
             dead: &[],
             connected: &[],
             leaving: &HashSet::new(),
+            foreign: &[],
+            removed: &[],
         };
         assert!(reconcile(&v, &quiet).is_empty());
         let announced: HashSet<_> = ids(&[("m2", 1)]).into_iter().collect();
@@ -200,8 +244,63 @@ mod tests {
             dead: &dead,
             connected: &connected,
             leaving: &HashSet::new(),
+            foreign: &[],
+            removed: &[],
         };
         assert_eq!(reconcile(&v, &ev), [MembershipCommand::remove("m2", 5)]);
+    }
+
+    #[test]
+    fn a_process_of_another_cluster_incarnation_is_never_admitted() {
+        let me = peer("m1", 1, Role::Member, 1);
+        let v = view(&[("m1", 1, Role::Member), ("m2", 1, Role::Member)]);
+        // The founder m0 restarted with its bootstrap flag set: it leads a
+        // cluster of its own and gossips that incarnation.
+        let live = ids(&[("m1", 1), ("m2", 1), ("m0", 9)]);
+        let connected = [peer("m0", 9, Role::Member, 3)];
+        let foreign = ids(&[("m0", 9)]);
+        let ev = Evidence {
+            me: &me,
+            live: &live,
+            dead: &[],
+            connected: &connected,
+            leaving: &HashSet::new(),
+            foreign: &foreign,
+            removed: &[],
+        };
+        assert!(reconcile(&v, &ev).is_empty());
+        assert!(is_foreign(7, 8));
+        assert!(!is_foreign(7, 7));
+        assert!(!is_foreign(7, 0), "a joiner before its first snapshot");
+        assert!(!is_foreign(0, 8), "a leader knows its incarnation");
+    }
+
+    #[test]
+    fn a_removed_process_is_told_not_readmitted() {
+        let me = peer("m1", 1, Role::Member, 1);
+        let v = view(&[("m1", 1, Role::Member), ("m2", 1, Role::Member)]);
+        // m3 was paused past the failure timeout and removed; it is back,
+        // live and connected, at the same generation.
+        let live = ids(&[("m1", 1), ("m2", 1), ("m3", 4)]);
+        let connected = [peer("m3", 4, Role::Member, 3)];
+        let removed = ids(&[("m3", 4)]);
+        let ev = Evidence {
+            me: &me,
+            live: &live,
+            dead: &[],
+            connected: &connected,
+            leaving: &HashSet::new(),
+            foreign: &[],
+            removed: &removed,
+        };
+        assert!(reconcile(&v, &ev).is_empty(), "no admission to re-propose");
+        assert_eq!(to_tell(&ev), [connected[0].addr]);
+        // A removed process with no connection of its own is not told.
+        let ev = Evidence {
+            connected: &[],
+            ..ev
+        };
+        assert!(to_tell(&ev).is_empty());
     }
 
     #[test]

@@ -107,6 +107,7 @@ pub struct NodeBuilder<C: Codec = Rkyv> {
     bind: SocketAddr,
     advertise: Option<SocketAddr>,
     seeds: Vec<String>,
+    bootstrap: bool,
     tls: Option<TlsConfig>,
     ack_timeout: Duration,
     request_timeout: Duration,
@@ -147,6 +148,7 @@ impl NodeBuilder {
             bind: "127.0.0.1:0".parse().expect("literal address"),
             advertise: None,
             seeds: Vec::new(),
+            bootstrap: false,
             tls: None,
             ack_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(2),
@@ -173,8 +175,9 @@ impl<C: Codec> NodeBuilder<C> {
         self
     }
 
-    /// This node's id, unique in the cluster (required for members; clients
-    /// get a generated one if unset).
+    /// This node's id, unique in the cluster; it must be the one its
+    /// certificate names. Required for members; a client without one takes
+    /// its certificate's ([`TlsConfig::node_id`]).
     pub fn node_id(mut self, id: impl Into<String>) -> Self {
         self.node_id = Some(id.into());
         self
@@ -200,6 +203,22 @@ impl<C: Codec> NodeBuilder<C> {
     /// every minute by gossip, so a seed that moves is found again.
     pub fn seeds<S: Into<String>>(mut self, seeds: impl IntoIterator<Item = S>) -> Self {
         self.seeds = seeds.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether this member founds a new cluster (default false). Exactly one
+    /// member of a new cluster is started with `bootstrap(true)`: it becomes
+    /// the first Raft voter and admits itself, under a new cluster
+    /// incarnation (see [`incarnation`](super::incarnation)). Every other
+    /// member, and that same member when it restarts, joins: through its
+    /// seeds, or, started without seeds, by waiting until a member that
+    /// names it as a seed (or knew its address) gossips with it. A member
+    /// never founds a cluster by accident; one started with `bootstrap`
+    /// while its cluster runs founds another incarnation, whose Raft
+    /// messages and admissions the running cluster refuses. Ignored on
+    /// clients.
+    pub fn bootstrap(mut self, found: bool) -> Self {
+        self.bootstrap = found;
         self
     }
 
@@ -305,6 +324,7 @@ impl<C: Codec> NodeBuilder<C> {
     ///
     /// let member = Grid::member()
     ///     .node_id("m1")
+    ///     .bootstrap(true)
     ///     .tls(ca.issue("m1")?)
     ///     .loader("users.by-id", |req: OwnerLoadRequest| async move {
     ///         let id: u64 = req.args_utf8()?.parse().map_err(|_| RejectedArguments::new("not an id"))?;
@@ -356,6 +376,7 @@ impl<C: Codec> NodeBuilder<C> {
             bind: self.bind,
             advertise: self.advertise,
             seeds: self.seeds,
+            bootstrap: self.bootstrap,
             tls: self.tls,
             ack_timeout: self.ack_timeout,
             request_timeout: self.request_timeout,
@@ -383,7 +404,7 @@ impl<C: Codec> NodeBuilder<C> {
 
     /// Starts a member (binds, joins gossip through the seeds) and returns
     /// its `Grid` without waiting for peers: the first member of a cluster
-    /// has none.
+    /// (started with [`bootstrap`](NodeBuilder::bootstrap)) has none.
     pub async fn start(self) -> Result<Grid<C>, ClusterError> {
         self.launch().await.map(|(grid, _)| grid)
     }
@@ -422,9 +443,11 @@ impl<C: Codec> NodeBuilder<C> {
             resolve(seed).await?;
         }
         let tls = self.tls.as_ref().ok_or(ClusterError::Missing("tls"))?;
+        // Peers accept only the node id the certificate names: a client
+        // without a setting takes that one.
         let node_id = match (&self.node_id, self.role) {
             (Some(id), _) => id.clone(),
-            (None, Role::Client) => format!("client-{:x}", new_generation()),
+            (None, Role::Client) => tls.node_id().ok_or(ClusterError::Missing("node_id"))?,
             (None, Role::Member) => return Err(ClusterError::Missing("node_id")),
         };
         let generation = new_generation();
@@ -488,7 +511,10 @@ impl<C: Codec> NodeBuilder<C> {
                 self.max_owner_load_args,
                 self.owner_load_timeout,
             ),
-            telemetry: Default::default(),
+            telemetry: super::telemetry::NodeTelemetry {
+                gossip_sent: gossip.sent(),
+                ..Default::default()
+            },
             membership: grid.inner.membership.clone(),
             mode: self.mode,
             inbox,
@@ -496,6 +522,8 @@ impl<C: Codec> NodeBuilder<C> {
             live: std::sync::OnceLock::new(),
             partitioned: std::sync::atomic::AtomicBool::new(false),
             stopped: std::sync::atomic::AtomicBool::new(false),
+            removed: std::sync::atomic::AtomicBool::new(false),
+            founder: self.bootstrap,
             consensus: std::sync::OnceLock::new(),
             view: std::sync::RwLock::new(Arc::new(MembershipView::empty())),
             leaving: Mutex::new(Default::default()),
@@ -513,12 +541,12 @@ impl<C: Codec> NodeBuilder<C> {
             .set(chitchat.chitchat().lock().await.live_nodes_watcher());
         let _ = node.chitchat.set(chitchat);
         if self.role == Role::Member {
-            // The first member (started without seeds) founds the cluster;
-            // every other member joins with an empty log and is admitted by
-            // the leader once gossip reports it.
+            // Only a member told to bootstrap founds a cluster; every other
+            // member joins with an empty log and is admitted by the leader
+            // once gossip reports it.
             let consensus = Consensus::start(
                 node.identity.clone(),
-                self.seeds.is_empty(),
+                self.bootstrap,
                 self.raft.clone(),
                 transport.clone(),
                 Arc::downgrade(&node),

@@ -43,6 +43,9 @@ pub(crate) enum Input {
 pub(crate) struct RaftStatus {
     pub(crate) leader: Option<String>,
     pub(crate) term: u64,
+    /// Voters and learners in the Raft configuration this node has applied.
+    pub(crate) voters: usize,
+    pub(crate) learners: usize,
 }
 
 /// Handle to the raft task.
@@ -51,13 +54,17 @@ pub(crate) struct Consensus {
     max_message_bytes: usize,
     status: Arc<RwLock<RaftStatus>>,
     /// Finished once the task has exited, for any reason (a poisoned raft,
-    /// a panic): the node reports it (`raft_task_exited`, `/health`).
+    /// a panic), and the node has stopped: the node reports it
+    /// (`raft_task_exited`, `/health`).
     task: tokio::task::JoinHandle<()>,
+    /// The raft loop itself (the test hook stops it).
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    inner: tokio::task::AbortHandle,
 }
 
 impl Consensus {
     /// Starts the raft task. `bootstrap` makes this node a one-voter cluster
-    /// that admits itself (the first node, started without seeds); otherwise
+    /// that admits itself (the member started with `bootstrap`); otherwise
     /// it joins with an empty log and waits to be admitted.
     pub(crate) fn start(
         me: NodeIdentity,
@@ -75,10 +82,17 @@ impl Consensus {
         };
         let status = Arc::new(RwLock::new(RaftStatus::default()));
         let (alive, shared) = (node.clone(), Arc::clone(&status));
+        let inner = tokio::spawn(run(driver, rx, transport, node, shared));
+        let abort = inner.abort_handle();
         let task = tokio::spawn(async move {
-            run(driver, rx, transport, node, shared).await;
-            if alive.upgrade().is_some() {
-                tracing::error!(target: crate::telemetry::RAFT, "the raft task exited");
+            let _ = inner.await;
+            // Raft failed (its log or storage is inconsistent, or it
+            // panicked) while the node runs: the membership view is frozen
+            // from now on, so the node fails loudly instead of serving as
+            // an owner on a view it can no longer follow.
+            if let Some(n) = alive.upgrade() {
+                tracing::error!(target: crate::telemetry::RAFT, "the raft task exited; the node stops");
+                n.raft_failed().await;
             }
         });
         Ok(Consensus {
@@ -86,6 +100,7 @@ impl Consensus {
             max_message_bytes,
             status,
             task,
+            inner: abort,
         })
     }
 
@@ -108,7 +123,7 @@ impl Consensus {
     /// Test hook: stops the raft task as if it had failed.
     #[cfg(feature = "test-hooks")]
     pub(crate) fn stop(&self) {
-        self.task.abort();
+        self.inner.abort();
     }
 }
 
@@ -123,8 +138,9 @@ async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks = 0u64;
     let mut pending = Pending::default();
-    // The leader last written to this node's gossip state.
+    // The leader and the incarnation last written to this node's gossip state.
     let mut gossiped: Option<Option<String>> = None;
+    let mut incarnation_gossiped = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -132,7 +148,13 @@ async fn run(
                 driver.tick();
                 if driver.is_leader() && ticks % RECONCILE_TICKS == 0 {
                     let Some(n) = node.upgrade() else { return };
-                    let wanted = n.reconcile(driver.view()).await;
+                    let wanted = n
+                        .reconcile(
+                            driver.view(),
+                            driver.incarnation(),
+                            |id, g| driver.is_removed(id, g),
+                        )
+                        .await;
                     for command in pending.due(wanted, ticks) {
                         let key = Pending::key(&command);
                         if driver.propose(command).is_ok() {
@@ -189,12 +211,24 @@ async fn run(
                 }
             }
         }
+        if incarnation_gossiped != driver.incarnation() {
+            if let Some(n) = node.upgrade() {
+                if n.publish_incarnation(driver.incarnation()).await {
+                    incarnation_gossiped = driver.incarnation();
+                }
+            }
+        }
         let term = driver.term();
         let mut known = status.write().expect("status");
         if known.leader != leader {
             tracing::info!(target: crate::telemetry::RAFT, leader = leader.as_deref(), term, "raft leader changed");
         }
-        *known = RaftStatus { leader, term };
+        *known = RaftStatus {
+            leader,
+            term,
+            voters: driver.voters().len(),
+            learners: driver.learners().len(),
+        };
     }
 }
 
@@ -306,6 +340,7 @@ mod tests {
             max_message_bytes: 1 << 10,
             status: Default::default(),
             task: tokio::spawn(async {}),
+            inner: tokio::spawn(async {}).abort_handle(),
         };
         assert!(!consensus.deliver(1, Bytes::from(vec![0; (1 << 10) + 1])));
         for _ in 0..RAFT_INBOX_CAPACITY {

@@ -8,7 +8,8 @@
 //! frame handler; `recv` waits on that inbox, which makes it cancel-safe.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use chitchat::transport::{Socket, Transport as ChitchatTransport};
@@ -120,10 +121,20 @@ impl GossipInbox {
     }
 }
 
+/// What this node's gossip has sent: chitchat messages and their payload
+/// bytes, counted where chitchat hands them to the transport (the QUIC
+/// frame, packet and TLS overhead around each comes on top).
+#[derive(Debug, Default)]
+pub(crate) struct GossipSent {
+    pub(crate) messages: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+}
+
 /// chitchat's transport, over a [`Transport`].
 pub struct QuicGossip {
     transport: Transport,
     inbox: Mutex<Option<mpsc::Receiver<(SocketAddr, ChitchatMessage)>>>,
+    sent: Arc<GossipSent>,
 }
 
 impl QuicGossip {
@@ -135,15 +146,22 @@ impl QuicGossip {
             QuicGossip {
                 transport,
                 inbox: Mutex::new(Some(rx)),
+                sent: Arc::default(),
             },
             GossipInbox { tx },
         )
+    }
+
+    /// Where the messages this transport sends are counted.
+    pub(crate) fn sent(&self) -> Arc<GossipSent> {
+        Arc::clone(&self.sent)
     }
 }
 
 struct QuicSocket {
     transport: Transport,
     rx: mpsc::Receiver<(SocketAddr, ChitchatMessage)>,
+    sent: Arc<GossipSent>,
 }
 
 #[async_trait::async_trait]
@@ -159,6 +177,7 @@ impl ChitchatTransport for QuicGossip {
         Ok(Box::new(QuicSocket {
             transport: self.transport.clone(),
             rx,
+            sent: Arc::clone(&self.sent),
         }))
     }
 }
@@ -167,6 +186,10 @@ impl ChitchatTransport for QuicGossip {
 impl Socket for QuicSocket {
     async fn send(&mut self, to: SocketAddr, msg: ChitchatMessage) -> anyhow::Result<()> {
         let payload = Bytes::from(msg.serialize_to_vec());
+        self.sent.messages.fetch_add(1, Ordering::Relaxed);
+        self.sent
+            .bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
         let transport = self.transport.clone();
         // Never wait here: a peer that is slow to connect must not hold up
         // gossip with the others. Failures are failures to gossip, which the
@@ -199,6 +222,10 @@ pub mod keys {
     pub const RAFT_LEADER: &str = "raft_leader";
     /// "1" once the node has started a graceful leave.
     pub const LEAVING: &str = "leaving";
+    /// The cluster incarnation the member belongs to, in hex (members
+    /// only, once Raft gave them one): the leader never admits a process of
+    /// another incarnation.
+    pub const INCARNATION: &str = "incarnation";
 }
 
 #[cfg(test)]

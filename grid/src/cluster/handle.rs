@@ -32,6 +32,19 @@ pub struct ClusterDiagnostics {
     pub raft_leader: Option<String>,
     /// The raft term (0 on clients, which are not raft peers).
     pub raft_term: u64,
+    /// Voters in the Raft configuration this member applied (0 on clients).
+    pub raft_voters: usize,
+    /// Learners in the Raft configuration this member applied: members
+    /// beyond the configured voter count (0 on clients).
+    pub raft_learners: usize,
+    /// QUIC connections this node holds, one per peer address, whichever
+    /// side dialled.
+    pub connections: usize,
+    /// Gossip messages this node has sent since it started.
+    pub gossip_messages_sent: u64,
+    /// Payload bytes of those gossip messages (chitchat's encoding; the
+    /// QUIC and TLS overhead around each comes on top).
+    pub gossip_bytes_sent: u64,
     /// Nodes gossip reports live (including this one).
     pub gossip_live: usize,
     /// Nodes gossip has declared dead.
@@ -100,6 +113,12 @@ pub struct ClusterDiagnostics {
     pub isolated: bool,
     /// Times this node became isolated.
     pub isolations: u64,
+    /// The membership removed this process while it ran (declared dead
+    /// while paused or cut off). It owns nothing and flushed its cache;
+    /// its generation can never be admitted again: start the node again
+    /// (a new generation, seeded with the members) to rejoin, as
+    /// `hydracache-node` does by itself.
+    pub removed: bool,
 }
 
 /// An admitted node as this node sees it.

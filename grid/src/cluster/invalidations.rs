@@ -95,10 +95,29 @@ impl Node {
             }
             None => Ok(()),
         };
+        // A process the membership does not admit (joining, restarted, or
+        // removed) cannot name every holder: whoever answers, it does not
+        // return `Ok` (an empty list: the holders are unknown).
+        // (Send-only mode promises nothing about who applied it.)
+        let knows_holders = self.mode == InvalidationMode::Sent
+            || self.view().knows_holders(&self.identity, self.founder);
+        let mut unsure: Vec<String> = if knows_holders {
+            Vec::new()
+        } else {
+            peers.iter().map(|p| p.id.clone()).collect()
+        };
         // The high-water mark is gossiped by the maintenance task.
         let acked = self
             .send_to(peers, message, sequence, self.ack_timeout)
             .await;
+        let acked = match acked {
+            Ok(()) if !knows_holders => {
+                unsure.sort();
+                unsure.dedup();
+                Err(CacheError::Unacknowledged { nodes: unsure })
+            }
+            acked => acked,
+        };
         let acked = match (owner_acked, acked) {
             (Ok(()), rest) => rest,
             (first, Ok(())) => first,
@@ -416,6 +435,7 @@ impl Node {
                 addr: m.address,
                 hwm: 0,
                 raft_leader: None,
+                incarnation: 0,
             });
         }
         unheard

@@ -34,8 +34,8 @@ pub use gossip::{
 pub use handle::{ClusterDiagnostics, PeerDiagnostics};
 pub use ownership::{rendezvous_weight, KeyMove, MembershipView};
 pub use raft::{
-    decode_message, encode_message, raft_id, Applied, CommandError, DecodeError, Ignored,
-    MembershipCommand, Outbound, Outcome, ProposeError, RaftConfig, RaftDriver, RaftError,
+    decode_message, encode_message, incarnation, raft_id, Applied, CommandError, DecodeError,
+    Ignored, MembershipCommand, Outbound, Outcome, ProposeError, RaftConfig, RaftDriver, RaftError,
     RaftOutput, StepError, DEFAULT_MAX_RAFT_MESSAGE_BYTES, MAX_COMMAND_LEN, MAX_NODE_ID_LEN,
     MAX_RAFT_MESSAGE_FIELDS,
 };

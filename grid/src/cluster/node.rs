@@ -96,6 +96,11 @@ pub(crate) struct Node {
     pub(super) owner_loads: super::owner_load::OwnerLoads,
     /// Latencies, invalidation counters, when peers were last heard.
     pub(super) telemetry: super::telemetry::NodeTelemetry,
+    /// Set once the membership removed this process while it ran.
+    pub(super) removed: std::sync::atomic::AtomicBool,
+    /// Started with `bootstrap`: the founder knows every holder (none)
+    /// before the membership first admits it.
+    pub(super) founder: bool,
     /// The grid's membership stream (a sender of the same channel, so the
     /// raft task publishes without touching the grid).
     pub(super) membership: tokio::sync::broadcast::Sender<crate::events::MembershipChange>,
@@ -111,6 +116,8 @@ pub(super) struct LivePeer {
     pub(super) hwm: u64,
     /// The raft leader this member gossips it heard from (a hint).
     pub(super) raft_leader: Option<String>,
+    /// The cluster incarnation it gossips; 0 if none yet.
+    pub(super) incarnation: u64,
 }
 
 impl Node {
@@ -132,6 +139,10 @@ impl Node {
                         .and_then(|h| h.parse().ok())
                         .unwrap_or(0),
                     raft_leader: state.get(keys::RAFT_LEADER).map(str::to_string),
+                    incarnation: state
+                        .get(keys::INCARNATION)
+                        .and_then(|h| u64::from_str_radix(h, 16).ok())
+                        .unwrap_or(0),
                 })
             })
             .collect()
@@ -192,6 +203,11 @@ impl Node {
             clients: pick(Role::Client),
             raft_leader: status.leader,
             raft_term: status.term,
+            raft_voters: status.voters,
+            raft_learners: status.learners,
+            connections: self.transport.connected_peers().len(),
+            gossip_messages_sent: t.gossip_sent.messages.load(Ordering::Relaxed),
+            gossip_bytes_sent: t.gossip_sent.bytes.load(Ordering::Relaxed),
             gossip_live: live,
             dead,
             invalidation_sequence: self.sequence.load(Ordering::SeqCst),
@@ -217,6 +233,7 @@ impl Node {
             raft_task_exited: self.consensus.get().is_some_and(|c| c.exited()),
             isolated,
             isolations,
+            removed: self.removed.load(Ordering::SeqCst),
         }
     }
 
@@ -243,7 +260,7 @@ impl Node {
                 });
                 super::consensus::RaftStatus {
                     leader: super::consensus::most_named(heard),
-                    term: 0,
+                    ..Default::default()
                 }
             }
         }
@@ -260,6 +277,20 @@ impl Node {
             .await
             .self_node_state()
             .set(keys::RAFT_LEADER, leader.unwrap_or_default());
+        true
+    }
+
+    /// Gossips the cluster incarnation this member belongs to; false if
+    /// gossip has not started yet.
+    pub(super) async fn publish_incarnation(&self, incarnation: u64) -> bool {
+        let Some(h) = self.chitchat.get() else {
+            return false;
+        };
+        let c = h.chitchat();
+        c.lock()
+            .await
+            .self_node_state()
+            .set(keys::INCARNATION, format!("{incarnation:x}"));
         true
     }
 
@@ -284,14 +315,35 @@ impl Node {
 
     /// What the raft leader should propose to make the membership match
     /// what it knows: see [`super::authority`] for what gossip may decide.
-    pub(crate) async fn reconcile(&self, view: &MembershipView) -> Vec<MembershipCommand> {
-        let live: Vec<(String, u64)> = self
-            .live_peers(true)
-            .into_iter()
-            .map(|p| (p.id, p.generation))
+    /// `incarnation` is this member's cluster incarnation, `removed` says
+    /// which processes the membership removed: those still connected to
+    /// this node are pushed the current view, in which they find
+    /// themselves removed.
+    pub(crate) async fn reconcile(
+        &self,
+        view: &MembershipView,
+        incarnation: u64,
+        removed: impl Fn(&str, u64) -> bool,
+    ) -> Vec<MembershipCommand> {
+        let peers = self.live_peers(true);
+        let foreign: Vec<(String, u64)> = peers
+            .iter()
+            .filter(|p| super::authority::is_foreign(incarnation, p.incarnation))
+            .map(|p| (p.id.clone(), p.generation))
             .collect();
-        let dead = self.dead_nodes().await;
+        let live: Vec<(String, u64)> = peers.into_iter().map(|p| (p.id, p.generation)).collect();
         let connected = self.transport.connected_peers();
+        // Removed processes that look live, or that still hold a connection
+        // (a paused process's connection outlives its failure timeout).
+        let mut removed: Vec<(String, u64)> = live
+            .iter()
+            .cloned()
+            .chain(connected.iter().map(|p| (p.node_id.clone(), p.generation)))
+            .filter(|(id, g)| removed(id, *g))
+            .collect();
+        removed.sort();
+        removed.dedup();
+        let dead = self.dead_nodes().await;
         let me = PeerIdentity {
             node_id: self.identity.id.to_string(),
             generation: self.identity.generation,
@@ -303,16 +355,28 @@ impl Node {
                 .map_or_else(|| self.transport.local_addr(), |p| p.addr),
         };
         let leaving = self.leaving.lock().expect("leaving").clone();
-        super::authority::reconcile(
-            view,
-            &super::authority::Evidence {
-                me: &me,
-                live: &live,
-                dead: &dead,
-                connected: &connected,
-                leaving: &leaving,
-            },
-        )
+        let evidence = super::authority::Evidence {
+            me: &me,
+            live: &live,
+            dead: &dead,
+            connected: &connected,
+            leaving: &leaving,
+            foreign: &foreign,
+            removed: &removed,
+        };
+        let told = super::authority::to_tell(&evidence);
+        if !told.is_empty() {
+            let snapshot = view.to_snapshot();
+            for addr in told {
+                let (transport, snapshot) = (self.transport.clone(), snapshot.clone());
+                tokio::spawn(async move {
+                    let _ = transport
+                        .send(addr, Message::MetadataSnapshot(snapshot))
+                        .await;
+                });
+            }
+        }
+        super::authority::reconcile(view, &evidence)
     }
 
     /// A peer announced over its own connection that it leaves.
@@ -343,6 +407,28 @@ impl Node {
                 if !view.is_admitted(id, g) && !leaving.contains(&(id.to_string(), g)) {
                     isolation.removed(m);
                 }
+            }
+        }
+        if old.is_admitted(&self.identity.id, self.identity.generation)
+            && !view.is_admitted(&self.identity.id, self.identity.generation)
+            && !self.stopped.load(Ordering::SeqCst)
+            && !self
+                .leaving
+                .lock()
+                .expect("leaving")
+                .contains(&(self.identity.id.to_string(), self.identity.generation))
+        {
+            // Removed while it could not hear the cluster (paused, cut off):
+            // it missed invalidations and owns nothing any more, so what it
+            // holds can no longer be proven fresh.
+            tracing::error!(
+                target: crate::telemetry::RAFT,
+                epoch = view.epoch(),
+                "this node was removed from the membership; its cache is flushed"
+            );
+            self.removed.store(true, Ordering::SeqCst);
+            if let Some(grid) = self.grid.upgrade() {
+                grid.apply(&Invalidation::Flush, crate::events::EventOrigin::Local);
             }
         }
         // Announcements matter until their process is removed.
@@ -413,6 +499,17 @@ impl Node {
                 };
                 let _ = transport.send(addr, goodbye).await;
             });
+        }
+    }
+
+    /// The raft task ended while the node runs: stops gossip and the
+    /// endpoint (peers declare this process dead and remove it) and flushes
+    /// the cache, which no longer receives invalidations. Diagnostics say
+    /// why (`raft_task_exited`); the process should be restarted.
+    pub(crate) async fn raft_failed(&self) {
+        self.shutdown().await;
+        if let Some(grid) = self.grid.upgrade() {
+            grid.apply(&Invalidation::Flush, crate::events::EventOrigin::Local);
         }
     }
 

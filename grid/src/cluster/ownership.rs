@@ -212,6 +212,16 @@ impl MembershipView {
             .is_some_and(|m| m.node.generation == generation)
     }
 
+    /// Whether `me` can name every process that may hold a copy of what it
+    /// invalidates, so that its invalidation may return `Ok` once they all
+    /// acknowledged: only while this view admits it (or, for the founder of
+    /// a cluster, before any view: nobody else can hold anything yet). A
+    /// process that is joining (a restart included) or was removed knows
+    /// neither who holds copies nor whether its peers list is complete.
+    pub fn knows_holders(&self, me: &NodeIdentity, founder: bool) -> bool {
+        self.is_admitted(&me.id, me.generation) || (founder && self.members.is_empty())
+    }
+
     /// The member that owns `key` at this epoch, or `None` if no node with
     /// [`Role::Member`] is admitted. Clients never own keys.
     pub fn owner_for_key(&self, key: &str) -> Option<&Member> {
@@ -555,6 +565,35 @@ mod tests {
         assert_eq!(view.epoch(), 0);
         assert!(view.is_empty());
         assert_eq!(view.owner_for_key("k"), None);
+    }
+
+    #[test]
+    fn only_an_admitted_process_or_a_founder_before_any_view_knows_the_holders() {
+        let me = NodeIdentity::new("n3".to_string(), 7);
+        assert!(
+            MembershipView::empty().knows_holders(&me, true),
+            "the founder, first"
+        );
+        assert!(
+            !MembershipView::empty().knows_holders(&me, false),
+            "a joiner"
+        );
+        let view = MembershipView::new(4, members(&["n1", "n2"]));
+        assert!(
+            !view.knows_holders(&me, false),
+            "removed, or not admitted yet"
+        );
+        assert!(
+            !view.knows_holders(&me, true),
+            "a founder the others removed"
+        );
+        let view = view.with(member("n3", 6, Role::Member), 5);
+        assert!(
+            !view.knows_holders(&me, false),
+            "an older generation admitted"
+        );
+        let view = view.with(member("n3", 7, Role::Member), 6);
+        assert!(view.knows_holders(&me, false));
     }
 
     #[test]

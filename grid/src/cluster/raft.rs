@@ -68,8 +68,8 @@ use protobuf::Message as _;
 
 use super::ownership::MembershipView;
 pub use super::raft_state::{
-    raft_id, Applied, CommandError, Ignored, MembershipCommand, Outcome, MAX_COMMAND_LEN,
-    MAX_NODE_ID_LEN,
+    incarnation, raft_id, Applied, CommandError, Ignored, MembershipCommand, Outcome,
+    MAX_COMMAND_LEN, MAX_NODE_ID_LEN,
 };
 use super::raft_state::{raft_id_of, MembershipStorage};
 
@@ -84,6 +84,9 @@ pub const MAX_RAFT_MESSAGE_FIELDS: usize = 65_536;
 /// Applied entries kept in the log for peers that lag a little; a peer
 /// further behind catches up with a snapshot of the applied state.
 const KEPT_LOG_ENTRIES: u64 = 256;
+
+/// Bytes of the cluster incarnation in front of every raft message.
+const INCARNATION_LEN: usize = 8;
 
 /// How many ready rounds one [`RaftDriver::ready`] call runs at most.
 const MAX_READY_ROUNDS: usize = 16;
@@ -175,6 +178,15 @@ pub enum StepError {
         /// This node's raft id.
         me: u64,
     },
+    /// The message belongs to another Raft cluster: a process that
+    /// bootstrapped a cluster of its own (see [`incarnation`]).
+    #[error("raft message of cluster incarnation {theirs:x} arrived at incarnation {mine:x}")]
+    OtherCluster {
+        /// The incarnation the message carries.
+        theirs: u64,
+        /// This node's.
+        mine: u64,
+    },
     /// The sender is a removed or replaced process.
     #[error("raft message from retired peer {from}")]
     Retired {
@@ -241,7 +253,9 @@ pub enum RaftError {
 pub struct Outbound {
     /// The raft id of the addressee; see [`RaftDriver::identity_of`].
     pub to: u64,
-    /// The protobuf-encoded message, for `Message::Raft`.
+    /// The bytes for `Message::Raft`: the sender's cluster incarnation (8
+    /// bytes, little-endian; 0 before its first snapshot), then the
+    /// protobuf-encoded message.
     pub bytes: Bytes,
 }
 
@@ -561,6 +575,13 @@ impl RaftDriver {
         self.node.store().state().identity_of(raft_id)
     }
 
+    /// True if the process `(node_id, generation)` was removed from the
+    /// membership or replaced by a newer generation: it is never admitted
+    /// again.
+    pub(crate) fn is_removed(&self, node_id: &str, generation: u64) -> bool {
+        self.node.store().state().is_removed(node_id, generation)
+    }
+
     /// The admitted node with this raft id (with its address).
     pub fn member_of(&self, raft_id: u64) -> Option<&Member> {
         self.node.store().state().member_of(raft_id)
@@ -596,9 +617,34 @@ impl RaftDriver {
     /// Decodes raft message bytes that arrived from the authenticated peer
     /// whose raft id is `from` (`raft_id(peer node id, peer generation)`)
     /// and steps them; see [`decode_message`].
+    ///
+    /// The bytes start with the sender's cluster incarnation (see
+    /// [`Outbound::bytes`]): a node refuses messages of another incarnation
+    /// ([`StepError::OtherCluster`]). Either side may not know one yet (a
+    /// joiner before its first snapshot says 0 and takes any): the joiner
+    /// takes the incarnation of the snapshot it installs.
     pub fn receive(&mut self, from: u64, bytes: &Bytes) -> Result<(), StepError> {
-        let message = decode_message(bytes, self.config.max_message_bytes)?;
+        if bytes.len() < INCARNATION_LEN {
+            return Err(malformed("no cluster incarnation").into());
+        }
+        let mut prefix = [0u8; INCARNATION_LEN];
+        prefix.copy_from_slice(&bytes[..INCARNATION_LEN]);
+        let theirs = u64::from_le_bytes(prefix);
+        let mine = self.incarnation();
+        if theirs != 0 && mine != 0 && theirs != mine {
+            return Err(StepError::OtherCluster { theirs, mine });
+        }
+        let message = decode_message(
+            &bytes.slice(INCARNATION_LEN..),
+            self.config.max_message_bytes,
+        )?;
         self.step(from, message)
+    }
+
+    /// The cluster incarnation this node belongs to (see [`incarnation`]);
+    /// 0 on a joiner until the leader's first snapshot.
+    pub fn incarnation(&self) -> u64 {
+        self.node.store().state().incarnation()
     }
 
     /// Steps a decoded message from the authenticated peer `from`. Refuses
@@ -687,6 +733,7 @@ impl RaftDriver {
     }
 
     fn send(&mut self, messages: Vec<Message>, out: &mut RaftOutput) {
+        let incarnation = self.incarnation().to_le_bytes();
         for m in messages {
             if m.get_msg_type() == MessageType::MsgSnapshot {
                 // Sending is fire-and-forget: report the snapshot as
@@ -694,9 +741,12 @@ impl RaftDriver {
                 // was lost, the probe is refused and a new snapshot goes.
                 self.node.report_snapshot(m.to, SnapshotStatus::Finish);
             }
+            let mut bytes = Vec::with_capacity(INCARNATION_LEN + m.compute_size() as usize);
+            bytes.extend_from_slice(&incarnation);
+            bytes.extend_from_slice(&encode_message(&m));
             out.messages.push(Outbound {
                 to: m.to,
-                bytes: encode_message(&m),
+                bytes: Bytes::from(bytes),
             });
         }
     }

@@ -57,6 +57,41 @@ pub fn raft_id(node_id: &str, generation: u64) -> u64 {
     }
 }
 
+/// The incarnation id of a cluster bootstrapped with `seeds`: a hash of
+/// their identities, in any order, never 0.
+///
+/// Every seed is given the same list, so they agree on it without talking;
+/// and a generation is fresh for every process start, so bootstrapping
+/// again (a founder restarted with its bootstrap flag still set) always
+/// makes a new incarnation, never the running cluster's. Raft messages
+/// carry it and a node refuses those of another incarnation (see
+/// [`RaftDriver::receive`](super::raft::RaftDriver::receive)); members
+/// gossip it and the leader never admits a process of another one.
+///
+/// ```
+/// use hydracache::cluster::incarnation;
+/// use hydracache_protocol::NodeIdentity;
+///
+/// let (a, b) = (NodeIdentity::new("m1", 10), NodeIdentity::new("m2", 11));
+/// assert_eq!(incarnation(&[a.clone(), b.clone()]), incarnation(&[b, a.clone()]));
+/// // The founder restarted (new generation) and bootstrapped again.
+/// assert_ne!(incarnation(&[a]), incarnation(&[NodeIdentity::new("m1", 12)]));
+/// ```
+pub fn incarnation(seeds: &[NodeIdentity]) -> u64 {
+    let mut ids: Vec<u64> = seeds.iter().map(raft_id_of).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let h = ids
+        .iter()
+        .fold(fnv1a64(b"hydracache-incarnation"), |h, id| {
+            fnv1a64_from(h, &id.to_le_bytes())
+        });
+    match fmix64(h) {
+        0 => 1,
+        id => id,
+    }
+}
+
 /// The raft id of `node`; see [`raft_id`].
 pub(crate) fn raft_id_of(node: &NodeIdentity) -> u64 {
     raft_id(&node.id, node.generation)
@@ -302,6 +337,7 @@ enum WireCommand {
 /// The replicated state as it travels in a Raft snapshot.
 #[derive(Debug, Serialize, Deserialize)]
 struct WireState {
+    incarnation: u64,
     epoch: u64,
     members: Vec<WireMember>,
     seeds: Vec<(String, u64)>,
@@ -312,6 +348,9 @@ struct WireState {
 /// The membership state machine: what every node has applied from the log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct MembershipState {
+    /// The cluster incarnation (see [`incarnation`]); 0 on a node that has
+    /// not received its first snapshot yet.
+    incarnation: u64,
     view: MembershipView,
     /// Bootstrap voters not admitted yet: node id -> generation.
     seeds: BTreeMap<String, u64>,
@@ -324,7 +363,10 @@ pub(crate) struct MembershipState {
 impl MembershipState {
     /// The state of a cluster bootstrapped with `seeds` as its voters.
     pub(crate) fn bootstrap(seeds: &[NodeIdentity]) -> MembershipState {
-        let mut state = MembershipState::default();
+        let mut state = MembershipState {
+            incarnation: incarnation(seeds),
+            ..MembershipState::default()
+        };
         for s in seeds {
             state.seeds.insert(s.id.to_string(), s.generation);
             state.generations.insert(s.id.to_string(), s.generation);
@@ -334,6 +376,11 @@ impl MembershipState {
 
     pub(crate) fn view(&self) -> &MembershipView {
         &self.view
+    }
+
+    /// The cluster incarnation; 0 until the first snapshot.
+    pub(crate) fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     /// The raft ids that should be in the Raft configuration: admitted
@@ -366,6 +413,17 @@ impl MembershipState {
             .members()
             .iter()
             .find(|m| raft_id_of(&m.node) == id)
+    }
+
+    /// True if the process `(node_id, generation)` was admitted (or
+    /// superseded by a newer generation) and is not admitted now: it can
+    /// never be admitted again, only a new generation can.
+    pub(crate) fn is_removed(&self, node_id: &str, generation: u64) -> bool {
+        self.generations
+            .get(node_id)
+            .is_some_and(|&g| g >= generation)
+            && !self.view.is_admitted(node_id, generation)
+            && self.seeds.get(node_id) != Some(&generation)
     }
 
     /// True if `id` belongs to a process that was removed or replaced.
@@ -460,6 +518,7 @@ impl MembershipState {
     /// The state's bytes, carried in Raft snapshots.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let wire = WireState {
+            incarnation: self.incarnation,
             epoch: self.view.epoch(),
             members: self.view.members().iter().map(WireMember::from).collect(),
             seeds: self.seeds.iter().map(|(k, v)| (k.clone(), *v)).collect(),
@@ -485,6 +544,7 @@ impl MembershipState {
             retired.pop_front();
         }
         Ok(MembershipState {
+            incarnation: wire.incarnation,
             view: MembershipView::new(wire.epoch, wire.members.into_iter().map(Member::from)),
             seeds: wire.seeds.into_iter().collect(),
             generations: wire.generations.into_iter().collect(),
@@ -721,6 +781,22 @@ mod tests {
         assert_eq!(s.apply(&MembershipCommand::remove("a", 1)), stale);
         assert!(s.view().is_admitted("a", 2));
         assert_eq!(s.view().epoch(), 2);
+    }
+
+    #[test]
+    fn a_removed_or_superseded_generation_is_known_as_removed() {
+        let mut s = MembershipState::bootstrap(&[NodeIdentity::new("s", 1)]);
+        assert!(!s.is_removed("s", 1), "a seed waiting for admission");
+        assert!(!s.is_removed("a", 1), "never seen");
+        s.apply(&admit("a", 1));
+        assert!(!s.is_removed("a", 1));
+        s.apply(&MembershipCommand::remove("a", 1));
+        assert!(s.is_removed("a", 1));
+        assert!(!s.is_removed("a", 2), "a new generation may join");
+        s.apply(&admit("a", 2));
+        s.apply(&admit("a", 3));
+        assert!(s.is_removed("a", 2), "superseded");
+        assert!(!s.is_removed("a", 3));
     }
 
     #[test]

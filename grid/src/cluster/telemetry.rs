@@ -37,6 +37,8 @@ pub(super) struct NodeTelemetry {
     pub(super) late_nodes: AtomicU64,
     /// When each peer's gossip heartbeat last moved.
     pub(super) last_heard: Mutex<LastHeard>,
+    /// What this node's gossip has sent.
+    pub(super) gossip_sent: std::sync::Arc<super::gossip::GossipSent>,
 }
 
 /// What a request to a peer is.

@@ -196,6 +196,21 @@ impl TlsConfig {
         Ok(config)
     }
 
+    /// The node id this node's certificate names (its subject common
+    /// name), if it names one: the only node id its peers accept from it,
+    /// which a client built without
+    /// [`NodeBuilder::node_id`](super::NodeBuilder::node_id) takes.
+    ///
+    /// ```
+    /// use hydracache::cluster::DevCa;
+    ///
+    /// let ca = DevCa::new("orders").unwrap();
+    /// assert_eq!(ca.issue("api-1").unwrap().node_id().as_deref(), Some("api-1"));
+    /// ```
+    pub fn node_id(&self) -> Option<String> {
+        certified(self.chain.first()?.as_ref()).node_id
+    }
+
     /// Number of certificates in this node's chain.
     pub fn chain_len(&self) -> usize {
         self.chain.len()

@@ -20,6 +20,7 @@ pub fn member_builder(ca: &DevCa, id: &str, seeds: &[SocketAddr]) -> NodeBuilder
         .cluster("orders")
         .node_id(id)
         .seeds(seeds.iter().map(|s| s.to_string()))
+        .bootstrap(seeds.is_empty())
         .tls(ca.issue(id).unwrap())
         .gossip_interval(GOSSIP)
 }

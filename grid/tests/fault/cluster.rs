@@ -56,6 +56,7 @@ impl Cluster {
                 } else {
                     vec![founder.clone()]
                 },
+                bootstrap: i == 0,
                 certs: certs.clone(),
             };
             let node = NodeProcess::start(&spec).inspect_err(|_| {
@@ -185,11 +186,13 @@ impl Cluster {
     }
 
     /// Starts node `i` again on the same address, with `seeds` (the
-    /// founder's own start had none); returns when it listens.
+    /// founder's own start had none), never bootstrapping: a restart joins
+    /// the running cluster. Returns when it listens.
     pub fn restart(&self, i: usize, seeds: Vec<String>) -> Result<Duration, String> {
         let slot = self.slot(i);
         let spec = Spec {
             seeds,
+            bootstrap: false,
             ..slot.spec.clone()
         };
         let node = NodeProcess::start(&spec)?;
@@ -201,6 +204,11 @@ impl Cluster {
     /// The founder's address, as a seed.
     pub fn founder_seed(&self) -> String {
         Spec::addr(&Network::addr(1))
+    }
+
+    /// Node `i`'s address, as a seed.
+    pub fn seed(&self, i: usize) -> String {
+        Spec::addr(&Network::addr(i))
     }
 }
 

@@ -38,6 +38,8 @@ pub struct Spec {
     pub namespace: String,
     pub ip: String,
     pub seeds: Vec<String>,
+    /// Founds the cluster (the founder's first start only).
+    pub bootstrap: bool,
     pub certs: PathBuf,
 }
 
@@ -78,6 +80,9 @@ impl NodeProcess {
         .arg(dir.join(format!("{id}.pem")))
         .arg("--key")
         .arg(dir.join(format!("{id}.key")));
+        if spec.bootstrap {
+            cmd.arg("--bootstrap");
+        }
         for s in &spec.seeds {
             cmd.args(["--seed", s]);
         }
