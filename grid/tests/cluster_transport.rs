@@ -474,3 +474,179 @@ fn a_peer_restarted_on_the_same_address_is_reached_at_once_not_after_the_idle_ti
         assert_eq!(answer.1, Message::Pong { nonce: 3 });
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_sends_to_a_fresh_peer_share_one_handshake() {
+    let ca = DevCa::new("orders").unwrap();
+    let a = node(&ca.issue("a").unwrap(), "orders", "a", 1, Role::Member);
+    let b = node(&ca.issue("b").unwrap(), "orders", "b", 1, Role::Member);
+    let to = b.local_addr();
+    let requests = (0..50).map(|nonce| a.request(to, Message::Ping { nonce }));
+    let sends = (0..50).map(|nonce| a.send(to, Message::Ping { nonce }));
+    let (answers, sent) = futures_util::future::join(
+        futures_util::future::join_all(requests),
+        futures_util::future::join_all(sends),
+    )
+    .await;
+    for answer in answers {
+        assert_eq!(answer.unwrap().0.node_id, "b");
+    }
+    for s in sent {
+        s.unwrap();
+    }
+    assert_eq!(a.dials_started(), 1, "one handshake for 100 first sends");
+    assert_eq!(a.open_connections(), 1, "no duplicate connection");
+    assert_eq!(b.open_connections(), 1);
+    assert_eq!(a.sizes().dials, 0, "nothing left dialling");
+}
+
+/// An address nothing answers at: a transport bound there, then closed.
+async fn silent_address(ca: &DevCa) -> SocketAddr {
+    let gone = node(
+        &ca.issue("gone").unwrap(),
+        "orders",
+        "gone",
+        1,
+        Role::Member,
+    );
+    let addr = gone.local_addr();
+    gone.close().await;
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_sends_to_a_dead_address_dial_it_once_then_fail_fast() {
+    let ca = DevCa::new("orders").unwrap();
+    let a = node(&ca.issue("a").unwrap(), "orders", "a", 1, Role::Member);
+    let dead = silent_address(&ca).await;
+    // Concurrent first sends wait for one dial, which times out.
+    let sends = (0..20).map(|nonce| a.send(dead, Message::Ping { nonce }));
+    for sent in futures_util::future::join_all(sends).await {
+        assert!(sent.is_err());
+    }
+    assert_eq!(a.dials_started(), 1);
+    // Then sends fail at once, naming why, until the back-off passes: 200
+    // of them (each given 20 ms, far less than a dial to a silent address
+    // takes) start at most one more dial.
+    let mut unreachable = 0;
+    for nonce in 0..200 {
+        let send = a.send(dead, Message::Ping { nonce });
+        match tokio::time::timeout(std::time::Duration::from_millis(20), send).await {
+            Ok(Err(TransportError::Unreachable { reason, addr, .. })) => {
+                assert_eq!(addr, dead);
+                assert!(reason.contains("timed out"), "{reason}");
+                unreachable += 1;
+            }
+            Ok(other) => assert!(other.is_err(), "{other:?}"),
+            Err(_) => {} // waiting on a new dial
+        }
+    }
+    assert!(unreachable > 0, "sends failed fast while backing off");
+    assert!(a.dials_started() <= 2, "{} dials", a.dials_started());
+    assert_eq!(a.sizes().dials, 1, "one address backed off from");
+}
+
+/// Binds a member at `addr` (just freed by another transport), retrying
+/// for a bounded time while the old socket goes away.
+async fn rebind(tls: &TlsConfig, addr: SocketAddr, id: &str, generation: u64) -> Transport {
+    for _ in 0..100 {
+        let hello = Hello::new("orders", (id, generation), Role::Member);
+        if let Ok(t) = Transport::bind(addr, tls, hello, Limits::default()) {
+            t.serve(Arc::new(Echo));
+            return t;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{addr} stayed taken");
+}
+
+/// `a`, and at `b`'s address first a peer that refuses `a` (another
+/// cluster), then `b` itself: `a` backs off from the address, then it
+/// comes back.
+async fn refused_then_back(ca: &DevCa) -> (Transport, Transport, SocketAddr) {
+    let a = node(&ca.issue("a").unwrap(), "orders", "a", 1, Role::Member);
+    let b_tls = ca.issue("b").unwrap();
+    let wrong = node(&b_tls, "billing", "b", 1, Role::Member);
+    let at = wrong.local_addr();
+    assert!(matches!(
+        a.request(at, Message::Ping { nonce: 1 }).await,
+        Err(TransportError::Refused { .. })
+    ));
+    match a.request(at, Message::Ping { nonce: 2 }).await {
+        Err(TransportError::Unreachable { reason, .. }) => {
+            assert!(reason.contains("cluster"), "{reason}")
+        }
+        other => panic!("a second send dialled again: {other:?}"),
+    }
+    wrong.close().await;
+    drop(wrong);
+    let b = rebind(&b_tls, at, "b", 2).await;
+    (a, b, at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_comes_back_is_reached_once_the_back_off_passes() {
+    let ca = DevCa::new("orders").unwrap();
+    let (a, _b, at) = refused_then_back(&ca).await;
+    // Bounded: the first back-off is at most 100 ms.
+    let mut answered = None;
+    for nonce in 0..250 {
+        if let Ok(answer) = a.request(at, Message::Ping { nonce }).await {
+            answered = Some(answer);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (peer, _) = answered.expect("reached after the back-off");
+    assert_eq!((peer.node_id.as_str(), peer.generation), ("b", 2));
+    assert_eq!(a.dials_started(), 2, "one dial per back-off");
+    assert_eq!(a.sizes().dials, 0, "a success forgets the back-off");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_comes_back_is_reached_at_once_when_it_shows_itself() {
+    let ca = DevCa::new("orders").unwrap();
+    // Gossip announces a newer generation at the address.
+    let (a, _b, at) = refused_then_back(&ca).await;
+    a.announced(at, 2);
+    let (peer, _) = a.request(at, Message::Ping { nonce: 3 }).await.unwrap();
+    assert_eq!(peer.generation, 2);
+    // The peer connects first: its connection is used, no dial waited for.
+    let (a, b, at) = refused_then_back(&ca).await;
+    b.request(a.local_addr(), Message::Ping { nonce: 4 })
+        .await
+        .unwrap();
+    let (peer, _) = a.request(at, Message::Ping { nonce: 5 }).await.unwrap();
+    assert_eq!(peer.generation, 2);
+    assert_eq!(a.dials_started(), 1, "only the refused dial");
+    assert_eq!(a.sizes().dials, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_dialling_each_other_at_once_end_with_one_connection() {
+    let ca = DevCa::new("orders").unwrap();
+    let a = node(&ca.issue("a").unwrap(), "orders", "a", 1, Role::Member);
+    let b = node(&ca.issue("b").unwrap(), "orders", "b", 1, Role::Member);
+    let (to_a, to_b) = (a.local_addr(), b.local_addr());
+    let from_a = (0..20).map(|nonce| a.request(to_b, Message::Ping { nonce }));
+    let from_b = (0..20).map(|nonce| b.request(to_a, Message::Ping { nonce }));
+    let (x, y) = futures_util::future::join(
+        futures_util::future::join_all(from_a),
+        futures_util::future::join_all(from_b),
+    )
+    .await;
+    assert!(x.into_iter().chain(y).all(|r| r.is_ok()));
+    // A duplicate lingers 2 s for the requests on it; bounded wait.
+    for _ in 0..100 {
+        if a.open_connections() == 1 && b.open_connections() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(a.open_connections(), 1);
+    assert_eq!(b.open_connections(), 1);
+    // The one left serves both directions.
+    a.request(to_b, Message::Ping { nonce: 99 }).await.unwrap();
+    b.request(to_a, Message::Ping { nonce: 99 }).await.unwrap();
+    assert_eq!(a.open_connections(), 1);
+}

@@ -557,6 +557,9 @@ impl<C: Codec> NodeBuilder<C> {
         let _ = grid.inner.remote.set(Arc::clone(&node) as Arc<dyn Remote>);
         tokio::spawn(watch_high_water_marks(Arc::downgrade(&node)));
         tokio::spawn(super::load_path::run_lease_timer(Arc::downgrade(&node)));
+        tokio::spawn(super::node::follow_announced_generations(Arc::downgrade(
+            &node,
+        )));
         Ok((grid, node))
     }
 }

@@ -4,6 +4,7 @@
 mod authority;
 mod builder;
 mod consensus;
+mod dial;
 mod gossip;
 mod handle;
 mod handler;

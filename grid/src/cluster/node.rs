@@ -35,6 +35,21 @@ use crate::invalidation::Invalidation;
 use crate::owner_load::OwnerLoad;
 use crate::remote::{Fetched, Lease, Leased, OwnerLoaded, PutAt, Remote, RemoteFuture};
 
+/// Tells the transport every generation gossip announces at an address,
+/// so that a process restarted on the address of one it backs off from is
+/// dialled at once (see [`super::dial`]). Ends with the node's gossip.
+pub(super) async fn follow_announced_generations(node: Weak<Node>) {
+    let Some(mut live) = node.upgrade().and_then(|n| n.live.get().cloned()) else {
+        return;
+    };
+    while live.changed().await.is_ok() {
+        let Some(n) = node.upgrade() else { return };
+        for p in n.live_peers(false) {
+            n.transport.announced(p.addr, p.generation);
+        }
+    }
+}
+
 /// The cluster side of a grid.
 pub(crate) struct Node {
     pub(super) transport: Transport,

@@ -7,6 +7,11 @@
 //! streams served. After that, a request is one frame on a fresh
 //! bidirectional stream answered by one frame; a one-way message (gossip,
 //! for example) is one frame on a unidirectional stream.
+//!
+//! A send to a peer without an open connection dials it in a task of its
+//! own: concurrent sends share that one handshake, and after a failed one
+//! sends fail fast with [`TransportError::Unreachable`] until a back-off
+//! passes (the rule is in [`super::dial`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,6 +23,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use hydracache_protocol::{ErrorCode, Frame, Hello, Limits, Message, ProtocolError, Role};
 
+use super::dial::{Begin, Dials};
 use super::handshake::{check_peer, Certified, Generations};
 use super::tls::{certified, TlsConfig, TlsError, SERVER_NAME};
 
@@ -25,6 +31,16 @@ use super::tls::{certified, TlsConfig, TlsError, SERVER_NAME};
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request may take, from opening its stream to the answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a dial may take, QUIC and TLS handshakes and the Hello exchange
+/// together: as long as a request may (dozens of handshakes at once on a
+/// loaded machine take seconds). Without it a dial to a silent address
+/// would wait for the 30 s idle timeout.
+const DIAL_TIMEOUT: Duration = REQUEST_TIMEOUT;
+/// How long the duplicate of a connection (both sides dialled each other at
+/// once) stays open after the other is kept, so that requests already on it
+/// can finish: the grid's request and acknowledgement timeouts default to
+/// 2 s.
+const DUPLICATE_LINGER: Duration = Duration::from_secs(2);
 /// How long a refusal waits for the peer to read its GoAway before closing.
 const GOAWAY_LINGER: Duration = Duration::from_secs(2);
 
@@ -138,6 +154,66 @@ pub enum TransportError {
         /// The decoding error.
         source: ProtocolError,
     },
+    /// The last dial to the peer failed and its back-off has not passed:
+    /// nothing was sent.
+    #[error("{addr} is unreachable ({reason}); next dial in {retry_in:?}")]
+    Unreachable {
+        /// The peer.
+        addr: SocketAddr,
+        /// Why the last dial failed.
+        reason: String,
+        /// When the next dial may start.
+        retry_in: Duration,
+    },
+}
+
+impl TransportError {
+    /// The same error for another waiter of a shared dial (a dial fails
+    /// only with the variants that carry strings; anything else is told as
+    /// a failure to connect).
+    fn for_waiter(&self) -> TransportError {
+        match self {
+            TransportError::Connect { addr, message } => TransportError::Connect {
+                addr: *addr,
+                message: message.clone(),
+            },
+            TransportError::Refused { addr, reason } => TransportError::Refused {
+                addr: *addr,
+                reason: reason.clone(),
+            },
+            TransportError::Stream { addr, message } => TransportError::Stream {
+                addr: *addr,
+                message: message.clone(),
+            },
+            TransportError::Timeout { addr } => TransportError::Timeout { addr: *addr },
+            TransportError::Unreachable {
+                addr,
+                reason,
+                retry_in,
+            } => TransportError::Unreachable {
+                addr: *addr,
+                reason: reason.clone(),
+                retry_in: *retry_in,
+            },
+            other => TransportError::Connect {
+                addr: other.addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                message: other.to_string(),
+            },
+        }
+    }
+
+    fn addr(&self) -> Option<SocketAddr> {
+        match self {
+            TransportError::Tls(_) => None,
+            TransportError::Bind { addr, .. }
+            | TransportError::Connect { addr, .. }
+            | TransportError::Refused { addr, .. }
+            | TransportError::Stream { addr, .. }
+            | TransportError::Timeout { addr }
+            | TransportError::Protocol { addr, .. }
+            | TransportError::Unreachable { addr, .. } => Some(*addr),
+        }
+    }
 }
 
 /// How much a transport tracks: both return to their baseline when peers
@@ -150,6 +226,8 @@ pub struct TransportSizes {
     /// Node ids whose highest generation is remembered (those with an open
     /// connection).
     pub generations: usize,
+    /// Peer addresses being dialled or backed off from.
+    pub dials: usize,
 }
 
 /// A boxed future returned by [`Handler::request`].
@@ -166,7 +244,14 @@ pub trait Handler: Send + Sync + 'static {
 struct Peer {
     conn: quinn::Connection,
     identity: PeerIdentity,
+    /// This node opened it (rather than accepted it).
+    dialled: bool,
+    /// When it was authenticated.
+    since: tokio::time::Instant,
 }
+
+/// A dial's result, shared by every send that waited for it.
+type Dialled = Option<Result<Arc<Peer>, Arc<TransportError>>>;
 
 struct Shared {
     endpoint: quinn::Endpoint,
@@ -183,6 +268,11 @@ struct Shared {
     handler: Mutex<Option<Arc<dyn Handler>>>,
     /// Permits for streams being read or served, all connections together.
     streams: Arc<tokio::sync::Semaphore>,
+    /// Dials in flight and back-offs, per peer address. Locked before
+    /// `peers` when both are.
+    dials: Mutex<Dials<tokio::sync::watch::Receiver<Dialled>>>,
+    /// Dials started since binding.
+    dials_started: std::sync::atomic::AtomicU64,
 }
 
 /// A node's QUIC endpoint. Cheap to clone.
@@ -246,6 +336,8 @@ impl Transport {
                 generations: Mutex::new(Generations::default()),
                 handler: Mutex::new(None),
                 streams: Arc::new(tokio::sync::Semaphore::new(MAX_NODE_STREAMS)),
+                dials: Mutex::new(Dials::default()),
+                dials_started: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -278,26 +370,14 @@ impl Transport {
                     if let Ok(peer) = accept_hello(&shared, conn).await {
                         // Reuse it for our own requests to that peer: a node
                         // connects from the same port it listens on.
-                        let replaced = {
-                            let mut peers = shared.peers.lock().expect("peers");
-                            match peers.get_mut(&peer.identity.addr) {
-                                Some(p) => {
-                                    let closed = p.conn.close_reason().is_some();
-                                    replaces(&p.identity, closed, &peer.identity)
-                                        .then(|| std::mem::replace(p, Arc::clone(&peer)))
-                                }
-                                None => {
-                                    peers.insert(peer.identity.addr, Arc::clone(&peer));
-                                    None
-                                }
-                            }
-                        };
-                        // A restarted process on the same address: the old
-                        // connection would black-hole requests until its idle
-                        // timeout.
-                        if let Some(old) = replaced {
-                            old.conn.close(0u32.into(), b"replaced by a newer process");
-                        }
+                        file(&shared, Arc::clone(&peer));
+                        // The peer is back: sends to it need not wait out a
+                        // back-off from an earlier failed dial.
+                        shared
+                            .dials
+                            .lock()
+                            .expect("dials")
+                            .connected(peer.identity.addr);
                         serve_connection(shared, peer, handler).await;
                     }
                 });
@@ -305,97 +385,104 @@ impl Transport {
         })
     }
 
-    /// The connection to `addr`, opening it (TLS, then Hello) if needed.
+    /// The open connection to `addr`, if any.
+    fn open_peer(&self, addr: SocketAddr) -> Option<Arc<Peer>> {
+        let peers = self.shared.peers.lock().expect("peers");
+        peers
+            .get(&addr)
+            .filter(|p| p.conn.close_reason().is_none())
+            .map(Arc::clone)
+    }
+
+    /// The connection to `addr`: the open one, or the result of the one
+    /// dial in flight to it (started here if there is none), or at once
+    /// [`TransportError::Unreachable`] while backing off from a failed dial.
     async fn peer(&self, addr: SocketAddr) -> Result<Arc<Peer>, TransportError> {
-        if let Some(p) = self.shared.peers.lock().expect("peers").get(&addr) {
-            if p.conn.close_reason().is_none() {
-                return Ok(Arc::clone(p));
-            }
+        if let Some(p) = self.open_peer(addr) {
+            return Ok(p);
         }
-        let connecting = self
-            .shared
-            .endpoint
-            .connect_with(self.shared.client.clone(), addr, SERVER_NAME)
-            .map_err(|e| TransportError::Connect {
-                addr,
-                message: e.to_string(),
-            })?;
-        let conn = connecting.await.map_err(|e| TransportError::Connect {
-            addr,
-            message: e.to_string(),
-        })?;
-        let reply = exchange(
-            &conn,
-            &self.shared.limits,
-            StreamKind::Hello,
-            Frame::new(0, Message::Hello(self.shared.hello.clone())),
-        )
-        .await
-        .map_err(|e| {
-            conn.close(1u32.into(), b"handshake failed");
-            match e {
-                TransportError::Stream { message, .. } => TransportError::Refused {
-                    addr,
-                    reason: message,
-                },
-                other => other,
+        let mut sender = None;
+        let step = {
+            let mut dials = self.shared.dials.lock().expect("dials");
+            // Checked again under the dials lock: a dial that just finished
+            // put its connection in the map before leaving its slot.
+            if let Some(p) = self.open_peer(addr) {
+                return Ok(p);
             }
-        })?;
-        let remote = match reply.message {
-            Message::HelloAck(h) => h,
-            Message::GoAway { code, message } => {
-                conn.close(1u32.into(), b"refused");
-                return Err(TransportError::Refused {
-                    addr,
-                    reason: format!("{} ({})", message, code.name().unwrap_or("unknown")),
+            dials.begin(addr, tokio::time::Instant::now().into_std(), || {
+                let (tx, rx) = tokio::sync::watch::channel(None);
+                sender = Some(tx);
+                rx
+            })
+        };
+        let mut waiting = match step {
+            Begin::Dial(rx) => {
+                let tx = sender.expect("a new dial's sender");
+                let shared = Arc::clone(&self.shared);
+                // Its own task: a caller that gives up does not cancel the
+                // dial the others wait for.
+                tokio::spawn(async move {
+                    let result = tokio::time::timeout(DIAL_TIMEOUT, dial(&shared, addr))
+                        .await
+                        .unwrap_or(Err(TransportError::Timeout { addr }));
+                    let result = match result {
+                        Ok(peer) => {
+                            let kept = keep_dialled(&shared, peer);
+                            shared.dials.lock().expect("dials").succeeded(addr);
+                            Ok(kept)
+                        }
+                        Err(e) => {
+                            shared.dials.lock().expect("dials").failed(
+                                addr,
+                                tokio::time::Instant::now().into_std(),
+                                e.to_string(),
+                                jitter(),
+                            );
+                            Err(Arc::new(e))
+                        }
+                    };
+                    let _ = tx.send(Some(result));
                 });
+                rx
             }
-            other => {
-                return Err(TransportError::Refused {
+            Begin::Join(rx) => rx,
+            Begin::BackingOff { reason, retry_in } => {
+                return Err(TransportError::Unreachable {
                     addr,
-                    reason: format!("expected HelloAck, got {:?}", other.kind()),
+                    reason,
+                    retry_in,
                 })
             }
         };
-        // The same check the accepting side makes: the HelloAck may only
-        // claim the node id and role the CA certified, at a generation not
-        // older than one seen before.
-        let checked = check_peer(
-            &self.shared.hello,
-            &remote,
-            &peer_certificate(&conn),
-            &mut self.shared.generations.lock().expect("generations"),
-        );
-        let agreed = checked.map_err(|refusal| {
-            conn.close(1u32.into(), b"refused");
-            TransportError::Refused {
+        let dialled = waiting.wait_for(Option::is_some).await;
+        match dialled.as_deref() {
+            Ok(Some(Ok(peer))) => Ok(Arc::clone(peer)),
+            Ok(Some(Err(e))) => Err(e.for_waiter()),
+            // The dial's task ended without a word: the runtime is going.
+            Ok(None) | Err(_) => Err(TransportError::Connect {
                 addr,
-                reason: refusal.reason,
-            }
-        })?;
-        let peer = Arc::new(Peer {
-            conn,
-            identity: PeerIdentity {
-                node_id: agreed.peer.id.to_string(),
-                generation: agreed.peer.generation,
-                role: agreed.peer_role,
-                addr,
-            },
-        });
-        self.shared
-            .peers
-            .lock()
-            .expect("peers")
-            .insert(addr, Arc::clone(&peer));
-        let handler = self.shared.handler.lock().expect("handler").clone();
-        if let Some(handler) = handler {
-            tokio::spawn(serve_connection(
-                Arc::clone(&self.shared),
-                Arc::clone(&peer),
-                handler,
-            ));
+                message: "the dial was abandoned".to_string(),
+            }),
         }
-        Ok(peer)
+    }
+
+    /// Dials started since binding, as the connecting side (diagnostics:
+    /// concurrent sends share one, and a back-off spaces them out).
+    pub fn dials_started(&self) -> u64 {
+        self.shared
+            .dials_started
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Gossip announces a process of `generation` at `addr`: if it is newer
+    /// than any announced there since a dial to it failed, the back-off
+    /// ends (a restart on the same address is reached at once).
+    pub fn announced(&self, addr: SocketAddr, generation: u64) {
+        self.shared.dials.lock().expect("dials").announced(
+            addr,
+            generation,
+            tokio::time::Instant::now().into_std(),
+        );
     }
 
     /// Sends a request to `addr` and waits for its answer.
@@ -457,10 +544,19 @@ impl Transport {
     pub fn sizes(&self) -> TransportSizes {
         let connections = self.shared.peers.lock().expect("peers").len();
         let generations = self.shared.generations.lock().expect("generations").len();
+        let dials = self.shared.dials.lock().expect("dials").len();
         TransportSizes {
             connections,
             generations,
+            dials,
         }
+    }
+
+    /// QUIC connections open on the endpoint, in either direction, whether
+    /// kept for an address or not (a duplicate shows here; closed ones count
+    /// until they have drained).
+    pub fn open_connections(&self) -> usize {
+        self.shared.endpoint.open_connections()
     }
 
     /// Drops every connection to `addr` (a test hook for partitions, and
@@ -484,6 +580,161 @@ impl Transport {
         self.close_now();
         self.shared.endpoint.wait_idle().await;
     }
+}
+
+/// Opens a connection to `addr`: QUIC and TLS, then Hello and HelloAck,
+/// checked as the accepting side checks them.
+async fn dial(shared: &Arc<Shared>, addr: SocketAddr) -> Result<Arc<Peer>, TransportError> {
+    shared
+        .dials_started
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let connecting = shared
+        .endpoint
+        .connect_with(shared.client.clone(), addr, SERVER_NAME)
+        .map_err(|e| TransportError::Connect {
+            addr,
+            message: e.to_string(),
+        })?;
+    let conn = connecting.await.map_err(|e| TransportError::Connect {
+        addr,
+        message: e.to_string(),
+    })?;
+    let reply = exchange(
+        &conn,
+        &shared.limits,
+        StreamKind::Hello,
+        Frame::new(0, Message::Hello(shared.hello.clone())),
+    )
+    .await
+    .map_err(|e| {
+        conn.close(1u32.into(), b"handshake failed");
+        match e {
+            TransportError::Stream { message, .. } => TransportError::Refused {
+                addr,
+                reason: message,
+            },
+            TransportError::Protocol { source, .. } => TransportError::Refused {
+                addr,
+                reason: source.to_string(),
+            },
+            other => other,
+        }
+    })?;
+    let remote = match reply.message {
+        Message::HelloAck(h) => h,
+        Message::GoAway { code, message } => {
+            conn.close(1u32.into(), b"refused");
+            return Err(TransportError::Refused {
+                addr,
+                reason: format!("{} ({})", message, code.name().unwrap_or("unknown")),
+            });
+        }
+        other => {
+            conn.close(1u32.into(), b"refused");
+            return Err(TransportError::Refused {
+                addr,
+                reason: format!("expected HelloAck, got {:?}", other.kind()),
+            });
+        }
+    };
+    // The same check the accepting side makes: the HelloAck may only
+    // claim the node id and role the CA certified, at a generation not
+    // older than one seen before.
+    let checked = check_peer(
+        &shared.hello,
+        &remote,
+        &peer_certificate(&conn),
+        &mut shared.generations.lock().expect("generations"),
+    );
+    let agreed = checked.map_err(|refusal| {
+        conn.close(1u32.into(), b"refused");
+        TransportError::Refused {
+            addr,
+            reason: refusal.reason,
+        }
+    })?;
+    Ok(Arc::new(Peer {
+        conn,
+        identity: PeerIdentity {
+            node_id: agreed.peer.id.to_string(),
+            generation: agreed.peer.generation,
+            role: agreed.peer_role,
+            addr,
+        },
+        dialled: true,
+        since: tokio::time::Instant::now(),
+    }))
+}
+
+/// Files a connection this node dialled and starts serving the streams the
+/// peer opens on it; returns the connection kept for the address.
+fn keep_dialled(shared: &Arc<Shared>, peer: Arc<Peer>) -> Arc<Peer> {
+    let kept = file(shared, Arc::clone(&peer));
+    let handler = shared.handler.lock().expect("handler").clone();
+    if let Some(handler) = handler {
+        tokio::spawn(serve_connection(Arc::clone(shared), peer, handler));
+    }
+    kept
+}
+
+/// Files an authenticated connection as the one kept for its address,
+/// unless the one kept there stays (see [`replaces`]); returns the one kept.
+/// One kept for a process that is gone from the address is closed at once;
+/// of two open connections to the same process, the one not kept is closed
+/// after [`DUPLICATE_LINGER`], so that requests already on it can finish.
+fn file(shared: &Arc<Shared>, peer: Arc<Peer>) -> Arc<Peer> {
+    let me = (shared.hello.node.id.as_str(), shared.hello.node.generation);
+    let addr = peer.identity.addr;
+    let (kept, dropped) = {
+        let mut peers = shared.peers.lock().expect("peers");
+        match peers.get_mut(&addr) {
+            Some(old) => {
+                let closed = old.conn.close_reason().is_some();
+                let duplicate = !closed && old.identity == peer.identity;
+                let new_wins = replaces(
+                    me,
+                    (&old.identity, old.dialled),
+                    old.since.elapsed(),
+                    closed,
+                    (&peer.identity, peer.dialled),
+                );
+                if new_wins {
+                    let old = std::mem::replace(old, Arc::clone(&peer));
+                    (Arc::clone(&peer), Some((old, duplicate)))
+                } else {
+                    (Arc::clone(old), Some((Arc::clone(&peer), duplicate)))
+                }
+            }
+            None => {
+                peers.insert(addr, Arc::clone(&peer));
+                (peer, None)
+            }
+        }
+    };
+    match dropped {
+        Some((loser, true)) if !Arc::ptr_eq(&loser, &kept) => {
+            tokio::spawn(async move {
+                tokio::time::sleep(DUPLICATE_LINGER).await;
+                loser.conn.close(0u32.into(), b"duplicate connection");
+            });
+        }
+        // Another process holds the address now, or an older one spoke.
+        Some((old, false)) if !Arc::ptr_eq(&old, &kept) => {
+            old.conn.close(0u32.into(), b"replaced by a newer process");
+        }
+        _ => {}
+    }
+    kept
+}
+
+/// A number in `[0, 1]` for a back-off's jitter: std's per-process random
+/// hash keys are randomness enough to keep nodes from dialling in step.
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn encode(limits: &Limits, frame: Frame, addr: SocketAddr) -> Result<Bytes, TransportError> {
@@ -648,6 +899,8 @@ async fn accept_hello(shared: &Arc<Shared>, conn: quinn::Connection) -> Result<A
             role: agreed.peer_role,
             addr,
         },
+        dialled: false,
+        since: tokio::time::Instant::now(),
     }))
 }
 
@@ -696,14 +949,36 @@ async fn serve_connection(shared: Arc<Shared>, peer: Arc<Peer>, handler: Arc<dyn
     forget(&shared, &peer);
 }
 
-/// Whether a connection that `new` opened to this node replaces the one
-/// kept for the same address, held with `old` (`old_closed` if it has
-/// closed): yes if it closed, or if another process now owns the address —
-/// a newer generation of the node (a restart on the same port), or another
-/// node. Not for a second connection of the same process (both sides
-/// dialling at once): the first one stays.
-fn replaces(old: &PeerIdentity, old_closed: bool, new: &PeerIdentity) -> bool {
-    old_closed || old.node_id != new.node_id || new.generation > old.generation
+/// Whether a connection `new` (`true` if this node dialled it) replaces
+/// the one kept for the same address, `old` (authenticated `old_age` ago;
+/// `old_closed` if it has closed), on the node `me` (node id, generation):
+/// yes if it closed, or if another process now owns the address — a newer
+/// generation of the node (a restart on the same port), or another node.
+/// For a second connection to the same process: one the same side opened
+/// again replaces the first (a process dials only when it holds no open
+/// connection, so it has dropped the first); if each side opened one
+/// within [`DIAL_TIMEOUT`] of the other (they dialled each other at once),
+/// each keeps the one the lower of the two processes dialled, so that both
+/// keep the same one; a connection from the other side after that replaces
+/// an older one (that side has dropped it).
+fn replaces(
+    me: (&str, u64),
+    (old, old_dialled): (&PeerIdentity, bool),
+    old_age: Duration,
+    old_closed: bool,
+    (new, new_dialled): (&PeerIdentity, bool),
+) -> bool {
+    if old_closed || old.node_id != new.node_id || new.generation > old.generation {
+        return true;
+    }
+    if new.generation < old.generation {
+        return false;
+    }
+    if old_dialled == new_dialled || old_age >= DIAL_TIMEOUT {
+        return true;
+    }
+    let i_am_lower = me < (new.node_id.as_str(), new.generation);
+    new_dialled == i_am_lower
 }
 
 /// Drops a closed connection, any other closed ones, and the generations of
@@ -738,10 +1013,76 @@ mod tests {
             addr: "127.0.0.1:7400".parse().unwrap(),
         };
         let old = peer("b", 5);
-        assert!(replaces(&old, false, &peer("b", 6)), "restarted");
-        assert!(replaces(&old, false, &peer("c", 1)), "another node");
-        assert!(replaces(&old, true, &peer("b", 5)), "the old one closed");
-        assert!(!replaces(&old, false, &peer("b", 5)), "a duplicate");
+        let young = Duration::from_millis(1);
+        let on_a =
+            |old, closed, new| replaces(("a", 1), (&old, false), young, closed, (&new, false));
+        assert!(on_a(old.clone(), false, peer("b", 6)), "restarted");
+        assert!(on_a(old.clone(), false, peer("c", 1)), "another node");
+        assert!(on_a(old.clone(), true, peer("b", 5)), "the old one closed");
+        assert!(on_a(old.clone(), false, peer("b", 5)), "dialled again");
+        assert!(!on_a(old, false, peer("b", 4)), "an older process");
+    }
+
+    #[test]
+    fn two_nodes_dialling_each_other_at_once_keep_the_same_connection() {
+        let id = |node: &str, generation| PeerIdentity {
+            node_id: node.to_string(),
+            generation,
+            role: Role::Member,
+            addr: "127.0.0.1:7400".parse().unwrap(),
+        };
+        let (a, b) = (("a", 9), ("b", 1));
+        let young = Duration::from_millis(1);
+        // The connection `a` dialled, seen from each side; filed first or
+        // second: both keep it, since "a" < "b".
+        for a_filed_first in [true, false] {
+            // On `a`: `old` is the one filed first.
+            let (old, new) = if a_filed_first {
+                (true, false)
+            } else {
+                (false, true)
+            };
+            let a_keeps_new = replaces(a, (&id("b", 1), old), young, false, (&id("b", 1), new));
+            let a_keeps_own = if a_keeps_new { new } else { old };
+            // On `b`, the one `a` dialled is the one `b` accepted.
+            let (old, new) = if a_filed_first {
+                (false, true)
+            } else {
+                (true, false)
+            };
+            let b_keeps_new = replaces(b, (&id("a", 9), old), young, false, (&id("a", 9), new));
+            let b_keeps_own = if b_keeps_new { new } else { old };
+            assert!(a_keeps_own, "a keeps the one it dialled");
+            assert!(!b_keeps_own, "b keeps the one a dialled");
+        }
+        // The same node id at two generations: the generation decides (the
+        // lower one keeps what it dialled, the higher what it accepted).
+        let n2 = || id("n", 2);
+        assert!(replaces(
+            ("n", 1),
+            (&n2(), false),
+            young,
+            false,
+            (&n2(), true)
+        ));
+        assert!(replaces(
+            ("n", 3),
+            (&n2(), true),
+            young,
+            false,
+            (&n2(), false)
+        ));
+        // Long after the first, a connection from the other side means that
+        // side dropped the first: it replaces it, whoever is lower.
+        let b1 = || id("b", 1);
+        assert!(!replaces(a, (&b1(), true), young, false, (&b1(), false)));
+        assert!(replaces(
+            a,
+            (&b1(), true),
+            DIAL_TIMEOUT,
+            false,
+            (&b1(), false)
+        ));
     }
 
     #[test]
