@@ -9,17 +9,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hydracache::cluster::{DevCa, Transport, ALPN, SERVER_NAME};
+use hydracache::cluster::{DevCa, Transport};
 use hydracache::{CacheOptions, Grid};
 use hydracache_protocol::{Hello, Limits, Message, Role};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+mod grid_support;
+use grid_support::percentile;
+use grid_support::raw_quinn::{echo_connection, round_trip};
 
 const SAMPLES: usize = 2000;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
 
 fn report(name: &str, mut xs: Vec<Duration>) -> (Duration, Duration) {
     xs.sort();
@@ -29,67 +27,12 @@ fn report(name: &str, mut xs: Vec<Duration>) -> (Duration, Duration) {
 }
 
 async fn raw_quinn(ca: &DevCa) -> Vec<Duration> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let pem = ca.issue_pem("raw").unwrap();
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(pem.cert_pem.as_bytes())
-            .map(|c| c.unwrap())
-            .collect();
-    let key = PrivateKeyDer::from_pem_slice(pem.key_pem.as_bytes()).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca.ca_pem().as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    server.alpn_protocols = vec![ALPN.to_vec()];
-    let mut client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    client.alpn_protocols = vec![ALPN.to_vec()];
-    let server = quinn::ServerConfig::with_crypto(Arc::new(
-        quinn::crypto::rustls::QuicServerConfig::try_from(server).unwrap(),
-    ));
-    let client = quinn::ClientConfig::new(Arc::new(
-        quinn::crypto::rustls::QuicClientConfig::try_from(client).unwrap(),
-    ));
-    let server_ep = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = server_ep.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Some(incoming) = server_ep.accept().await {
-            tokio::spawn(async move {
-                let conn = incoming.await.unwrap();
-                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                    tokio::spawn(async move {
-                        let data = recv.read_to_end(1024).await.unwrap();
-                        send.write_all(&data).await.unwrap();
-                        send.finish().unwrap();
-                    });
-                }
-            });
-        }
-    });
-    let client_ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let conn = client_ep
-        .connect_with(client, addr, SERVER_NAME)
-        .unwrap()
-        .await
-        .unwrap();
+    let conn = echo_connection(ca).await;
     let payload = [7u8; 64];
     let mut out = Vec::with_capacity(SAMPLES);
     for i in 0..SAMPLES + 200 {
         let start = Instant::now();
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        send.write_all(&payload).await.unwrap();
-        send.finish().unwrap();
-        let back = recv.read_to_end(1024).await.unwrap();
-        assert_eq!(back.len(), 64);
+        round_trip(&conn, &payload).await;
         if i >= 200 {
             out.push(start.elapsed());
         }
