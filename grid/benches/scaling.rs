@@ -6,7 +6,8 @@
 //! For each size it prints:
 //! - the time from starting the joiners (all at once, seeded with the
 //!   founder) until every node holds the same admitted view (same epoch,
-//!   same members, all of them);
+//!   same members, all of them), and until the Raft leader has all of
+//!   them in its configuration as voters or learners;
 //! - invalidation latency from one member, call to `Ok` (acknowledged by
 //!   every other member), p50/p99 over many samples, and how many calls
 //!   did not return `Ok`;
@@ -20,7 +21,7 @@
 //! `cargo bench -p hydracache --features cluster --bench scaling`
 //! (`HYDRACACHE_SCALING_NODES=5,10` picks the sizes, `HYDRACACHE_SCALING_GOSSIP_MS`
 //! the gossip interval, default 200, the builder's default). Each size is bounded in time: 90 s to
-//! form, 20 s of invalidations.
+//! form and settle, 20 s of invalidations.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -38,6 +39,7 @@ const IDLE_WINDOW: Duration = Duration::from_secs(5);
 struct Row {
     nodes: usize,
     formed: Option<Duration>,
+    settled: Option<Duration>,
     epoch: u64,
     inv_p50: Duration,
     inv_p99: Duration,
@@ -105,6 +107,14 @@ fn agree(ds: &[ClusterDiagnostics], n: usize) -> bool {
     })
 }
 
+/// The leader has every member in its Raft configuration, as a voter or a
+/// learner.
+fn raft_settled(ds: &[ClusterDiagnostics], n: usize) -> bool {
+    ds.iter().any(|d| {
+        d.raft_leader.as_deref() == Some(d.node_id.as_str()) && d.raft_voters + d.raft_learners == n
+    })
+}
+
 /// While a grid is slow to form: what the nodes see (to stderr).
 fn progress(n: usize, at: Duration, ds: &[ClusterDiagnostics]) {
     let epochs: Vec<u64> = ds.iter().map(|d| d.epoch).collect();
@@ -165,6 +175,7 @@ async fn measure(ca: &DevCa, n: usize, gossip: Duration) -> Row {
             .cluster("scaling")
             .node_id(id.as_str())
             .bind("127.0.0.1:0".parse().unwrap())
+            .bootstrap(seeds.is_empty())
             .seeds(seeds)
             .tls(ca.issue(&id).unwrap())
             .gossip_interval(gossip)
@@ -187,11 +198,15 @@ async fn measure(ca: &DevCa, n: usize, gossip: Duration) -> Row {
     nodes.extend(joiners.into_iter().map(|g| g.expect("member starts")));
 
     let mut formed = None;
+    let mut settled = None;
     let mut reported = Duration::ZERO;
     while started.elapsed() < FORM_BOUND {
         let ds = diagnostics(&nodes).await;
-        if agree(&ds, n) {
+        if formed.is_none() && agree(&ds, n) {
             formed = Some(started.elapsed());
+        }
+        if formed.is_some() && raft_settled(&ds, n) {
+            settled = Some(started.elapsed());
             break;
         }
         if started.elapsed() >= reported + Duration::from_secs(5) {
@@ -201,8 +216,7 @@ async fn measure(ca: &DevCa, n: usize, gossip: Duration) -> Row {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    // Settle (the leader adds learners one conf change at a time), then
-    // gossip at rest.
+    // Gossip at rest.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = diagnostics(&nodes).await;
     tokio::time::sleep(IDLE_WINDOW).await;
@@ -251,6 +265,7 @@ async fn measure(ca: &DevCa, n: usize, gossip: Duration) -> Row {
     let row = Row {
         nodes: n,
         formed,
+        settled,
         epoch: busy_after[0].epoch,
         inv_p50,
         inv_p99,
@@ -296,9 +311,10 @@ async fn main() {
     }
     println!();
     println!(
-        "{:>5} {:>9} {:>5} {:>9} {:>9} {:>7} {:>11} {:>9} {:>11} {:>9} {:>8} {:>9}",
+        "{:>5} {:>9} {:>9} {:>5} {:>9} {:>9} {:>7} {:>11} {:>9} {:>11} {:>9} {:>8} {:>9}",
         "nodes",
         "form",
+        "raft",
         "epoch",
         "inv p50",
         "inv p99",
@@ -312,9 +328,11 @@ async fn main() {
     );
     for r in &rows {
         println!(
-            "{:>5} {:>9} {:>5} {:>9.2?} {:>9.2?} {:>7} {:>11.0} {:>9.1} {:>11.0} {:>9} {:>8} {:>8}B",
+            "{:>5} {:>9} {:>9} {:>5} {:>9.2?} {:>9.2?} {:>7} {:>11.0} {:>9.1} {:>11.0} {:>9} {:>8} {:>8}B",
             r.nodes,
             r.formed
+                .map_or_else(|| "timeout".into(), |d| format!("{:.2}s", d.as_secs_f64())),
+            r.settled
                 .map_or_else(|| "timeout".into(), |d| format!("{:.2}s", d.as_secs_f64())),
             r.epoch,
             r.inv_p50,
