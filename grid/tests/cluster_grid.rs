@@ -443,6 +443,55 @@ async fn raft_membership_follows_failures_restarts_and_leaves_and_ownership_move
     assert!(m0.cluster_diagnostics().await.unwrap().epoch > epoch);
 }
 
+/// The Raft configuration as `node` applied it, if `node` leads.
+async fn led(node: &Grid) -> Option<(usize, usize)> {
+    let d = node.cluster_diagnostics().await.unwrap();
+    (d.raft_leader.as_deref() == Some(d.node_id.as_str()))
+        .then_some((d.raft_voters, d.raft_learners))
+}
+
+/// Voters go from one to three in one step, never through two: a member
+/// killed while it is the only other one is removed by the founder alone;
+/// a voter killed right after its promotion leaves a grid that admits the
+/// next member and gives it the seat; and when the founder is killed as
+/// well, the other two voters elect a leader that keeps changing the
+/// membership.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_killed_right_after_its_promotion_leaves_a_grid_that_elects_and_admits() {
+    let _serial = one_at_a_time().await;
+    let ca = DevCa::new("orders").unwrap();
+    let m0 = member(&ca, "m0", &[]).await;
+    let seed = addr(&m0).await;
+    let m1 = member(&ca, "m1", &[seed]).await;
+    converge(&[&m0, &m1], 2, 0).await;
+    assert!(
+        eventually(async || led(&m0).await == Some((1, 1))).await,
+        "one voter and one learner: two voters stall if either dies"
+    );
+    drop(m1);
+    converge(&[&m0], 1, 0).await;
+
+    let m2 = member(&ca, "m2", &[seed]).await;
+    let m3 = member(&ca, "m3", &[seed]).await;
+    converge(&[&m0, &m2, &m3], 3, 0).await;
+    assert!(eventually(async || led(&m0).await == Some((3, 0))).await);
+    // m3 dies right after its promotion; m4 joins and takes its seat.
+    drop(m3);
+    let m4 = member(&ca, "m4", &[seed]).await;
+    converge(&[&m0, &m2, &m4], 3, 0).await;
+    assert!(eventually(async || led(&m0).await == Some((3, 0))).await);
+
+    // The founder dies too: m2 and m4 elect a leader, which removes it and
+    // admits m5.
+    drop(m0);
+    let leads = async || led(&m2).await.is_some() || led(&m4).await.is_some();
+    assert!(eventually(leads).await, "no leader after the founder died");
+    let m5 = member(&ca, "m5", &[addr(&m2).await]).await;
+    converge(&[&m2, &m4, &m5], 3, 0).await;
+    let d = m5.cluster_diagnostics().await.unwrap();
+    assert_eq!(d.members, ["m2", "m4", "m5"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_serves_a_fetch_and_others_answer_wrong_owner_with_their_epoch() {
     use hydracache_protocol::{Fetch, FetchReply};

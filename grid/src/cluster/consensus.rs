@@ -8,7 +8,8 @@
 //! gossip reports live but Raft has not admitted is proposed for admission;
 //! an admitted process that gossip declares dead, that announced it is
 //! leaving, or that a newer generation of the same node id replaced, is
-//! proposed for removal.
+//! proposed for removal. It also tells the driver which members gossip
+//! reports live, which the voter rule needs ([`super::voters`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, Weak};
@@ -19,7 +20,7 @@ use hydracache_protocol::{Message, NodeIdentity, Role};
 use tokio::sync::mpsc;
 
 use super::node::Node;
-use super::raft::{MembershipCommand, RaftConfig, RaftDriver};
+use super::raft::{raft_id, MembershipCommand, RaftConfig, RaftDriver};
 use super::transport::Transport;
 
 /// How often the driver ticks.
@@ -148,6 +149,13 @@ async fn run(
                 driver.tick();
                 if driver.is_leader() && ticks % RECONCILE_TICKS == 0 {
                     let Some(n) = node.upgrade() else { return };
+                    // Who may hold a vote: members gossip reports live.
+                    driver.set_live(
+                        n.live_peers(true)
+                            .iter()
+                            .filter(|p| p.role == role_name(Role::Member))
+                            .map(|p| raft_id(&p.id, p.generation)),
+                    );
                     let wanted = n
                         .reconcile(
                             driver.view(),

@@ -26,6 +26,7 @@ mod sequence;
 mod telemetry;
 mod tls;
 mod transport;
+mod voters;
 
 pub use builder::{ClusterError, InvalidationMode, NodeBuilder};
 pub use gossip::{

@@ -17,17 +17,22 @@
 //! The membership ([`MembershipView`]) is the authority; the Raft
 //! configuration follows it. After every `ready`, the leader compares the
 //! configuration with the admitted members (clients are not raft peers) and
-//! proposes one conf change at a time until they match:
+//! proposes the next conf change the [voter rule](super::voters) gives:
 //!
-//! 1. remove raft ids of processes that were removed or replaced (if that is
-//!    the leader itself, it hands leadership to another voter first);
-//! 2. while there are fewer voters than [`RaftConfig::voters`], promote the
-//!    learner that is furthest along (and has caught up with the commit
-//!    index);
-//! 3. add admitted members that are not raft peers yet as learners.
+//! 1. raft ids of processes that were removed or replaced leave the
+//!    configuration (if that is the leader itself, it hands leadership to
+//!    another voter first);
+//! 2. voters stay an odd number, up to [`RaftConfig::voters`]: a learner
+//!    is promoted only when gossip reports it live, raft heard from it
+//!    lately and it holds every committed entry, so one voter becomes three
+//!    in one joint conf change (never two), and a voter gossip reports dead
+//!    is swapped for a live learner in one joint conf change;
+//! 3. admitted members that are not raft peers yet join as learners, many
+//!    in one conf change.
 //!
-//! So later members join as learners and a learner is promoted when a voter
-//! leaves.
+//! So later members join as learners, and a learner takes the seat of a
+//! voter that dies or leaves. The consensus task tells the driver who is
+//! live ([`RaftDriver::set_live`]).
 //!
 //! # Why a restarted process rejoins safely
 //!
@@ -59,7 +64,8 @@ use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use ::raft::eraftpb::{
-    ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, MessageType,
+    ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Entry,
+    EntryType, Message, MessageType,
 };
 use ::raft::{Config, RawNode, SnapshotStatus, StateRole};
 use bytes::Bytes;
@@ -72,6 +78,7 @@ pub use super::raft_state::{
     MAX_COMMAND_LEN, MAX_NODE_ID_LEN,
 };
 use super::raft_state::{raft_id_of, MembershipStorage};
+use super::voters::{Change, Peer, Picture, Step};
 
 /// Default cap on one raft message from the network: 1 MiB.
 pub const DEFAULT_MAX_RAFT_MESSAGE_BYTES: usize = 1 << 20;
@@ -434,6 +441,8 @@ pub struct RaftDriver {
     id: u64,
     config: RaftConfig,
     node: RawNode<MembershipStorage>,
+    /// The raft ids gossip reports live; `None` until told.
+    live: Option<BTreeSet<u64>>,
     poisoned: bool,
 }
 
@@ -494,6 +503,7 @@ impl RaftDriver {
             id,
             config,
             node,
+            live: None,
             poisoned: false,
         })
     }
@@ -825,8 +835,18 @@ impl RaftDriver {
         Ok(())
     }
 
+    /// Tells the driver which raft ids gossip reports live, for the rule
+    /// that picks the voters: a learner is promoted only if it is live, and
+    /// a voter that is not is replaced by one that is (or demoted, keeping
+    /// the number of voters odd). Until it is called, every peer counts as
+    /// live.
+    pub fn set_live(&mut self, live: impl IntoIterator<Item = u64>) {
+        self.live = Some(live.into_iter().collect());
+    }
+
     /// On the leader, proposes the next conf change that brings the Raft
-    /// configuration closer to the membership (see the module docs).
+    /// configuration closer to the membership, as the
+    /// [voter rule](super::voters) says.
     fn reconcile(&mut self) {
         let raft = &self.node.raft;
         if raft.state != StateRole::Leader
@@ -835,60 +855,60 @@ impl RaftDriver {
         {
             return;
         }
-        let desired: BTreeSet<u64> = self.node.store().state().raft_peers().into_iter().collect();
-        let conf = raft.prs().conf();
-        let voters: BTreeSet<u64> = conf.voters().ids().iter().collect();
-        let learners: BTreeSet<u64> = conf.learners().iter().copied().collect();
-
-        // 1. Remove raft ids of processes that are gone.
-        if let Some(&gone) = voters
-            .iter()
-            .chain(&learners)
-            .find(|id| !desired.contains(id))
-        {
-            if gone == self.id {
-                // Hand over first; the next leader removes this node.
-                let successor = voters
-                    .iter()
-                    .filter(|&&v| v != self.id && desired.contains(&v))
-                    .max_by_key(|&&v| raft.prs().get(v).map_or(0, |p| p.matched));
-                if let Some(&successor) = successor {
-                    self.node.transfer_leader(successor);
-                }
-                return;
-            }
-            self.change(ConfChangeType::RemoveNode, gone);
-            return;
-        }
-
-        // 2. Keep the configured number of voters, promoting the learner
-        //    furthest along, once it has caught up.
-        if voters.len() < self.config.voters {
-            let committed = raft.raft_log.committed;
-            let candidate = learners
+        let prs = raft.prs();
+        let conf = prs.conf();
+        let picture = Picture {
+            leader: self.id,
+            target: self.config.voters,
+            voters: conf.voters().ids().iter().collect(),
+            learners: conf.learners().iter().copied().collect(),
+            joint: !conf.to_conf_state().voters_outgoing.is_empty(),
+            desired: self.node.store().state().raft_peers().into_iter().collect(),
+            committed: raft.raft_log.committed,
+            progress: prs
                 .iter()
-                .filter_map(|&l| raft.prs().get(l).map(|p| (p.matched, l)))
-                .filter(|&(matched, _)| matched >= committed)
-                .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-            if let Some((_, learner)) = candidate {
-                self.change(ConfChangeType::AddNode, learner);
-                return;
-            }
-        }
-
-        // 3. Admitted members that are not raft peers yet join as learners.
-        if let Some(&new) = desired
-            .iter()
-            .find(|id| !voters.contains(id) && !learners.contains(id))
-        {
-            self.change(ConfChangeType::AddLearnerNode, new);
+                .map(|(&id, p)| {
+                    (
+                        id,
+                        Peer {
+                            matched: p.matched,
+                            active: p.recent_active,
+                        },
+                    )
+                })
+                .collect(),
+            live: self.live.clone(),
+        };
+        match picture.next_step() {
+            Step::Settled => {}
+            Step::TransferLeader(to) => self.node.transfer_leader(to),
+            Step::LeaveJoint => self.propose_changes(&[]),
+            Step::Change(changes) => self.propose_changes(&changes),
         }
     }
 
-    fn change(&mut self, change_type: ConfChangeType, node_id: u64) {
-        let mut cc = ConfChange::default();
-        cc.set_change_type(change_type);
-        cc.node_id = node_id;
+    /// Proposes `changes` as one `ConfChangeV2`: raft-rs applies a single
+    /// voter change directly and enters (and, on this leader, leaves) a
+    /// joint configuration for more; no changes leave a joint one.
+    fn propose_changes(&mut self, changes: &[Change]) {
+        let mut cc = ConfChangeV2::default();
+        cc.set_transition(ConfChangeTransition::Auto);
+        cc.set_changes(
+            changes
+                .iter()
+                .map(|change| {
+                    let (change_type, node_id) = match *change {
+                        Change::Voter(id) => (ConfChangeType::AddNode, id),
+                        Change::Learner(id) => (ConfChangeType::AddLearnerNode, id),
+                        Change::Remove(id) => (ConfChangeType::RemoveNode, id),
+                    };
+                    let mut single = ConfChangeSingle::default();
+                    single.set_change_type(change_type);
+                    single.node_id = node_id;
+                    single
+                })
+                .collect(),
+        );
         // A refusal (leadership just changed) is retried by the next ready.
         let _ = self.node.propose_conf_change(Vec::new(), cc);
     }
