@@ -291,9 +291,10 @@ impl<C: Codec> NodeBuilder<C> {
         self
     }
 
-    /// How many raft voters the cluster keeps (3 or 5; default 3). The first
-    /// members admitted become voters; later ones are learners, promoted
-    /// when a voter leaves.
+    /// How many raft voters the cluster keeps (3 or 5; default 3). Members
+    /// join as learners; the leader keeps an odd number of voters, up to
+    /// this many, from the live, caught-up ones (one voter becomes three
+    /// at once), and gives a dead or departed voter's seat to a learner.
     pub fn raft_voters(mut self, voters: usize) -> Self {
         self.raft.voters = voters;
         self
