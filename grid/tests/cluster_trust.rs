@@ -222,3 +222,37 @@ async fn a_peer_that_floods_streams_oversized_frames_and_slow_hellos_leaves_the_
         assert!(closed.is_ok(), "a Hello that never completes is cut off");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_gossip_only_with_members_and_no_peer_refuses_their_gossip() {
+    let ca = DevCa::new("orders").unwrap();
+    let m1 = member_builder(&ca, "m1", &[]).start().await.unwrap();
+    let seed = addr(&m1).await;
+    let m2 = member_builder(&ca, "m2", &[seed]).start().await.unwrap();
+    let c1 = client(&ca, "c1", &[seed]).await;
+    let c2 = client(&ca, "c2", &[seed]).await;
+    converge(&[&m1, &m2, &c1, &c2], 2, 2).await;
+    // Each client hears of the other through gossip; chitchat would pick
+    // it as a gossip target round after round.
+    let before: Vec<u64> = {
+        let mut v = Vec::new();
+        for c in [&c1, &c2] {
+            v.push(c.cluster_diagnostics().await.unwrap().gossip_messages_sent);
+        }
+        v
+    };
+    tokio::time::sleep(GOSSIP * 40).await;
+    for (c, sent_before) in [&c1, &c2].into_iter().zip(before) {
+        let d = c.cluster_diagnostics().await.unwrap();
+        assert!(
+            d.gossip_messages_sent > sent_before,
+            "{}: gossip runs",
+            d.node_id
+        );
+        assert_eq!(d.gossip_refused, 0, "{}: gossip to a client", d.node_id);
+        assert_eq!(d.gossip_live, 4, "{}: sees every node live", d.node_id);
+    }
+    for m in [&m1, &m2] {
+        assert_eq!(m.cluster_diagnostics().await.unwrap().gossip_refused, 0);
+    }
+}

@@ -439,8 +439,9 @@ impl<C: Codec> NodeBuilder<C> {
     }
 
     async fn launch(self) -> Result<(Grid<C>, Arc<Node>), ClusterError> {
+        let mut seeds = std::collections::HashSet::new();
         for seed in &self.seeds {
-            resolve(seed).await?;
+            seeds.extend(resolve(seed).await?);
         }
         let tls = self.tls.as_ref().ok_or(ClusterError::Missing("tls"))?;
         // Peers accept only the node id the certificate names: a client
@@ -461,6 +462,10 @@ impl<C: Codec> NodeBuilder<C> {
         let bound = transport.local_addr();
         let addr = self.advertise.unwrap_or(bound);
         let (gossip, inbox) = QuicGossip::new(transport.clone());
+        if self.role == Role::Client {
+            // Clients gossip to their seeds and the members they learn of.
+            *gossip.sent().only_to.write().expect("only_to") = Some(seeds);
+        }
         let config = ChitchatConfig {
             chitchat_id: ChitchatId::new(node_id.clone(), generation, addr),
             cluster_id: self.cluster.clone(),
@@ -564,16 +569,19 @@ impl<C: Codec> NodeBuilder<C> {
     }
 }
 
-/// Checks that `seed` is `host:port` and its host resolves.
-async fn resolve(seed: &str) -> Result<(), ClusterError> {
+/// Checks that `seed` is `host:port` and its host resolves; its addresses.
+async fn resolve(seed: &str) -> Result<Vec<SocketAddr>, ClusterError> {
     let unresolved = |source| ClusterError::UnresolvedSeed {
         seed: seed.to_string(),
         source,
     };
-    let mut addrs = tokio::net::lookup_host(seed).await.map_err(unresolved)?;
-    match addrs.next() {
-        Some(_) => Ok(()),
-        None => Err(unresolved(std::io::Error::new(
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(seed)
+        .await
+        .map_err(unresolved)?
+        .collect();
+    match addrs.is_empty() {
+        false => Ok(addrs),
+        true => Err(unresolved(std::io::Error::new(
             std::io::ErrorKind::NotFound,
             "no address",
         ))),

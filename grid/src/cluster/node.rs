@@ -44,9 +44,17 @@ pub(super) async fn follow_announced_generations(node: Weak<Node>) {
     };
     while live.changed().await.is_ok() {
         let Some(n) = node.upgrade() else { return };
-        for p in n.live_peers(false) {
+        let peers = n.live_peers(false);
+        for p in &peers {
             n.transport.announced(p.addr, p.generation);
         }
+        // A client gossips to its seeds and the members it knows (see
+        // gossip::gossips_to).
+        let mut only_to = n.telemetry.gossip_sent.only_to.write().expect("only_to");
+        if let Some(only_to) = only_to.as_mut() {
+            only_to.extend(peers.iter().filter(|p| p.role == "member").map(|p| p.addr));
+        }
+        drop(only_to);
     }
 }
 
@@ -208,6 +216,7 @@ impl Node {
             connections: self.transport.connected_peers().len(),
             gossip_messages_sent: t.gossip_sent.messages.load(Ordering::Relaxed),
             gossip_bytes_sent: t.gossip_sent.bytes.load(Ordering::Relaxed),
+            gossip_refused: t.gossip_sent.refused.load(Ordering::Relaxed),
             gossip_live: live,
             dead,
             invalidation_sequence: self.sequence.load(Ordering::SeqCst),
