@@ -12,7 +12,7 @@ use hydracache_protocol::{
 };
 
 mod cluster_support;
-use cluster_support::{addr, client, converge, member_builder, GOSSIP};
+use cluster_support::{addr, client, converge, eventually, member_builder, GOSSIP};
 
 struct Quiet;
 
@@ -255,4 +255,93 @@ async fn clients_gossip_only_with_members_and_no_peer_refuses_their_gossip() {
     for m in [&m1, &m2] {
         assert_eq!(m.cluster_diagnostics().await.unwrap().gossip_refused, 0);
     }
+}
+
+/// Hands a node's gossip frames to its chitchat (a node does the same).
+struct GossipOnly(hydracache::cluster::GossipInbox);
+
+impl Handler for GossipOnly {
+    fn request<'a>(&'a self, _: &'a PeerIdentity, _: Message) -> Reply<'a> {
+        Box::pin(async { Message::Pong { nonce: 0 } })
+    }
+    fn message(&self, peer: &PeerIdentity, message: Message) {
+        if let Message::Gossip(bytes) = message {
+            self.0.deliver(peer.addr, &bytes);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_high_water_mark_in_gossip_does_not_hide_a_missed_tail() {
+    use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatId, FailureDetectorConfig};
+    use hydracache::cluster::QuicGossip;
+    use std::time::Duration;
+
+    // Holes are loss after 1 s.
+    let quick = |b: hydracache::cluster::NodeBuilder| {
+        b.ack_timeout(Duration::from_millis(500))
+            .request_timeout(Duration::from_millis(500))
+    };
+    let ca = DevCa::new("orders").unwrap();
+    let a = quick(member_builder(&ca, "a", &[])).start().await.unwrap();
+    let seed = addr(&a).await;
+    let x = quick(member_builder(&ca, "x", &[seed]))
+        .start()
+        .await
+        .unwrap();
+    converge(&[&a, &x], 2, 0).await;
+    let a_generation = a.cluster_diagnostics().await.unwrap().generation;
+
+    // A member-certificate holder gossips a state for the admitted origin
+    // "a" at its real generation, with a high-water mark far above a's.
+    let transport = Transport::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &ca.issue("rogue").unwrap(),
+        Hello::new("orders", ("rogue", 1), Role::Member),
+        Limits::default(),
+    )
+    .unwrap();
+    let at = transport.local_addr();
+    let (gossip, inbox) = QuicGossip::new(transport.clone());
+    transport.serve(Arc::new(GossipOnly(inbox)));
+    let forged = [
+        ("role", "member".to_string()),
+        ("addr", seed.to_string()),
+        ("inv_hwm", "1000".to_string()),
+    ];
+    let config = ChitchatConfig {
+        chitchat_id: ChitchatId::new("a".to_string(), a_generation, at),
+        cluster_id: "orders".to_string(),
+        gossip_interval: GOSSIP,
+        listen_addr: at,
+        seed_nodes: vec![seed.to_string()],
+        failure_detector_config: FailureDetectorConfig {
+            initial_interval: GOSSIP,
+            ..Default::default()
+        },
+        marked_for_deletion_grace_period: Duration::from_secs(3600),
+        catchup_callback: None,
+        extra_liveness_predicate: None,
+    };
+    let kvs = forged
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let _rogue = spawn_chitchat(config, kvs, &gossip).await.unwrap();
+    // Long enough for the forged mark to reach x and, had x read it, for
+    // the holes it opened to be flushed over and taken as seen.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // x now misses a real tail from a: one invalidation, then a goes quiet.
+    a.put("k", 1u8, CacheOptions::new()).await.unwrap();
+    assert_eq!(x.get::<u8>("k").await.unwrap(), Some(1));
+    assert!(x.contains_key("k").await, "a near copy on x");
+    x.simulate_lost_invalidations(true);
+    assert!(a.invalidate_key("k").await.is_err(), "x is named");
+    x.simulate_lost_invalidations(false);
+    // a's own word about its mark opens the hole, which outlives its bound.
+    assert!(
+        eventually(async || !x.contains_key("k").await).await,
+        "x still serves the invalidated k: the forged mark hid the missed tail"
+    );
 }

@@ -486,7 +486,6 @@ impl<C: Codec> NodeBuilder<C> {
         let kvs = vec![
             (keys::ROLE.to_string(), role.to_string()),
             (keys::ADDR.to_string(), addr.to_string()),
-            (keys::INVALIDATION_HWM.to_string(), "0".to_string()),
             (keys::LEAVING.to_string(), "0".to_string()),
         ];
         let node = Arc::new(Node {
@@ -500,6 +499,7 @@ impl<C: Codec> NodeBuilder<C> {
             // take to arrive: the sender of a put learns the owner's number
             // in the reply, after the owner's acknowledged fan-out.
             sequences: Mutex::new(SequenceTable::new(self.request_timeout + self.ack_timeout)),
+            marks: Mutex::default(),
             ack_timeout: self.ack_timeout,
             request_timeout: self.request_timeout,
             on_unreachable: self.on_unreachable,

@@ -114,6 +114,8 @@ pub(crate) struct Node {
     pub(super) membership: tokio::sync::broadcast::Sender<crate::events::MembershipChange>,
     /// Whether this node can hear the cluster (see [`super::isolation`]).
     pub(super) isolation: Mutex<super::isolation::Isolation>,
+    /// Which peers still have to be told this node's high-water mark.
+    pub(super) marks: Mutex<super::high_water::MarkDelivery>,
 }
 
 pub(super) struct LivePeer {
@@ -121,7 +123,6 @@ pub(super) struct LivePeer {
     pub(super) generation: u64,
     pub(super) role: String,
     pub(super) addr: SocketAddr,
-    pub(super) hwm: u64,
     /// The raft leader this member gossips it heard from (a hint).
     pub(super) raft_leader: Option<String>,
     /// The cluster incarnation it gossips; 0 if none yet.
@@ -142,10 +143,6 @@ impl Node {
                     generation: id.generation_id,
                     role: state.get(keys::ROLE)?.to_string(),
                     addr: state.get(keys::ADDR)?.parse().ok()?,
-                    hwm: state
-                        .get(keys::INVALIDATION_HWM)
-                        .and_then(|h| h.parse().ok())
-                        .unwrap_or(0),
                     raft_leader: state.get(keys::RAFT_LEADER).map(str::to_string),
                     incarnation: state
                         .get(keys::INCARNATION)
