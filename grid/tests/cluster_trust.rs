@@ -345,3 +345,90 @@ async fn a_forged_high_water_mark_in_gossip_does_not_hide_a_missed_tail() {
         "x still serves the invalidated k: the forged mark hid the missed tail"
     );
 }
+
+fn view_of(epoch: u64, members: &[(&str, Role, SocketAddr)]) -> Message {
+    Message::MetadataSnapshot(MetadataSnapshot {
+        epoch,
+        members: members
+            .iter()
+            .map(|&(id, role, address)| Member {
+                node: NodeIdentity::new(id, 1),
+                role,
+                address,
+            })
+            .collect(),
+    })
+}
+
+/// Sends `view` one way, then waits until the node has served a request
+/// from the same peer and a few gossip rounds have passed.
+async fn push(from: &Transport, to: SocketAddr, view: Message) {
+    from.send(to, view).await.unwrap();
+    from.request(to, Message::Ping { nonce: 1 }).await.unwrap();
+    tokio::time::sleep(GOSSIP * 4).await;
+}
+
+/// Notes the address of the client that gossips to it.
+struct NoteClient(std::sync::Mutex<Option<SocketAddr>>);
+
+impl Handler for NoteClient {
+    fn request<'a>(&'a self, _: &'a PeerIdentity, _: Message) -> Reply<'a> {
+        Box::pin(async { Message::Pong { nonce: 0 } })
+    }
+    fn message(&self, peer: &PeerIdentity, _: Message) {
+        if peer.role == Role::Client {
+            *self.0.lock().unwrap() = Some(peer.addr);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_takes_its_first_view_only_from_a_member_that_view_admits() {
+    let ca = DevCa::new("orders").unwrap();
+    // The member certificate holder the client was pointed at as its seed.
+    let seed = Transport::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &ca.issue("rogue").unwrap(),
+        Hello::new("orders", ("rogue", 1), Role::Member),
+        Limits::default(),
+    )
+    .unwrap();
+    let noted = Arc::new(NoteClient(std::sync::Mutex::new(None)));
+    seed.serve(noted.clone());
+    let r = seed.local_addr();
+    let connecting = tokio::spawn(
+        hydracache::Grid::client()
+            .cluster("orders")
+            .node_id("c")
+            .seeds([r.to_string()])
+            .tls(ca.issue_as("c", Role::Client).unwrap())
+            .gossip_interval(GOSSIP)
+            .connect_timeout(std::time::Duration::from_secs(30))
+            .connect(),
+    );
+    assert!(
+        eventually(async || noted.0.lock().unwrap().is_some()).await,
+        "the client gossips to its seed"
+    );
+    let c_addr = noted.0.lock().unwrap().unwrap();
+    // Views that do not admit their sender as a member are not taken: the
+    // client still waits for a membership naming a member.
+    push(&seed, c_addr, view_of(7, &[("m1", Role::Member, r)])).await;
+    push(&seed, c_addr, view_of(7, &[("rogue", Role::Client, r)])).await;
+    assert!(!connecting.is_finished(), "a view was taken");
+    // A member certificate that admits itself is believed on first contact:
+    // member certificates are the trust root (docs/security.md).
+    seed.send(c_addr, view_of(7, &[("rogue", Role::Member, r)]))
+        .await
+        .unwrap();
+    let client = connecting.await.unwrap().unwrap();
+    let d = client.cluster_diagnostics().await.unwrap();
+    assert_eq!((d.epoch, d.members), (7, vec!["rogue".to_string()]));
+    // From then on, only a member of that view, and only a newer epoch.
+    let other = stranger(&ca, "other");
+    let o = other.local_addr();
+    push(&other, c_addr, view_of(9, &[("other", Role::Member, o)])).await;
+    push(&seed, c_addr, view_of(7, &[("other", Role::Member, o)])).await;
+    let d = client.cluster_diagnostics().await.unwrap();
+    assert_eq!((d.epoch, d.members), (7, vec!["rogue".to_string()]));
+}
