@@ -9,7 +9,7 @@ use hydracache::cluster::{DevCa, InvalidationMode};
 use hydracache::{CacheError, CacheOptions, Grid};
 
 mod cluster_support;
-use cluster_support::{addr, converge, eventually, member_builder, GOSSIP};
+use cluster_support::{addr, client, converge, eventually, member_builder, GOSSIP};
 
 async fn member(ca: &DevCa, id: &str, seeds: &[SocketAddr]) -> Grid {
     member_builder(ca, id, seeds)
@@ -90,4 +90,28 @@ async fn a_node_that_missed_invalidations_drops_what_it_cannot_prove() {
         b.contains_key("k2").await,
         "nodes that did not miss anything keep their entries"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_missed_another_client_s_invalidation_learns_its_mark_through_a_member() {
+    let ca = DevCa::new("orders").unwrap();
+    let m = member(&ca, "m", &[]).await;
+    let seed = addr(&m).await;
+    let c1 = client(&ca, "c1", &[seed]).await;
+    let c2 = client(&ca, "c2", &[seed]).await;
+    converge(&[&m, &c1, &c2], 1, 2).await;
+    m.put("k", 1u8, CacheOptions::new()).await.unwrap();
+    assert_eq!(c2.get::<u8>("k").await.unwrap(), Some(1));
+    assert!(c2.contains_key("k").await, "a near copy on c2");
+    // c2 loses c1's invalidation, which reaches it only through m's relay;
+    // then c1 goes quiet.
+    c2.simulate_lost_invalidations(true);
+    assert!(c1.invalidate_key("k").await.is_err(), "c2 is named");
+    c2.simulate_lost_invalidations(false);
+    // c1's mark, relayed by m, opens the hole that outlives its bound.
+    assert!(
+        eventually(async || !c2.contains_key("k").await).await,
+        "c2 still serves the invalidated k"
+    );
+    assert!(!m.contains_key("k").await);
 }

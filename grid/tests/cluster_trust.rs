@@ -12,7 +12,7 @@ use hydracache_protocol::{
 };
 
 mod cluster_support;
-use cluster_support::{addr, client, converge, member_builder, GOSSIP};
+use cluster_support::{addr, client, converge, eventually, member_builder, GOSSIP};
 
 struct Quiet;
 
@@ -221,4 +221,214 @@ async fn a_peer_that_floods_streams_oversized_frames_and_slow_hellos_leaves_the_
         let closed = tokio::time::timeout(std::time::Duration::from_secs(30), conn.closed()).await;
         assert!(closed.is_ok(), "a Hello that never completes is cut off");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_gossip_only_with_members_and_no_peer_refuses_their_gossip() {
+    let ca = DevCa::new("orders").unwrap();
+    let m1 = member_builder(&ca, "m1", &[]).start().await.unwrap();
+    let seed = addr(&m1).await;
+    let m2 = member_builder(&ca, "m2", &[seed]).start().await.unwrap();
+    let c1 = client(&ca, "c1", &[seed]).await;
+    let c2 = client(&ca, "c2", &[seed]).await;
+    converge(&[&m1, &m2, &c1, &c2], 2, 2).await;
+    // Each client hears of the other through gossip; chitchat would pick
+    // it as a gossip target round after round.
+    let before: Vec<u64> = {
+        let mut v = Vec::new();
+        for c in [&c1, &c2] {
+            v.push(c.cluster_diagnostics().await.unwrap().gossip_messages_sent);
+        }
+        v
+    };
+    tokio::time::sleep(GOSSIP * 40).await;
+    for (c, sent_before) in [&c1, &c2].into_iter().zip(before) {
+        let d = c.cluster_diagnostics().await.unwrap();
+        assert!(
+            d.gossip_messages_sent > sent_before,
+            "{}: gossip runs",
+            d.node_id
+        );
+        assert_eq!(d.gossip_refused, 0, "{}: gossip to a client", d.node_id);
+        assert_eq!(d.gossip_live, 4, "{}: sees every node live", d.node_id);
+    }
+    for m in [&m1, &m2] {
+        assert_eq!(m.cluster_diagnostics().await.unwrap().gossip_refused, 0);
+    }
+}
+
+/// Hands a node's gossip frames to its chitchat (a node does the same).
+struct GossipOnly(hydracache::cluster::GossipInbox);
+
+impl Handler for GossipOnly {
+    fn request<'a>(&'a self, _: &'a PeerIdentity, _: Message) -> Reply<'a> {
+        Box::pin(async { Message::Pong { nonce: 0 } })
+    }
+    fn message(&self, peer: &PeerIdentity, message: Message) {
+        if let Message::Gossip(bytes) = message {
+            self.0.deliver(peer.addr, &bytes);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_high_water_mark_in_gossip_does_not_hide_a_missed_tail() {
+    use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatId, FailureDetectorConfig};
+    use hydracache::cluster::QuicGossip;
+    use std::time::Duration;
+
+    // Holes are loss after 1 s.
+    let quick = |b: hydracache::cluster::NodeBuilder| {
+        b.ack_timeout(Duration::from_millis(500))
+            .request_timeout(Duration::from_millis(500))
+    };
+    let ca = DevCa::new("orders").unwrap();
+    let a = quick(member_builder(&ca, "a", &[])).start().await.unwrap();
+    let seed = addr(&a).await;
+    let x = quick(member_builder(&ca, "x", &[seed]))
+        .start()
+        .await
+        .unwrap();
+    converge(&[&a, &x], 2, 0).await;
+    let a_generation = a.cluster_diagnostics().await.unwrap().generation;
+
+    // A member-certificate holder gossips a state for the admitted origin
+    // "a" at its real generation, with a high-water mark far above a's.
+    let transport = Transport::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &ca.issue("rogue").unwrap(),
+        Hello::new("orders", ("rogue", 1), Role::Member),
+        Limits::default(),
+    )
+    .unwrap();
+    let at = transport.local_addr();
+    let (gossip, inbox) = QuicGossip::new(transport.clone());
+    transport.serve(Arc::new(GossipOnly(inbox)));
+    let forged = [
+        ("role", "member".to_string()),
+        ("addr", seed.to_string()),
+        ("inv_hwm", "1000".to_string()),
+    ];
+    let config = ChitchatConfig {
+        chitchat_id: ChitchatId::new("a".to_string(), a_generation, at),
+        cluster_id: "orders".to_string(),
+        gossip_interval: GOSSIP,
+        listen_addr: at,
+        seed_nodes: vec![seed.to_string()],
+        failure_detector_config: FailureDetectorConfig {
+            initial_interval: GOSSIP,
+            ..Default::default()
+        },
+        marked_for_deletion_grace_period: Duration::from_secs(3600),
+        catchup_callback: None,
+        extra_liveness_predicate: None,
+    };
+    let kvs = forged
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let _rogue = spawn_chitchat(config, kvs, &gossip).await.unwrap();
+    // Long enough for the forged mark to reach x and, had x read it, for
+    // the holes it opened to be flushed over and taken as seen.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // x now misses a real tail from a: one invalidation, then a goes quiet.
+    a.put("k", 1u8, CacheOptions::new()).await.unwrap();
+    assert_eq!(x.get::<u8>("k").await.unwrap(), Some(1));
+    assert!(x.contains_key("k").await, "a near copy on x");
+    x.simulate_lost_invalidations(true);
+    assert!(a.invalidate_key("k").await.is_err(), "x is named");
+    x.simulate_lost_invalidations(false);
+    // a's own word about its mark opens the hole, which outlives its bound.
+    assert!(
+        eventually(async || !x.contains_key("k").await).await,
+        "x still serves the invalidated k: the forged mark hid the missed tail"
+    );
+}
+
+fn view_of(epoch: u64, members: &[(&str, Role, SocketAddr)]) -> Message {
+    Message::MetadataSnapshot(MetadataSnapshot {
+        epoch,
+        members: members
+            .iter()
+            .map(|&(id, role, address)| Member {
+                node: NodeIdentity::new(id, 1),
+                role,
+                address,
+            })
+            .collect(),
+    })
+}
+
+/// Sends `view` one way, then waits until the node has served a request
+/// from the same peer and a few gossip rounds have passed.
+async fn push(from: &Transport, to: SocketAddr, view: Message) {
+    from.send(to, view).await.unwrap();
+    from.request(to, Message::Ping { nonce: 1 }).await.unwrap();
+    tokio::time::sleep(GOSSIP * 4).await;
+}
+
+/// Notes the address of the client that gossips to it.
+struct NoteClient(std::sync::Mutex<Option<SocketAddr>>);
+
+impl Handler for NoteClient {
+    fn request<'a>(&'a self, _: &'a PeerIdentity, _: Message) -> Reply<'a> {
+        Box::pin(async { Message::Pong { nonce: 0 } })
+    }
+    fn message(&self, peer: &PeerIdentity, _: Message) {
+        if peer.role == Role::Client {
+            *self.0.lock().unwrap() = Some(peer.addr);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_takes_its_first_view_only_from_a_member_that_view_admits() {
+    let ca = DevCa::new("orders").unwrap();
+    // The member certificate holder the client was pointed at as its seed.
+    let seed = Transport::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &ca.issue("rogue").unwrap(),
+        Hello::new("orders", ("rogue", 1), Role::Member),
+        Limits::default(),
+    )
+    .unwrap();
+    let noted = Arc::new(NoteClient(std::sync::Mutex::new(None)));
+    seed.serve(noted.clone());
+    let r = seed.local_addr();
+    let connecting = tokio::spawn(
+        hydracache::Grid::client()
+            .cluster("orders")
+            .node_id("c")
+            .seeds([r.to_string()])
+            .tls(ca.issue_as("c", Role::Client).unwrap())
+            .gossip_interval(GOSSIP)
+            .connect_timeout(std::time::Duration::from_secs(30))
+            .connect(),
+    );
+    assert!(
+        eventually(async || noted.0.lock().unwrap().is_some()).await,
+        "the client gossips to its seed"
+    );
+    let c_addr = noted.0.lock().unwrap().unwrap();
+    // Views that do not admit their sender as a member are not taken: the
+    // client still waits for a membership naming a member.
+    push(&seed, c_addr, view_of(7, &[("m1", Role::Member, r)])).await;
+    push(&seed, c_addr, view_of(7, &[("rogue", Role::Client, r)])).await;
+    assert!(!connecting.is_finished(), "a view was taken");
+    // A member certificate that admits itself is believed on first contact:
+    // member certificates are the trust root (docs/security.md).
+    seed.send(c_addr, view_of(7, &[("rogue", Role::Member, r)]))
+        .await
+        .unwrap();
+    let client = connecting.await.unwrap().unwrap();
+    let d = client.cluster_diagnostics().await.unwrap();
+    assert_eq!((d.epoch, d.members), (7, vec!["rogue".to_string()]));
+    // From then on, only a member of that view, and only a newer epoch.
+    let other = stranger(&ca, "other");
+    let o = other.local_addr();
+    push(&other, c_addr, view_of(9, &[("other", Role::Member, o)])).await;
+    push(&seed, c_addr, view_of(7, &[("other", Role::Member, o)])).await;
+    let d = client.cluster_diagnostics().await.unwrap();
+    assert_eq!((d.epoch, d.members), (7, vec!["rogue".to_string()]));
 }

@@ -65,7 +65,7 @@ pub use frame::{
 pub use limits::Limits;
 pub use message::{
     negotiate, Abandon, Agreement, Entry, ErrorCode, Features, Fetch, FetchReply, Fill, Hello,
-    Invalidate, Kind, Load, LoadReply, Member, Message, MetadataSnapshot, NodeIdentity, OwnerLoad,
-    OwnerLoadReply, Put, PutReply, Role, Target, VersionRange,
+    HighWater, Invalidate, Kind, Load, LoadReply, Member, Message, MetadataSnapshot, NodeIdentity,
+    OwnerLoad, OwnerLoadReply, Put, PutReply, Role, Target, VersionRange,
 };
 pub use text::Text;

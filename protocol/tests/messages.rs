@@ -7,9 +7,10 @@ mod common;
 use bytes::Bytes;
 use common::{raw_frame, samples};
 use hydracache_protocol::{
-    Entry, ErrorCode, Features, Fetch, FetchReply, Field, Fill, Flags, Frame, Hello, Invalidate,
-    Kind, Limits, Load, LoadReply, Member, Message, MetadataSnapshot, NodeIdentity, OwnerLoad,
-    OwnerLoadReply, ProtocolError, Put, PutReply, Recovery, Role, Target, VersionRange, HEADER_LEN,
+    Entry, ErrorCode, Features, Fetch, FetchReply, Field, Fill, Flags, Frame, Hello, HighWater,
+    Invalidate, Kind, Limits, Load, LoadReply, Member, Message, MetadataSnapshot, NodeIdentity,
+    OwnerLoad, OwnerLoadReply, ProtocolError, Put, PutReply, Recovery, Role, Target, VersionRange,
+    HEADER_LEN,
 };
 
 fn limits() -> Limits {
@@ -257,6 +258,38 @@ fn invalidate_ack() {
         },
     ));
     assert_malformed(message(Kind::InvalidateAck, &[0; 12]), Field::Sequence);
+}
+
+#[test]
+fn high_water() {
+    let mark = HighWater {
+        origin: NodeIdentity::new("api-1", 5),
+        sequence: 1001,
+    };
+    round_trip(&Frame::new(0, Message::HighWater(mark.clone())));
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&5u64.to_le_bytes());
+    payload.extend_from_slice(&[5, 0]);
+    payload.extend_from_slice(b"api-1");
+    let identity_len = payload.len();
+    payload.extend_from_slice(&1001u64.to_le_bytes());
+    assert_eq!(
+        message(Kind::HighWater, &payload).unwrap(),
+        Message::HighWater(mark)
+    );
+    // The sequence cut short, or a byte after it.
+    assert_malformed(
+        message(Kind::HighWater, &payload[..identity_len + 4]),
+        Field::Sequence,
+    );
+    payload.push(0);
+    assert!(matches!(
+        message(Kind::HighWater, &payload),
+        Err(ProtocolError::TrailingBytes {
+            kind: Kind::HighWater,
+            count: 1
+        })
+    ));
 }
 
 #[test]

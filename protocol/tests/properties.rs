@@ -14,8 +14,9 @@ use bytes::{Bytes, BytesMut};
 use common::raw_frame;
 use hydracache_protocol::{
     Entry, ErrorCode, Features, Fetch, FetchReply, Fill, Flags, Frame, FrameCodec, Hello,
-    Invalidate, Kind, Limits, Load, LoadReply, Member, Message, MetadataSnapshot, NodeIdentity,
-    OwnerLoad, OwnerLoadReply, ProtocolError, Put, PutReply, Role, Target, Text, VersionRange,
+    HighWater, Invalidate, Kind, Limits, Load, LoadReply, Member, Message, MetadataSnapshot,
+    NodeIdentity, OwnerLoad, OwnerLoadReply, ProtocolError, Put, PutReply, Role, Target, Text,
+    VersionRange,
 };
 use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
@@ -116,6 +117,8 @@ fn message() -> impl Strategy<Value = Message> {
                 sequence,
             }
         }),
+        (node(), any::<u64>())
+            .prop_map(|(origin, sequence)| Message::HighWater(HighWater { origin, sequence })),
         (any::<u64>(), bytes(64)).prop_map(|(epoch, key)| Message::Fetch(Fetch { epoch, key })),
         prop_oneof![
             entry().prop_map(FetchReply::Hit),

@@ -19,8 +19,9 @@
 //!   (a forger can keep a process looking alive, not make it look dead);
 //! - raft messages are taken only from admitted members, under the raft id of
 //!   the connection's identity (see [`takes_raft`]);
-//! - gossiped invalidation high-water marks are read only for admitted
-//!   processes (see [`reads_high_water`]).
+//! - an invalidation high-water mark, which decides whether a receiver
+//!   missed a tail, is taken only in the origin's own word over its own
+//!   connection, never from gossip (see [`takes_high_water`]).
 
 use std::collections::HashSet;
 
@@ -123,12 +124,22 @@ pub(crate) fn takes_raft(view: &MembershipView, me: &NodeIdentity, peer: &PeerId
     view.is_admitted_member(&sender) || !view.is_admitted(&me.id, me.generation)
 }
 
-/// Whether a gossiped invalidation high-water mark of the process
-/// `(node_id, generation)` is read at all: only if that exact process is
-/// admitted. (A forged mark for a real admitted process is still read; see
-/// docs/security.md.)
-pub(crate) fn reads_high_water(view: &MembershipView, node_id: &str, generation: u64) -> bool {
-    view.is_admitted(node_id, generation)
+/// Whether a node in `receiver_role` holding `view` takes the high-water
+/// mark of `origin` from the authenticated peer `sender` (in
+/// `sender_role`): in the origin's own word, or relayed by an admitted
+/// member for a client to a client, as that client's invalidations are
+/// ([`MembershipView::takes_invalidation`]). Gossip carries no mark: any
+/// process that gossips can write any node's state, and a forged mark
+/// above the origin's real one would make receivers take numbers they never
+/// saw as seen, hiding a later missed tail.
+pub(crate) fn takes_high_water(
+    view: &MembershipView,
+    receiver_role: Role,
+    sender: &NodeIdentity,
+    sender_role: Role,
+    origin: &str,
+) -> bool {
+    view.takes_invalidation(receiver_role, sender, sender_role, origin)
 }
 
 #[cfg(test)]
@@ -304,15 +315,74 @@ mod tests {
     }
 
     #[test]
-    fn high_water_marks_are_read_only_for_admitted_processes() {
-        let v = view(&[("m1", 3, Role::Member), ("c", 1, Role::Client)]);
-        assert!(reads_high_water(&v, "m1", 3));
-        assert!(reads_high_water(&v, "c", 1));
-        assert!(
-            !reads_high_water(&v, "m1", 4),
-            "an invented newer generation"
-        );
-        assert!(!reads_high_water(&v, "ghost", 1), "an invented id");
+    fn a_high_water_mark_is_taken_only_in_its_origin_s_own_word() {
+        let v = view(&[
+            ("m1", 3, Role::Member),
+            ("m2", 1, Role::Member),
+            ("c", 1, Role::Client),
+        ]);
+        let id = NodeIdentity::new;
+        // The origin itself, member or client, to anyone.
+        assert!(takes_high_water(
+            &v,
+            Role::Member,
+            &id("m1", 3),
+            Role::Member,
+            "m1"
+        ));
+        assert!(takes_high_water(
+            &v,
+            Role::Member,
+            &id("c", 1),
+            Role::Client,
+            "c"
+        ));
+        // Another member, even an admitted one, cannot speak for a member.
+        assert!(!takes_high_water(
+            &v,
+            Role::Member,
+            &id("m2", 1),
+            Role::Member,
+            "m1"
+        ));
+        assert!(!takes_high_water(
+            &v,
+            Role::Client,
+            &id("m2", 1),
+            Role::Member,
+            "m1"
+        ));
+        // An unadmitted member certificate speaks for nobody else.
+        assert!(!takes_high_water(
+            &v,
+            Role::Client,
+            &id("rogue", 1),
+            Role::Member,
+            "c"
+        ));
+        // An admitted member relays a client's mark to a client, as it
+        // relays that client's invalidations; a client relays nothing.
+        assert!(takes_high_water(
+            &v,
+            Role::Client,
+            &id("m2", 1),
+            Role::Member,
+            "c"
+        ));
+        assert!(!takes_high_water(
+            &v,
+            Role::Member,
+            &id("m2", 1),
+            Role::Member,
+            "c"
+        ));
+        assert!(!takes_high_water(
+            &v,
+            Role::Client,
+            &id("c", 1),
+            Role::Client,
+            "c9"
+        ));
     }
 
     #[test]

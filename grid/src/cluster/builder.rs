@@ -440,8 +440,9 @@ impl<C: Codec> NodeBuilder<C> {
     }
 
     async fn launch(self) -> Result<(Grid<C>, Arc<Node>), ClusterError> {
+        let mut seeds = std::collections::HashSet::new();
         for seed in &self.seeds {
-            resolve(seed).await?;
+            seeds.extend(resolve(seed).await?);
         }
         let tls = self.tls.as_ref().ok_or(ClusterError::Missing("tls"))?;
         // Peers accept only the node id the certificate names: a client
@@ -462,6 +463,10 @@ impl<C: Codec> NodeBuilder<C> {
         let bound = transport.local_addr();
         let addr = self.advertise.unwrap_or(bound);
         let (gossip, inbox) = QuicGossip::new(transport.clone());
+        if self.role == Role::Client {
+            // Clients gossip to their seeds and the members they learn of.
+            *gossip.sent().only_to.write().expect("only_to") = Some(seeds);
+        }
         let config = ChitchatConfig {
             chitchat_id: ChitchatId::new(node_id.clone(), generation, addr),
             cluster_id: self.cluster.clone(),
@@ -482,7 +487,6 @@ impl<C: Codec> NodeBuilder<C> {
         let kvs = vec![
             (keys::ROLE.to_string(), role.to_string()),
             (keys::ADDR.to_string(), addr.to_string()),
-            (keys::INVALIDATION_HWM.to_string(), "0".to_string()),
             (keys::LEAVING.to_string(), "0".to_string()),
         ];
         let node = Arc::new(Node {
@@ -496,6 +500,7 @@ impl<C: Codec> NodeBuilder<C> {
             // take to arrive: the sender of a put learns the owner's number
             // in the reply, after the owner's acknowledged fan-out.
             sequences: Mutex::new(SequenceTable::new(self.request_timeout + self.ack_timeout)),
+            marks: Mutex::default(),
             ack_timeout: self.ack_timeout,
             request_timeout: self.request_timeout,
             on_unreachable: self.on_unreachable,
@@ -565,16 +570,19 @@ impl<C: Codec> NodeBuilder<C> {
     }
 }
 
-/// Checks that `seed` is `host:port` and its host resolves.
-async fn resolve(seed: &str) -> Result<(), ClusterError> {
+/// Checks that `seed` is `host:port` and its host resolves; its addresses.
+async fn resolve(seed: &str) -> Result<Vec<SocketAddr>, ClusterError> {
     let unresolved = |source| ClusterError::UnresolvedSeed {
         seed: seed.to_string(),
         source,
     };
-    let mut addrs = tokio::net::lookup_host(seed).await.map_err(unresolved)?;
-    match addrs.next() {
-        Some(_) => Ok(()),
-        None => Err(unresolved(std::io::Error::new(
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(seed)
+        .await
+        .map_err(unresolved)?
+        .collect();
+    match addrs.is_empty() {
+        false => Ok(addrs),
+        true => Err(unresolved(std::io::Error::new(
             std::io::ErrorKind::NotFound,
             "no address",
         ))),

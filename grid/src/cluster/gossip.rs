@@ -7,9 +7,10 @@
 //! loop. Received `Gossip` frames are handed to a bounded inbox by the node's
 //! frame handler; `recv` waits on that inbox, which makes it cancel-safe.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use chitchat::transport::{Socket, Transport as ChitchatTransport};
@@ -123,11 +124,28 @@ impl GossipInbox {
 
 /// What this node's gossip has sent: chitchat messages and their payload
 /// bytes, counted where chitchat hands them to the transport (the QUIC
-/// frame, packet and TLS overhead around each comes on top).
+/// frame, packet and TLS overhead around each comes on top); the sends a
+/// peer refused at the handshake; and, on a client, where it may gossip
+/// (see [`gossips_to`]).
 #[derive(Debug, Default)]
 pub(crate) struct GossipSent {
     pub(crate) messages: AtomicU64,
     pub(crate) bytes: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    /// `None` on a member (it gossips with everyone); on a client, its
+    /// seeds and the members gossip reports live.
+    pub(crate) only_to: RwLock<Option<HashSet<SocketAddr>>>,
+}
+
+/// Whether gossip goes to `to` from a node that may gossip `only_to` those
+/// addresses (`None`: anywhere). A client gossips only to its seeds and
+/// the members it knows: the handshake refuses two clients (clients do not
+/// talk to clients), and a client chitchat has just heard of, not yet
+/// reported live with its role, would otherwise be tried and refused. A
+/// member gossips with everyone, clients included, so every client still
+/// hears and is heard by the cluster.
+pub(crate) fn gossips_to(only_to: Option<&HashSet<SocketAddr>>, to: SocketAddr) -> bool {
+    only_to.is_none_or(|allowed| allowed.contains(&to))
 }
 
 /// chitchat's transport, over a [`Transport`].
@@ -185,17 +203,26 @@ impl ChitchatTransport for QuicGossip {
 #[async_trait::async_trait]
 impl Socket for QuicSocket {
     async fn send(&mut self, to: SocketAddr, msg: ChitchatMessage) -> anyhow::Result<()> {
+        if !gossips_to(self.sent.only_to.read().expect("only_to").as_ref(), to) {
+            // Not sent, and not a failure: a client hears other clients
+            // through the members.
+            return Ok(());
+        }
         let payload = Bytes::from(msg.serialize_to_vec());
         self.sent.messages.fetch_add(1, Ordering::Relaxed);
         self.sent
             .bytes
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
         let transport = self.transport.clone();
+        let sent = Arc::clone(&self.sent);
         // Never wait here: a peer that is slow to connect must not hold up
         // gossip with the others. Failures are failures to gossip, which the
         // failure detector accounts for.
         tokio::spawn(async move {
-            let _ = transport.send(to, Message::Gossip(payload)).await;
+            let result = transport.send(to, Message::Gossip(payload)).await;
+            if let Err(super::transport::TransportError::Refused { .. }) = result {
+                sent.refused.fetch_add(1, Ordering::Relaxed);
+            }
         });
         Ok(())
     }
@@ -214,9 +241,6 @@ pub mod keys {
     pub const ROLE: &str = "role";
     /// The address peers reach the node's QUIC endpoint at.
     pub const ADDR: &str = "addr";
-    /// The node's invalidation high-water mark: the last sequence number it
-    /// originated.
-    pub const INVALIDATION_HWM: &str = "inv_hwm";
     /// The node id of the raft leader, as this member last heard (members
     /// only): a hint clients show in their diagnostics.
     pub const RAFT_LEADER: &str = "raft_leader";
@@ -287,6 +311,21 @@ mod tests {
         assert_eq!(check_payload(&unknown), Err(GossipRefused::Malformed));
         let bad_cluster = ChitchatMessage::BadCluster.serialize_to_vec();
         assert_eq!(check_payload(&bad_cluster), Ok(()));
+    }
+
+    #[test]
+    fn a_client_gossips_only_to_its_seeds_and_the_members_it_knows() {
+        let (seed, member, other_client) = (
+            ([127, 0, 0, 1], 1).into(),
+            ([127, 0, 0, 1], 2).into(),
+            ([127, 0, 0, 1], 3).into(),
+        );
+        let allowed: HashSet<SocketAddr> = [seed, member].into();
+        assert!(gossips_to(Some(&allowed), seed));
+        assert!(gossips_to(Some(&allowed), member));
+        assert!(!gossips_to(Some(&allowed), other_client));
+        // A member gossips with everyone, clients included.
+        assert!(gossips_to(None, other_client));
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub struct ClusterDiagnostics {
     /// Payload bytes of those gossip messages (chitchat's encoding; the
     /// QUIC and TLS overhead around each comes on top).
     pub gossip_bytes_sent: u64,
+    /// Gossip messages a peer refused at the handshake (a client's gossip
+    /// goes only to members, so this stays 0 in a healthy grid).
+    pub gossip_refused: u64,
     /// Nodes gossip reports live (including this one).
     pub gossip_live: usize,
     /// Nodes gossip has declared dead.

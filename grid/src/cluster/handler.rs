@@ -49,6 +49,7 @@ impl Handler for NodeHandler {
                     }
                     reply
                 }
+                Message::HighWater(mark) => self.0.receive_high_water(peer, mark).await,
                 Message::Ping { nonce } => Message::Pong { nonce },
                 Message::Fetch(fetch) => self.0.fetch(peer, &fetch),
                 Message::Put(put) => self.0.serve_put(peer, put).await,

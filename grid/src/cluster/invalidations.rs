@@ -1,18 +1,17 @@
 //! The invalidation exchange: fanning this node's invalidations out to every
 //! live node (acknowledged or sent), relaying clients' invalidations to the
 //! other clients, applying peers' invalidations under the sequence rules of
-//! [`super::sequence`], and watching gossiped high-water marks for a missed
-//! tail.
+//! [`super::sequence`], and telling peers this node's high-water mark
+//! ([`super::high_water`]) and taking theirs, for a missed tail.
 
 use std::sync::atomic::Ordering;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hydracache_protocol::{ErrorCode, Invalidate, Message, Role, Target};
+use hydracache_protocol::{ErrorCode, HighWater, Invalidate, Message, NodeIdentity, Role, Target};
 
 use super::builder::InvalidationMode;
-use super::gossip::keys;
 use super::node::{LivePeer, Node};
 use super::sequence::Received;
 use super::transport::PeerIdentity;
@@ -22,20 +21,135 @@ use crate::invalidation::Invalidation;
 use crate::telemetry;
 
 impl Node {
-    pub(super) async fn publish_hwm(&self, seq: u64) {
+    /// Notes every process's gossip heartbeat (for the isolation rule).
+    async fn observe_gossip(&self) {
         if let Some(h) = self.chitchat.get() {
             let c = h.chitchat();
-            let mut g = c.lock().await;
-            // Under the same lock: note every process's heartbeat.
+            let g = c.lock().await;
             self.observe_heartbeats(&g);
-            let state = g.self_node_state();
-            let current: u64 = state
-                .get(keys::INVALIDATION_HWM)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            if seq > current {
-                state.set(keys::INVALIDATION_HWM, seq);
+        }
+    }
+
+    /// The peers this node's invalidations go to: the live ones that did
+    /// not announce they leave, and admitted ones gossip does not report
+    /// live; a client's go to the members only.
+    fn fan_out_targets(&self) -> Vec<LivePeer> {
+        let mut peers = self.invalidation_targets();
+        // Admitted processes gossip does not report live may still serve
+        // what this invalidates until the isolation rule has made them drop
+        // it: they are waited for too, and named if they do not answer.
+        let unheard = self.unheard_admitted(&self.live_peers(false));
+        peers.extend(unheard);
+        if self.role == Role::Client {
+            peers.retain(|p| p.role == "member");
+        }
+        peers
+    }
+
+    /// Sends this node's high-water mark, in its own word, to each peer its
+    /// invalidations go to that has not acknowledged it yet
+    /// ([`super::high_water`]); answers come back on their own tasks.
+    fn tell_high_water(self: &Arc<Self>) {
+        let mark = self.sequence.load(Ordering::SeqCst);
+        let peers = self.fan_out_targets();
+        let targets: Vec<(String, u64)> =
+            peers.iter().map(|p| (p.id.clone(), p.generation)).collect();
+        let due = self.marks.lock().expect("marks").due(mark, &targets);
+        for peer in peers {
+            let to = (peer.id, peer.generation);
+            if !due.contains(&to) {
+                continue;
             }
+            let node = Arc::downgrade(self);
+            let (transport, timeout) = (self.transport.clone(), self.ack_timeout);
+            let message = Message::HighWater(HighWater {
+                origin: self.identity.clone(),
+                sequence: mark,
+            });
+            let generation = self.identity.generation;
+            tokio::spawn(async move {
+                let reply = tokio::time::timeout(timeout, transport.request(peer.addr, message));
+                let acknowledged = match reply.await {
+                    Ok(Ok((
+                        _,
+                        Message::InvalidateAck {
+                            origin_generation: g,
+                            sequence,
+                        },
+                    ))) if g == generation && sequence == mark => Some(mark),
+                    _ => None,
+                };
+                if let Some(n) = node.upgrade() {
+                    n.marks.lock().expect("marks").answered(&to, acknowledged);
+                }
+            });
+        }
+    }
+
+    /// Takes a peer's high-water mark: only in the origin's own word, or a
+    /// client's relayed by an admitted member ([`super::authority::takes_high_water`]).
+    /// Numbers up to it not seen yet become holes; a window that overflows
+    /// drops everything now. A member relays a client's mark to the other
+    /// clients before it acknowledges, as it relays that client's
+    /// invalidations.
+    pub(super) async fn receive_high_water(&self, peer: &PeerIdentity, mark: HighWater) -> Message {
+        let sender = NodeIdentity::new(peer.node_id.clone(), peer.generation);
+        let origin = mark.origin.id.to_string();
+        if !super::authority::takes_high_water(&self.view(), self.role, &sender, peer.role, &origin)
+        {
+            return Message::Error {
+                code: ErrorCode::REFUSED,
+                message: format!(
+                    "{} may not send the high-water mark of {origin}",
+                    peer.node_id
+                )
+                .into(),
+            };
+        }
+        let (generation, sequence) = (mark.origin.generation, mark.sequence);
+        let overflowed = self
+            .sequences
+            .lock()
+            .expect("sequences")
+            .observe_high_water(&origin, generation, sequence, std::time::Instant::now());
+        if overflowed {
+            self.telemetry.flushed_on_gap(&origin, "high_water");
+            if let Some(grid) = self.grid.upgrade() {
+                grid.apply(
+                    &Invalidation::Flush,
+                    EventOrigin::Remote {
+                        node: origin.clone(),
+                    },
+                );
+            }
+        }
+        if self.role == Role::Member && peer.role == Role::Client {
+            let mut clients = self.invalidation_targets();
+            clients.extend(self.unheard_admitted(&self.live_peers(false)));
+            clients.retain(|p| p.role == "client" && p.id != origin);
+            let relays = clients.into_iter().map(|p| {
+                let transport = self.transport.clone();
+                let message = Message::HighWater(mark.clone());
+                async move {
+                    let reply = tokio::time::timeout(
+                        self.ack_timeout / 2,
+                        transport.request(p.addr, message),
+                    );
+                    matches!(reply.await, Ok(Ok((_, Message::InvalidateAck { sequence: s, .. }))) if s == sequence)
+                }
+            });
+            let relayed = futures_util::future::join_all(relays).await;
+            if relayed.iter().any(|ok| !ok) {
+                // The client tries again at its next gossip interval.
+                return Message::Error {
+                    code: ErrorCode::INTERNAL,
+                    message: "not every client took the high-water mark".into(),
+                };
+            }
+        }
+        Message::InvalidateAck {
+            origin_generation: generation,
+            sequence,
         }
     }
 
@@ -63,15 +177,7 @@ impl Node {
         });
         // Clients do not talk to clients: a client sends to the members,
         // and each member relays to the other clients before it acknowledges.
-        let mut peers = self.invalidation_targets();
-        // Admitted processes gossip does not report live may still serve
-        // what this invalidates until the isolation rule has made them drop
-        // it: they are waited for too, and named if they do not answer.
-        let unheard = self.unheard_admitted(&self.live_peers(false));
-        peers.extend(unheard);
-        if self.role == Role::Client {
-            peers.retain(|p| p.role == "member");
-        }
+        let mut peers = self.fan_out_targets();
         if let Some(except) = except {
             peers.retain(|p| p.id != except);
         }
@@ -106,7 +212,7 @@ impl Node {
         } else {
             peers.iter().map(|p| p.id.clone()).collect()
         };
-        // The high-water mark is gossiped by the maintenance task.
+        // The maintenance task tells every peer the new high-water mark.
         let acked = self
             .send_to(peers, message, sequence, self.ack_timeout)
             .await;
@@ -287,33 +393,25 @@ impl Node {
     }
 }
 
-/// Every gossip interval: refreshes the live-peer snapshot, publishes this
-/// node's high-water mark, compares the peers' marks with what was applied
-/// (a tail not seen opens holes in the receive window), and takes holes
-/// open past their bound, or a window that overflowed, for loss: it drops
-/// everything this node cannot prove fresh.
+/// Every gossip interval: notes the peers' heartbeats, runs the isolation
+/// rule, tells peers this node's high-water mark (theirs arrive as
+/// requests: a tail not seen opens holes in the receive window), and takes
+/// holes open past their bound for loss: it drops everything this node
+/// cannot prove fresh.
 pub(super) async fn watch_high_water_marks(node: Weak<Node>) {
     loop {
         let Some(n) = node.upgrade() else { return };
         let interval = n.gossip_interval;
-        // Marks are gossip, which anyone gossiping can write: only those
-        // of processes admitted at exactly that generation are read (an
-        // invented id or generation would grow the table, or lock the real
-        // generation out as stale).
         let view = n.view();
-        let mut peers = n.live_peers(false);
-        peers.retain(|p| super::authority::reads_high_water(&view, &p.id, p.generation));
-        n.publish_hwm(n.sequence.load(Ordering::SeqCst)).await;
+        n.observe_gossip().await;
         n.check_isolation(&view);
+        if !n.stopped.load(Ordering::SeqCst) {
+            n.tell_high_water();
+        }
         let live = n.live_peers(false);
-        let (tail, lost) = {
+        let lost = {
             let now = std::time::Instant::now();
             let mut sequences = n.sequences.lock().expect("sequences");
-            let tail: Vec<String> = peers
-                .into_iter()
-                .filter(|p| sequences.observe_high_water(&p.id, p.generation, p.hwm, now))
-                .map(|p| p.id)
-                .collect();
             // Forget origins that are neither admitted nor live (left,
             // removed, restarted): the table follows the grid as it is.
             sequences.prune(|origin, generation| {
@@ -323,26 +421,19 @@ pub(super) async fn watch_high_water_marks(node: Weak<Node>) {
                         .any(|p| p.id == origin && p.generation == generation)
             });
             let overdue = sequences.overdue(now);
-            let lost = if !overdue.is_empty() && sequences.expire(now) {
+            if !overdue.is_empty() && sequences.expire(now) {
                 overdue
             } else {
                 Vec::new()
-            };
-            (tail, lost)
+            }
         };
-        if !tail.is_empty() {
-            n.telemetry.flushed_on_gap(&tail.join(","), "high_water");
-        }
         if !lost.is_empty() {
             n.telemetry.flushed_on_gap(&lost.join(","), "gap");
-        }
-        let missed: Vec<String> = tail.into_iter().chain(lost).collect();
-        if !missed.is_empty() {
             if let Some(grid) = n.grid.upgrade() {
                 grid.apply(
                     &Invalidation::Flush,
                     EventOrigin::Remote {
-                        node: missed.join(","),
+                        node: lost.join(","),
                     },
                 );
             }
@@ -433,7 +524,6 @@ impl Node {
                 generation: g,
                 role: super::consensus::role_name(m.role).to_string(),
                 addr: m.address,
-                hwm: 0,
                 raft_leader: None,
                 incarnation: 0,
             });

@@ -9,6 +9,7 @@ mod gossip;
 mod handle;
 mod handler;
 mod handshake;
+mod high_water;
 mod in_flight;
 mod invalidations;
 mod isolation;

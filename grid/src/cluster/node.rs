@@ -44,9 +44,17 @@ pub(super) async fn follow_announced_generations(node: Weak<Node>) {
     };
     while live.changed().await.is_ok() {
         let Some(n) = node.upgrade() else { return };
-        for p in n.live_peers(false) {
+        let peers = n.live_peers(false);
+        for p in &peers {
             n.transport.announced(p.addr, p.generation);
         }
+        // A client gossips to its seeds and the members it knows (see
+        // gossip::gossips_to).
+        let mut only_to = n.telemetry.gossip_sent.only_to.write().expect("only_to");
+        if let Some(only_to) = only_to.as_mut() {
+            only_to.extend(peers.iter().filter(|p| p.role == "member").map(|p| p.addr));
+        }
+        drop(only_to);
     }
 }
 
@@ -106,6 +114,8 @@ pub(crate) struct Node {
     pub(super) membership: tokio::sync::broadcast::Sender<crate::events::MembershipChange>,
     /// Whether this node can hear the cluster (see [`super::isolation`]).
     pub(super) isolation: Mutex<super::isolation::Isolation>,
+    /// Which peers still have to be told this node's high-water mark.
+    pub(super) marks: Mutex<super::high_water::MarkDelivery>,
 }
 
 pub(super) struct LivePeer {
@@ -113,7 +123,6 @@ pub(super) struct LivePeer {
     pub(super) generation: u64,
     pub(super) role: String,
     pub(super) addr: SocketAddr,
-    pub(super) hwm: u64,
     /// The raft leader this member gossips it heard from (a hint).
     pub(super) raft_leader: Option<String>,
     /// The cluster incarnation it gossips; 0 if none yet.
@@ -134,10 +143,6 @@ impl Node {
                     generation: id.generation_id,
                     role: state.get(keys::ROLE)?.to_string(),
                     addr: state.get(keys::ADDR)?.parse().ok()?,
-                    hwm: state
-                        .get(keys::INVALIDATION_HWM)
-                        .and_then(|h| h.parse().ok())
-                        .unwrap_or(0),
                     raft_leader: state.get(keys::RAFT_LEADER).map(str::to_string),
                     incarnation: state
                         .get(keys::INCARNATION)
@@ -208,6 +213,7 @@ impl Node {
             connections: self.transport.connected_peers().len(),
             gossip_messages_sent: t.gossip_sent.messages.load(Ordering::Relaxed),
             gossip_bytes_sent: t.gossip_sent.bytes.load(Ordering::Relaxed),
+            gossip_refused: t.gossip_sent.refused.load(Ordering::Relaxed),
             gossip_live: live,
             dead,
             invalidation_sequence: self.sequence.load(Ordering::SeqCst),

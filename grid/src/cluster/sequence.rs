@@ -18,9 +18,12 @@
 //! - the window overflows: a number more than the window size above the
 //!   last contiguous one, or more open holes than the window holds.
 //!
-//! The gossiped high-water mark of an origin opens holes for the tail it
+//! The high-water mark of an origin, which the origin itself sends over
+//! its own connection ([`super::high_water`]), opens holes for the tail it
 //! names that was not seen (a tail missed while the origin went quiet is
-//! found by the same bound). A flush covers every hole of every origin, so
+//! found by the same bound). A mark only ever comes in the origin's own
+//! word: a mark above the origin's real one would make a receiver take
+//! numbers never sent as seen after the flush, and miss a later tail. A flush covers every hole of every origin, so
 //! all are closed by it. Messages from an older generation of an origin
 //! than one already seen are refused; a newer generation restarts the
 //! numbering (and the older one's open holes can never fill: a flush).
@@ -185,8 +188,8 @@ impl SequenceTable {
         Received::Apply { flush_first: flush }
     }
 
-    /// Records an origin's gossiped high-water mark at `now`: numbers up to
-    /// it not seen yet become holes. True if the window overflowed (drop
+    /// Records an origin's high-water mark (its own word) at `now`: numbers
+    /// up to it not seen yet become holes. True if the window overflowed (drop
     /// everything now).
     pub(crate) fn observe_high_water(
         &mut self,
@@ -384,7 +387,7 @@ mod tests {
         let (mut t, now) = table();
         t.receive("a", 7, 1, now);
         assert!(!t.observe_high_water("a", 7, 1, now));
-        // The mark was gossiped before messages 2 and 3 arrived.
+        // The mark arrived before messages 2 and 3 arrived.
         assert!(!t.observe_high_water("a", 7, 3, now));
         assert_eq!(t.open_holes(), 2);
         assert_eq!(t.receive("a", 7, 3, now), APPLY);

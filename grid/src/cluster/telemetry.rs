@@ -238,8 +238,7 @@ impl Node {
     }
 
     /// Notes every known process's gossip heartbeat; the maintenance task
-    /// calls it every gossip interval, under the gossip lock it already
-    /// takes to publish the high-water mark.
+    /// calls it every gossip interval, under the gossip lock.
     pub(super) fn observe_heartbeats(&self, gossip: &chitchat::Chitchat) {
         let now = Instant::now();
         let mut heard = self.telemetry.last_heard();

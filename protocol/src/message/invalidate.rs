@@ -136,3 +136,52 @@ impl Invalidate {
         }
     }
 }
+
+/// An origin's invalidation high-water mark: the last sequence number it
+/// has used, in its own word.
+///
+/// The origin sends it over its own connection to every node it sends
+/// invalidations to, each gossip interval until the node acknowledged the
+/// current mark (as a request, answered with an
+/// [`InvalidateAck`](crate::Message::InvalidateAck) for the same generation
+/// and sequence). A receiver that has not seen every number up to the mark
+/// may have missed the tail: the numbers it has not seen become holes, and a
+/// hole that stays open past its bound makes it drop what it cannot prove
+/// fresh. Since the mark drives that rule, a receiver takes it only from the
+/// origin itself, or from an admitted member relaying a client's mark to a
+/// client, never from gossip.
+///
+/// Wire layout: origin node identity, `u64` sequence.
+///
+/// ```
+/// use hydracache_protocol::{HighWater, NodeIdentity};
+///
+/// let mark = HighWater {
+///     origin: NodeIdentity::new("api-1", 5),
+///     sequence: 1001,
+/// };
+/// assert_eq!(mark.sequence, 1001);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct HighWater {
+    /// The node whose invalidations the mark counts.
+    pub origin: NodeIdentity,
+    /// The last sequence number the origin has used in its generation (0:
+    /// none yet).
+    pub sequence: u64,
+}
+
+impl HighWater {
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, ProtocolError> {
+        let origin = NodeIdentity::read(r)?;
+        let sequence = r.u64(Field::Sequence)?;
+        Ok(HighWater { origin, sequence })
+    }
+
+    pub(crate) fn write(&self, w: &mut Writer<'_, '_>) -> Result<(), ProtocolError> {
+        self.origin.write(w)?;
+        w.u64(self.sequence);
+        Ok(())
+    }
+}

@@ -17,7 +17,7 @@ pub use cluster::{Member, MetadataSnapshot};
 pub use control::ErrorCode;
 pub use entry::{Entry, Fetch, FetchReply};
 pub use handshake::{negotiate, Agreement, Features, Hello, Role, VersionRange};
-pub use invalidate::{Invalidate, Target};
+pub use invalidate::{HighWater, Invalidate, Target};
 pub use load::{Abandon, Fill, Load, LoadReply, OwnerLoad, OwnerLoadReply};
 pub use node::NodeIdentity;
 pub use put::{Put, PutReply};
@@ -63,6 +63,8 @@ pub enum Kind {
     Invalidate = 0x10,
     /// [`Message::InvalidateAck`].
     InvalidateAck = 0x11,
+    /// [`Message::HighWater`].
+    HighWater = 0x12,
     /// [`Message::Fetch`].
     Fetch = 0x20,
     /// [`Message::FetchReply`].
@@ -93,7 +95,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind this build knows, in kind-byte order.
-    pub const ALL: [Kind; 21] = [
+    pub const ALL: [Kind; 22] = [
         Kind::Hello,
         Kind::HelloAck,
         Kind::Ping,
@@ -102,6 +104,7 @@ impl Kind {
         Kind::GoAway,
         Kind::Invalidate,
         Kind::InvalidateAck,
+        Kind::HighWater,
         Kind::Fetch,
         Kind::FetchReply,
         Kind::Load,
@@ -128,6 +131,7 @@ impl Kind {
             0x06 => Kind::GoAway,
             0x10 => Kind::Invalidate,
             0x11 => Kind::InvalidateAck,
+            0x12 => Kind::HighWater,
             0x20 => Kind::Fetch,
             0x21 => Kind::FetchReply,
             0x22 => Kind::Load,
@@ -206,6 +210,8 @@ pub enum Message {
         /// The invalidation's per-origin sequence number.
         sequence: u64,
     },
+    /// An origin's invalidation high-water mark, in its own word.
+    HighWater(HighWater),
     /// Read a key from its owner.
     Fetch(Fetch),
     /// Answer to a [`Message::Fetch`].
@@ -246,6 +252,7 @@ impl Message {
             Message::GoAway { .. } => Kind::GoAway,
             Message::Invalidate(_) => Kind::Invalidate,
             Message::InvalidateAck { .. } => Kind::InvalidateAck,
+            Message::HighWater(_) => Kind::HighWater,
             Message::Fetch(_) => Kind::Fetch,
             Message::FetchReply(_) => Kind::FetchReply,
             Message::Load(_) => Kind::Load,
@@ -304,6 +311,7 @@ impl Message {
                 origin_generation: r.u64(Field::Generation)?,
                 sequence: r.u64(Field::Sequence)?,
             },
+            Kind::HighWater => Message::HighWater(HighWater::read(&mut r)?),
             Kind::Fetch => Message::Fetch(Fetch::read(&mut r)?),
             Kind::FetchReply => Message::FetchReply(FetchReply::read(&mut r)?),
             Kind::Load => Message::Load(Load::read(&mut r)?),
@@ -339,6 +347,7 @@ impl Message {
                 w.u64(*origin_generation);
                 w.u64(*sequence);
             }
+            Message::HighWater(m) => m.write(w)?,
             Message::Fetch(m) => m.write(w)?,
             Message::FetchReply(m) => m.write(w)?,
             Message::Load(m) => m.write(w)?,

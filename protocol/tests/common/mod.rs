@@ -5,9 +5,9 @@
 
 use bytes::Bytes;
 use hydracache_protocol::{
-    Entry, ErrorCode, Features, FetchReply, Fill, Flags, Frame, Hello, Invalidate, LoadReply,
-    Member, Message, MetadataSnapshot, NodeIdentity, OwnerLoad, OwnerLoadReply, Put, PutReply,
-    Role, Target, VersionRange, HEADER_LEN,
+    Entry, ErrorCode, Features, FetchReply, Fill, Flags, Frame, Hello, HighWater, Invalidate,
+    LoadReply, Member, Message, MetadataSnapshot, NodeIdentity, OwnerLoad, OwnerLoadReply, Put,
+    PutReply, Role, Target, VersionRange, HEADER_LEN,
 };
 
 /// A named sample frame with a one-line description.
@@ -131,6 +131,15 @@ pub fn samples() -> Vec<Sample> {
                 origin_generation: 5,
                 sequence: 1001,
             },
+        ),
+        sample(
+            "high_water",
+            "HighWater of origin api-1 generation 5 at sequence 1001",
+            0,
+            Message::HighWater(HighWater {
+                origin: NodeIdentity::new("api-1", 5),
+                sequence: 1001,
+            }),
         ),
         sample(
             "fetch",
