@@ -39,13 +39,21 @@ pub const VALUE_ALIGN: usize = 16;
 /// Expiry value meaning "never expires".
 pub(crate) const NEVER: u64 = u64::MAX;
 
+/// Bits of [`Header::freq`] holding the S3-FIFO access frequency (0..=3).
+const FREQ_MASK: u8 = 0b11;
+/// Bit of [`Header::freq`] set, for the block's lifetime, when the entry is
+/// a near copy: another node's value kept here (see
+/// [`crate::FillTicket::near_copy`]). Hits on it count as near hits.
+const NEAR_BIT: u8 = 0x80;
+
 /// Fixed per-entry header. 32 bytes.
 #[repr(C)]
 pub(crate) struct Header {
     refs: AtomicU32,
-    /// S3-FIFO access frequency, saturating at 3. Written relaxed on hits,
-    /// only when it would change.
-    pub(crate) freq: AtomicU8,
+    /// S3-FIFO access frequency (low two bits, saturating at 3) and
+    /// [`NEAR_BIT`], which never changes. Written relaxed on hits, only when
+    /// the frequency would change.
+    freq: AtomicU8,
     tag_count: u8,
     key_len: u16,
     value_len: u32,
@@ -56,6 +64,36 @@ pub(crate) struct Header {
     /// Which Rust type encoded the value (see [`crate::value::type_tag`]);
     /// 0 for bytes of unknown type that must be validated on every read.
     pub(crate) type_tag: u64,
+}
+
+impl Header {
+    /// The access frequency (0..=3).
+    #[inline]
+    pub(crate) fn freq(&self) -> u8 {
+        self.freq.load(Ordering::Relaxed) & FREQ_MASK
+    }
+
+    /// Sets the access frequency (`f` <= 3), keeping the near-copy bit.
+    /// Called under the shard lock; a concurrent hit's store may win, as
+    /// it may for any relaxed frequency update.
+    #[inline]
+    pub(crate) fn set_freq(&self, f: u8) {
+        debug_assert!(f <= FREQ_MASK);
+        let b = self.freq.load(Ordering::Relaxed);
+        self.freq.store((b & NEAR_BIT) | f, Ordering::Relaxed);
+    }
+
+    /// Records a hit: raises the frequency unless it is saturated (a
+    /// relaxed store, only when it changes). Returns whether the entry is a
+    /// near copy, read from the same byte.
+    #[inline]
+    pub(crate) fn record_hit(&self) -> bool {
+        let b = self.freq.load(Ordering::Relaxed);
+        if b & FREQ_MASK < FREQ_MASK {
+            self.freq.store(b + 1, Ordering::Relaxed);
+        }
+        b & NEAR_BIT != 0
+    }
 }
 
 /// A tag an entry carries, with the tag generation observed when the entry
@@ -154,13 +192,14 @@ unsafe impl Sync for EntryPtr {}
 impl EntryPtr {
     /// Allocates a block and copies key, tags and value into it. Lengths were
     /// validated by the caller against the store limits (which keep them within
-    /// the header's integer widths).
+    /// the header's integer widths). `near`: the entry is a near copy.
     pub(crate) fn new(
         key: &[u8],
         value: &[u8],
         tags: Vec<TagRef>,
         expires_at: u64,
         type_tag: u64,
+        near: bool,
     ) -> EntryPtr {
         debug_assert!(key.len() <= u16::MAX as usize);
         debug_assert!(tags.len() <= u8::MAX as usize);
@@ -179,7 +218,7 @@ impl EntryPtr {
             let header = base.as_ptr().cast::<Header>();
             header.write(Header {
                 refs: AtomicU32::new(1),
-                freq: AtomicU8::new(0),
+                freq: AtomicU8::new(if near { NEAR_BIT } else { 0 }),
                 tag_count: tags.len() as u8,
                 key_len: key.len() as u16,
                 value_len: value.len() as u32,
@@ -439,7 +478,7 @@ mod tests {
     fn value_is_aligned_for_every_key_length() {
         for key_len in 0..40 {
             let key = vec![b'k'; key_len];
-            let e = EntryPtr::new(&key, b"value", Vec::new(), NEVER, 0);
+            let e = EntryPtr::new(&key, b"value", Vec::new(), NEVER, 0, false);
             assert_eq!(e.value().as_ptr() as usize % VALUE_ALIGN, 0);
             assert_eq!(e.key(), &key[..]);
             assert_eq!(e.value(), b"value");
@@ -448,12 +487,31 @@ mod tests {
 
     #[test]
     fn clones_share_and_last_drop_frees() {
-        let e = EntryPtr::new(b"k", b"v", Vec::new(), NEVER, 0);
+        let e = EntryPtr::new(b"k", b"v", Vec::new(), NEVER, 0, false);
         let c = e.clone();
         drop(e);
         assert_eq!(c.value(), b"v");
         let bytes = bytes::Bytes::from_owner(ValueOwner(c.clone()));
         drop(c);
         assert_eq!(&bytes[..], b"v");
+    }
+
+    #[test]
+    fn the_near_copy_bit_survives_every_frequency_change() {
+        for near in [false, true] {
+            let e = EntryPtr::new(b"k", b"v", Vec::new(), NEVER, 0, near);
+            let h = e.header();
+            assert_eq!(h.freq(), 0);
+            for f in 1..=3 {
+                assert_eq!(h.record_hit(), near);
+                assert_eq!(h.freq(), f);
+            }
+            assert_eq!(h.record_hit(), near, "saturated at 3");
+            assert_eq!(h.freq(), 3);
+            h.set_freq(1);
+            assert_eq!(h.freq(), 1);
+            h.set_freq(0);
+            assert_eq!((h.record_hit(), h.freq()), (near, 1));
+        }
     }
 }

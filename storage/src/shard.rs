@@ -405,11 +405,10 @@ impl Shard {
             if is_dead(entry) {
                 return Victim::Evict(slot);
             }
-            let freq = &entry.header().freq;
-            if freq.load(Ordering::Relaxed) == 0 {
+            if entry.header().freq() == 0 {
                 return Victim::Evict(slot);
             }
-            freq.store(0, Ordering::Relaxed);
+            entry.header().set_freq(0);
             let charge = entry_charge(entry);
             self.credit(slot);
             self.detach(slot, charge);
@@ -435,8 +434,7 @@ impl Shard {
             if is_dead(entry) {
                 return Some(slot);
             }
-            let freq = &entry.header().freq;
-            let f = freq.load(Ordering::Relaxed);
+            let f = entry.header().freq();
             if f == 0 || budget == 0 {
                 return Some(slot);
             }
@@ -450,7 +448,7 @@ impl Shard {
     fn rotate(&mut self, slot: u32, f: u8) {
         // SAFETY: under the shard lock; the slot is linked.
         let entry = unsafe { self.entry_at(slot) };
-        entry.header().freq.store(f - 1, Ordering::Relaxed);
+        entry.header().set_freq(f - 1);
         self.credit(slot);
         self.prove(slot);
         // Moving within one list leaves its byte count unchanged.
@@ -477,10 +475,7 @@ impl Shard {
                 return None;
             }
             // SAFETY: under the shard lock; the head of a list is linked.
-            let f = unsafe { self.entry_at(slot) }
-                .header()
-                .freq
-                .load(Ordering::Relaxed);
+            let f = unsafe { self.entry_at(slot) }.header().freq();
             if f == 0 {
                 return Some(slot);
             }

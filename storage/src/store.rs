@@ -394,7 +394,8 @@ impl Store {
         inner.check_size(ticket.tags.len(), tag_bytes, ticket.key.len(), bytes.len())?;
         let tags = std::mem::take(&mut ticket.tags);
         let key = std::mem::take(&mut ticket.key);
-        let stored = inner.write(&key, bytes, type_tag, expiry, tags, Some(ticket.id));
+        let near = ticket.near;
+        let stored = inner.write(&key, bytes, type_tag, expiry, tags, Some(ticket.id), near);
         Ok(if stored {
             FillOutcome::Stored
         } else {
@@ -454,7 +455,8 @@ impl Store {
         let inner = &*self.inner;
         let c = &inner.counters;
         StoreStats {
-            hits: c.sum(|s| &s.hits),
+            hits: c.sum(|s| &s.hits) + c.sum(|s| &s.near_hits),
+            near_hits: c.sum(|s| &s.near_hits),
             misses: c.sum(|s| &s.misses),
             inserts: c.sum(|s| &s.inserts),
             evicted_capacity: c.sum(|s| &s.evicted_capacity),
@@ -572,7 +574,7 @@ impl Store {
             .iter()
             .map(|t| inner.tags.acquire(t.as_ref()))
             .collect();
-        inner.write(key, bytes, type_tag, expiry, tag_refs, None);
+        inner.write(key, bytes, type_tag, expiry, tag_refs, None, false);
         Ok(())
     }
 
@@ -652,7 +654,8 @@ impl Inner {
     /// The hit path: one index probe, an expiry check, a tag check (one
     /// load of the store's tag epoch; the tags' generations only if a tag
     /// was invalidated since a reader last checked this entry), a relaxed
-    /// frequency bump and a striped counter.
+    /// frequency bump and a striped counter (the thread's stripe's hits or
+    /// near hits, chosen by the near-copy bit read with the frequency).
     #[inline]
     fn lookup<'g>(&self, key: &[u8], guard: &'g LocalGuard<'_>) -> Option<Borrowed<'g>> {
         let stripe = self.counters.local();
@@ -660,12 +663,15 @@ impl Inner {
         let epoch = self.tags.epoch();
         match self.tables[self.shard_of_hash(hash)].get(hash, key, guard) {
             Some(entry) if entry.is_live_at(self.read_now(&entry), epoch) => {
-                let freq = &entry.header().freq;
-                let f = freq.load(Ordering::Relaxed);
-                if f < 3 {
-                    freq.store(f + 1, Ordering::Relaxed);
-                }
-                Counters::add(&stripe.hits, 1);
+                let near = entry.header().record_hit();
+                Counters::add(
+                    if near {
+                        &stripe.near_hits
+                    } else {
+                        &stripe.hits
+                    },
+                    1,
+                );
                 Some(entry)
             }
             _ => {
@@ -710,7 +716,9 @@ impl Inner {
     }
 
     /// Stores an entry; with `fill`, only if that fill is not stale. Returns
-    /// whether it was stored. Sizes were checked by the caller.
+    /// whether it was stored. Sizes were checked by the caller. `near`: the
+    /// entry is a near copy.
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
         key: &[u8],
@@ -719,10 +727,11 @@ impl Inner {
         expiry: Expiry,
         tags: Vec<TagRef>,
         fill: Option<u64>,
+        near: bool,
     ) -> bool {
         let hash = self.hasher.hash_one(key);
         let shard_idx = self.shard_of_hash(hash);
-        let entry = EntryPtr::new(key, bytes, tags, self.expires_at(expiry), type_tag);
+        let entry = EntryPtr::new(key, bytes, tags, self.expires_at(expiry), type_tag, near);
         let charge = entry_charge(&entry);
         let guard = self.collector.enter();
         let mut shard = lock(&self.shards[shard_idx]);
