@@ -29,13 +29,14 @@ use crate::value::{self, EntryRef, StoreValue};
 /// allocates for it elsewhere: its 8-byte slot in the shard's key index (at
 /// least half of the slots are live while the index grows, 16 bytes per
 /// entry; 32 covers an index whose entries fell by half since it was last
-/// rebuilt), the shard's 16-byte queue node, and the entry's share of
-/// the frequency sketch (8 to 16 bytes: four rows of four 4-bit counters per
-/// entry, rounded up to a power of two) and of the ghost list (6 to 12
-/// bytes): 76, rounded up for slab growth. The allocator's own headers and
-/// size-class rounding are not included. `tests/memory.rs` measures the real
-/// figure against this constant.
-pub const ENTRY_OVERHEAD: usize = 80;
+/// rebuilt), its 8-byte slot in the shard's slab (the queue links are in
+/// the block's header), and the entry's share of the frequency sketch (8 to
+/// 16 bytes: four rows of four 4-bit counters per entry, rounded up to a
+/// power of two) and of the ghost list (6 to 12 bytes): 68, rounded up for
+/// slab growth. The allocator's own headers and size-class rounding are not
+/// included. `tests/memory.rs` measures the real figure against this
+/// constant.
+pub const ENTRY_OVERHEAD: usize = 72;
 
 /// Bytes charged per tag reference on top of the tag name: the 16-byte
 /// reference in the entry block plus the registry's share for a tag no other
@@ -223,7 +224,7 @@ impl Store {
         mark_pending_stale(&mut shard, key, None);
         let removed = match inner.tables[idx].get(hash, key, &guard) {
             Some(entry) => {
-                let slot = entry.header().slot.load(Ordering::Relaxed);
+                let slot = shard.slot_of(&entry);
                 inner.evict_slot(
                     &mut shard,
                     slot,
@@ -588,7 +589,7 @@ impl Store {
         let mut shard = lock(&inner.shards[idx]);
         if let Some(current) = inner.tables[idx].get(hash, entry.key(), &guard) {
             if current.as_raw() == entry.as_raw() {
-                let slot = current.header().slot.load(Ordering::Relaxed);
+                let slot = shard.slot_of(&current);
                 inner.evict_slot(
                     &mut shard,
                     slot,
@@ -644,7 +645,7 @@ impl Inner {
     /// milliseconds longer is harmless.
     #[inline]
     fn read_now(&self, entry: &EntryPtr) -> u64 {
-        if entry.header().expires_at == NEVER {
+        if entry.header().expires_at() == NEVER {
             0
         } else {
             self.config.clock.now_ms() + self.hit_slack
@@ -750,7 +751,7 @@ impl Inner {
         }
         mark_pending_stale(&mut shard, key, fill);
         if let Some(old) = self.tables[shard_idx].get(hash, key, &guard) {
-            let slot = old.header().slot.load(Ordering::Relaxed);
+            let slot = shard.slot_of(&old);
             self.release_tags(&old);
             self.unlink(&mut shard, slot);
         }
@@ -827,7 +828,7 @@ impl Inner {
             Victim::Evict(slot) => {
                 // SAFETY: under the shard lock, slot is linked.
                 let cause = match unsafe { shard.entry(slot) } {
-                    Some(e) if e.header().expires_at <= now => EvictionCause::Expired,
+                    Some(e) if e.header().expires_at() <= now => EvictionCause::Expired,
                     Some(e) if !e.tags().iter().all(TagRef::is_current) => {
                         EvictionCause::Invalidated
                     }
@@ -859,7 +860,7 @@ impl Inner {
             let Some(entry) = (unsafe { shard.entry(slot) }) else {
                 continue;
             };
-            if entry.header().expires_at <= now {
+            if entry.header().expires_at() <= now {
                 self.evict_slot(shard, slot, guard, EvictionCause::Expired, evictions);
                 reclaimed += 1;
             } else if !entry.tags().iter().all(TagRef::is_current) {
