@@ -112,15 +112,16 @@ impl Header {
     }
 
     /// Records a hit: raises the frequency unless it is saturated (a
-    /// relaxed store, only when it changes). Returns whether the entry is a
-    /// near copy, read from the same byte.
+    /// relaxed store, only when it changes). Returns 1 if the entry is a
+    /// near copy, else 0 (read from the same byte; an index, so that the
+    /// caller picks its counter without a branch).
     #[inline]
-    pub(crate) fn record_hit(&self) -> bool {
+    pub(crate) fn record_hit(&self) -> usize {
         let b = self.freq.load(Ordering::Relaxed);
         if b & FREQ_MASK < FREQ_MASK {
             self.freq.store(b + 1, Ordering::Relaxed);
         }
-        b & NEAR_BIT != 0
+        (b / NEAR_BIT) as usize
     }
 }
 
@@ -551,15 +552,15 @@ mod tests {
             let h = e.header();
             assert_eq!(h.freq(), 0);
             for f in 1..=3 {
-                assert_eq!(h.record_hit(), near);
+                assert_eq!(h.record_hit(), near as usize);
                 assert_eq!(h.freq(), f);
             }
-            assert_eq!(h.record_hit(), near, "saturated at 3");
+            assert_eq!(h.record_hit(), near as usize, "saturated at 3");
             assert_eq!(h.freq(), 3);
             h.set_freq(1);
             assert_eq!(h.freq(), 1);
             h.set_freq(0);
-            assert_eq!((h.record_hit(), h.freq()), (near, 1));
+            assert_eq!((h.record_hit(), h.freq()), (near as usize, 1));
         }
     }
 }

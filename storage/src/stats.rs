@@ -11,11 +11,10 @@ use crate::listener::EvictionCause;
 /// One stripe of counters.
 #[derive(Default)]
 pub(crate) struct Stripe {
-    /// Hits on entries that are not near copies.
-    pub(crate) hits: AtomicU64,
-    /// Hits on near copies: a hit increments one of the two, chosen by the
-    /// entry's near-copy bit, so counting them apart costs no extra write.
-    pub(crate) near_hits: AtomicU64,
+    /// Hits on entries that are not near copies (`[0]`) and on near copies
+    /// (`[1]`): a hit increments the one its entry's near-copy bit indexes,
+    /// so counting them apart costs no extra write and no branch.
+    pub(crate) hits: [AtomicU64; 2],
     pub(crate) misses: AtomicU64,
     pub(crate) inserts: AtomicU64,
     pub(crate) evicted_capacity: AtomicU64,

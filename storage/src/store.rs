@@ -456,8 +456,8 @@ impl Store {
         let inner = &*self.inner;
         let c = &inner.counters;
         StoreStats {
-            hits: c.sum(|s| &s.hits) + c.sum(|s| &s.near_hits),
-            near_hits: c.sum(|s| &s.near_hits),
+            hits: c.sum(|s| &s.hits[0]) + c.sum(|s| &s.hits[1]),
+            near_hits: c.sum(|s| &s.hits[1]),
             misses: c.sum(|s| &s.misses),
             inserts: c.sum(|s| &s.inserts),
             evicted_capacity: c.sum(|s| &s.evicted_capacity),
@@ -656,7 +656,7 @@ impl Inner {
     /// load of the store's tag epoch; the tags' generations only if a tag
     /// was invalidated since a reader last checked this entry), a relaxed
     /// frequency bump and a striped counter (the thread's stripe's hits or
-    /// near hits, chosen by the near-copy bit read with the frequency).
+    /// near hits, indexed by the near-copy bit read with the frequency).
     #[inline]
     fn lookup<'g>(&self, key: &[u8], guard: &'g LocalGuard<'_>) -> Option<Borrowed<'g>> {
         let stripe = self.counters.local();
@@ -664,15 +664,7 @@ impl Inner {
         let epoch = self.tags.epoch();
         match self.tables[self.shard_of_hash(hash)].get(hash, key, guard) {
             Some(entry) if entry.is_live_at(self.read_now(&entry), epoch) => {
-                let near = entry.header().record_hit();
-                Counters::add(
-                    if near {
-                        &stripe.near_hits
-                    } else {
-                        &stripe.hits
-                    },
-                    1,
-                );
+                Counters::add(&stripe.hits[entry.header().record_hit()], 1);
                 Some(entry)
             }
             _ => {
