@@ -284,6 +284,7 @@ impl<C: Codec> Grid<C> {
         inner.stamps.bump_key(key);
         match at {
             PutAt::Owner => {
+                let ticket = ticket.near_copy();
                 let outcome = T::fill_encoded(&inner.store, ticket, encoded.bytes(), expiry)?;
                 if outcome == FillOutcome::Stored {
                     // The owner holds the value: this is a near copy.
@@ -960,6 +961,12 @@ async fn lead<T, C, Fut, E>(
                 (Some(remote), Some(lease)) => match value.encode() {
                     Ok(encoded) => {
                         let expiry = value.own_expiry().unwrap_or(expiry);
+                        // Granted by another node, the key's owner: this
+                        // node keeps a near copy.
+                        let ticket = match lease.at {
+                            Some(_) => ticket.near_copy(),
+                            None => ticket,
+                        };
                         let filled = T::fill_encoded(&inner.store, ticket, encoded.bytes(), expiry);
                         if lease.at.is_some() && matches!(filled, Ok(FillOutcome::Stored)) {
                             // Granted by another node, the key's owner:

@@ -93,7 +93,10 @@ impl GridInner {
         before: Stamp,
         entry: &RemoteEntry,
     ) -> Result<bool, CacheError> {
-        let ticket = self.store.begin_fill(key.as_bytes(), &entry.tags)?;
+        let ticket = self
+            .store
+            .begin_fill(key.as_bytes(), &entry.tags)?
+            .near_copy();
         if self.stamps.of(key) != before {
             return Ok(false);
         }

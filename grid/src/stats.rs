@@ -27,6 +27,11 @@ impl GridCounters {
 pub struct GridStats {
     /// Reads that found a value.
     pub hits: u64,
+    /// Of [`GridStats::hits`], those that found a near copy: a value of a
+    /// key another node owns, kept here from the owner's reply, a put
+    /// stored at the owner, or a load this node ran under the owner's
+    /// lease. On a client every kept value is one.
+    pub near_hits: u64,
     /// Reads that found nothing.
     pub misses: u64,
     /// Loader runs on this node (one per single-flight group; in a grid,
@@ -102,6 +107,7 @@ impl GridStats {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         GridStats {
             hits: store.hits,
+            near_hits: store.near_hits,
             misses: store.misses,
             loads: get(&c.loads),
             load_errors: get(&c.load_errors),

@@ -77,6 +77,12 @@ async fn the_cluster_view_health_and_metrics_of_members_and_a_client() {
     let _ = m0.get::<u32>("k1").await.unwrap();
     let _ = m0.get::<u32>("absent").await.unwrap();
     c0.invalidate_tag("t").await.unwrap();
+    // The client keeps a near copy of the member's value, then hits it.
+    m0.put("hot", 7u32, CacheOptions::new()).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(c0.get::<u32>("hot").await.unwrap(), Some(7));
+    }
+    assert_eq!(c0.stats().near_hits, 1);
 
     let router = Actuator::new()
         .cache("grid", m0.clone())
@@ -202,6 +208,7 @@ async fn the_cluster_view_health_and_metrics_of_members_and_a_client() {
         (Some(s.hits), Some(s.misses))
     );
     assert_eq!(stats["invalidations"], s.invalidations);
+    assert_eq!(stats["near_hits"], s.near_hits);
     let (_, diag) = get_json(&router, "/caches/near/diagnostics").await;
     assert_eq!(diag["mode"], "client");
     assert_eq!(diag["capacity_bytes"], 8 << 20);
@@ -215,6 +222,7 @@ async fn the_cluster_view_health_and_metrics_of_members_and_a_client() {
         "hydracache_raft_leader_known{cache=\"grid\"} 1".to_string(),
         "hydracache_up{cache=\"near\"} 1".to_string(),
         format!("hydracache_hits_total{{cache=\"grid\"}} {}", s.hits),
+        "hydracache_near_hits_total{cache=\"near\"} 1".to_string(),
     ] {
         assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
     }

@@ -414,6 +414,18 @@ async fn every_read_path_counter_matches_what_happened() {
     assert_eq!(runs.load(Ordering::SeqCst), 1, "one loader run in the grid");
     let loads: u64 = nodes.iter().map(|n| n.stats().loads).sum();
     assert_eq!(loads, 1, "and one load counted in the grid");
+
+    // What the lease holder stored for the owner, and what the client kept
+    // from the owner's reply, are near copies; the owner's entry is not.
+    let near = |n: &Grid| n.stats().near_hits;
+    let (o2, x2, c2) = (near(owner), near(other), near(client));
+    for n in [owner, other, client] {
+        assert_eq!(n.get::<u64>(key).await.unwrap(), Some(9));
+    }
+    assert_eq!(
+        [near(owner) - o2, near(other) - x2, near(client) - c2],
+        [0, 1, 1]
+    );
 }
 
 /// The index of `key`'s owner among `nodes`, and of another member.
@@ -704,15 +716,22 @@ async fn a_hot_key_is_served_locally_on_every_node_and_a_put_reaches_them_all() 
     for _ in 0..100 {
         everyone_reads(&nodes, "hot:1", Some(1)).await;
     }
+    let owner_id = nodes[0].owner_for_key("hot:1").unwrap();
     for (n, (stats, diag)) in nodes.iter().zip(&before) {
         let d = n.cluster_diagnostics().await.unwrap();
-        assert_eq!(n.stats().hits - stats.hits, 100, "{}", d.node_id);
+        let now = n.stats();
+        assert_eq!(now.hits - stats.hits, 100, "{}", d.node_id);
         assert_eq!(
             (d.remote_hits, d.remote_misses),
             (diag.remote_hits, diag.remote_misses),
             "{}",
             d.node_id
         );
+        // The owner's hits are on its own entry; every other node's, the
+        // client's included, are on its near copy.
+        let near = if d.node_id == owner_id { 0 } else { 100 };
+        assert_eq!(now.near_hits - stats.near_hits, near, "{}", d.node_id);
+        assert_eq!(d.near_hits, now.near_hits, "{}", d.node_id);
     }
     // A put anywhere invalidates every copy before it returns.
     nodes[3]

@@ -28,7 +28,7 @@ use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use crate::tags::TagState;
@@ -36,26 +36,93 @@ use crate::tags::TagState;
 /// Alignment of the value bytes inside a block (rkyv's default archive alignment).
 pub const VALUE_ALIGN: usize = 16;
 
-/// Expiry value meaning "never expires".
-pub(crate) const NEVER: u64 = u64::MAX;
+/// Expiry value meaning "never expires": the largest expiry the header's
+/// 48 bits hold (2^48 ms is about 8,900 years of the store clock).
+pub(crate) const NEVER: u64 = (1 << 48) - 1;
 
-/// Fixed per-entry header. 32 bytes.
+/// References past which [`EntryPtr::try_clone`] declines to share the
+/// block (its caller copies the value instead), far below the 16-bit
+/// count's limit.
+const SHARE_LIMIT: u16 = 1 << 14;
+/// References at which a clone aborts the process rather than wrap the
+/// count: only `try_clone`s racing past [`SHARE_LIMIT`] could get near it.
+const REFS_ABORT: u16 = u16::MAX - 1024;
+
+/// Bits of [`Header::freq`] holding the S3-FIFO access frequency (0..=3).
+const FREQ_MASK: u8 = 0b11;
+/// Bit of [`Header::freq`] set, for the block's lifetime, when the entry is
+/// a near copy: another node's value kept here (see
+/// [`crate::FillTicket::near_copy`]). Hits on it count as near hits.
+const NEAR_BIT: u8 = 0x80;
+
+/// Fixed per-entry header. 32 bytes, which also hold the entry's links in
+/// its shard's eviction queue (so the shard keeps only an 8-byte pointer
+/// per entry, not a node of its own).
 #[repr(C)]
 pub(crate) struct Header {
-    refs: AtomicU32,
-    /// S3-FIFO access frequency, saturating at 3. Written relaxed on hits,
-    /// only when it would change.
-    pub(crate) freq: AtomicU8,
+    /// The key index's count plus one per shared value handed out
+    /// ([`EntryPtr::try_clone`]).
+    refs: AtomicU16,
+    /// S3-FIFO access frequency (low two bits, saturating at 3) and
+    /// [`NEAR_BIT`], which never changes. Written relaxed on hits, only when
+    /// the frequency would change.
+    freq: AtomicU8,
     tag_count: u8,
-    key_len: u16,
     value_len: u32,
-    /// Index of this entry's node in its shard's slab; written under the shard lock.
-    pub(crate) slot: AtomicU32,
-    /// Absolute expiry on the store clock in milliseconds, or [`NEVER`].
-    pub(crate) expires_at: u64,
+    /// The previous and next slot of this entry in its shard's queue, with
+    /// the shard's flag bits (shard.rs). Only the holder of the shard's
+    /// mutex reads or writes them; atomics (relaxed) because hits read the
+    /// rest of the header at the same time.
+    pub(crate) prev: AtomicU32,
+    pub(crate) next: AtomicU32,
+    /// Absolute expiry on the store clock in milliseconds, or [`NEVER`]
+    /// (high 48 bits), and the key length (low 16 bits).
+    expiry_key: u64,
     /// Which Rust type encoded the value (see [`crate::value::type_tag`]);
     /// 0 for bytes of unknown type that must be validated on every read.
     pub(crate) type_tag: u64,
+}
+
+impl Header {
+    /// Absolute expiry on the store clock in milliseconds, or [`NEVER`].
+    #[inline]
+    pub(crate) fn expires_at(&self) -> u64 {
+        self.expiry_key >> 16
+    }
+
+    #[inline]
+    fn key_len(&self) -> usize {
+        self.expiry_key as u16 as usize
+    }
+
+    /// The access frequency (0..=3).
+    #[inline]
+    pub(crate) fn freq(&self) -> u8 {
+        self.freq.load(Ordering::Relaxed) & FREQ_MASK
+    }
+
+    /// Sets the access frequency (`f` <= 3), keeping the near-copy bit.
+    /// Called under the shard lock; a concurrent hit's store may win, as
+    /// it may for any relaxed frequency update.
+    #[inline]
+    pub(crate) fn set_freq(&self, f: u8) {
+        debug_assert!(f <= FREQ_MASK);
+        let b = self.freq.load(Ordering::Relaxed);
+        self.freq.store((b & NEAR_BIT) | f, Ordering::Relaxed);
+    }
+
+    /// Records a hit: raises the frequency unless it is saturated (a
+    /// relaxed store, only when it changes). Returns 1 if the entry is a
+    /// near copy, else 0 (read from the same byte; an index, so that the
+    /// caller picks its counter without a branch).
+    #[inline]
+    pub(crate) fn record_hit(&self) -> usize {
+        let b = self.freq.load(Ordering::Relaxed);
+        if b & FREQ_MASK < FREQ_MASK {
+            self.freq.store(b + 1, Ordering::Relaxed);
+        }
+        (b / NEAR_BIT) as usize
+    }
 }
 
 /// A tag an entry carries, with the tag generation observed when the entry
@@ -154,15 +221,17 @@ unsafe impl Sync for EntryPtr {}
 impl EntryPtr {
     /// Allocates a block and copies key, tags and value into it. Lengths were
     /// validated by the caller against the store limits (which keep them within
-    /// the header's integer widths).
+    /// the header's integer widths). `near`: the entry is a near copy.
     pub(crate) fn new(
         key: &[u8],
         value: &[u8],
         tags: Vec<TagRef>,
         expires_at: u64,
         type_tag: u64,
+        near: bool,
     ) -> EntryPtr {
         debug_assert!(key.len() <= u16::MAX as usize);
+        debug_assert!(expires_at <= NEVER);
         debug_assert!(tags.len() <= u8::MAX as usize);
         debug_assert!(value.len() <= u32::MAX as usize);
         let off = offsets(tags.len(), key.len(), value.len());
@@ -178,13 +247,13 @@ impl EntryPtr {
         unsafe {
             let header = base.as_ptr().cast::<Header>();
             header.write(Header {
-                refs: AtomicU32::new(1),
-                freq: AtomicU8::new(0),
+                refs: AtomicU16::new(1),
+                freq: AtomicU8::new(if near { NEAR_BIT } else { 0 }),
                 tag_count: tags.len() as u8,
-                key_len: key.len() as u16,
                 value_len: value.len() as u32,
-                slot: AtomicU32::new(u32::MAX),
-                expires_at,
+                prev: AtomicU32::new(0),
+                next: AtomicU32::new(0),
+                expiry_key: (expires_at << 16) | key.len() as u64,
                 type_tag,
             });
             if !tags.is_empty() {
@@ -213,11 +282,7 @@ impl EntryPtr {
     #[inline]
     fn offsets(&self) -> Offsets {
         let h = self.header();
-        offsets(
-            h.tag_count as usize,
-            h.key_len as usize,
-            h.value_len as usize,
-        )
+        offsets(h.tag_count as usize, h.key_len(), h.value_len as usize)
     }
 
     /// The key bytes.
@@ -231,7 +296,7 @@ impl EntryPtr {
                     .as_ptr()
                     .cast::<u8>()
                     .add(key_offset(h.tag_count as usize)),
-                h.key_len as usize,
+                h.key_len(),
             )
         }
     }
@@ -240,7 +305,7 @@ impl EntryPtr {
     #[inline]
     pub(crate) fn value(&self) -> &[u8] {
         let h = self.header();
-        let off = value_offset(h.tag_count as usize, h.key_len as usize);
+        let off = value_offset(h.tag_count as usize, h.key_len());
         // SAFETY: the value lies at `off` inside the live block.
         unsafe {
             std::slice::from_raw_parts(self.0.as_ptr().cast::<u8>().add(off), h.value_len as usize)
@@ -263,7 +328,7 @@ impl EntryPtr {
                     .cast::<u8>()
                     .add(tags_offset(
                         h.tag_count as usize,
-                        h.key_len as usize,
+                        h.key_len(),
                         h.value_len as usize,
                     ))
                     .cast::<TagRef>(),
@@ -276,7 +341,7 @@ impl EntryPtr {
     /// one of its tags.
     #[inline]
     pub(crate) fn is_live(&self, now: u64) -> bool {
-        self.header().expires_at > now && self.tags().iter().all(TagRef::is_current)
+        self.header().expires_at() > now && self.tags().iter().all(TagRef::is_current)
     }
 
     /// [`EntryPtr::is_live`] for the hit path: `epoch` is the store's tag
@@ -293,7 +358,7 @@ impl EntryPtr {
     /// concurrent with it and may be ordered after it.
     #[inline]
     pub(crate) fn is_live_at(&self, now: u64, epoch: u64) -> bool {
-        if self.header().expires_at <= now {
+        if self.header().expires_at() <= now {
             return false;
         }
         if self.header().tag_count == 0 {
@@ -363,13 +428,22 @@ impl std::ops::Deref for Borrowed<'_> {
     }
 }
 
-impl Clone for EntryPtr {
-    fn clone(&self) -> Self {
+impl EntryPtr {
+    /// Another count of the block, unless [`SHARE_LIMIT`] counts are out
+    /// already: then the caller copies what it needs instead (the count is
+    /// 16 bits to keep the header at 32 bytes).
+    pub(crate) fn try_clone(&self) -> Option<EntryPtr> {
+        // Relaxed, as for `Arc`: a new count is taken from an existing one,
+        // which keeps the block alive meanwhile.
         let old = self.header().refs.fetch_add(1, Ordering::Relaxed);
-        if old > u32::MAX / 2 {
+        if old >= REFS_ABORT {
             std::process::abort();
         }
-        EntryPtr(self.0)
+        if old >= SHARE_LIMIT {
+            drop(EntryPtr(self.0));
+            return None;
+        }
+        Some(EntryPtr(self.0))
     }
 }
 
@@ -429,6 +503,8 @@ mod tests {
     #[test]
     fn header_is_32_bytes_and_tagref_16() {
         assert_eq!(HEADER, 32);
+        let e = EntryPtr::new(&[b'k'; 300], b"v", Vec::new(), NEVER - 1, 0, false);
+        assert_eq!((e.header().expires_at(), e.key().len()), (NEVER - 1, 300));
         assert_eq!(TAGREF, 16);
         assert_eq!(block_size(0, 16, 64), 32 + 16 + 64);
         // header, epoch, key (40..56), padding to 64, value, two tags.
@@ -439,7 +515,7 @@ mod tests {
     fn value_is_aligned_for_every_key_length() {
         for key_len in 0..40 {
             let key = vec![b'k'; key_len];
-            let e = EntryPtr::new(&key, b"value", Vec::new(), NEVER, 0);
+            let e = EntryPtr::new(&key, b"value", Vec::new(), NEVER, 0, false);
             assert_eq!(e.value().as_ptr() as usize % VALUE_ALIGN, 0);
             assert_eq!(e.key(), &key[..]);
             assert_eq!(e.value(), b"value");
@@ -448,12 +524,43 @@ mod tests {
 
     #[test]
     fn clones_share_and_last_drop_frees() {
-        let e = EntryPtr::new(b"k", b"v", Vec::new(), NEVER, 0);
-        let c = e.clone();
+        let e = EntryPtr::new(b"k", b"v", Vec::new(), NEVER, 0, false);
+        let c = e.try_clone().unwrap();
         drop(e);
         assert_eq!(c.value(), b"v");
-        let bytes = bytes::Bytes::from_owner(ValueOwner(c.clone()));
+        let bytes = bytes::Bytes::from_owner(ValueOwner(c.try_clone().unwrap()));
         drop(c);
         assert_eq!(&bytes[..], b"v");
+    }
+
+    #[test]
+    fn past_the_share_limit_a_clone_is_declined_and_counts_nothing() {
+        let e = EntryPtr::new(b"k", b"v", Vec::new(), NEVER, 0, false);
+        let held: Vec<_> = (1..SHARE_LIMIT).map(|_| e.try_clone().unwrap()).collect();
+        assert!(e.try_clone().is_none());
+        assert!(e.try_clone().is_none());
+        drop(held);
+        let again = e.try_clone().expect("shares again once counts are back");
+        drop(e);
+        assert_eq!(again.value(), b"v");
+    }
+
+    #[test]
+    fn the_near_copy_bit_survives_every_frequency_change() {
+        for near in [false, true] {
+            let e = EntryPtr::new(b"k", b"v", Vec::new(), NEVER, 0, near);
+            let h = e.header();
+            assert_eq!(h.freq(), 0);
+            for f in 1..=3 {
+                assert_eq!(h.record_hit(), near as usize);
+                assert_eq!(h.freq(), f);
+            }
+            assert_eq!(h.record_hit(), near as usize, "saturated at 3");
+            assert_eq!(h.freq(), 3);
+            h.set_freq(1);
+            assert_eq!(h.freq(), 1);
+            h.set_freq(0);
+            assert_eq!((h.record_hit(), h.freq()), (near as usize, 1));
+        }
     }
 }

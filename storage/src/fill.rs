@@ -36,6 +36,7 @@ pub struct FillTicket {
     shard: usize,
     pub(crate) key: Box<[u8]>,
     pub(crate) tags: Vec<TagRef>,
+    pub(crate) near: bool,
 }
 
 impl FillTicket {
@@ -52,7 +53,31 @@ impl FillTicket {
             shard,
             key,
             tags,
+            near: false,
         }
+    }
+
+    /// Marks the fill as a near copy: a value another node owns, kept here.
+    /// The entry it stores counts its hits in [`crate::StoreStats::near_hits`]
+    /// (as well as in `hits`). A later write of the key that is not marked
+    /// stores an ordinary entry.
+    ///
+    /// ```
+    /// use hydracache_storage::{Expiry, Store};
+    ///
+    /// let store = Store::default();
+    /// let ticket = store.begin_fill(b"user:1", &["users"]).unwrap().near_copy();
+    /// store.complete_fill(ticket, &String::from("Ada"), Expiry::Default).unwrap();
+    /// store.get::<String>(b"user:1").unwrap();
+    /// assert_eq!((store.stats().hits, store.stats().near_hits), (1, 1));
+    ///
+    /// store.insert(b"user:1", &String::from("Ada"), Expiry::Default, &["users"]).unwrap();
+    /// store.get::<String>(b"user:1").unwrap();
+    /// assert_eq!((store.stats().hits, store.stats().near_hits), (2, 1));
+    /// ```
+    pub fn near_copy(mut self) -> Self {
+        self.near = true;
+        self
     }
 
     /// True if completing the fill now would be refused.

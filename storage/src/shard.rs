@@ -50,12 +50,13 @@ use crate::sketch::Sketch;
 use crate::store::entry_charge;
 use crate::table::Occupancy;
 
-/// End of a list. Slot indices are below it; the top bit of `Node::next`
-/// says which queue the node is on.
+/// End of a list. Slot indices are below it; the top bit of an entry's next
+/// link (`Header::next`) says which queue it is on.
 const NIL: u32 = 0x7FFF_FFFF;
 const MAIN_BIT: u32 = 1 << 31;
-/// Top bit of `Node::prev`: the entry entered the main queue while the store
-/// was filling and has not been seen read since.
+/// Top bit of an entry's previous link (`Header::prev`): the entry entered
+/// the main queue while the store was filling and has not been seen read
+/// since.
 const UNPROVEN_BIT: u32 = 1 << 31;
 
 /// Nodes per slab chunk. A chunk grows by doubling up to this size, so the
@@ -91,56 +92,15 @@ enum Queue {
     Main,
 }
 
-/// A queue node: 16 bytes. Its charge is not stored; it is recomputed from
-/// the entry block when needed.
-struct Node {
-    /// Non-owning: the key index owns the block; a node is unlinked in the
-    /// same critical section that removes its entry from the index. `None` on the
-    /// free list.
-    entry: Option<NonNull<Header>>,
-    /// Previous slot (low 31 bits) and [`UNPROVEN_BIT`].
-    prev: u32,
-    /// Next slot (low 31 bits) and [`MAIN_BIT`].
-    next: u32,
-}
+/// A slab slot: 8 bytes, the address of a linked entry's block (`None` on
+/// the free list). The queue links live in the block's header, so a slot
+/// is all the shard keeps per entry; an entry's charge is recomputed from
+/// its block when needed. Non-owning: the key index owns the block, and a
+/// slot is emptied in the same critical section that removes its entry
+/// from the index.
+type Node = Option<NonNull<Header>>;
 
-impl Node {
-    #[inline]
-    fn next(&self) -> u32 {
-        self.next & !MAIN_BIT
-    }
-
-    #[inline]
-    fn set_next(&mut self, next: u32) {
-        self.next = (self.next & MAIN_BIT) | next;
-    }
-
-    #[inline]
-    fn prev(&self) -> u32 {
-        self.prev & !UNPROVEN_BIT
-    }
-
-    #[inline]
-    fn set_prev(&mut self, prev: u32) {
-        self.prev = (self.prev & UNPROVEN_BIT) | prev;
-    }
-
-    #[inline]
-    fn unproven(&self) -> bool {
-        self.prev & UNPROVEN_BIT != 0
-    }
-
-    #[inline]
-    fn queue(&self) -> Queue {
-        if self.next & MAIN_BIT != 0 {
-            Queue::Main
-        } else {
-            Queue::Small
-        }
-    }
-}
-
-/// Nodes in chunks, addressed by a 31-bit slot index.
+/// Slots in chunks, addressed by a 31-bit slot index.
 struct Slab {
     chunks: Vec<Vec<Node>>,
     len: usize,
@@ -214,7 +174,8 @@ pub(crate) enum Victim {
 /// The mutable state of one shard.
 pub(crate) struct Shard {
     slab: Slab,
-    free: u32,
+    /// Empty slots, reused before the slab grows.
+    free: Vec<u32>,
     small: List,
     main: List,
     ghost: Ghost,
@@ -241,7 +202,7 @@ impl Shard {
                 chunks: Vec::new(),
                 len: 0,
             },
-            free: NIL,
+            free: Vec::new(),
             small: List::new(),
             main: List::new(),
             ghost: Ghost::new(),
@@ -280,26 +241,38 @@ impl Shard {
         } else {
             Queue::Small
         };
-        let node = Node {
-            entry: Some(entry.as_raw()),
-            prev: if filling { NIL | UNPROVEN_BIT } else { NIL },
-            next: NIL,
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                *self.slab.get_mut(slot) = Some(entry.as_raw());
+                slot
+            }
+            None => self.slab.push(Some(entry.as_raw())),
         };
-        let slot = if self.free != NIL {
-            let slot = self.free;
-            let n = self.slab.get_mut(slot);
-            self.free = n.next();
-            *n = node;
-            slot
-        } else {
-            self.slab.push(node)
-        };
+        let links = entry.header();
+        let prev = if filling { NIL | UNPROVEN_BIT } else { NIL };
+        links.prev.store(prev, Ordering::Relaxed);
+        links.next.store(NIL, Ordering::Relaxed);
         self.push_tail(slot, queue, charge);
         if filling {
             self.unproven += 1;
             self.since_fill = 0;
         }
-        entry.header().slot.store(slot, Ordering::Relaxed);
+        slot
+    }
+
+    /// The slot of a linked entry: its predecessor's next link, or the
+    /// head of its queue (an entry keeps no slot of its own).
+    pub(crate) fn slot_of(&self, entry: &EntryPtr) -> u32 {
+        let links = entry.header();
+        let prev = links.prev.load(Ordering::Relaxed) & !UNPROVEN_BIT;
+        let slot = if prev != NIL {
+            self.next(prev)
+        } else if links.next.load(Ordering::Relaxed) & MAIN_BIT != 0 {
+            self.main.head
+        } else {
+            self.small.head
+        };
+        debug_assert_eq!(*self.slab.get(slot), Some(entry.as_raw()));
         slot
     }
 
@@ -329,18 +302,15 @@ impl Shard {
         let charge = entry_charge(unsafe { self.entry_at(slot) });
         self.prove(slot);
         self.detach(slot, charge);
-        let free = self.free;
-        let node = self.slab.get_mut(slot);
-        node.entry = None;
-        node.next = free;
-        self.free = slot;
+        *self.slab.get_mut(slot) = None;
+        self.free.push(slot);
         charge
     }
 
     /// Records that the entry in `slot` is being evicted for capacity: if it
     /// is on the small queue, its key joins the ghost list.
     pub(crate) fn remember(&mut self, slot: u32) {
-        if self.slab.get(slot).queue() == Queue::Small {
+        if self.queue(slot) == Queue::Small {
             // SAFETY: under the shard lock; the slot is linked.
             let hash = self.hasher.hash_one(unsafe { self.entry_at(slot) }.key());
             let per_generation = self.len() * GHOST_PERCENT / 100;
@@ -355,7 +325,6 @@ impl Shard {
     pub(crate) unsafe fn entry(&self, slot: u32) -> Option<&EntryPtr> {
         self.slab
             .get(slot)
-            .entry
             .as_ref()
             // SAFETY: forwarded from the caller.
             .map(|raw| unsafe { EntryPtr::from_raw(raw) })
@@ -405,11 +374,10 @@ impl Shard {
             if is_dead(entry) {
                 return Victim::Evict(slot);
             }
-            let freq = &entry.header().freq;
-            if freq.load(Ordering::Relaxed) == 0 {
+            if entry.header().freq() == 0 {
                 return Victim::Evict(slot);
             }
-            freq.store(0, Ordering::Relaxed);
+            entry.header().set_freq(0);
             let charge = entry_charge(entry);
             self.credit(slot);
             self.detach(slot, charge);
@@ -435,8 +403,7 @@ impl Shard {
             if is_dead(entry) {
                 return Some(slot);
             }
-            let freq = &entry.header().freq;
-            let f = freq.load(Ordering::Relaxed);
+            let f = entry.header().freq();
             if f == 0 || budget == 0 {
                 return Some(slot);
             }
@@ -450,7 +417,7 @@ impl Shard {
     fn rotate(&mut self, slot: u32, f: u8) {
         // SAFETY: under the shard lock; the slot is linked.
         let entry = unsafe { self.entry_at(slot) };
-        entry.header().freq.store(f - 1, Ordering::Relaxed);
+        entry.header().set_freq(f - 1);
         self.credit(slot);
         self.prove(slot);
         // Moving within one list leaves its byte count unchanged.
@@ -459,9 +426,10 @@ impl Shard {
     }
 
     fn prove(&mut self, slot: u32) {
-        let node = self.slab.get_mut(slot);
-        if node.unproven() {
-            node.prev &= !UNPROVEN_BIT;
+        if self.unproven(slot) {
+            self.links(slot)
+                .prev
+                .fetch_and(!UNPROVEN_BIT, Ordering::Relaxed);
             self.unproven -= 1;
         }
     }
@@ -473,14 +441,11 @@ impl Shard {
     fn unproven_victim(&mut self) -> Option<u32> {
         loop {
             let slot = self.main.head;
-            if slot == NIL || !self.slab.get(slot).unproven() {
+            if slot == NIL || !self.unproven(slot) {
                 return None;
             }
             // SAFETY: under the shard lock; the head of a list is linked.
-            let f = unsafe { self.entry_at(slot) }
-                .header()
-                .freq
-                .load(Ordering::Relaxed);
+            let f = unsafe { self.entry_at(slot) }.header().freq();
             if f == 0 {
                 return Some(slot);
             }
@@ -499,7 +464,7 @@ impl Shard {
         for _ in 0..budget.min(n) {
             let slot = self.sweep_cursor % n;
             self.sweep_cursor = (slot + 1) % n;
-            if self.slab.get(slot as u32).entry.is_some() {
+            if self.slab.get(slot as u32).is_some() {
                 out.push(slot as u32);
             }
         }
@@ -508,7 +473,7 @@ impl Shard {
     /// All linked slots (for flush).
     pub(crate) fn linked_slots(&self) -> Vec<u32> {
         (0..self.slab.len as u32)
-            .filter(|&s| self.slab.get(s).entry.is_some())
+            .filter(|&s| self.slab.get(s).is_some())
             .collect()
     }
 
@@ -521,6 +486,7 @@ impl Shard {
     /// Heap bytes of this shard's bookkeeping.
     pub(crate) fn heap_bytes(&self) -> usize {
         self.slab.heap_bytes()
+            + self.free.capacity() * std::mem::size_of::<u32>()
             + self.ghost.heap_bytes()
             + self.sketch.heap_bytes()
             + self.pending.capacity() * std::mem::size_of::<Pending>()
@@ -543,26 +509,23 @@ impl Shard {
         list.len += 1;
         list.bytes += charge;
         if old_tail != NIL {
-            self.slab.get_mut(old_tail).set_next(slot);
+            self.set_next(old_tail, slot);
         }
-        let node = self.slab.get_mut(slot);
-        node.set_prev(old_tail);
-        node.next = match q {
+        self.set_prev(slot, old_tail);
+        let next = match q {
             Queue::Small => NIL,
             Queue::Main => NIL | MAIN_BIT,
         };
+        self.links(slot).next.store(next, Ordering::Relaxed);
     }
 
     fn detach(&mut self, slot: u32, charge: usize) {
-        let (prev, next, q) = {
-            let n = self.slab.get(slot);
-            (n.prev(), n.next(), n.queue())
-        };
+        let (prev, next, q) = (self.prev(slot), self.next(slot), self.queue(slot));
         if prev != NIL {
-            self.slab.get_mut(prev).set_next(next);
+            self.set_next(prev, next);
         }
         if next != NIL {
-            self.slab.get_mut(next).set_prev(prev);
+            self.set_prev(next, prev);
         }
         let list = self.list(q);
         if list.head == slot {
@@ -576,12 +539,66 @@ impl Shard {
     }
 }
 
+/// The queue links of linked slots, kept in their entries' headers.
+impl Shard {
+    /// The header of a linked slot's entry.
+    #[inline]
+    fn links(&self, slot: u32) -> &Header {
+        let raw = self.slab.get(slot).as_ref().expect("linked");
+        // SAFETY: the shard's methods run under its mutex, and a linked
+        // slot's block is in the key index, so alive.
+        unsafe { raw.as_ref() }
+    }
+
+    #[inline]
+    fn next(&self, slot: u32) -> u32 {
+        self.links(slot).next.load(Ordering::Relaxed) & !MAIN_BIT
+    }
+
+    #[inline]
+    fn set_next(&self, slot: u32, next: u32) {
+        let link = &self.links(slot).next;
+        link.store(
+            (link.load(Ordering::Relaxed) & MAIN_BIT) | next,
+            Ordering::Relaxed,
+        );
+    }
+
+    #[inline]
+    fn prev(&self, slot: u32) -> u32 {
+        self.links(slot).prev.load(Ordering::Relaxed) & !UNPROVEN_BIT
+    }
+
+    #[inline]
+    fn set_prev(&self, slot: u32, prev: u32) {
+        let link = &self.links(slot).prev;
+        link.store(
+            (link.load(Ordering::Relaxed) & UNPROVEN_BIT) | prev,
+            Ordering::Relaxed,
+        );
+    }
+
+    #[inline]
+    fn unproven(&self, slot: u32) -> bool {
+        self.links(slot).prev.load(Ordering::Relaxed) & UNPROVEN_BIT != 0
+    }
+
+    #[inline]
+    fn queue(&self, slot: u32) -> Queue {
+        if self.links(slot).next.load(Ordering::Relaxed) & MAIN_BIT != 0 {
+            Queue::Main
+        } else {
+            Queue::Small
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_node_is_16_bytes() {
-        assert_eq!(std::mem::size_of::<Node>(), 16);
+    fn a_slot_is_8_bytes() {
+        assert_eq!(std::mem::size_of::<Node>(), 8);
     }
 }

@@ -11,7 +11,10 @@ use crate::listener::EvictionCause;
 /// One stripe of counters.
 #[derive(Default)]
 pub(crate) struct Stripe {
-    pub(crate) hits: AtomicU64,
+    /// Hits on entries that are not near copies (`[0]`) and on near copies
+    /// (`[1]`): a hit increments the one its entry's near-copy bit indexes,
+    /// so counting them apart costs no extra write and no branch.
+    pub(crate) hits: [AtomicU64; 2],
     pub(crate) misses: AtomicU64,
     pub(crate) inserts: AtomicU64,
     pub(crate) evicted_capacity: AtomicU64,
@@ -75,8 +78,12 @@ impl Counters {
 /// A snapshot of the store's counters and gauges.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
-    /// Reads that found a live entry.
+    /// Reads that found a live entry (near copies included).
     pub hits: u64,
+    /// Of [`StoreStats::hits`], those that found a near copy: an entry
+    /// stored through a fill marked with [`crate::FillTicket::near_copy`]
+    /// (in a grid, a copy of a key another node owns).
+    pub near_hits: u64,
     /// Reads that found nothing, or an expired or invalidated entry.
     pub misses: u64,
     /// Successful writes (new keys and replacements).

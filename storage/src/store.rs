@@ -29,13 +29,14 @@ use crate::value::{self, EntryRef, StoreValue};
 /// allocates for it elsewhere: its 8-byte slot in the shard's key index (at
 /// least half of the slots are live while the index grows, 16 bytes per
 /// entry; 32 covers an index whose entries fell by half since it was last
-/// rebuilt), the shard's 16-byte queue node, and the entry's share of
-/// the frequency sketch (8 to 16 bytes: four rows of four 4-bit counters per
-/// entry, rounded up to a power of two) and of the ghost list (6 to 12
-/// bytes): 76, rounded up for slab growth. The allocator's own headers and
-/// size-class rounding are not included. `tests/memory.rs` measures the real
-/// figure against this constant.
-pub const ENTRY_OVERHEAD: usize = 80;
+/// rebuilt), its 8-byte slot in the shard's slab (the queue links are in
+/// the block's header), and the entry's share of the frequency sketch (8 to
+/// 16 bytes: four rows of four 4-bit counters per entry, rounded up to a
+/// power of two) and of the ghost list (6 to 12 bytes): 68, rounded up for
+/// slab growth. The allocator's own headers and size-class rounding are not
+/// included. `tests/memory.rs` measures the real figure against this
+/// constant.
+pub const ENTRY_OVERHEAD: usize = 72;
 
 /// Bytes charged per tag reference on top of the tag name: the 16-byte
 /// reference in the entry block plus the registry's share for a tag no other
@@ -223,7 +224,7 @@ impl Store {
         mark_pending_stale(&mut shard, key, None);
         let removed = match inner.tables[idx].get(hash, key, &guard) {
             Some(entry) => {
-                let slot = entry.header().slot.load(Ordering::Relaxed);
+                let slot = shard.slot_of(&entry);
                 inner.evict_slot(
                     &mut shard,
                     slot,
@@ -394,7 +395,8 @@ impl Store {
         inner.check_size(ticket.tags.len(), tag_bytes, ticket.key.len(), bytes.len())?;
         let tags = std::mem::take(&mut ticket.tags);
         let key = std::mem::take(&mut ticket.key);
-        let stored = inner.write(&key, bytes, type_tag, expiry, tags, Some(ticket.id));
+        let near = ticket.near;
+        let stored = inner.write(&key, bytes, type_tag, expiry, tags, Some(ticket.id), near);
         Ok(if stored {
             FillOutcome::Stored
         } else {
@@ -454,7 +456,8 @@ impl Store {
         let inner = &*self.inner;
         let c = &inner.counters;
         StoreStats {
-            hits: c.sum(|s| &s.hits),
+            hits: c.sum(|s| &s.hits[0]) + c.sum(|s| &s.hits[1]),
+            near_hits: c.sum(|s| &s.hits[1]),
             misses: c.sum(|s| &s.misses),
             inserts: c.sum(|s| &s.inserts),
             evicted_capacity: c.sum(|s| &s.evicted_capacity),
@@ -572,7 +575,7 @@ impl Store {
             .iter()
             .map(|t| inner.tags.acquire(t.as_ref()))
             .collect();
-        inner.write(key, bytes, type_tag, expiry, tag_refs, None);
+        inner.write(key, bytes, type_tag, expiry, tag_refs, None, false);
         Ok(())
     }
 
@@ -586,7 +589,7 @@ impl Store {
         let mut shard = lock(&inner.shards[idx]);
         if let Some(current) = inner.tables[idx].get(hash, entry.key(), &guard) {
             if current.as_raw() == entry.as_raw() {
-                let slot = current.header().slot.load(Ordering::Relaxed);
+                let slot = shard.slot_of(&current);
                 inner.evict_slot(
                     &mut shard,
                     slot,
@@ -642,7 +645,7 @@ impl Inner {
     /// milliseconds longer is harmless.
     #[inline]
     fn read_now(&self, entry: &EntryPtr) -> u64 {
-        if entry.header().expires_at == NEVER {
+        if entry.header().expires_at() == NEVER {
             0
         } else {
             self.config.clock.now_ms() + self.hit_slack
@@ -652,7 +655,8 @@ impl Inner {
     /// The hit path: one index probe, an expiry check, a tag check (one
     /// load of the store's tag epoch; the tags' generations only if a tag
     /// was invalidated since a reader last checked this entry), a relaxed
-    /// frequency bump and a striped counter.
+    /// frequency bump and a striped counter (the thread's stripe's hits or
+    /// near hits, indexed by the near-copy bit read with the frequency).
     #[inline]
     fn lookup<'g>(&self, key: &[u8], guard: &'g LocalGuard<'_>) -> Option<Borrowed<'g>> {
         let stripe = self.counters.local();
@@ -660,12 +664,7 @@ impl Inner {
         let epoch = self.tags.epoch();
         match self.tables[self.shard_of_hash(hash)].get(hash, key, guard) {
             Some(entry) if entry.is_live_at(self.read_now(&entry), epoch) => {
-                let freq = &entry.header().freq;
-                let f = freq.load(Ordering::Relaxed);
-                if f < 3 {
-                    freq.store(f + 1, Ordering::Relaxed);
-                }
-                Counters::add(&stripe.hits, 1);
+                Counters::add(&stripe.hits[entry.header().record_hit()], 1);
                 Some(entry)
             }
             _ => {
@@ -710,7 +709,9 @@ impl Inner {
     }
 
     /// Stores an entry; with `fill`, only if that fill is not stale. Returns
-    /// whether it was stored. Sizes were checked by the caller.
+    /// whether it was stored. Sizes were checked by the caller. `near`: the
+    /// entry is a near copy.
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
         key: &[u8],
@@ -719,10 +720,11 @@ impl Inner {
         expiry: Expiry,
         tags: Vec<TagRef>,
         fill: Option<u64>,
+        near: bool,
     ) -> bool {
         let hash = self.hasher.hash_one(key);
         let shard_idx = self.shard_of_hash(hash);
-        let entry = EntryPtr::new(key, bytes, tags, self.expires_at(expiry), type_tag);
+        let entry = EntryPtr::new(key, bytes, tags, self.expires_at(expiry), type_tag, near);
         let charge = entry_charge(&entry);
         let guard = self.collector.enter();
         let mut shard = lock(&self.shards[shard_idx]);
@@ -741,7 +743,7 @@ impl Inner {
         }
         mark_pending_stale(&mut shard, key, fill);
         if let Some(old) = self.tables[shard_idx].get(hash, key, &guard) {
-            let slot = old.header().slot.load(Ordering::Relaxed);
+            let slot = shard.slot_of(&old);
             self.release_tags(&old);
             self.unlink(&mut shard, slot);
         }
@@ -818,7 +820,7 @@ impl Inner {
             Victim::Evict(slot) => {
                 // SAFETY: under the shard lock, slot is linked.
                 let cause = match unsafe { shard.entry(slot) } {
-                    Some(e) if e.header().expires_at <= now => EvictionCause::Expired,
+                    Some(e) if e.header().expires_at() <= now => EvictionCause::Expired,
                     Some(e) if !e.tags().iter().all(TagRef::is_current) => {
                         EvictionCause::Invalidated
                     }
@@ -850,7 +852,7 @@ impl Inner {
             let Some(entry) = (unsafe { shard.entry(slot) }) else {
                 continue;
             };
-            if entry.header().expires_at <= now {
+            if entry.header().expires_at() <= now {
                 self.evict_slot(shard, slot, guard, EvictionCause::Expired, evictions);
                 reclaimed += 1;
             } else if !entry.tags().iter().all(TagRef::is_current) {

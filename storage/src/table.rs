@@ -372,7 +372,7 @@ mod tests {
     use crate::entry::NEVER;
 
     fn block(key: &[u8]) -> EntryPtr {
-        EntryPtr::new(key, b"value", Vec::new(), NEVER, 0)
+        EntryPtr::new(key, b"value", Vec::new(), NEVER, 0, false)
     }
 
     struct Fixture {

@@ -622,3 +622,44 @@ fn fills_of_outside_bytes_are_validated_or_marked_unknown() {
         .unwrap();
     assert_eq!(store.get::<Vec<u64>>(b"k").unwrap(), Some(vec![1, 2]));
 }
+
+#[test]
+fn hits_on_near_copies_are_counted_apart_until_an_owned_write_replaces_them() {
+    let (store, _clock) = manual();
+    store
+        .insert(b"owned", &user(1), Expiry::Default, NO_TAGS)
+        .unwrap();
+    let ticket = store.begin_fill(b"copy", &["users"]).unwrap().near_copy();
+    let archived = hydracache_storage::encode(&user(2)).unwrap();
+    let outcome = store
+        .complete_fill_archived::<User>(ticket, &archived, Expiry::Default)
+        .unwrap();
+    assert_eq!(outcome, FillOutcome::Stored);
+
+    for _ in 0..3 {
+        assert_eq!(store.get::<User>(b"owned").unwrap(), Some(user(1)));
+        assert_eq!(store.get::<User>(b"copy").unwrap(), Some(user(2)));
+        assert!(store.get_ref(b"copy").is_some());
+    }
+    assert_eq!(store.get::<User>(b"absent").unwrap(), None);
+    let s = store.stats();
+    assert_eq!((s.hits, s.near_hits, s.misses), (9, 6, 1), "{s:?}");
+
+    // An owned write of the key replaces the copy: its hits are owned hits.
+    store
+        .insert(b"copy", &user(3), Expiry::Default, NO_TAGS)
+        .unwrap();
+    assert_eq!(store.get::<User>(b"copy").unwrap(), Some(user(3)));
+    let s = store.stats();
+    assert_eq!((s.hits, s.near_hits), (10, 6), "{s:?}");
+
+    // A near-copy fill that went stale stores nothing and counts nothing.
+    let ticket = store.begin_fill(b"late", NO_TAGS).unwrap().near_copy();
+    store.remove(b"late");
+    let outcome = store
+        .complete_fill(ticket, &user(4), Expiry::Default)
+        .unwrap();
+    assert_eq!(outcome, FillOutcome::Stale);
+    assert_eq!(store.get::<User>(b"late").unwrap(), None);
+    assert_eq!(store.stats().near_hits, 6);
+}

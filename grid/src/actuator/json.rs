@@ -44,6 +44,7 @@ impl<'a> CacheSummary<'a> {
 #[derive(Serialize)]
 pub(crate) struct StatsJson {
     pub(crate) hits: u64,
+    pub(crate) near_hits: u64,
     pub(crate) misses: u64,
     pub(crate) hit_ratio: Option<f64>,
     pub(crate) loads: u64,
@@ -68,6 +69,7 @@ impl From<&GridStats> for StatsJson {
     fn from(s: &GridStats) -> Self {
         StatsJson {
             hits: s.hits,
+            near_hits: s.near_hits,
             misses: s.misses,
             hit_ratio: s.hit_ratio(),
             loads: s.loads,

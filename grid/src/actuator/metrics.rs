@@ -87,8 +87,13 @@ type StatsGet = fn(&GridStats) -> u64;
 type ReadingGet = fn(&Reading<'_>) -> u64;
 
 /// Counters per cache: name (prometheus-client appends `_total`), help, value.
-const COUNTERS: [(&str, &str, StatsGet); 9] = [
+const COUNTERS: [(&str, &str, StatsGet); 10] = [
     ("hits", "Reads that found a value", |s| s.hits),
+    (
+        "near_hits",
+        "Reads that found a near copy of a key another node owns (counted in hits too)",
+        |s| s.near_hits,
+    ),
     ("misses", "Reads that found nothing", |s| s.misses),
     ("loads", "Loader runs, one per single-flight group", |s| {
         s.loads

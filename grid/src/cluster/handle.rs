@@ -58,6 +58,9 @@ pub struct ClusterDiagnostics {
     /// flight) that the key's owner answered over the network with a value,
     /// kept as near copies.
     pub remote_hits: u64,
+    /// Local hits on near copies of keys other nodes own (the store's
+    /// [`crate::GridStats::near_hits`]): reads a remote hit made local.
+    pub near_hits: u64,
     /// Local misses the owner did not have either (for `get_or_load`: the
     /// owner granted this node the lease to load it).
     pub remote_misses: u64,

@@ -218,6 +218,10 @@ impl Node {
             dead,
             invalidation_sequence: self.sequence.load(Ordering::SeqCst),
             remote_hits: self.read_path.remote_hits.load(Ordering::Relaxed),
+            near_hits: self
+                .grid
+                .upgrade()
+                .map_or(0, |grid| grid.store.stats().near_hits),
             remote_misses: self.read_path.remote_misses.load(Ordering::Relaxed),
             wrong_owner_retries: self.read_path.wrong_owner_retries.load(Ordering::Relaxed),
             local_fallbacks: self.read_path.local_fallbacks.load(Ordering::Relaxed),
