@@ -13,6 +13,11 @@
 //! `docs/libcachesim_reference.py`.
 //!
 //! `cargo bench -p hydracache-storage --bench hit_ratio`
+//!
+//! `HIT_RATIO_TRACES=loop,cloud cargo bench -p hydracache-storage --bench
+//! hit_ratio` replays only the traces whose name contains one of the
+//! comma-separated words (for iterating on one trace; the full table is the
+//! one that counts).
 
 mod common;
 
@@ -181,6 +186,11 @@ fn main() {
     let real = [500usize, 1_000, 2_500, 5_000, 10_000];
     if let Some(t) = cloudphysics_trace() {
         traces.push(("cloudphysics", t, &real));
+    }
+    if let Ok(filter) = std::env::var("HIT_RATIO_TRACES") {
+        let words: Vec<&str> = filter.split(',').map(str::trim).collect();
+        traces.retain(|(name, _, _)| words.iter().any(|w| name.contains(w)));
+        println!("traces selected by HIT_RATIO_TRACES={filter}");
     }
     println!(
         "hit ratio, insert on miss; synthetic: {REQUESTS} requests over {UNIVERSE} keys (loop: 12,000 keys)"
