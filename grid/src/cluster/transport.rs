@@ -50,8 +50,14 @@ pub const MAX_HELLO_FRAME: usize = 4 << 10;
 /// Largest one-way frame read (gossip, raft, invalidations, membership
 /// snapshots, announcements): the raft message limit with room for framing.
 pub const MAX_ONE_WAY_FRAME: usize = 2 << 20;
-/// Requests one peer may have open on one connection at once.
-pub const MAX_REQUEST_STREAMS: u32 = 32;
+/// Requests one peer may have open on one connection at once. Well above
+/// the requests a node keeps in flight to one peer: at the limit, every new
+/// request waits until the peer has seen the last one's stream close and
+/// sent more credit (a QUIC MAX_STREAMS frame), which costs a packet and a
+/// round trip per request (at 32 it was a fifth of the read path's packets
+/// with 32 reads in flight). The bytes a peer may send stay bounded by the
+/// receive windows below, whatever the count.
+pub const MAX_REQUEST_STREAMS: u32 = 128;
 /// One-way streams one peer may have open on one connection at once.
 pub const MAX_ONE_WAY_STREAMS: u32 = 64;
 /// Streams being read or served at once on this node, all connections
@@ -491,6 +497,20 @@ impl Transport {
         addr: SocketAddr,
         message: Message,
     ) -> Result<(PeerIdentity, Message), TransportError> {
+        self.request_within(addr, message, REQUEST_TIMEOUT).await
+    }
+
+    /// As [`request`](Self::request), but gives up with
+    /// [`TransportError::Timeout`] after `within` (at most the transport's
+    /// own request timeout): the caller's deadline and the transport's are
+    /// one timer, not two nested ones (a timer costs a lock of the runtime's
+    /// timer wheel to register and another to cancel, on every request).
+    pub async fn request_within(
+        &self,
+        addr: SocketAddr,
+        message: Message,
+        within: Duration,
+    ) -> Result<(PeerIdentity, Message), TransportError> {
         let work = async {
             let peer = self.peer(addr).await?;
             let reply = exchange(
@@ -502,7 +522,7 @@ impl Transport {
             .await?;
             Ok((peer.identity.clone(), reply.message))
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, work)
+        tokio::time::timeout(within.min(REQUEST_TIMEOUT), work)
             .await
             .unwrap_or(Err(TransportError::Timeout { addr }))
     }
@@ -737,8 +757,12 @@ fn jitter() -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Room for a small frame (a fetch, its reply with a value of a few dozen
+/// bytes, an acknowledgement) in one allocation, without growing.
+const SMALL_FRAME: usize = 256;
+
 fn encode(limits: &Limits, frame: Frame, addr: SocketAddr) -> Result<Bytes, TransportError> {
-    let mut buf = BytesMut::new();
+    let mut buf = BytesMut::with_capacity(SMALL_FRAME);
     frame
         .encode(limits, &mut buf)
         .map_err(|source| TransportError::Protocol { addr, source })?;
