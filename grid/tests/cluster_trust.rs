@@ -255,6 +255,89 @@ fn frame_bytes(request_id: u64, message: Message) -> bytes::BytesMut {
     buf
 }
 
+/// A raw QUIC connection to `at` that has completed the Hello handshake as
+/// member `id`, to write frames by hand.
+async fn raw_member(ca: &DevCa, at: SocketAddr, id: &str) -> (quinn::Endpoint, quinn::Connection) {
+    let raw = raw_quic(ca, id);
+    let conn = raw
+        .connect(at, hydracache::cluster::SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let hello = Hello::new("orders", (id, 1), Role::Member);
+    send.write_all(&frame_bytes(0, Message::Hello(hello)))
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    recv.read_to_end(4096).await.unwrap();
+    (raw, conn)
+}
+
+fn decode_all(bytes: Vec<u8>) -> Vec<hydracache_protocol::Frame> {
+    let mut buf = bytes::BytesMut::from(&bytes[..]);
+    let mut frames = Vec::new();
+    while let Some(frame) =
+        hydracache_protocol::Frame::decode_from(&mut buf, &Limits::default()).unwrap()
+    {
+        frames.push(frame);
+    }
+    assert!(buf.is_empty(), "whole frames only");
+    frames
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_request_streams_get_typed_answers_or_end() {
+    let ca = DevCa::new("orders").unwrap();
+    let node = stranger(&ca, "node");
+    let (_raw, conn) = raw_member(&ca, node.local_addr(), "prober").await;
+    let ping = |nonce| Message::Ping { nonce };
+
+    // A one-shot stream (request id 0) with a second frame after the first.
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let mut two = frame_bytes(0, ping(1));
+    two.extend_from_slice(&frame_bytes(0, ping(2)));
+    send.write_all(&two).await.unwrap();
+    send.finish().unwrap();
+    let answer = decode_all(recv.read_to_end(1 << 16).await.unwrap());
+    assert!(
+        matches!(&answer[..], [f] if matches!(f.message, Message::Error { code, .. } if code == hydracache_protocol::ErrorCode::PROTOCOL)),
+        "{answer:?}"
+    );
+
+    // A multiplexed stream whose second request has no id: the first is
+    // answered with its id, then the stream ends.
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let mut frames = frame_bytes(7, ping(1));
+    frames.extend_from_slice(&frame_bytes(0, ping(2)));
+    send.write_all(&frames).await.unwrap();
+    let answer = decode_all(recv.read_to_end(1 << 16).await.unwrap());
+    assert_eq!(answer.len(), 1, "{answer:?}");
+    assert_eq!(answer[0].request_id, 7);
+    drop(send);
+
+    // More multiplexed streams than a connection may have: the one past
+    // the limit is refused as overloaded, with its request's id.
+    let mut open = Vec::new();
+    for id in 0..hydracache::cluster::MAX_MUX_STREAMS as u64 {
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&frame_bytes(100 + id, ping(id)))
+            .await
+            .unwrap();
+        let mut reply = vec![0u8; 32];
+        recv.read_exact(&mut reply).await.unwrap();
+        assert_eq!(decode_all(reply)[0].request_id, 100 + id);
+        open.push((send, recv));
+    }
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&frame_bytes(9, ping(9))).await.unwrap();
+    let answer = decode_all(recv.read_to_end(1 << 16).await.unwrap());
+    assert!(
+        matches!(&answer[..], [f] if f.request_id == 9 && matches!(f.message, Message::Error { code, .. } if code == hydracache_protocol::ErrorCode::OVERLOADED)),
+        "{answer:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_floods_a_multiplexed_stream_and_never_reads_is_held_by_flow_control() {
     use std::sync::atomic::Ordering::SeqCst;
@@ -272,19 +355,7 @@ async fn a_peer_that_floods_a_multiplexed_stream_and_never_reads_is_held_by_flow
 
     // A member that completes the handshake, then writes requests with ids
     // on one stream as fast as it can and never reads a reply.
-    let raw = raw_quic(&ca, "flooder");
-    let conn = raw
-        .connect(at, hydracache::cluster::SERVER_NAME)
-        .unwrap()
-        .await
-        .unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let hello = Hello::new("orders", ("flooder", 1), Role::Member);
-    send.write_all(&frame_bytes(0, Message::Hello(hello)))
-        .await
-        .unwrap();
-    send.finish().unwrap();
-    recv.read_to_end(4096).await.unwrap();
+    let (_raw, conn) = raw_member(&ca, at, "flooder").await;
     let (mut flood, _replies_never_read) = conn.open_bi().await.unwrap();
     const SENT: u64 = 20_000;
     let request = Message::Gossip(bytes::Bytes::from(vec![2u8; 512]));
