@@ -999,8 +999,12 @@ async fn serve_connection(shared: Arc<Shared>, peer: Arc<Peer>, handler: Arc<dyn
                 tokio::spawn(async move {
                     let Ok(permit) = permit.await else { return };
                     let mut buf = BytesMut::new();
+                    // One deadline for the request and, on a one-shot
+                    // stream, its end: a peer that never finishes the
+                    // stream does not keep the permit.
+                    let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
                     let read = read_next(&mut recv, &mut buf, &shared.limits);
-                    let frame = match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
+                    let frame = match tokio::time::timeout_at(deadline, read).await {
                         Ok(Ok(Some(frame))) => frame,
                         Ok(Err(source)) => {
                             let answer = Message::Error {
@@ -1017,7 +1021,10 @@ async fn serve_connection(shared: Arc<Shared>, peer: Arc<Peer>, handler: Arc<dyn
                         return;
                     }
                     // A one-shot stream: the request is all it carries.
-                    let answer = if buf.is_empty() && matches!(recv.read_to_end(0).await, Ok(ref rest) if rest.is_empty()) {
+                    let Ok(rest) = tokio::time::timeout_at(deadline, recv.read_to_end(0)).await else {
+                        return;
+                    };
+                    let answer = if buf.is_empty() && matches!(rest, Ok(ref rest) if rest.is_empty()) {
                         handler.request(&peer.identity, frame.message).await
                     } else {
                         Message::Error {
