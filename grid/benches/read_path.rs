@@ -17,7 +17,8 @@
 //!
 //! `cargo bench -p hydracache --features cluster --bench read_path`
 //! (`-- grid-only` and `-- quinn-only` run only that subject's throughput
-//! rounds, for a profiler)
+//! rounds, for a profiler; `-- setup-only` stops before any round, so that
+//! the set-up's share of a profile's counts can be subtracted)
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -208,6 +209,11 @@ fn main() {
                 async move { owner_node.put(k, PAYLOAD, CacheOptions::new()).await.unwrap() }
             })
             .await;
+        if std::env::args().any(|a| a == "setup-only") {
+            // What the other two modes spend before their rounds, to
+            // subtract from their counts.
+            return;
+        }
         if std::env::args().any(|a| a == "grid-only") {
             for _ in 0..ROUNDS {
                 let (ops, reads, remote) = grid_throughput(&reader, &cycle_keys).await;

@@ -650,3 +650,102 @@ async fn two_nodes_dialling_each_other_at_once_end_with_one_connection() {
     b.request(to_a, Message::Ping { nonce: 99 }).await.unwrap();
     assert_eq!(a.open_connections(), 1);
 }
+
+/// Answers a Fetch after as many milliseconds as its key says, echoing the
+/// key back as a Gossip payload; answers a Ping at once.
+struct Delayed;
+
+impl Handler for Delayed {
+    fn request<'a>(&'a self, _peer: &'a PeerIdentity, message: Message) -> Reply<'a> {
+        Box::pin(async move {
+            match message {
+                Message::Fetch(fetch) => {
+                    let ms: u64 = std::str::from_utf8(&fetch.key).unwrap().parse().unwrap();
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                    Message::Gossip(fetch.key)
+                }
+                Message::Ping { nonce } => Message::Pong { nonce },
+                other => other,
+            }
+        })
+    }
+    fn message(&self, _peer: &PeerIdentity, _message: Message) {}
+}
+
+fn fetch(key: &str) -> Message {
+    Message::Fetch(hydracache_protocol::Fetch {
+        epoch: 1,
+        key: bytes::Bytes::copy_from_slice(key.as_bytes()),
+    })
+}
+
+#[tokio::test]
+async fn fetches_share_one_stream_replies_find_their_requests_and_a_timed_out_one_is_forgotten() {
+    let ca = DevCa::new("orders").unwrap();
+    let tls = |id| ca.issue(id).unwrap();
+    let hello = |id| Hello::new("orders", (id, 1), Role::Member);
+    let a = Transport::bind(local(), &tls("a"), hello("a"), Limits::default()).unwrap();
+    a.serve(Arc::new(Delayed));
+    let b = node(&tls("b"), "orders", "b", 1, Role::Member);
+    let at = a.local_addr();
+    // Replies finish in the reverse order of the requests; each reaches the
+    // request it answers.
+    let keys = ["300", "200", "100", "0"];
+    let replies = futures_util::future::join_all(keys.iter().map(|k| {
+        let b = b.clone();
+        async move { b.request(at, fetch(k)).await.unwrap().1 }
+    }))
+    .await;
+    for (key, reply) in keys.iter().zip(replies) {
+        assert_eq!(
+            reply,
+            Message::Gossip(bytes::Bytes::copy_from_slice(key.as_bytes()))
+        );
+    }
+    // A request whose deadline passes fails alone; its late reply is
+    // dropped and the stream goes on serving.
+    let short = std::time::Duration::from_millis(50);
+    let slow = b.request_within(at, fetch("400"), short).await;
+    assert!(
+        matches!(slow, Err(TransportError::Timeout { .. })),
+        "{slow:?}"
+    );
+    let next = b.request(at, fetch("0")).await.unwrap().1;
+    assert_eq!(next, Message::Gossip(bytes::Bytes::from_static(b"0")));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let after_late = b.request(at, fetch("1")).await.unwrap().1;
+    assert_eq!(after_late, Message::Gossip(bytes::Bytes::from_static(b"1")));
+    // Other requests still go one to a stream, beside it.
+    let (_, pong) = b.request(at, Message::Ping { nonce: 9 }).await.unwrap();
+    assert_eq!(pong, Message::Pong { nonce: 9 });
+}
+
+#[tokio::test]
+async fn a_broken_request_stream_fails_its_waiting_fetches_at_once_and_the_next_opens_another() {
+    let ca = DevCa::new("orders").unwrap();
+    let tls = |id| ca.issue(id).unwrap();
+    let hello = |id| Hello::new("orders", (id, 1), Role::Member);
+    let a = Transport::bind(local(), &tls("a"), hello("a"), Limits::default()).unwrap();
+    a.serve(Arc::new(Delayed));
+    let b = node(&tls("b"), "orders", "b", 1, Role::Member);
+    let at = a.local_addr();
+    b.request(at, fetch("0")).await.unwrap();
+    let waiting = futures_util::future::join_all((0..3).map(|_| {
+        let b = b.clone();
+        async move { b.request(at, fetch("5000")).await }
+    }));
+    let breaker = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        b.disconnect(at);
+    };
+    // Failed as a broken stream (not at their deadline, as a timeout).
+    let (failed, ()) = tokio::join!(waiting, breaker);
+    for result in failed {
+        assert!(
+            matches!(result, Err(TransportError::Stream { .. })),
+            "{result:?}"
+        );
+    }
+    let (_, reply) = b.request(at, fetch("0")).await.unwrap();
+    assert_eq!(reply, Message::Gossip(bytes::Bytes::from_static(b"0")));
+}

@@ -432,3 +432,177 @@ async fn a_client_takes_its_first_view_only_from_a_member_that_view_admits() {
     let d = client.cluster_diagnostics().await.unwrap();
     assert_eq!((d.epoch, d.members), (7, vec!["rogue".to_string()]));
 }
+
+/// Counts the requests it is serving at once, and answers each after a
+/// millisecond with a 1 KiB reply.
+#[derive(Default)]
+struct Counting {
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    served: std::sync::atomic::AtomicUsize,
+}
+
+impl Handler for Counting {
+    fn request<'a>(&'a self, _: &'a PeerIdentity, _: Message) -> Reply<'a> {
+        use std::sync::atomic::Ordering::SeqCst;
+        Box::pin(async move {
+            let now = self.now.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            self.now.fetch_sub(1, SeqCst);
+            self.served.fetch_add(1, SeqCst);
+            Message::Gossip(bytes::Bytes::from(vec![1u8; 1 << 10]))
+        })
+    }
+    fn message(&self, _: &PeerIdentity, _: Message) {}
+}
+
+fn frame_bytes(request_id: u64, message: Message) -> bytes::BytesMut {
+    let mut buf = bytes::BytesMut::new();
+    hydracache_protocol::Frame::new(request_id, message)
+        .encode(&Limits::default(), &mut buf)
+        .unwrap();
+    buf
+}
+
+/// A raw QUIC connection to `at` that has completed the Hello handshake as
+/// member `id`, to write frames by hand.
+async fn raw_member(ca: &DevCa, at: SocketAddr, id: &str) -> (quinn::Endpoint, quinn::Connection) {
+    let raw = raw_quic(ca, id);
+    let conn = raw
+        .connect(at, hydracache::cluster::SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let hello = Hello::new("orders", (id, 1), Role::Member);
+    send.write_all(&frame_bytes(0, Message::Hello(hello)))
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    recv.read_to_end(4096).await.unwrap();
+    (raw, conn)
+}
+
+fn decode_all(bytes: Vec<u8>) -> Vec<hydracache_protocol::Frame> {
+    let mut buf = bytes::BytesMut::from(&bytes[..]);
+    let mut frames = Vec::new();
+    while let Some(frame) =
+        hydracache_protocol::Frame::decode_from(&mut buf, &Limits::default()).unwrap()
+    {
+        frames.push(frame);
+    }
+    assert!(buf.is_empty(), "whole frames only");
+    frames
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_request_streams_get_typed_answers_or_end() {
+    let ca = DevCa::new("orders").unwrap();
+    let node = stranger(&ca, "node");
+    let (_raw, conn) = raw_member(&ca, node.local_addr(), "prober").await;
+    let ping = |nonce| Message::Ping { nonce };
+
+    // A one-shot stream (request id 0) with a second frame after the first.
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let mut two = frame_bytes(0, ping(1));
+    two.extend_from_slice(&frame_bytes(0, ping(2)));
+    send.write_all(&two).await.unwrap();
+    send.finish().unwrap();
+    let answer = decode_all(recv.read_to_end(1 << 16).await.unwrap());
+    assert!(
+        matches!(&answer[..], [f] if matches!(f.message, Message::Error { code, .. } if code == hydracache_protocol::ErrorCode::PROTOCOL)),
+        "{answer:?}"
+    );
+
+    // A multiplexed stream whose second request has no id: the first is
+    // answered with its id, then the stream ends.
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let mut frames = frame_bytes(7, ping(1));
+    frames.extend_from_slice(&frame_bytes(0, ping(2)));
+    send.write_all(&frames).await.unwrap();
+    let answer = decode_all(recv.read_to_end(1 << 16).await.unwrap());
+    assert_eq!(answer.len(), 1, "{answer:?}");
+    assert_eq!(answer[0].request_id, 7);
+    drop(send);
+
+    // More multiplexed streams than a connection may have: the one past
+    // the limit is refused as overloaded, with its request's id.
+    let mut open = Vec::new();
+    for id in 0..hydracache::cluster::MAX_MUX_STREAMS as u64 {
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&frame_bytes(100 + id, ping(id)))
+            .await
+            .unwrap();
+        let mut reply = vec![0u8; 32];
+        recv.read_exact(&mut reply).await.unwrap();
+        assert_eq!(decode_all(reply)[0].request_id, 100 + id);
+        open.push((send, recv));
+    }
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&frame_bytes(9, ping(9))).await.unwrap();
+    let answer = decode_all(recv.read_to_end(1 << 16).await.unwrap());
+    assert!(
+        matches!(&answer[..], [f] if f.request_id == 9 && matches!(f.message, Message::Error { code, .. } if code == hydracache_protocol::ErrorCode::OVERLOADED)),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_floods_a_multiplexed_stream_and_never_reads_is_held_by_flow_control() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let ca = DevCa::new("orders").unwrap();
+    let counting = Arc::new(Counting::default());
+    let node = Transport::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &ca.issue("node").unwrap(),
+        Hello::new("orders", ("node", 1), Role::Member),
+        Limits::default(),
+    )
+    .unwrap();
+    node.serve(Arc::clone(&counting) as Arc<dyn Handler>);
+    let at = node.local_addr();
+
+    // A member that completes the handshake, then writes requests with ids
+    // on one stream as fast as it can and never reads a reply.
+    let (_raw, conn) = raw_member(&ca, at, "flooder").await;
+    let (mut flood, _replies_never_read) = conn.open_bi().await.unwrap();
+    const SENT: u64 = 20_000;
+    let request = Message::Gossip(bytes::Bytes::from(vec![2u8; 512]));
+    let flooding = tokio::spawn(async move {
+        for id in 1..=SENT {
+            flood
+                .write_all(&frame_bytes(id, request.clone()))
+                .await
+                .unwrap();
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+
+    // Served at most the per-stream bound at once; once the replies filled
+    // the flooder's receive window, the node stopped reading, and the
+    // flooder's own writes stopped (10 MB of requests against a 1 MiB window).
+    let most = counting.most.load(SeqCst);
+    assert!(
+        most <= hydracache::cluster::MAX_MUX_IN_FLIGHT,
+        "at most {} at once, saw {most}",
+        hydracache::cluster::MAX_MUX_IN_FLIGHT
+    );
+    let served = counting.served.load(SeqCst) as u64;
+    assert!(served < SENT / 4, "held back, not served all: {served}");
+    assert!(!flooding.is_finished(), "the flooder's writes are held");
+
+    // Meanwhile an honest peer is served, multiplexed and one-shot.
+    let honest = stranger(&ca, "honest");
+    let fetch = Message::Fetch(hydracache_protocol::Fetch {
+        epoch: 1,
+        key: bytes::Bytes::from_static(b"k"),
+    });
+    honest.request(at, fetch).await.unwrap();
+    honest
+        .request(at, Message::Ping { nonce: 1 })
+        .await
+        .unwrap();
+    flooding.abort();
+    conn.close(0u32.into(), b"done");
+}

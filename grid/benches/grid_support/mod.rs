@@ -14,8 +14,8 @@ pub mod raw_quinn;
 /// Gossip interval of the bench nodes.
 pub const GOSSIP: Duration = Duration::from_millis(100);
 
-/// `n` members of cluster "orders" (`m0`, `m1`, ...) seeded from the first,
-/// started and agreed on their membership (bounded: 200 gossip rounds).
+/// `n` members of cluster "orders" (`m0`, `m1`, ...): the first founds it,
+/// the others are seeded from it; started and agreed on their membership (bounded: 200 gossip rounds).
 pub async fn members(ca: &DevCa, n: usize) -> Vec<Grid> {
     members_with(ca, n, |_, b| b).await
 }
@@ -35,6 +35,7 @@ pub async fn members_with(
             .cluster("orders")
             .node_id(id.as_str())
             .seeds(seed.iter().cloned())
+            .bootstrap(i == 0)
             .tls(ca.issue(&id).unwrap())
             .gossip_interval(GOSSIP);
         let g = tweak(i, builder).start().await.unwrap();

@@ -392,16 +392,11 @@ impl Node {
                 let until = Instant::now() + left;
                 loop {
                     let left = until.saturating_duration_since(Instant::now());
-                    let reply =
-                        tokio::time::timeout(left, transport.request(addr, message.clone())).await;
+                    let reply = transport.request_within(addr, message.clone(), left).await;
                     let reply = match reply {
                         // A lease is the answerer's to give: an answer from
                         // another node than the owner routed to is no answer.
-                        Ok(Ok((peer, Message::LoadReply(r))))
-                            if peer.node_id == owner.id.as_str() =>
-                        {
-                            r
-                        }
+                        Ok((peer, Message::LoadReply(r))) if peer.node_id == owner.id.as_str() => r,
                         _ => return Answer::Failed(Failure::Unreachable),
                     };
                     return match reply {

@@ -15,6 +15,7 @@ mod invalidations;
 mod isolation;
 mod lease;
 mod load_path;
+mod mux;
 mod near_copies;
 mod node;
 mod owner_load;
@@ -47,5 +48,6 @@ pub use tls::{
 };
 pub use transport::{
     Handler, PeerIdentity, Reply, Transport, TransportError, TransportSizes, MAX_CONNECTIONS,
-    MAX_HELLO_FRAME, MAX_NODE_STREAMS, MAX_ONE_WAY_FRAME, MAX_ONE_WAY_STREAMS, MAX_REQUEST_STREAMS,
+    MAX_HELLO_FRAME, MAX_MUX_FRAME, MAX_MUX_IN_FLIGHT, MAX_MUX_STREAMS, MAX_NODE_STREAMS,
+    MAX_ONE_WAY_FRAME, MAX_ONE_WAY_STREAMS, MAX_REQUEST_STREAMS,
 };

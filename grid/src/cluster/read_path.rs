@@ -16,7 +16,7 @@ use super::owner_load::Stored;
 use super::routing::{route, Attempts, Failure, Next, Route};
 use super::sequence::Received;
 use super::telemetry::PeerRequest;
-use super::transport::PeerIdentity;
+use super::transport::{PeerIdentity, TransportError};
 use crate::error::CacheError;
 use crate::events::{CacheEvent, EventOrigin};
 use crate::invalidation::Invalidation;
@@ -161,22 +161,22 @@ impl Node {
                     epoch,
                     key: Bytes::copy_from_slice(key.as_bytes()),
                 });
-                let request = tokio::time::timeout(left, transport.request(addr, message));
+                let request = transport.request_within(addr, message, left);
                 async move {
                     let answer = telemetry
                         .peer_request(PeerRequest::Fetch, addr, key, request, outcome)
                         .await;
                     match answer {
-                        Ok(Ok((_, Message::FetchReply(FetchReply::Hit(entry))))) => {
+                        Ok((_, Message::FetchReply(FetchReply::Hit(entry)))) => {
                             match Stored::from_entry(entry) {
                                 Some(e) => Answer::Done(SharedFetch::Hit(Arc::new(e))),
                                 None => Answer::Failed(Failure::Unreachable),
                             }
                         }
-                        Ok(Ok((_, Message::FetchReply(FetchReply::Miss)))) => {
+                        Ok((_, Message::FetchReply(FetchReply::Miss))) => {
                             Answer::Done(SharedFetch::Miss)
                         }
-                        Ok(Ok((_, Message::FetchReply(FetchReply::WrongOwner { epoch })))) => {
+                        Ok((_, Message::FetchReply(FetchReply::WrongOwner { epoch }))) => {
                             Answer::Failed(Failure::WrongOwner { epoch })
                         }
                         _ => Answer::Failed(Failure::Unreachable),
@@ -235,21 +235,21 @@ impl Node {
                         (peer.node_id == owner.id.as_str())
                             .then(|| NodeIdentity::new(peer.node_id.as_str(), peer.generation))
                     };
-                    let request = tokio::time::timeout(left, transport.request(addr, message));
+                    let request = transport.request_within(addr, message, left);
                     let answer = telemetry
                         .peer_request(PeerRequest::Put, addr, key, request, outcome)
                         .await;
                     match answer {
-                        Ok(Ok((peer, Message::PutReply(PutReply::Stored { sequence })))) => {
+                        Ok((peer, Message::PutReply(PutReply::Stored { sequence }))) => {
                             match answered(&peer) {
                                 Some(owner) => Answer::Done((owner, sequence, Vec::new())),
                                 None => Answer::Failed(Failure::Unreachable),
                             }
                         }
-                        Ok(Ok((
+                        Ok((
                             peer,
                             Message::PutReply(PutReply::Unacknowledged { sequence, nodes }),
-                        ))) => {
+                        )) => {
                             let nodes = nodes
                                 .iter()
                                 .map(|n| String::from_utf8_lossy(n).into_owned())
@@ -259,7 +259,7 @@ impl Node {
                                 None => Answer::Failed(Failure::Unreachable),
                             }
                         }
-                        Ok(Ok((_, Message::PutReply(PutReply::WrongOwner { epoch })))) => {
+                        Ok((_, Message::PutReply(PutReply::WrongOwner { epoch }))) => {
                             Answer::Failed(Failure::WrongOwner { epoch })
                         }
                         _ => Answer::Failed(Failure::Unreachable),
@@ -358,19 +358,17 @@ impl Node {
 
 /// How a request to a peer ended, for its span: the reply's kind, or why
 /// there was none.
-fn outcome<E>(
-    answer: &Result<Result<(PeerIdentity, Message), E>, tokio::time::error::Elapsed>,
-) -> &'static str {
+fn outcome(answer: &Result<(PeerIdentity, Message), TransportError>) -> &'static str {
     match answer {
-        Err(_) => "timeout",
-        Ok(Err(_)) => "unreachable",
-        Ok(Ok((_, Message::FetchReply(FetchReply::Hit(_))))) => "hit",
-        Ok(Ok((_, Message::FetchReply(FetchReply::Miss)))) => "miss",
-        Ok(Ok((_, Message::PutReply(PutReply::Stored { .. })))) => "stored",
-        Ok(Ok((_, Message::PutReply(PutReply::Unacknowledged { .. })))) => "unacknowledged",
-        Ok(Ok((_, Message::FetchReply(FetchReply::WrongOwner { .. }))))
-        | Ok(Ok((_, Message::PutReply(PutReply::WrongOwner { .. })))) => "wrong_owner",
-        Ok(Ok(_)) => "refused",
+        Err(TransportError::Timeout { .. }) => "timeout",
+        Err(_) => "unreachable",
+        Ok((_, Message::FetchReply(FetchReply::Hit(_)))) => "hit",
+        Ok((_, Message::FetchReply(FetchReply::Miss))) => "miss",
+        Ok((_, Message::PutReply(PutReply::Stored { .. }))) => "stored",
+        Ok((_, Message::PutReply(PutReply::Unacknowledged { .. }))) => "unacknowledged",
+        Ok((_, Message::FetchReply(FetchReply::WrongOwner { .. })))
+        | Ok((_, Message::PutReply(PutReply::WrongOwner { .. }))) => "wrong_owner",
+        Ok(_) => "refused",
     }
 }
 

@@ -4,9 +4,12 @@
 //! Every connection starts with a handshake on its first bidirectional
 //! stream: the connecting side sends `Hello`, the accepting side answers
 //! `HelloAck` (or `GoAway` with a reason and closes). Only then are other
-//! streams served. After that, a request is one frame on a fresh
-//! bidirectional stream answered by one frame; a one-way message (gossip,
-//! for example) is one frame on a unidirectional stream.
+//! streams served. After that, a fetch travels on the connection's one
+//! multiplexed request stream (see [`super::mux`]: frames tagged with
+//! request ids, replies in the order they finish); any other request is one
+//! frame on a fresh bidirectional stream answered by one frame (request id
+//! 0, which is how the serving side tells the two apart); a one-way message
+//! (gossip, for example) is one frame on a unidirectional stream.
 //!
 //! A send to a peer without an open connection dials it in a task of its
 //! own: concurrent sends share that one handshake, and after a failed one
@@ -25,6 +28,7 @@ use hydracache_protocol::{ErrorCode, Frame, Hello, Limits, Message, ProtocolErro
 
 use super::dial::{Begin, Dials};
 use super::handshake::{check_peer, Certified, Generations};
+use super::mux::MuxStream;
 use super::tls::{certified, TlsConfig, TlsError, SERVER_NAME};
 
 /// How long a peer may take to send its Hello after the TLS handshake.
@@ -50,13 +54,31 @@ pub const MAX_HELLO_FRAME: usize = 4 << 10;
 /// Largest one-way frame read (gossip, raft, invalidations, membership
 /// snapshots, announcements): the raft message limit with room for framing.
 pub const MAX_ONE_WAY_FRAME: usize = 2 << 20;
-/// Requests one peer may have open on one connection at once.
-pub const MAX_REQUEST_STREAMS: u32 = 32;
+/// Requests one peer may have open on one connection at once. Well above
+/// the requests a node keeps in flight to one peer: at the limit, every new
+/// request waits until the peer has seen the last one's stream close and
+/// sent more credit (a QUIC MAX_STREAMS frame), which costs a packet and a
+/// round trip per request (at 32 it was a fifth of the read path's packets
+/// with 32 reads in flight). The bytes a peer may send stay bounded by the
+/// receive windows below, whatever the count.
+pub const MAX_REQUEST_STREAMS: u32 = 128;
 /// One-way streams one peer may have open on one connection at once.
 pub const MAX_ONE_WAY_STREAMS: u32 = 64;
 /// Streams being read or served at once on this node, all connections
 /// together; further streams wait (and QUIC flow control holds the peers).
 pub const MAX_NODE_STREAMS: usize = 512;
+/// Requests served at once on one multiplexed stream: while this many are
+/// in flight the stream is not read. Above the reads one node keeps in
+/// flight to a peer.
+pub const MAX_MUX_IN_FLIGHT: usize = 64;
+/// Multiplexed streams one peer may have served at once on one connection
+/// (a node opens one per connection).
+pub const MAX_MUX_STREAMS: usize = 4;
+/// Largest request frame read on a multiplexed stream: a fetch (a key and a
+/// node id) with room to spare; larger requests go one to a stream.
+pub const MAX_MUX_FRAME: usize = 256 << 10;
+/// Most bytes taken from a stream's receive buffer at once.
+const READ_CHUNK: usize = 64 << 10;
 /// Unread bytes a peer may have in flight on one stream.
 const STREAM_WINDOW: u32 = 1 << 20;
 /// Unread bytes a peer may have in flight on one connection.
@@ -243,6 +265,10 @@ pub trait Handler: Send + Sync + 'static {
 
 struct Peer {
     conn: quinn::Connection,
+    /// This node's multiplexed request stream on it, once opened.
+    mux: Mutex<Option<Arc<MuxStream>>>,
+    /// Multiplexed streams the peer has open on it, being served.
+    mux_served: std::sync::atomic::AtomicUsize,
     identity: PeerIdentity,
     /// This node opened it (rather than accepted it).
     dialled: bool,
@@ -491,8 +517,27 @@ impl Transport {
         addr: SocketAddr,
         message: Message,
     ) -> Result<(PeerIdentity, Message), TransportError> {
+        self.request_within(addr, message, REQUEST_TIMEOUT).await
+    }
+
+    /// As [`request`](Self::request), but gives up with
+    /// [`TransportError::Timeout`] after `within` (at most the transport's
+    /// own request timeout): the caller's deadline and the transport's are
+    /// one timer, not two nested ones (a timer costs a lock of the runtime's
+    /// timer wheel to register and another to cancel, on every request).
+    pub async fn request_within(
+        &self,
+        addr: SocketAddr,
+        message: Message,
+        within: Duration,
+    ) -> Result<(PeerIdentity, Message), TransportError> {
         let work = async {
             let peer = self.peer(addr).await?;
+            if matches!(message, Message::Fetch(_)) {
+                let stream = self.mux_stream(&peer).await?;
+                let reply = stream.request(&self.shared.limits, message).await?;
+                return Ok((peer.identity.clone(), reply.message));
+            }
             let reply = exchange(
                 &peer.conn,
                 &self.shared.limits,
@@ -502,9 +547,34 @@ impl Transport {
             .await?;
             Ok((peer.identity.clone(), reply.message))
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, work)
+        tokio::time::timeout(within.min(REQUEST_TIMEOUT), work)
             .await
             .unwrap_or(Err(TransportError::Timeout { addr }))
+    }
+
+    /// The multiplexed request stream on `peer`'s connection: the open one,
+    /// or a new one if there is none or it broke.
+    async fn mux_stream(&self, peer: &Peer) -> Result<Arc<MuxStream>, TransportError> {
+        if let Some(open) = peer
+            .mux
+            .lock()
+            .expect("mux")
+            .as_ref()
+            .filter(|m| m.is_open())
+        {
+            return Ok(Arc::clone(open));
+        }
+        let opened = MuxStream::open(&peer.conn, self.shared.limits.clone()).await?;
+        let mut slot = peer.mux.lock().expect("mux");
+        match slot.as_ref().filter(|m| m.is_open()) {
+            // Another request opened one meanwhile: share it (ours, never
+            // written to, is dropped unseen).
+            Some(open) => Ok(Arc::clone(open)),
+            None => {
+                *slot = Some(Arc::clone(&opened));
+                Ok(opened)
+            }
+        }
     }
 
     /// Sends a one-way message to `addr` on a unidirectional stream.
@@ -655,6 +725,8 @@ async fn dial(shared: &Arc<Shared>, addr: SocketAddr) -> Result<Arc<Peer>, Trans
     })?;
     Ok(Arc::new(Peer {
         conn,
+        mux: Mutex::new(None),
+        mux_served: std::sync::atomic::AtomicUsize::new(0),
         identity: PeerIdentity {
             node_id: agreed.peer.id.to_string(),
             generation: agreed.peer.generation,
@@ -737,8 +809,12 @@ fn jitter() -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Room for a small frame (a fetch, its reply with a value of a few dozen
+/// bytes, an acknowledgement) in one allocation, without growing.
+const SMALL_FRAME: usize = 256;
+
 fn encode(limits: &Limits, frame: Frame, addr: SocketAddr) -> Result<Bytes, TransportError> {
-    let mut buf = BytesMut::new();
+    let mut buf = BytesMut::with_capacity(SMALL_FRAME);
     frame
         .encode(limits, &mut buf)
         .map_err(|source| TransportError::Protocol { addr, source })?;
@@ -893,6 +969,8 @@ async fn accept_hello(shared: &Arc<Shared>, conn: quinn::Connection) -> Result<A
     .await;
     Ok(Arc::new(Peer {
         conn,
+        mux: Mutex::new(None),
+        mux_served: std::sync::atomic::AtomicUsize::new(0),
         identity: PeerIdentity {
             node_id: agreed.peer.id.to_string(),
             generation: agreed.peer.generation,
@@ -919,15 +997,40 @@ async fn serve_connection(shared: Arc<Shared>, peer: Arc<Peer>, handler: Arc<dyn
                 let (shared, peer, handler) = (Arc::clone(&shared), Arc::clone(&peer), Arc::clone(&handler));
                 let permit = permit(&shared);
                 tokio::spawn(async move {
-                    let Ok(_permit) = permit.await else { return };
-                    let read = read_frame(&mut recv, &shared.limits, StreamKind::Request, addr);
-                    let answer = match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
-                        Ok(Ok(frame)) => handler.request(&peer.identity, frame.message).await,
-                        Ok(Err(TransportError::Protocol { source, .. })) => Message::Error {
-                            code: source.code(),
-                            message: source.to_string().into(),
-                        },
-                        Ok(Err(_)) | Err(_) => return,
+                    let Ok(permit) = permit.await else { return };
+                    let mut buf = BytesMut::new();
+                    // One deadline for the request and, on a one-shot
+                    // stream, its end: a peer that never finishes the
+                    // stream does not keep the permit.
+                    let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+                    let read = read_next(&mut recv, &mut buf, &shared.limits);
+                    let frame = match tokio::time::timeout_at(deadline, read).await {
+                        Ok(Ok(Some(frame))) => frame,
+                        Ok(Err(source)) => {
+                            let answer = Message::Error {
+                                code: source.code(),
+                                message: source.to_string().into(),
+                            };
+                            reply(&mut send, &shared.limits, answer, addr).await;
+                            return;
+                        }
+                        Ok(Ok(None)) | Err(_) => return,
+                    };
+                    if frame.request_id != 0 {
+                        serve_mux(shared, peer, handler, (send, recv, buf), frame, permit).await;
+                        return;
+                    }
+                    // A one-shot stream: the request is all it carries.
+                    let Ok(rest) = tokio::time::timeout_at(deadline, recv.read_to_end(0)).await else {
+                        return;
+                    };
+                    let answer = if buf.is_empty() && matches!(rest, Ok(ref rest) if rest.is_empty()) {
+                        handler.request(&peer.identity, frame.message).await
+                    } else {
+                        Message::Error {
+                            code: ErrorCode::PROTOCOL,
+                            message: "bytes after the request on a one-shot stream".into(),
+                        }
                     };
                     reply(&mut send, &shared.limits, answer, addr).await;
                 });
@@ -947,6 +1050,129 @@ async fn serve_connection(shared: Arc<Shared>, peer: Arc<Peer>, handler: Arc<dyn
         }
     }
     forget(&shared, &peer);
+}
+
+/// Reads the next whole frame from `recv` (bytes past it stay in `buf`);
+/// `None` if the stream ends cleanly between frames.
+async fn read_next(
+    recv: &mut quinn::RecvStream,
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<Frame>, ProtocolError> {
+    loop {
+        if let Some(frame) = Frame::decode_from(buf, limits)? {
+            return Ok(Some(frame));
+        }
+        match recv.read_chunk(READ_CHUNK, true).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            Ok(None) | Err(_) if buf.is_empty() => return Ok(None),
+            Ok(None) | Err(_) => {
+                return Err(ProtocolError::Truncated {
+                    needed: buf.len() + 1,
+                    available: buf.len(),
+                })
+            }
+        }
+    }
+}
+
+/// Serves a multiplexed request stream, whose `first` request has been
+/// read (holding the node-wide `permit`): reads requests as they come,
+/// serves up to [`MAX_MUX_IN_FLIGHT`] at once, and writes their replies,
+/// tagged with their request ids, in the order they finish, several to a
+/// write when they finish together. While that many are in flight it reads
+/// nothing, so QUIC flow control holds a peer that sends faster than it
+/// reads its replies.
+async fn serve_mux(
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    handler: Arc<dyn Handler>,
+    (mut send, mut recv, mut buf): (quinn::SendStream, quinn::RecvStream, BytesMut),
+    first: Frame,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    use std::sync::atomic::Ordering;
+    let addr = peer.identity.addr;
+    let limits = Limits {
+        max_frame_len: shared.limits.max_frame_len.min(MAX_MUX_FRAME as u32),
+        ..shared.limits.clone()
+    };
+    if peer.mux_served.fetch_add(1, Ordering::Relaxed) >= MAX_MUX_STREAMS {
+        peer.mux_served.fetch_sub(1, Ordering::Relaxed);
+        let refusal = Message::Error {
+            code: ErrorCode::OVERLOADED,
+            message: format!("at most {MAX_MUX_STREAMS} multiplexed streams per connection").into(),
+        };
+        if let Ok(bytes) = encode(&limits, Frame::new(first.request_id, refusal), addr) {
+            let _ = send.write_all(&bytes).await;
+            let _ = send.finish();
+        }
+        return;
+    }
+    type Done = (Frame, [Option<tokio::sync::OwnedSemaphorePermit>; 2]);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
+    let writer_limits = limits.clone();
+    let writer = tokio::spawn(async move {
+        let mut out = BytesMut::new();
+        while let Some(done) = done_rx.recv().await {
+            // Every reply already finished goes in the same write.
+            let mut batch = vec![done];
+            while let Ok(more) = done_rx.try_recv() {
+                batch.push(more);
+            }
+            for (frame, _) in &batch {
+                let _ = frame.encode(&writer_limits, &mut out);
+            }
+            let written = send.write_all(&out).await;
+            out.clear();
+            // The permits go only once the replies are handed to QUIC.
+            drop(batch);
+            if written.is_err() {
+                break;
+            }
+        }
+        let _ = send.finish();
+    });
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_MUX_IN_FLIGHT));
+    let mut next = Some((first, permit));
+    loop {
+        let Ok(slot) = Arc::clone(&in_flight).acquire_owned().await else {
+            break;
+        };
+        let (frame, node) = match next.take() {
+            Some(first) => first,
+            None => {
+                let frame = match read_next(&mut recv, &mut buf, &limits).await {
+                    Ok(Some(frame)) if frame.request_id != 0 => frame,
+                    Ok(None) => break,
+                    // A request without an id, or bytes that do not decode:
+                    // the stream is out of step, and ends.
+                    Ok(Some(_)) | Err(_) => {
+                        let _ = recv.stop(1u32.into());
+                        break;
+                    }
+                };
+                let Ok(node) = Arc::clone(&shared.streams).acquire_owned().await else {
+                    break;
+                };
+                (frame, node)
+            }
+        };
+        if done_tx.is_closed() {
+            break;
+        }
+        let (peer, handler, done_tx) = (Arc::clone(&peer), Arc::clone(&handler), done_tx.clone());
+        tokio::spawn(async move {
+            let answer = handler.request(&peer.identity, frame.message).await;
+            let _ = done_tx.send((
+                Frame::new(frame.request_id, answer),
+                [Some(node), Some(slot)],
+            ));
+        });
+    }
+    drop(done_tx);
+    let _ = writer.await;
+    peer.mux_served.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// Whether a connection `new` (`true` if this node dialled it) replaces

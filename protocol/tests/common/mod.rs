@@ -143,8 +143,17 @@ pub fn samples() -> Vec<Sample> {
         ),
         sample(
             "fetch",
-            "Fetch user:42 at epoch 12, request 42",
+            "Fetch user:42 at epoch 12, request 42: on a multiplexed request stream (a request id other than 0)",
             42,
+            Message::Fetch(hydracache_protocol::Fetch {
+                epoch: 12,
+                key: b(b"user:42"),
+            }),
+        ),
+        sample(
+            "fetch_one_shot",
+            "Fetch user:42 at epoch 12, request id 0: the only request on a one-shot stream",
+            0,
             Message::Fetch(hydracache_protocol::Fetch {
                 epoch: 12,
                 key: b(b"user:42"),
