@@ -143,13 +143,17 @@ impl<C: Codec> Grid<C> {
     /// invalidations keep coherent; a hit never leaves this process.
     #[inline]
     pub async fn get<T: CacheValue<C>>(&self, key: &str) -> Result<Option<T>, CacheError> {
-        match self.get_now(key)? {
-            Some(value) => Ok(Some(value)),
-            None => match self.inner.remote.get() {
-                None => Ok(None),
-                // Boxed so that the hit path's future stays small.
-                Some(remote) => Box::pin(self.inner.fetch_near::<T, C>(&**remote, key)).await,
-            },
+        // A hit (or a read error) is returned as `get_now` built it: matching
+        // it into `Some(value)` and wrapping it again would copy the value
+        // twice more on every hit.
+        match self.get_now(key) {
+            Ok(None) => {}
+            found => return found,
+        }
+        match self.inner.remote.get() {
+            None => Ok(None),
+            // Boxed so that the hit path's future stays small.
+            Some(remote) => Box::pin(self.inner.fetch_near::<T, C>(&**remote, key)).await,
         }
     }
 
@@ -164,19 +168,16 @@ impl<C: Codec> Grid<C> {
             }
             return Ok(None);
         };
-        match T::read(&entry) {
-            Ok(value) => {
-                if inner.events.access_active() {
-                    inner.events.publish(CacheEvent::Hit {
-                        key: key.to_string(),
-                    });
-                }
-                Ok(Some(value))
-            }
-            // The entry stays: a read of the wrong type is this caller's
-            // mistake, and a reader of the right type still finds it.
-            Err(e) => Err(e),
+        // Decoded straight into the caller's `Result<Option<T>>`. On an
+        // error the entry stays: a read of the wrong type is this caller's
+        // mistake, and a reader of the right type still finds it.
+        let found = T::read(&entry).map(Some);
+        if found.is_ok() && inner.events.access_active() {
+            inner.events.publish(CacheEvent::Hit {
+                key: key.to_string(),
+            });
         }
+        found
     }
 
     /// A zero-copy guard over the archived value for `key` (rkyv values):

@@ -57,7 +57,10 @@ pub fn type_tag<T: 'static>() -> u64 {
 }
 
 /// Accesses archived bytes as `T`: unchecked when this process archived them
-/// as `T`, validated with bytecheck otherwise.
+/// as `T`, validated with bytecheck otherwise. Inlined so that the tag check
+/// is one comparison with a constant (out of line, it hashed `T`'s `TypeId`
+/// on every read).
+#[inline]
 pub(crate) fn access<T: StoreValue>(bytes: &[u8], tag: u64) -> Result<&T::Archived, StoreError> {
     if tag == type_tag::<T>() {
         // SAFETY: the bytes were produced by `encode::<T>` in this process
