@@ -95,8 +95,13 @@ impl Node {
     pub(super) async fn receive_high_water(&self, peer: &PeerIdentity, mark: HighWater) -> Message {
         let sender = NodeIdentity::new(peer.node_id.clone(), peer.generation);
         let origin = mark.origin.id.to_string();
-        if !super::authority::takes_high_water(&self.view(), self.role, &sender, peer.role, &origin)
-        {
+        if !super::authority::takes_high_water(
+            &self.view(),
+            self.role,
+            &sender,
+            peer.role,
+            &mark.origin,
+        ) {
             return Message::Error {
                 code: ErrorCode::REFUSED,
                 message: format!(
@@ -107,11 +112,24 @@ impl Node {
             };
         }
         let (generation, sequence) = (mark.origin.generation, mark.sequence);
-        let overflowed = self
+        let decision = self
             .sequences
             .lock()
             .expect("sequences")
             .observe_high_water(&origin, generation, sequence, std::time::Instant::now());
+        let overflowed = match decision {
+            Received::Apply { flush_first } => flush_first,
+            // Not an ack: the sender is told its generation is superseded.
+            Received::StaleGeneration { known } => {
+                return Message::Error {
+                    code: ErrorCode::STALE_GENERATION,
+                    message: format!(
+                        "origin {origin} generation {generation} is older than {known}"
+                    )
+                    .into(),
+                };
+            }
+        };
         if overflowed {
             self.telemetry.flushed_on_gap(&origin, "high_water");
             if let Some(grid) = self.grid.upgrade() {
@@ -257,7 +275,7 @@ impl Node {
     pub(super) fn may_speak_for(&self, peer: &PeerIdentity, inv: &Invalidate) -> bool {
         let sender = hydracache_protocol::NodeIdentity::new(peer.node_id.clone(), peer.generation);
         self.view()
-            .takes_invalidation(self.role, &sender, peer.role, &inv.origin.id)
+            .takes_invalidation(self.role, &sender, peer.role, &inv.origin)
     }
 
     /// Passes a client's invalidation on to the other live clients (clients

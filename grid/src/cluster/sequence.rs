@@ -189,21 +189,24 @@ impl SequenceTable {
     }
 
     /// Records an origin's high-water mark (its own word) at `now`: numbers
-    /// up to it not seen yet become holes. True if the window overflowed (drop
-    /// everything now).
+    /// up to it not seen yet become holes. `flush_first` if the window
+    /// overflowed (drop everything now); a mark of a generation older than
+    /// one already seen is refused, and changes nothing.
     pub(crate) fn observe_high_water(
         &mut self,
         origin: &str,
         generation: u64,
         hwm: u64,
         now: Instant,
-    ) -> bool {
+    ) -> Received {
         let window = self
             .windows
             .entry(origin.to_string())
             .or_insert_with(|| Window::new(generation));
         if generation < window.generation {
-            return false;
+            return Received::StaleGeneration {
+                known: window.generation,
+            };
         }
         let mut flush = false;
         if generation > window.generation {
@@ -214,7 +217,10 @@ impl SequenceTable {
             window.close(hwm);
             flush = true;
         }
-        flush && self.flushed()
+        if flush {
+            self.flushed();
+        }
+        Received::Apply { flush_first: flush }
     }
 
     /// True if a hole has been open longer than the bound at `now`: the
@@ -386,15 +392,15 @@ mod tests {
     fn a_high_water_mark_above_what_was_seen_opens_holes_for_the_tail() {
         let (mut t, now) = table();
         t.receive("a", 7, 1, now);
-        assert!(!t.observe_high_water("a", 7, 1, now));
+        assert_eq!(t.observe_high_water("a", 7, 1, now), APPLY);
         // The mark arrived before messages 2 and 3 arrived.
-        assert!(!t.observe_high_water("a", 7, 3, now));
+        assert_eq!(t.observe_high_water("a", 7, 3, now), APPLY);
         assert_eq!(t.open_holes(), 2);
         assert_eq!(t.receive("a", 7, 3, now), APPLY);
         assert_eq!(t.receive("a", 7, 2, now), APPLY);
         assert!(!t.expire(now + BOUND * 2));
         // A tail that never arrives is loss once the bound passes.
-        assert!(!t.observe_high_water("a", 7, 5, now + BOUND * 2));
+        assert_eq!(t.observe_high_water("a", 7, 5, now + BOUND * 2), APPLY);
         assert!(t.expire(now + BOUND * 3 + Duration::from_millis(1)));
         assert_eq!(t.receive("a", 7, 4, now + BOUND * 3), APPLY);
         assert_eq!(t.flushes(), 1);
@@ -403,12 +409,12 @@ mod tests {
     #[test]
     fn a_mark_from_an_unheard_origin_opens_holes_unless_zero() {
         let (mut t, now) = table();
-        assert!(!t.observe_high_water("quiet", 3, 0, now));
-        assert!(!t.observe_high_water("chatty", 3, 2, now));
+        assert_eq!(t.observe_high_water("quiet", 3, 0, now), APPLY);
+        assert_eq!(t.observe_high_water("chatty", 3, 2, now), APPLY);
         assert_eq!(t.open_holes(), 2);
         // A new generation's mark starts from zero (the old holes cannot
         // fill: a flush).
-        assert!(t.observe_high_water("chatty", 4, 0, now));
+        assert_eq!(t.observe_high_water("chatty", 4, 0, now), FLUSH);
         assert_eq!(t.receive("chatty", 4, 1, now), APPLY);
     }
 
@@ -446,10 +452,13 @@ mod tests {
     }
 
     #[test]
-    fn a_mark_from_an_older_generation_is_ignored() {
+    fn a_mark_from_an_older_generation_is_refused_and_changes_nothing() {
         let (mut t, now) = table();
         t.receive("a", 7, 1, now);
-        assert!(!t.observe_high_water("a", 6, 50, now));
+        assert_eq!(
+            t.observe_high_water("a", 6, 50, now),
+            Received::StaleGeneration { known: 7 }
+        );
         assert_eq!(t.applied("a"), Some((7, 1)));
         assert_eq!(t.open_holes(), 0);
     }
