@@ -87,13 +87,16 @@ impl Window {
         if sequence > self.contiguous.saturating_add(WINDOW) {
             return false;
         }
-        let opened = sequence.saturating_sub(self.highest.max(self.contiguous) + 1)
-            + u64::from(mark_only && sequence > self.highest);
+        // Numbers come from peers: near u64::MAX a plain `+ 1` would panic
+        // (in debug builds) while the caller holds the table's lock.
+        let next = self.highest.max(self.contiguous).saturating_add(1);
+        let opened =
+            sequence.saturating_sub(next) + u64::from(mark_only && sequence > self.highest);
         if self.holes.len() as u64 + opened > WINDOW {
             return false;
         }
         if sequence > self.highest {
-            let first = self.highest.max(self.contiguous) + 1;
+            let first = next;
             let last = if mark_only { sequence } else { sequence - 1 };
             for s in first..=last {
                 self.holes.insert(s, now);
@@ -461,5 +464,27 @@ mod tests {
         );
         assert_eq!(t.applied("a"), Some((7, 1)));
         assert_eq!(t.open_holes(), 0);
+    }
+
+    #[test]
+    fn numbers_up_to_the_largest_do_not_overflow_the_window() {
+        let (mut t, now) = table();
+        // Far beyond the first contact's window: a flush, then from there.
+        assert_eq!(t.receive("a", 7, u64::MAX - 10, now), FLUSH);
+        assert_eq!(t.receive("a", 7, u64::MAX, now), APPLY);
+        assert_eq!(t.open_holes(), 9);
+        // Numbers below the highest one seen, and marks at it, fill or
+        // leave the holes without wrapping.
+        assert_eq!(t.receive("a", 7, u64::MAX - 5, now), APPLY);
+        assert_eq!(t.observe_high_water("a", 7, u64::MAX, now), APPLY);
+        assert_eq!(t.observe_high_water("a", 7, u64::MAX - 1, now), APPLY);
+        assert_eq!(t.open_holes(), 8);
+        for s in (u64::MAX - 10..u64::MAX).rev() {
+            assert_eq!(t.receive("a", 7, s, now), APPLY);
+        }
+        assert_eq!(t.applied("a"), Some((7, u64::MAX)));
+        assert_eq!(t.receive("a", 7, u64::MAX, now), APPLY);
+        assert_eq!(t.observe_high_water("b", 1, u64::MAX, now), FLUSH);
+        assert!(!t.expire(now + BOUND * 2));
     }
 }
