@@ -373,8 +373,9 @@ async fn a_forged_high_water_mark_in_gossip_does_not_hide_a_missed_tail() {
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
     let _rogue = spawn_chitchat(config, kvs, &gossip).await.unwrap();
-    // Long enough for the forged mark to reach x and, had x read it, for
-    // the holes it opened to be flushed over and taken as seen.
+    // Long enough for the forged mark to reach x and, a hint a never
+    // confirms, flush x once; had x taken it as a mark, the holes it opened
+    // would have been flushed over and taken as seen.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // x now misses a real tail from a: one invalidation, then a goes quiet.

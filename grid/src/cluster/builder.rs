@@ -486,6 +486,7 @@ impl<C: Codec> NodeBuilder<C> {
         let kvs = vec![
             (keys::ROLE.to_string(), role.to_string()),
             (keys::ADDR.to_string(), addr.to_string()),
+            (keys::INVALIDATION_HWM.to_string(), "0".to_string()),
             (keys::LEAVING.to_string(), "0".to_string()),
         ];
         let node = Arc::new(Node {
@@ -526,6 +527,7 @@ impl<C: Codec> NodeBuilder<C> {
             gossip_interval: self.gossip_interval,
             live: std::sync::OnceLock::new(),
             partitioned: std::sync::atomic::AtomicBool::new(false),
+            cut_from: Default::default(),
             stopped: std::sync::atomic::AtomicBool::new(false),
             removed: std::sync::atomic::AtomicBool::new(false),
             founder: self.bootstrap,

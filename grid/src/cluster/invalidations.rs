@@ -21,12 +21,23 @@ use crate::invalidation::Invalidation;
 use crate::telemetry;
 
 impl Node {
-    /// Notes every process's gossip heartbeat (for the isolation rule).
+    /// Notes every process's gossip heartbeat (for the isolation rule) and
+    /// publishes this node's high-water mark in its gossip state, a hint
+    /// receivers check against this node's own word ([`super::sequence`]).
     async fn observe_gossip(&self) {
         if let Some(h) = self.chitchat.get() {
             let c = h.chitchat();
-            let g = c.lock().await;
+            let mut g = c.lock().await;
             self.observe_heartbeats(&g);
+            let mark = self.sequence.load(Ordering::SeqCst);
+            let state = g.self_node_state();
+            let published: u64 = state
+                .get(super::gossip::keys::INVALIDATION_HWM)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if mark > published {
+                state.set(super::gossip::keys::INVALIDATION_HWM, mark);
+            }
         }
     }
 
@@ -438,6 +449,13 @@ pub(super) async fn watch_high_water_marks(node: Weak<Node>) {
                         .iter()
                         .any(|p| p.id == origin && p.generation == generation)
             });
+            // Gossip's copy of each admitted origin's mark is a hint: the
+            // origin's own word must confirm it within the hole bound.
+            for p in &live {
+                if view.is_admitted(&p.id, p.generation) {
+                    sequences.hint(&p.id, p.generation, p.mark, now);
+                }
+            }
             let overdue = sequences.overdue(now);
             if !overdue.is_empty() && sequences.expire(now) {
                 overdue
@@ -544,6 +562,7 @@ impl Node {
                 addr: m.address,
                 raft_leader: None,
                 incarnation: 0,
+                mark: 0,
             });
         }
         unheard
