@@ -501,6 +501,7 @@ impl<C: Codec> NodeBuilder<C> {
             // in the reply, after the owner's acknowledged fan-out.
             sequences: Mutex::new(SequenceTable::new(self.request_timeout + self.ack_timeout)),
             marks: Mutex::default(),
+            relayed: Mutex::default(),
             ack_timeout: self.ack_timeout,
             request_timeout: self.request_timeout,
             on_unreachable: self.on_unreachable,

@@ -97,12 +97,72 @@ impl Node {
         }
     }
 
+    /// On a member: relays each client's latest mark to the other clients
+    /// that have not acknowledged it ([`super::high_water::Relayed`]).
+    fn relay_high_water(self: &Arc<Self>) {
+        if self.role != Role::Member {
+            return;
+        }
+        let mut clients = self.invalidation_targets();
+        clients.extend(self.unheard_admitted(&self.live_peers(false)));
+        clients.retain(|p| p.role == "client");
+        let processes: Vec<(String, u64)> = clients
+            .iter()
+            .map(|p| (p.id.clone(), p.generation))
+            .collect();
+        let view = self.view();
+        let live = self.live_peers(false);
+        let due = self
+            .relayed
+            .lock()
+            .expect("relayed")
+            .due(&processes, |o, g| {
+                view.is_admitted(o, g) || live.iter().any(|p| p.id == o && p.generation == g)
+            });
+        for ((origin, generation, mark), to) in due {
+            for to in to {
+                let Some(peer) = clients
+                    .iter()
+                    .find(|p| p.id == to.0 && p.generation == to.1)
+                else {
+                    continue;
+                };
+                let node = Arc::downgrade(self);
+                let (transport, timeout, addr) =
+                    (self.transport.clone(), self.ack_timeout, peer.addr);
+                let message = Message::HighWater(HighWater {
+                    origin: NodeIdentity::new(origin.clone(), generation),
+                    sequence: mark,
+                });
+                let origin = origin.clone();
+                tokio::spawn(async move {
+                    let reply = tokio::time::timeout(timeout, transport.request(addr, message));
+                    let acknowledged = match reply.await {
+                        Ok(Ok((_, Message::InvalidateAck { sequence, .. })))
+                            if sequence == mark =>
+                        {
+                            Some(mark)
+                        }
+                        _ => None,
+                    };
+                    if let Some(n) = node.upgrade() {
+                        n.relayed.lock().expect("relayed").answered(
+                            &origin,
+                            generation,
+                            &to,
+                            acknowledged,
+                        );
+                    }
+                });
+            }
+        }
+    }
+
     /// Takes a peer's high-water mark: only in the origin's own word, or a
     /// client's relayed by an admitted member ([`super::authority::takes_high_water`]).
     /// Numbers up to it not seen yet become holes; a window that overflows
-    /// drops everything now. A member relays a client's mark to the other
-    /// clients before it acknowledges, as it relays that client's
-    /// invalidations.
+    /// drops everything now. A member acknowledges a client's mark once it
+    /// has noted it, and relays it to the other clients from its table.
     pub(super) async fn receive_high_water(&self, peer: &PeerIdentity, mark: HighWater) -> Message {
         let sender = NodeIdentity::new(peer.node_id.clone(), peer.generation);
         let origin = mark.origin.id.to_string();
@@ -153,28 +213,12 @@ impl Node {
             }
         }
         if self.role == Role::Member && peer.role == Role::Client {
-            let mut clients = self.invalidation_targets();
-            clients.extend(self.unheard_admitted(&self.live_peers(false)));
-            clients.retain(|p| p.role == "client" && p.id != origin);
-            let relays = clients.into_iter().map(|p| {
-                let transport = self.transport.clone();
-                let message = Message::HighWater(mark.clone());
-                async move {
-                    let reply = tokio::time::timeout(
-                        self.ack_timeout / 2,
-                        transport.request(p.addr, message),
-                    );
-                    matches!(reply.await, Ok(Ok((_, Message::InvalidateAck { sequence: s, .. }))) if s == sequence)
-                }
-            });
-            let relayed = futures_util::future::join_all(relays).await;
-            if relayed.iter().any(|ok| !ok) {
-                // The client tries again at its next gossip interval.
-                return Message::Error {
-                    code: ErrorCode::INTERNAL,
-                    message: "not every client took the high-water mark".into(),
-                };
-            }
+            // Taken: the member relays it to the other clients from its
+            // table, every gossip interval until each has it.
+            self.relayed
+                .lock()
+                .expect("relayed")
+                .note(&origin, generation, sequence);
         }
         Message::InvalidateAck {
             origin_generation: generation,
@@ -436,6 +480,7 @@ pub(super) async fn watch_high_water_marks(node: Weak<Node>) {
         n.check_isolation(&view);
         if !n.stopped.load(Ordering::SeqCst) {
             n.tell_high_water();
+            n.relay_high_water();
         }
         let live = n.live_peers(false);
         let lost = {

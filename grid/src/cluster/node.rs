@@ -119,6 +119,9 @@ pub(crate) struct Node {
     pub(super) isolation: Mutex<super::isolation::Isolation>,
     /// Which peers still have to be told this node's high-water mark.
     pub(super) marks: Mutex<super::high_water::MarkDelivery>,
+    /// On a member: the latest mark of each client, relayed to the other
+    /// clients (see [`super::high_water::Relayed`]).
+    pub(super) relayed: Mutex<super::high_water::Relayed>,
 }
 
 pub(super) struct LivePeer {
