@@ -115,3 +115,42 @@ async fn a_client_that_missed_another_client_s_invalidation_learns_its_mark_thro
     );
     assert!(!m.contains_key("k").await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_the_origin_cannot_reach_while_gossip_flows_drops_what_it_cannot_prove() {
+    // Holes and unconfirmed gossip hints are loss after 1 s.
+    let ca = DevCa::new("orders").unwrap();
+    let start = async |id: &str, seeds: &[SocketAddr]| {
+        member_builder(&ca, id, seeds)
+            .ack_timeout(Duration::from_millis(500))
+            .request_timeout(Duration::from_millis(500))
+            .start()
+            .await
+            .unwrap()
+    };
+    let o = start("o", &[]).await;
+    let seed = addr(&o).await;
+    let m = start("m", &[seed]).await;
+    let r = start("r", &[seed]).await;
+    converge(&[&o, &m, &r], 3, 0).await;
+    o.put("k", 1u8, CacheOptions::new()).await.unwrap();
+    for n in [&o, &m, &r] {
+        assert_eq!(n.get::<u8>("k").await.unwrap(), Some(1));
+    }
+    assert!(r.contains_key("k").await);
+    // o cannot reach r (neither its invalidations nor its own mark get
+    // through), while both still gossip, so r never takes itself for cut
+    // off.
+    r.cut_invalidations_from("o", true);
+    match o.invalidate_key("k").await {
+        Err(CacheError::Unacknowledged { nodes }) => assert_eq!(nodes, ["r"]),
+        other => panic!("{other:?}"),
+    }
+    assert!(!m.contains_key("k").await);
+    // o's gossiped mark is only a hint; o's own word never confirms it to
+    // r, so r drops what it cannot prove fresh once the hole bound passes.
+    assert!(
+        eventually(async || !r.contains_key("k").await).await,
+        "r still serves the invalidated k"
+    );
+}

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use hydracache::cluster::{DevCa, Handler, PeerIdentity, Reply, Transport};
 use hydracache::CacheOptions;
 use hydracache_protocol::{
-    Hello, Invalidate, Limits, Member, Message, MetadataSnapshot, NodeIdentity, Role, Target,
+    ErrorCode, Hello, HighWater, Invalidate, Limits, Member, Message, MetadataSnapshot,
+    NodeIdentity, Role, Target,
 };
 
 mod cluster_support;
@@ -100,6 +101,50 @@ async fn an_unadmitted_member_certificate_can_neither_relay_to_a_client_nor_push
     // The real member still reaches it.
     m.invalidate_key("k").await.unwrap();
     assert!(!c.contains_key("k").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_speaks_for_itself_only_at_its_own_generation() {
+    let ca = DevCa::new("orders").unwrap();
+    let m = member_builder(&ca, "m", &[]).start().await.unwrap();
+    let at = addr(&m).await;
+    converge(&[&m], 1, 0).await;
+    // A process holding z's certificate, connected at generation 1, names
+    // a generation of z it is not: had m taken it, z's window would sit at
+    // that generation and the real z's later numbers would be refused.
+    let z = stranger(&ca, "z");
+    let forged = NodeIdentity::new("z", u64::MAX);
+    let (_, reply) = z
+        .request(
+            at,
+            Message::HighWater(HighWater {
+                origin: forged.clone(),
+                sequence: 5,
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(reply, Message::Error { code, .. } if code == ErrorCode::REFUSED),
+        "{reply:?}"
+    );
+    let (_, reply) = z.request(at, invalidate(forged, "k")).await.unwrap();
+    assert!(
+        matches!(reply, Message::Error { code, .. } if code == ErrorCode::REFUSED),
+        "{reply:?}"
+    );
+    // In its own generation it is heard.
+    let (_, reply) = z
+        .request(
+            at,
+            Message::HighWater(HighWater {
+                origin: NodeIdentity::new("z", 1),
+                sequence: 0,
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(reply, Message::InvalidateAck { .. }), "{reply:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,8 +373,9 @@ async fn a_forged_high_water_mark_in_gossip_does_not_hide_a_missed_tail() {
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
     let _rogue = spawn_chitchat(config, kvs, &gossip).await.unwrap();
-    // Long enough for the forged mark to reach x and, had x read it, for
-    // the holes it opened to be flushed over and taken as seen.
+    // Long enough for the forged mark to reach x and, a hint a never
+    // confirms, flush x once; had x taken it as a mark, the holes it opened
+    // would have been flushed over and taken as seen.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // x now misses a real tail from a: one invalidation, then a goes quiet.

@@ -126,7 +126,8 @@ pub(crate) fn takes_raft(view: &MembershipView, me: &NodeIdentity, peer: &PeerId
 
 /// Whether a node in `receiver_role` holding `view` takes the high-water
 /// mark of `origin` from the authenticated peer `sender` (in
-/// `sender_role`): in the origin's own word, or relayed by an admitted
+/// `sender_role`): in the origin's own word at its connection's generation
+/// (a mark's generation moves the receive window), or relayed by an admitted
 /// member for a client to a client, as that client's invalidations are
 /// ([`MembershipView::takes_invalidation`]). Gossip carries no mark: any
 /// process that gossips can write any node's state, and a forged mark
@@ -137,7 +138,7 @@ pub(crate) fn takes_high_water(
     receiver_role: Role,
     sender: &NodeIdentity,
     sender_role: Role,
-    origin: &str,
+    origin: &NodeIdentity,
 ) -> bool {
     view.takes_invalidation(receiver_role, sender, sender_role, origin)
 }
@@ -322,20 +323,28 @@ mod tests {
             ("c", 1, Role::Client),
         ]);
         let id = NodeIdentity::new;
-        // The origin itself, member or client, to anyone.
+        // The origin itself, member or client, to anyone, at the
+        // generation of its connection only.
+        assert!(!takes_high_water(
+            &v,
+            Role::Member,
+            &id("m1", 3),
+            Role::Member,
+            &id("m1", u64::MAX)
+        ));
         assert!(takes_high_water(
             &v,
             Role::Member,
             &id("m1", 3),
             Role::Member,
-            "m1"
+            &id("m1", 3)
         ));
         assert!(takes_high_water(
             &v,
             Role::Member,
             &id("c", 1),
             Role::Client,
-            "c"
+            &id("c", 1)
         ));
         // Another member, even an admitted one, cannot speak for a member.
         assert!(!takes_high_water(
@@ -343,14 +352,14 @@ mod tests {
             Role::Member,
             &id("m2", 1),
             Role::Member,
-            "m1"
+            &id("m1", 3)
         ));
         assert!(!takes_high_water(
             &v,
             Role::Client,
             &id("m2", 1),
             Role::Member,
-            "m1"
+            &id("m1", 3)
         ));
         // An unadmitted member certificate speaks for nobody else.
         assert!(!takes_high_water(
@@ -358,7 +367,7 @@ mod tests {
             Role::Client,
             &id("rogue", 1),
             Role::Member,
-            "c"
+            &id("c", 1)
         ));
         // An admitted member relays a client's mark to a client, as it
         // relays that client's invalidations; a client relays nothing.
@@ -367,21 +376,21 @@ mod tests {
             Role::Client,
             &id("m2", 1),
             Role::Member,
-            "c"
+            &id("c", 1)
         ));
         assert!(!takes_high_water(
             &v,
             Role::Member,
             &id("m2", 1),
             Role::Member,
-            "c"
+            &id("c", 1)
         ));
         assert!(!takes_high_water(
             &v,
             Role::Client,
             &id("c", 1),
             Role::Client,
-            "c9"
+            &id("c9", 1)
         ));
     }
 

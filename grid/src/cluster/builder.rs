@@ -487,6 +487,7 @@ impl<C: Codec> NodeBuilder<C> {
         let kvs = vec![
             (keys::ROLE.to_string(), role.to_string()),
             (keys::ADDR.to_string(), addr.to_string()),
+            (keys::INVALIDATION_HWM.to_string(), "0".to_string()),
             (keys::LEAVING.to_string(), "0".to_string()),
         ];
         let node = Arc::new(Node {
@@ -501,6 +502,7 @@ impl<C: Codec> NodeBuilder<C> {
             // in the reply, after the owner's acknowledged fan-out.
             sequences: Mutex::new(SequenceTable::new(self.request_timeout + self.ack_timeout)),
             marks: Mutex::default(),
+            relayed: Mutex::default(),
             ack_timeout: self.ack_timeout,
             request_timeout: self.request_timeout,
             on_unreachable: self.on_unreachable,
@@ -527,6 +529,7 @@ impl<C: Codec> NodeBuilder<C> {
             gossip_interval: self.gossip_interval,
             live: std::sync::OnceLock::new(),
             partitioned: std::sync::atomic::AtomicBool::new(false),
+            cut_from: Default::default(),
             stopped: std::sync::atomic::AtomicBool::new(false),
             removed: std::sync::atomic::AtomicBool::new(false),
             founder: self.bootstrap,

@@ -241,6 +241,11 @@ pub mod keys {
     pub const ROLE: &str = "role";
     /// The address peers reach the node's QUIC endpoint at.
     pub const ADDR: &str = "addr";
+    /// The node's invalidation high-water mark: the last sequence number it
+    /// originated. A hint only (anyone who gossips can write it): a
+    /// receiver never takes it as seen, it only waits for the origin's own
+    /// word and flushes if that does not come (see `sequence`).
+    pub const INVALIDATION_HWM: &str = "inv_hwm";
     /// The node id of the raft leader, as this member last heard (members
     /// only): a hint clients show in their diagnostics.
     pub const RAFT_LEADER: &str = "raft_leader";

@@ -199,6 +199,16 @@ impl<C: Codec> Grid<C> {
         }
     }
 
+    /// Test hook (feature `test-hooks`): while `on`, this node refuses
+    /// invalidations and high-water marks from the node `peer`, as if the
+    /// link from it were cut (gossip, through it or others, still flows).
+    #[cfg(feature = "test-hooks")]
+    pub fn cut_invalidations_from(&self, peer: &str, on: bool) {
+        if let Some(node) = self.node() {
+            node.set_cut_from(peer, on);
+        }
+    }
+
     /// Test hook (feature `test-hooks`): cuts this node's connection to the
     /// peer at `addr`, simulating a partition; the connection is
     /// re-established on the next message.

@@ -25,6 +25,14 @@ impl Handler for NodeHandler {
                         message: "partitioned (test hook)".into(),
                     }
                 }
+                Message::Invalidate(_) | Message::HighWater(_)
+                    if self.0.is_cut_from(&peer.node_id) =>
+                {
+                    Message::Error {
+                        code: ErrorCode::REFUSED,
+                        message: "link cut (test hook)".into(),
+                    }
+                }
                 Message::Invalidate(inv) if !self.0.may_speak_for(peer, &inv) => Message::Error {
                     code: ErrorCode::REFUSED,
                     message: format!(

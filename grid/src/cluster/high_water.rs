@@ -15,7 +15,11 @@
 //! told again once it is reachable.
 //!
 //! [`MarkDelivery`] decides whom to tell: pure, no clock, no socket; the
-//! maintenance task drives it.
+//! maintenance task drives it. A member relays each client's mark to the
+//! other clients (clients do not talk to clients) from [`Relayed`]: it
+//! acknowledges the client once it has noted the mark, and delivers it to
+//! each other client like its own, so one slow client never makes the
+//! origin send again, nor the member re-tell the clients that have it.
 
 use std::collections::HashMap;
 
@@ -76,6 +80,72 @@ impl MarkDelivery {
     }
 }
 
+/// On a member: the latest mark of each client origin, and which other
+/// clients have it.
+#[derive(Debug, Default)]
+pub(crate) struct Relayed {
+    origins: HashMap<String, (u64, u64, MarkDelivery)>,
+}
+
+impl Relayed {
+    /// Notes `origin`'s mark at `generation`; a newer generation starts
+    /// afresh, an older one or a lower mark changes nothing.
+    pub(crate) fn note(&mut self, origin: &str, generation: u64, mark: u64) {
+        let entry = self.origins.entry(origin.to_string()).or_insert((
+            generation,
+            0,
+            MarkDelivery::default(),
+        ));
+        if generation > entry.0 {
+            *entry = (generation, 0, MarkDelivery::default());
+        }
+        if generation == entry.0 {
+            entry.1 = entry.1.max(mark);
+        }
+    }
+
+    /// Per origin still relayed (`keep` it: live or admitted), the
+    /// `(origin, generation, mark)` to send and the clients among
+    /// `clients` due to be told it now (never the origin itself).
+    pub(crate) fn due(
+        &mut self,
+        clients: &[Process],
+        keep: impl Fn(&str, u64) -> bool,
+    ) -> Vec<((String, u64, u64), Vec<Process>)> {
+        self.origins.retain(|origin, (g, _, _)| keep(origin, *g));
+        self.origins
+            .iter_mut()
+            .map(|(origin, (generation, mark, delivery))| {
+                let others: Vec<Process> = clients
+                    .iter()
+                    .filter(|(id, _)| id != origin)
+                    .cloned()
+                    .collect();
+                (
+                    (origin.clone(), *generation, *mark),
+                    delivery.due(*mark, &others),
+                )
+            })
+            .filter(|(_, due)| !due.is_empty())
+            .collect()
+    }
+
+    /// The relay of `origin`'s mark (at `generation`) to `to` ended.
+    pub(crate) fn answered(
+        &mut self,
+        origin: &str,
+        generation: u64,
+        to: &Process,
+        acknowledged: Option<u64>,
+    ) {
+        if let Some((g, _, delivery)) = self.origins.get_mut(origin) {
+            if *g == generation {
+                delivery.answered(to, acknowledged);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +169,33 @@ mod tests {
         assert!(d.due(3, &targets).is_empty(), "everyone has the mark");
         // A new invalidation: everyone is told again.
         assert_eq!(d.due(4, &targets), targets);
+    }
+
+    #[test]
+    fn a_member_relays_each_client_s_latest_mark_and_re_tells_only_those_without_it() {
+        let mut r = Relayed::default();
+        let all = |_: &str, _: u64| true;
+        let clients = [p("c1", 1), p("c2", 1), p("c3", 1)];
+        r.note("c1", 1, 4);
+        let due = r.due(&clients, all);
+        assert_eq!(
+            due,
+            [(("c1".to_string(), 1, 4), vec![p("c2", 1), p("c3", 1)])]
+        );
+        r.answered("c1", 1, &p("c2", 1), Some(4));
+        r.answered("c1", 1, &p("c3", 1), None); // slow: told again later
+        assert_eq!(r.due(&clients, all)[0].1, [p("c3", 1)]);
+        r.answered("c1", 1, &p("c3", 1), Some(4));
+        assert!(r.due(&clients, all).is_empty(), "everyone has it");
+        // A client that comes back as a new process is told afresh; a
+        // stale or lower mark changes nothing.
+        r.note("c1", 1, 2);
+        r.note("c1", 0, 9);
+        assert_eq!(r.due(&[p("c2", 1), p("c3", 2)], all)[0].1, [p("c3", 2)]);
+        // A new generation of the origin starts afresh; a gone one is dropped.
+        r.note("c1", 2, 1);
+        assert_eq!(r.due(&clients, all)[0].0, ("c1".to_string(), 2, 1));
+        assert!(r.due(&clients, |o, _| o != "c1").is_empty());
     }
 
     #[test]

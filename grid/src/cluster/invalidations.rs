@@ -21,12 +21,23 @@ use crate::invalidation::Invalidation;
 use crate::telemetry;
 
 impl Node {
-    /// Notes every process's gossip heartbeat (for the isolation rule).
+    /// Notes every process's gossip heartbeat (for the isolation rule) and
+    /// publishes this node's high-water mark in its gossip state, a hint
+    /// receivers check against this node's own word ([`super::sequence`]).
     async fn observe_gossip(&self) {
         if let Some(h) = self.chitchat.get() {
             let c = h.chitchat();
-            let g = c.lock().await;
+            let mut g = c.lock().await;
             self.observe_heartbeats(&g);
+            let mark = self.sequence.load(Ordering::SeqCst);
+            let state = g.self_node_state();
+            let published: u64 = state
+                .get(super::gossip::keys::INVALIDATION_HWM)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if mark > published {
+                state.set(super::gossip::keys::INVALIDATION_HWM, mark);
+            }
         }
     }
 
@@ -86,17 +97,82 @@ impl Node {
         }
     }
 
+    /// On a member: relays each client's latest mark to the other clients
+    /// that have not acknowledged it ([`super::high_water::Relayed`]).
+    fn relay_high_water(self: &Arc<Self>) {
+        if self.role != Role::Member {
+            return;
+        }
+        let mut clients = self.invalidation_targets();
+        clients.extend(self.unheard_admitted(&self.live_peers(false)));
+        clients.retain(|p| p.role == "client");
+        let processes: Vec<(String, u64)> = clients
+            .iter()
+            .map(|p| (p.id.clone(), p.generation))
+            .collect();
+        let view = self.view();
+        let live = self.live_peers(false);
+        let due = self
+            .relayed
+            .lock()
+            .expect("relayed")
+            .due(&processes, |o, g| {
+                view.is_admitted(o, g) || live.iter().any(|p| p.id == o && p.generation == g)
+            });
+        for ((origin, generation, mark), to) in due {
+            for to in to {
+                let Some(peer) = clients
+                    .iter()
+                    .find(|p| p.id == to.0 && p.generation == to.1)
+                else {
+                    continue;
+                };
+                let node = Arc::downgrade(self);
+                let (transport, timeout, addr) =
+                    (self.transport.clone(), self.ack_timeout, peer.addr);
+                let message = Message::HighWater(HighWater {
+                    origin: NodeIdentity::new(origin.clone(), generation),
+                    sequence: mark,
+                });
+                let origin = origin.clone();
+                tokio::spawn(async move {
+                    let reply = tokio::time::timeout(timeout, transport.request(addr, message));
+                    let acknowledged = match reply.await {
+                        Ok(Ok((_, Message::InvalidateAck { sequence, .. })))
+                            if sequence == mark =>
+                        {
+                            Some(mark)
+                        }
+                        _ => None,
+                    };
+                    if let Some(n) = node.upgrade() {
+                        n.relayed.lock().expect("relayed").answered(
+                            &origin,
+                            generation,
+                            &to,
+                            acknowledged,
+                        );
+                    }
+                });
+            }
+        }
+    }
+
     /// Takes a peer's high-water mark: only in the origin's own word, or a
     /// client's relayed by an admitted member ([`super::authority::takes_high_water`]).
     /// Numbers up to it not seen yet become holes; a window that overflows
-    /// drops everything now. A member relays a client's mark to the other
-    /// clients before it acknowledges, as it relays that client's
-    /// invalidations.
+    /// drops everything now. A member acknowledges a client's mark once it
+    /// has noted it, and relays it to the other clients from its table.
     pub(super) async fn receive_high_water(&self, peer: &PeerIdentity, mark: HighWater) -> Message {
         let sender = NodeIdentity::new(peer.node_id.clone(), peer.generation);
         let origin = mark.origin.id.to_string();
-        if !super::authority::takes_high_water(&self.view(), self.role, &sender, peer.role, &origin)
-        {
+        if !super::authority::takes_high_water(
+            &self.view(),
+            self.role,
+            &sender,
+            peer.role,
+            &mark.origin,
+        ) {
             return Message::Error {
                 code: ErrorCode::REFUSED,
                 message: format!(
@@ -107,11 +183,24 @@ impl Node {
             };
         }
         let (generation, sequence) = (mark.origin.generation, mark.sequence);
-        let overflowed = self
+        let decision = self
             .sequences
             .lock()
             .expect("sequences")
             .observe_high_water(&origin, generation, sequence, std::time::Instant::now());
+        let overflowed = match decision {
+            Received::Apply { flush_first } => flush_first,
+            // Not an ack: the sender is told its generation is superseded.
+            Received::StaleGeneration { known } => {
+                return Message::Error {
+                    code: ErrorCode::STALE_GENERATION,
+                    message: format!(
+                        "origin {origin} generation {generation} is older than {known}"
+                    )
+                    .into(),
+                };
+            }
+        };
         if overflowed {
             self.telemetry.flushed_on_gap(&origin, "high_water");
             if let Some(grid) = self.grid.upgrade() {
@@ -124,28 +213,12 @@ impl Node {
             }
         }
         if self.role == Role::Member && peer.role == Role::Client {
-            let mut clients = self.invalidation_targets();
-            clients.extend(self.unheard_admitted(&self.live_peers(false)));
-            clients.retain(|p| p.role == "client" && p.id != origin);
-            let relays = clients.into_iter().map(|p| {
-                let transport = self.transport.clone();
-                let message = Message::HighWater(mark.clone());
-                async move {
-                    let reply = tokio::time::timeout(
-                        self.ack_timeout / 2,
-                        transport.request(p.addr, message),
-                    );
-                    matches!(reply.await, Ok(Ok((_, Message::InvalidateAck { sequence: s, .. }))) if s == sequence)
-                }
-            });
-            let relayed = futures_util::future::join_all(relays).await;
-            if relayed.iter().any(|ok| !ok) {
-                // The client tries again at its next gossip interval.
-                return Message::Error {
-                    code: ErrorCode::INTERNAL,
-                    message: "not every client took the high-water mark".into(),
-                };
-            }
+            // Taken: the member relays it to the other clients from its
+            // table, every gossip interval until each has it.
+            self.relayed
+                .lock()
+                .expect("relayed")
+                .note(&origin, generation, sequence);
         }
         Message::InvalidateAck {
             origin_generation: generation,
@@ -257,7 +330,7 @@ impl Node {
     pub(super) fn may_speak_for(&self, peer: &PeerIdentity, inv: &Invalidate) -> bool {
         let sender = hydracache_protocol::NodeIdentity::new(peer.node_id.clone(), peer.generation);
         self.view()
-            .takes_invalidation(self.role, &sender, peer.role, &inv.origin.id)
+            .takes_invalidation(self.role, &sender, peer.role, &inv.origin)
     }
 
     /// Passes a client's invalidation on to the other live clients (clients
@@ -407,6 +480,7 @@ pub(super) async fn watch_high_water_marks(node: Weak<Node>) {
         n.check_isolation(&view);
         if !n.stopped.load(Ordering::SeqCst) {
             n.tell_high_water();
+            n.relay_high_water();
         }
         let live = n.live_peers(false);
         let lost = {
@@ -420,6 +494,13 @@ pub(super) async fn watch_high_water_marks(node: Weak<Node>) {
                         .iter()
                         .any(|p| p.id == origin && p.generation == generation)
             });
+            // Gossip's copy of each admitted origin's mark is a hint: the
+            // origin's own word must confirm it within the hole bound.
+            for p in &live {
+                if view.is_admitted(&p.id, p.generation) {
+                    sequences.hint(&p.id, p.generation, p.mark, now);
+                }
+            }
             let overdue = sequences.overdue(now);
             if !overdue.is_empty() && sequences.expire(now) {
                 overdue
@@ -526,6 +607,7 @@ impl Node {
                 addr: m.address,
                 raft_leader: None,
                 incarnation: 0,
+                mark: 0,
             });
         }
         unheard

@@ -80,6 +80,9 @@ pub(crate) struct Node {
     pub(super) stopped: std::sync::atomic::AtomicBool,
     /// Test hook: refuse incoming invalidations, as if they were lost.
     pub(super) partitioned: std::sync::atomic::AtomicBool,
+    /// Test hook: node ids whose invalidations and high-water marks are
+    /// refused, as if the link from them were cut.
+    pub(super) cut_from: std::sync::RwLock<std::collections::HashSet<String>>,
     /// The raft task (members only).
     pub(super) consensus: std::sync::OnceLock<Consensus>,
     /// The admitted membership at the latest epoch this node knows.
@@ -116,6 +119,9 @@ pub(crate) struct Node {
     pub(super) isolation: Mutex<super::isolation::Isolation>,
     /// Which peers still have to be told this node's high-water mark.
     pub(super) marks: Mutex<super::high_water::MarkDelivery>,
+    /// On a member: the latest mark of each client, relayed to the other
+    /// clients (see [`super::high_water::Relayed`]).
+    pub(super) relayed: Mutex<super::high_water::Relayed>,
 }
 
 pub(super) struct LivePeer {
@@ -127,6 +133,9 @@ pub(super) struct LivePeer {
     pub(super) raft_leader: Option<String>,
     /// The cluster incarnation it gossips; 0 if none yet.
     pub(super) incarnation: u64,
+    /// The invalidation high-water mark it gossips (a hint, see
+    /// [`super::sequence`]); 0 if none.
+    pub(super) mark: u64,
 }
 
 impl Node {
@@ -147,6 +156,10 @@ impl Node {
                     incarnation: state
                         .get(keys::INCARNATION)
                         .and_then(|h| u64::from_str_radix(h, 16).ok())
+                        .unwrap_or(0),
+                    mark: state
+                        .get(keys::INVALIDATION_HWM)
+                        .and_then(|m| m.parse().ok())
                         .unwrap_or(0),
                 })
             })
@@ -596,6 +609,23 @@ impl Node {
             None => FetchReply::Miss,
         };
         Message::FetchReply(reply)
+    }
+
+    /// Test hook: while `on`, invalidations and high-water marks from
+    /// `peer` are refused as if the link from it were cut.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn set_cut_from(&self, peer: &str, on: bool) {
+        let mut cut = self.cut_from.write().expect("cut_from");
+        if on {
+            cut.insert(peer.to_string());
+        } else {
+            cut.remove(peer);
+        }
+    }
+
+    /// Test hook: whether the link from `peer` is cut.
+    pub(super) fn is_cut_from(&self, peer: &str) -> bool {
+        self.cut_from.read().expect("cut_from").contains(peer)
     }
 
     /// Test hook: while set, incoming invalidations are refused as if lost.

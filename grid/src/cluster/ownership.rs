@@ -385,7 +385,11 @@ impl MembershipView {
     /// `receiver_role` holding this view.
     ///
     /// Every node may send its own invalidations (the transport
-    /// authenticated its node id). The one relay the protocol has is a
+    /// authenticated its node id), at the generation of its connection
+    /// only: a process of `origin` holding its certificate cannot speak for
+    /// another generation of it (an old process naming a newer generation
+    /// would move receivers' windows to a generation the real origin never
+    /// had, and hide its real tail). The one relay the protocol has is a
     /// member passing a client's invalidation on to the other clients
     /// (clients do not talk to clients), so a client also takes an
     /// invalidation in another origin's name from a member this view
@@ -397,15 +401,17 @@ impl MembershipView {
         receiver_role: Role,
         sender: &NodeIdentity,
         sender_role: Role,
-        origin: &str,
+        origin: &NodeIdentity,
     ) -> bool {
-        if *sender.id == *origin {
-            return true;
+        if sender.id == origin.id {
+            return sender.generation == origin.generation;
         }
         receiver_role == Role::Client
             && sender_role == Role::Member
             && self.is_admitted_member(sender)
-            && self.member(origin).is_none_or(|m| m.role == Role::Client)
+            && self
+                .member(&origin.id)
+                .is_none_or(|m| m.role == Role::Client)
     }
 
     /// The view as the protocol's `MetadataSnapshot`, to send to clients and
@@ -686,18 +692,38 @@ mod tests {
     fn only_admitted_members_relay_and_only_for_clients() {
         let view = cluster(5);
         // Anyone may send its own.
-        assert!(view.takes_invalidation(Role::Member, &id("c1", 1), Role::Client, "c1"));
-        assert!(view.takes_invalidation(Role::Client, &id("x", 1), Role::Member, "x"));
+        assert!(view.takes_invalidation(Role::Member, &id("c1", 1), Role::Client, &id("c1", 1)));
+        assert!(view.takes_invalidation(Role::Client, &id("x", 1), Role::Member, &id("x", 1)));
         // An admitted member relays a client's, to a client.
-        assert!(view.takes_invalidation(Role::Client, &id("m1", 1), Role::Member, "c2"));
-        assert!(view.takes_invalidation(Role::Client, &id("m1", 1), Role::Member, "c9"));
+        assert!(view.takes_invalidation(Role::Client, &id("m1", 1), Role::Member, &id("c2", 1)));
+        assert!(view.takes_invalidation(Role::Client, &id("m1", 1), Role::Member, &id("c9", 1)));
         // ... but not a member's, and not to a member.
-        assert!(!view.takes_invalidation(Role::Client, &id("m1", 1), Role::Member, "m2"));
-        assert!(!view.takes_invalidation(Role::Member, &id("m1", 1), Role::Member, "c2"));
+        assert!(!view.takes_invalidation(Role::Client, &id("m1", 1), Role::Member, &id("m2", 1)));
+        assert!(!view.takes_invalidation(Role::Member, &id("m1", 1), Role::Member, &id("c2", 1)));
         // Nobody unadmitted relays.
-        assert!(!view.takes_invalidation(Role::Client, &id("rogue", 1), Role::Member, "c2"));
-        assert!(!view.takes_invalidation(Role::Client, &id("m1", 0), Role::Member, "c2"));
-        assert!(!view.takes_invalidation(Role::Client, &id("c1", 1), Role::Client, "c2"));
+        assert!(!view.takes_invalidation(
+            Role::Client,
+            &id("rogue", 1),
+            Role::Member,
+            &id("c2", 1)
+        ));
+        assert!(!view.takes_invalidation(Role::Client, &id("m1", 0), Role::Member, &id("c2", 1)));
+        assert!(!view.takes_invalidation(Role::Client, &id("c1", 1), Role::Client, &id("c2", 1)));
+    }
+
+    #[test]
+    fn a_node_speaks_for_itself_only_at_its_connections_generation() {
+        let view = cluster(5);
+        assert!(view.takes_invalidation(Role::Client, &id("m1", 1), Role::Member, &id("m1", 1)));
+        // An old process holding m1's certificate cannot name a newer
+        // generation of m1 (nor a newer one an older).
+        assert!(!view.takes_invalidation(
+            Role::Client,
+            &id("m1", 1),
+            Role::Member,
+            &id("m1", u64::MAX)
+        ));
+        assert!(!view.takes_invalidation(Role::Member, &id("c1", 2), Role::Client, &id("c1", 1)));
     }
 
     #[test]

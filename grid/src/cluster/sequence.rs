@@ -28,6 +28,17 @@
 //! than one already seen are refused; a newer generation restarts the
 //! numbering (and the older one's open holes can never fill: a flush).
 //!
+//! A mark reaches a receiver in the origin's word only over a connection
+//! between the two; cut that link alone (both still reach a third node, so
+//! gossip keeps the receiver from taking itself for cut off) and a missed
+//! tail would go unnoticed. So origins also publish their mark in gossip,
+//! as a *hint* only: a receiver that sees, for an admitted origin, a
+//! gossiped (generation, mark) above what it has from the origin's word
+//! opens an episode; if the origin's word does not reach that far within
+//! the hole bound, the episode is loss, like a hole, and flushes (once: the
+//! flush covers every hint seen so far). A forged hint can at most cause a
+//! flush; it never counts as seen, so it cannot hide a tail.
+//!
 //! The table is pure: no clock (the caller passes `now`), no socket, no
 //! lock; the node holds it behind a mutex, calls [`SequenceTable::expire`]
 //! every gossip interval and applies the decisions.
@@ -87,13 +98,16 @@ impl Window {
         if sequence > self.contiguous.saturating_add(WINDOW) {
             return false;
         }
-        let opened = sequence.saturating_sub(self.highest.max(self.contiguous) + 1)
-            + u64::from(mark_only && sequence > self.highest);
+        // Numbers come from peers: near u64::MAX a plain `+ 1` would panic
+        // (in debug builds) while the caller holds the table's lock.
+        let next = self.highest.max(self.contiguous).saturating_add(1);
+        let opened =
+            sequence.saturating_sub(next) + u64::from(mark_only && sequence > self.highest);
         if self.holes.len() as u64 + opened > WINDOW {
             return false;
         }
         if sequence > self.highest {
-            let first = self.highest.max(self.contiguous) + 1;
+            let first = next;
             let last = if mark_only { sequence } else { sequence - 1 };
             for s in first..=last {
                 self.holes.insert(s, now);
@@ -118,10 +132,23 @@ impl Window {
     }
 }
 
+/// A gossiped mark above what the origin's own word has brought.
+#[derive(Debug, Clone, Copy)]
+struct Hint {
+    /// The (generation, mark) gossip names.
+    named: (u64, u64),
+    /// When this node first saw a hint the origin had not confirmed.
+    since: Instant,
+}
+
 /// Per origin node id: its generation and receive window.
 #[derive(Debug)]
 pub(crate) struct SequenceTable {
     windows: HashMap<String, Window>,
+    /// Open hint episodes, per origin.
+    hints: HashMap<String, Hint>,
+    /// Per origin, the highest hint a flush has covered (never re-flushed).
+    covered: HashMap<String, (u64, u64)>,
     hole_bound: Duration,
     flushes: u64,
 }
@@ -131,6 +158,8 @@ impl SequenceTable {
     pub(crate) fn new(hole_bound: Duration) -> Self {
         SequenceTable {
             windows: HashMap::new(),
+            hints: HashMap::new(),
+            covered: HashMap::new(),
             hole_bound,
             flushes: 0,
         }
@@ -139,9 +168,7 @@ impl SequenceTable {
     /// A flush is decided: it covers every open hole of every origin.
     fn flushed(&mut self) -> bool {
         self.flushes += 1;
-        for w in self.windows.values_mut() {
-            w.close(0);
-        }
+        self.covered_by_flush();
         true
     }
 
@@ -152,6 +179,42 @@ impl SequenceTable {
         for w in self.windows.values_mut() {
             w.close(0);
         }
+        for (origin, hint) in self.hints.drain() {
+            let covered = self.covered.entry(origin).or_insert(hint.named);
+            *covered = (*covered).max(hint.named);
+        }
+    }
+
+    /// What this node has from `origin`'s own word (or a member's relay of
+    /// a client's): its generation and the highest number seen or marked.
+    fn heard(&self, origin: &str) -> (u64, u64) {
+        self.windows
+            .get(origin)
+            .map_or((0, 0), |w| (w.generation, w.highest))
+    }
+
+    /// Gossip says admitted `origin` at `generation` has used numbers up to
+    /// `mark` (a hint: anyone who gossips can write it). Above what this
+    /// node has from the origin, and above what a flush already covered,
+    /// it opens an episode at `now` (or raises the open one, which keeps
+    /// its start while the hint it began with is still unconfirmed; under
+    /// steady load the origin's word keeps catching up with the hints, so
+    /// each starts afresh): unless the origin's own word reaches that far
+    /// within the hole bound, [`SequenceTable::expire`] flushes.
+    pub(crate) fn hint(&mut self, origin: &str, generation: u64, mark: u64, now: Instant) {
+        let named = (generation, mark);
+        let heard = self.heard(origin);
+        if mark == 0 || named <= heard || self.covered.get(origin).is_some_and(|c| named <= *c) {
+            return;
+        }
+        let hint = self
+            .hints
+            .entry(origin.to_string())
+            .or_insert(Hint { named, since: now });
+        if hint.named <= heard {
+            *hint = Hint { named, since: now };
+        }
+        hint.named = hint.named.max(named);
     }
 
     /// Records an invalidation `sequence` from `origin` at `generation`,
@@ -189,21 +252,24 @@ impl SequenceTable {
     }
 
     /// Records an origin's high-water mark (its own word) at `now`: numbers
-    /// up to it not seen yet become holes. True if the window overflowed (drop
-    /// everything now).
+    /// up to it not seen yet become holes. `flush_first` if the window
+    /// overflowed (drop everything now); a mark of a generation older than
+    /// one already seen is refused, and changes nothing.
     pub(crate) fn observe_high_water(
         &mut self,
         origin: &str,
         generation: u64,
         hwm: u64,
         now: Instant,
-    ) -> bool {
+    ) -> Received {
         let window = self
             .windows
             .entry(origin.to_string())
             .or_insert_with(|| Window::new(generation));
         if generation < window.generation {
-            return false;
+            return Received::StaleGeneration {
+                known: window.generation,
+            };
         }
         let mut flush = false;
         if generation > window.generation {
@@ -214,30 +280,51 @@ impl SequenceTable {
             window.close(hwm);
             flush = true;
         }
-        flush && self.flushed()
+        if flush {
+            self.flushed();
+        }
+        Received::Apply { flush_first: flush }
     }
 
     /// True if a hole has been open longer than the bound at `now`: the
     /// message is taken for lost, and every hole is closed by the flush the
     /// caller applies.
     pub(crate) fn expire(&mut self, now: Instant) -> bool {
-        !self.overdue(now).is_empty() && self.flushed()
+        let overdue = !self.overdue(now).is_empty();
+        // Episodes the origin's word has since confirmed are over.
+        let heard: Vec<(String, (u64, u64))> = self
+            .hints
+            .keys()
+            .map(|o| (o.clone(), self.heard(o)))
+            .collect();
+        for (origin, heard) in heard {
+            if self.hints.get(&origin).is_some_and(|h| h.named <= heard) {
+                self.hints.remove(&origin);
+            }
+        }
+        overdue && self.flushed()
     }
 
     /// The origins with a hole open longer than the bound at `now` (whose
     /// loss [`SequenceTable::expire`] would flush for).
     pub(crate) fn overdue(&self, now: Instant) -> Vec<String> {
         let bound = self.hole_bound;
-        self.windows
+        let late = |since: &Instant| now.saturating_duration_since(*since) > bound;
+        let holes = self
+            .windows
             .iter()
-            .filter(|(_, w)| {
-                w.holes
-                    .values()
-                    .next()
-                    .is_some_and(|opened| now.saturating_duration_since(*opened) > bound)
-            })
-            .map(|(origin, _)| origin.clone())
-            .collect()
+            .filter(|(_, w)| w.holes.values().next().is_some_and(late))
+            .map(|(origin, _)| origin.clone());
+        // A hint the origin's word has not reached within the bound.
+        let hints = self
+            .hints
+            .iter()
+            .filter(|(origin, h)| h.named > self.heard(origin) && late(&h.since))
+            .map(|(origin, _)| origin.clone());
+        let mut overdue: Vec<String> = holes.chain(hints).collect();
+        overdue.sort();
+        overdue.dedup();
+        overdue
     }
 
     /// Forgets the windows of origin processes `keep` no longer names (they
@@ -250,6 +337,8 @@ impl SequenceTable {
     pub(crate) fn prune(&mut self, keep: impl Fn(&str, u64) -> bool) {
         self.windows
             .retain(|origin, w| !w.holes.is_empty() || keep(origin, w.generation));
+        self.hints.retain(|origin, h| keep(origin, h.named.0));
+        self.covered.retain(|origin, c| keep(origin, c.0));
     }
 
     /// Origins whose window the table holds.
@@ -386,15 +475,15 @@ mod tests {
     fn a_high_water_mark_above_what_was_seen_opens_holes_for_the_tail() {
         let (mut t, now) = table();
         t.receive("a", 7, 1, now);
-        assert!(!t.observe_high_water("a", 7, 1, now));
+        assert_eq!(t.observe_high_water("a", 7, 1, now), APPLY);
         // The mark arrived before messages 2 and 3 arrived.
-        assert!(!t.observe_high_water("a", 7, 3, now));
+        assert_eq!(t.observe_high_water("a", 7, 3, now), APPLY);
         assert_eq!(t.open_holes(), 2);
         assert_eq!(t.receive("a", 7, 3, now), APPLY);
         assert_eq!(t.receive("a", 7, 2, now), APPLY);
         assert!(!t.expire(now + BOUND * 2));
         // A tail that never arrives is loss once the bound passes.
-        assert!(!t.observe_high_water("a", 7, 5, now + BOUND * 2));
+        assert_eq!(t.observe_high_water("a", 7, 5, now + BOUND * 2), APPLY);
         assert!(t.expire(now + BOUND * 3 + Duration::from_millis(1)));
         assert_eq!(t.receive("a", 7, 4, now + BOUND * 3), APPLY);
         assert_eq!(t.flushes(), 1);
@@ -403,12 +492,12 @@ mod tests {
     #[test]
     fn a_mark_from_an_unheard_origin_opens_holes_unless_zero() {
         let (mut t, now) = table();
-        assert!(!t.observe_high_water("quiet", 3, 0, now));
-        assert!(!t.observe_high_water("chatty", 3, 2, now));
+        assert_eq!(t.observe_high_water("quiet", 3, 0, now), APPLY);
+        assert_eq!(t.observe_high_water("chatty", 3, 2, now), APPLY);
         assert_eq!(t.open_holes(), 2);
         // A new generation's mark starts from zero (the old holes cannot
         // fill: a flush).
-        assert!(t.observe_high_water("chatty", 4, 0, now));
+        assert_eq!(t.observe_high_water("chatty", 4, 0, now), FLUSH);
         assert_eq!(t.receive("chatty", 4, 1, now), APPLY);
     }
 
@@ -446,11 +535,109 @@ mod tests {
     }
 
     #[test]
-    fn a_mark_from_an_older_generation_is_ignored() {
+    fn a_mark_from_an_older_generation_is_refused_and_changes_nothing() {
         let (mut t, now) = table();
         t.receive("a", 7, 1, now);
-        assert!(!t.observe_high_water("a", 6, 50, now));
+        assert_eq!(
+            t.observe_high_water("a", 6, 50, now),
+            Received::StaleGeneration { known: 7 }
+        );
         assert_eq!(t.applied("a"), Some((7, 1)));
         assert_eq!(t.open_holes(), 0);
+    }
+
+    #[test]
+    fn a_gossiped_hint_the_origin_does_not_confirm_within_the_bound_flushes_once() {
+        let (mut t, now) = table();
+        t.receive("o", 7, 1, now);
+        // Gossip says o used 3; o's own word does not come (its link to
+        // this node is cut).
+        t.hint("o", 7, 3, now);
+        assert!(!t.expire(now + BOUND));
+        t.hint("o", 7, 3, now + BOUND);
+        assert_eq!(t.overdue(now + BOUND * 2), ["o"]);
+        assert!(t.expire(now + BOUND * 2));
+        // The same hint, gossiped on, is covered: no second flush.
+        t.hint("o", 7, 3, now + BOUND * 3);
+        assert!(!t.expire(now + BOUND * 5));
+        // A hint never counts as seen: o's real 2 and 3 are still new.
+        assert_eq!(t.applied("o"), Some((7, 1)));
+        // A higher hint is a new episode.
+        t.hint("o", 7, 4, now + BOUND * 5);
+        assert!(t.expire(now + BOUND * 7));
+        assert_eq!(t.flushes(), 2);
+    }
+
+    #[test]
+    fn a_hint_the_origin_confirms_in_its_own_word_ends_without_a_flush() {
+        let (mut t, now) = table();
+        t.receive("o", 7, 1, now);
+        t.hint("o", 7, 2, now);
+        // o's own mark arrives, then the invalidation it names.
+        assert_eq!(t.observe_high_water("o", 7, 2, now + BOUND / 2), APPLY);
+        assert_eq!(t.receive("o", 7, 2, now + BOUND / 2), APPLY);
+        assert!(!t.expire(now + BOUND * 3));
+        // Hints at or below what o said, or of an older generation, or
+        // zero, open nothing.
+        t.hint("o", 7, 2, now);
+        t.hint("o", 6, 50, now);
+        t.hint("p", 1, 0, now);
+        assert!(t.overdue(now + BOUND * 9).is_empty());
+        assert_eq!(t.flushes(), 0);
+    }
+
+    #[test]
+    fn hints_that_the_origin_keeps_confirming_under_steady_load_never_flush() {
+        let (mut t, now) = table();
+        // Every tick gossip names a mark a little ahead of what has arrived;
+        // the origin's numbers reach it before the next tick.
+        for tick in 1..100u64 {
+            let at = now + BOUND / 4 * tick as u32;
+            let (first, half, last) = (10 * (tick - 1) + 1, 10 * tick - 5, 10 * tick);
+            t.hint("o", 7, last, at);
+            for s in first..=half {
+                t.receive("o", 7, s, at);
+            }
+            assert!(!t.expire(at), "tick {tick}");
+            for s in half + 1..=last {
+                t.receive("o", 7, s, at + BOUND / 8);
+            }
+        }
+        assert_eq!(t.flushes(), 0);
+    }
+
+    #[test]
+    fn a_hint_of_a_newer_generation_waits_for_that_generation_s_word() {
+        let (mut t, now) = table();
+        t.receive("o", 7, 1, now);
+        t.hint("o", 8, 1, now);
+        assert_eq!(t.receive("o", 8, 1, now), APPLY);
+        assert!(!t.expire(now + BOUND * 2));
+        // A forgotten origin's hint is forgotten with it.
+        t.hint("gone", 1, 5, now);
+        t.prune(|origin, _| origin == "o");
+        assert!(!t.expire(now + BOUND * 2));
+    }
+
+    #[test]
+    fn numbers_up_to_the_largest_do_not_overflow_the_window() {
+        let (mut t, now) = table();
+        // Far beyond the first contact's window: a flush, then from there.
+        assert_eq!(t.receive("a", 7, u64::MAX - 10, now), FLUSH);
+        assert_eq!(t.receive("a", 7, u64::MAX, now), APPLY);
+        assert_eq!(t.open_holes(), 9);
+        // Numbers below the highest one seen, and marks at it, fill or
+        // leave the holes without wrapping.
+        assert_eq!(t.receive("a", 7, u64::MAX - 5, now), APPLY);
+        assert_eq!(t.observe_high_water("a", 7, u64::MAX, now), APPLY);
+        assert_eq!(t.observe_high_water("a", 7, u64::MAX - 1, now), APPLY);
+        assert_eq!(t.open_holes(), 8);
+        for s in (u64::MAX - 10..u64::MAX).rev() {
+            assert_eq!(t.receive("a", 7, s, now), APPLY);
+        }
+        assert_eq!(t.applied("a"), Some((7, u64::MAX)));
+        assert_eq!(t.receive("a", 7, u64::MAX, now), APPLY);
+        assert_eq!(t.observe_high_water("b", 1, u64::MAX, now), FLUSH);
+        assert!(!t.expire(now + BOUND * 2));
     }
 }
