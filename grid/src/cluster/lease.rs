@@ -376,6 +376,24 @@ impl<W> LeaseTable<W> {
         regranted
     }
 
+    /// The leases held by a holder `gone` says left (removed from the
+    /// membership) end now, as an expiry would end them: its fill will never
+    /// come, and its waiters should not wait out the timeout for it. Returns
+    /// what [`LeaseTable::expire`] returns.
+    pub(crate) fn release_holders(
+        &mut self,
+        now: Instant,
+        epoch: u64,
+        gone: impl Fn(&Holder) -> bool,
+    ) -> Vec<Regranted<W>> {
+        for lease in self.leases.values_mut() {
+            if gone(&lease.holder) {
+                lease.expires = lease.expires.min(now);
+            }
+        }
+        self.expire(now, epoch)
+    }
+
     /// When the next lease expires, for the driver's timer.
     pub(crate) fn next_expiry(&self) -> Option<Instant> {
         self.leases.values().map(|l| l.expires).min()
@@ -642,6 +660,26 @@ mod tests {
         let r = t.expire(now + T, EPOCH + 1);
         assert_eq!(
             t.fill("k", r[0].token, &who("b"), EPOCH + 1),
+            Filled::Store { waiters: vec![] }
+        );
+    }
+
+    #[test]
+    fn a_holder_that_left_loses_its_leases_at_once() {
+        let (mut t, now) = table();
+        granted(ask(&mut t, "k", now, "a"));
+        ask(&mut t, "k", now, "b");
+        let other = granted(ask(&mut t, "j", now, "c"));
+        let soon = now + Duration::from_millis(1);
+        let r = t.release_holders(soon, EPOCH, |h| h.node == "a");
+        assert_eq!(r.len(), 1, "only the leaver's lease ends");
+        assert_eq!((r[0].key.as_str(), r[0].asker), ("k", "b"));
+        assert_eq!(
+            t.fill("k", r[0].token, &who("b"), EPOCH),
+            Filled::Store { waiters: vec![] }
+        );
+        assert_eq!(
+            t.fill("j", other, &who("c"), EPOCH),
             Filled::Store { waiters: vec![] }
         );
     }

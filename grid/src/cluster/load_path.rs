@@ -299,6 +299,16 @@ impl Node {
                 epoch: view.epoch(),
             },
         );
+        // A holder the membership no longer admits (it left, or was
+        // removed) will never fill: its leases pass to their first waiters
+        // now rather than at the lease timeout.
+        let regranted = self
+            .leases
+            .lock()
+            .release_holders(Instant::now(), view.epoch(), |h| {
+                !view.is_admitted(&h.node, h.generation)
+            });
+        self.regrant(regranted);
     }
 
     /// Expires the leases whose holders stayed silent; the first waiter of
@@ -306,6 +316,11 @@ impl Node {
     fn expire_leases(&self) {
         let epoch = self.view().epoch();
         let regranted = self.leases.lock().expire(Instant::now(), epoch);
+        self.regrant(regranted);
+    }
+
+    /// Tells each lease's new holder it holds it.
+    fn regrant(&self, regranted: Vec<super::lease::Regranted<Parked>>) {
         for r in regranted {
             bump(&self.leases.counters.expired);
             bump(&self.leases.counters.granted);
