@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use hydracache::cluster::{DevCa, OwnerUnreachable, Transport};
 use hydracache::{CacheError, CacheOptions, Grid};
-use hydracache_protocol::{
-    Entry, Fetch, FetchReply, Fill, Hello, Limits, Load, LoadReply, Message, Put, PutReply, Role,
-};
+use hydracache_protocol::{Entry, Fetch, FetchReply, Hello, Limits, Message, Put, PutReply, Role};
 
 mod cluster_support;
 use cluster_support::{addr, client, converge, member_builder, GOSSIP};
@@ -542,25 +540,30 @@ async fn a_fill_whose_bytes_fail_validation_reaches_waiters_as_a_typed_error_and
     let nodes = grid_of(&ca).await;
     let key = "hostile:2";
     let (at, other) = owner_and_other(&nodes, key).await;
+    let holder = (0..3).find(|i| *i != at && *i != other).unwrap();
     let owner = nodes[at].clone();
-    let owner_addr = addr(&owner).await;
-    let epoch = owner.cluster_diagnostics().await.unwrap().epoch;
-    // A peer asks to load the key and is granted the lease.
-    let rogue = hostile(&ca);
-    let (_, reply) = rogue
-        .request(
-            owner_addr,
-            Message::Load(Load {
-                epoch,
-                key: key.as_bytes().to_vec().into(),
-                tags: Vec::new(),
-            }),
-        )
-        .await
-        .unwrap();
-    let Message::LoadReply(LoadReply::Granted { token }) = reply else {
-        panic!("expected a lease, got {reply:?}");
+    // An admitted member holds the lease (only an admitted process may) and
+    // its loader's bytes are no bool: it loads a `u64::MAX`, whose archive
+    // ends in 0xFF, while the others ask for a bool.
+    let granted = owner.cluster_diagnostics().await.unwrap().leases_granted;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = {
+        let (n, gate) = (nodes[holder].clone(), gate.clone());
+        tokio::spawn(async move {
+            n.get_or_load::<u64, _, _, _>(key, CacheOptions::new(), move || async move {
+                let _open = gate.acquire().await.unwrap();
+                Ok::<_, std::io::Error>(u64::MAX)
+            })
+            .await
+        })
     };
+    assert!(
+        cluster_support::eventually(async || {
+            owner.cluster_diagnostics().await.unwrap().leases_granted > granted
+        })
+        .await,
+        "the holder is granted the lease"
+    );
     // Callers on another member and the client join its load.
     let joined = owner.cluster_diagnostics().await.unwrap().leases_joined;
     let runs = Arc::new(AtomicUsize::new(0));
@@ -585,17 +588,8 @@ async fn a_fill_whose_bytes_fail_validation_reaches_waiters_as_a_typed_error_and
         "both nodes join the lease"
     );
     // The fill's bytes are no bool: each waiter gets a typed error.
-    rogue
-        .send(
-            owner_addr,
-            Message::Fill(Fill {
-                token,
-                key: key.as_bytes().to_vec().into(),
-                entry: not_a_bool(),
-            }),
-        )
-        .await
-        .unwrap();
+    gate.add_permits(1);
+    assert_eq!(held.await.unwrap().unwrap(), u64::MAX);
     for w in waiters {
         match w.await.unwrap() {
             Err(CacheError::Store(_)) => {}
@@ -612,22 +606,7 @@ async fn a_fill_whose_bytes_fail_validation_reaches_waiters_as_a_typed_error_and
         owner.get::<bool>(key).await,
         Err(CacheError::Store(_))
     ));
-    // The hostile connection stays usable; after an invalidation the key
-    // loads again, once.
-    let (_, reply) = rogue
-        .request(
-            owner_addr,
-            Message::Fetch(Fetch {
-                epoch,
-                key: key.as_bytes().to_vec().into(),
-            }),
-        )
-        .await
-        .unwrap();
-    assert!(
-        matches!(reply, Message::FetchReply(FetchReply::Hit(_))),
-        "{reply:?}"
-    );
+    // After an invalidation the key loads again, once.
     nodes[3].invalidate_key(key).await.unwrap();
     let load = || async { Ok::<_, std::io::Error>(true) };
     assert!(nodes[other]

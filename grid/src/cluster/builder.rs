@@ -532,6 +532,7 @@ impl<C: Codec> NodeBuilder<C> {
             cut_from: Default::default(),
             stopped: std::sync::atomic::AtomicBool::new(false),
             removed: std::sync::atomic::AtomicBool::new(false),
+            departing: std::sync::atomic::AtomicBool::new(false),
             founder: self.bootstrap,
             consensus: std::sync::OnceLock::new(),
             view: std::sync::RwLock::new(Arc::new(MembershipView::empty())),

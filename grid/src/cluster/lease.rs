@@ -22,6 +22,11 @@
 //!   the epoch change kept the key here, which re-stamps the lease; the
 //!   leases of keys this node no longer owns are dropped and their waiters
 //!   sent to the new owner);
+//! - only a process the owner's membership admits may hold a lease: one
+//!   that left, was removed, or is not admitted yet may join the lease in
+//!   progress, and is otherwise told to ask again later (its fill might
+//!   never come, and no view change would end its lease before the
+//!   timeout); an expired lease passes to its first waiter that may hold it;
 //! - each peer may hold or wait on at most `per_peer` leases at once; beyond
 //!   that it is answered `Busy` (back-pressure: ask again later), so a peer
 //!   cannot make the owner park unbounded requests.
@@ -224,6 +229,25 @@ impl<W> LeaseTable<W> {
         Acquire::Granted { token, asker }
     }
 
+    /// `who` may wait on a lease but not hold one (the membership does not
+    /// admit it: it left, was removed, or is not admitted yet, so its fill
+    /// might never come): it joins the lease in progress for `key`, or is
+    /// handed back, to be told to ask again later, when there is none or it
+    /// is past its bound.
+    pub(crate) fn join(&mut self, key: &str, who: Holder, asker: W) -> Result<(), W> {
+        if self.busy(&who) {
+            return Err(asker);
+        }
+        match self.current.get(key).and_then(|t| self.leases.get_mut(t)) {
+            Some(lease) => {
+                lease.waiters.push((who.clone(), asker));
+                self.count(&who, true);
+                Ok(())
+            }
+            None => Err(asker),
+        }
+    }
+
     /// The lease `token` for `key`, if `from` holds it.
     fn held(&self, key: &str, token: u64, from: &Holder) -> Result<(), Refusal> {
         match self.leases.get(&token) {
@@ -333,9 +357,15 @@ impl<W> LeaseTable<W> {
     }
 
     /// Leases whose holder was silent until `now` expire. A lease with
-    /// waiters passes to its first waiter at `epoch` (or, if the key already
-    /// has a newer lease, its waiters join that one).
-    pub(crate) fn expire(&mut self, now: Instant, epoch: u64) -> Vec<Regranted<W>> {
+    /// waiters passes at `epoch` to its first waiter that `may_hold` (the
+    /// first waiter if none may), or, if the key already has a newer lease,
+    /// its waiters join that one.
+    pub(crate) fn expire(
+        &mut self,
+        now: Instant,
+        epoch: u64,
+        may_hold: impl Fn(&Holder) -> bool,
+    ) -> Vec<Regranted<W>> {
         let due: Vec<u64> = self
             .leases
             .iter()
@@ -353,14 +383,16 @@ impl<W> LeaseTable<W> {
                 self.count(who, false);
             }
             self.take(token);
-            let mut waiters = waiters.into_iter();
+            let mut waiters = waiters;
             let newer = self.current.get(&key).copied();
             let (token, asker) = match newer {
                 Some(t) => (t, None),
                 None => {
-                    let Some((who, asker)) = waiters.next() else {
+                    if waiters.is_empty() {
                         continue;
-                    };
+                    }
+                    let first = waiters.iter().position(|(w, _)| may_hold(w)).unwrap_or(0);
+                    let (who, asker) = waiters.remove(first);
                     (self.grant(&key, tags, who, epoch, now), Some(asker))
                 }
             };
@@ -391,7 +423,7 @@ impl<W> LeaseTable<W> {
                 lease.expires = lease.expires.min(now);
             }
         }
-        self.expire(now, epoch)
+        self.expire(now, epoch, |h| !gone(h))
     }
 
     /// When the next lease expires, for the driver's timer.
@@ -620,10 +652,10 @@ mod tests {
         ask(&mut t, "k", now, "c");
         assert_eq!(t.next_expiry(), Some(now + T));
         assert!(t
-            .expire(now + T - Duration::from_millis(1), EPOCH)
+            .expire(now + T - Duration::from_millis(1), EPOCH, |_| true)
             .is_empty());
         let later = now + T;
-        let r = t.expire(later, EPOCH);
+        let r = t.expire(later, EPOCH, |_| true);
         assert_eq!(r.len(), 1);
         assert_eq!((r[0].key.as_str(), r[0].asker), ("k", "b"));
         // The old holder's fill is refused; the new holder's is stored and
@@ -657,7 +689,7 @@ mod tests {
         ask(&mut t, "k", now, "b");
         // The membership moved on and this node still owns "k".
         t.change_epoch(EPOCH + 1, |_| true);
-        let r = t.expire(now + T, EPOCH + 1);
+        let r = t.expire(now + T, EPOCH + 1, |_| true);
         assert_eq!(
             t.fill("k", r[0].token, &who("b"), EPOCH + 1),
             Filled::Store { waiters: vec![] }
@@ -685,10 +717,49 @@ mod tests {
     }
 
     #[test]
+    fn a_process_that_may_not_hold_joins_the_lease_in_progress_or_is_sent_back() {
+        let (mut t, now) = table();
+        assert_eq!(t.join("k", who("gone"), "gone"), Err("gone"));
+        assert_eq!(t.len(), 0, "no lease is granted to it");
+        let token = granted(ask(&mut t, "k", now, "a"));
+        assert_eq!(t.join("k", who("gone"), "gone"), Ok(()));
+        assert_eq!(
+            t.fill("k", token, &who("a"), EPOCH),
+            Filled::Store {
+                waiters: vec!["gone"]
+            }
+        );
+    }
+
+    #[test]
+    fn an_expired_lease_passes_to_the_first_waiter_that_may_hold_it() {
+        let (mut t, now) = table();
+        granted(ask(&mut t, "k", now, "a"));
+        ask(&mut t, "k", now, "left");
+        ask(&mut t, "k", now, "b");
+        let r = t.expire(now + T, EPOCH, |h| h.node != "left");
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].asker, "b", "not the waiter that may not hold it");
+        assert_eq!(
+            t.fill("k", r[0].token, &who("b"), EPOCH),
+            Filled::Store {
+                waiters: vec!["left"]
+            }
+        );
+        // With nobody else waiting, the first waiter holds it all the same.
+        let (mut t, now) = table();
+        granted(ask(&mut t, "j", now, "a"));
+        ask(&mut t, "j", now, "left");
+        let r = t.expire(now + T, EPOCH, |h| h.node != "left");
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].asker, "left");
+    }
+
+    #[test]
     fn an_expired_lease_without_waiters_is_dropped() {
         let (mut t, now) = table();
         granted(ask(&mut t, "k", now, "a"));
-        assert!(t.expire(now + T, EPOCH).is_empty());
+        assert!(t.expire(now + T, EPOCH, |_| true).is_empty());
         assert_eq!(t.len(), 0);
         assert_eq!(t.next_expiry(), None);
     }
@@ -701,7 +772,7 @@ mod tests {
         t.invalidate_key("k");
         let later = now + Duration::from_secs(1);
         let new = granted(ask(&mut t, "k", later, "c"));
-        assert!(t.expire(now + T, EPOCH).is_empty());
+        assert!(t.expire(now + T, EPOCH, |_| true).is_empty());
         assert_eq!(
             t.fill("k", new, &who("c"), EPOCH),
             Filled::Store { waiters: vec!["b"] }

@@ -130,6 +130,10 @@ impl Node {
     /// The table's decision for `who`, taken with the store check under the
     /// table's lock, so that a fill landing meanwhile is either seen in the
     /// store or has not yet ended its lease (which the asker then joins).
+    /// An asker this node's membership does not admit (it left, was
+    /// removed, or is not admitted yet) may join a lease but not hold one:
+    /// its fill might never come, and nothing would end its lease before
+    /// the timeout.
     fn arbitrate(
         &self,
         grid: &GridInner,
@@ -138,13 +142,23 @@ impl Node {
         who: Holder,
         with_entry: bool,
     ) -> Arbitrated {
-        let epoch = self.view().epoch();
+        let view = self.view();
+        let may_hold = view.is_admitted(&who.node, who.generation);
         let mut table = self.leases.lock();
         if let Some(entry) = grid.store.get_ref(key.as_bytes()) {
             return Arbitrated::Present(with_entry.then(|| entry_of(&entry)));
         }
         let (tx, rx) = oneshot::channel();
-        match table.acquire(key, tags, epoch, Instant::now(), who, tx) {
+        if !may_hold {
+            return match table.join(key, who, tx) {
+                Ok(()) => {
+                    bump(&self.leases.counters.joined);
+                    Arbitrated::Parked(rx)
+                }
+                Err(_) => Arbitrated::Busy,
+            };
+        }
+        match table.acquire(key, tags, view.epoch(), Instant::now(), who, tx) {
             Acquire::Granted { token, .. } => {
                 drop(table);
                 bump(&self.leases.counters.granted);
@@ -314,8 +328,13 @@ impl Node {
     /// Expires the leases whose holders stayed silent; the first waiter of
     /// each gets the lease.
     fn expire_leases(&self) {
-        let epoch = self.view().epoch();
-        let regranted = self.leases.lock().expire(Instant::now(), epoch);
+        let view = self.view();
+        let regranted = self
+            .leases
+            .lock()
+            .expire(Instant::now(), view.epoch(), |h| {
+                view.is_admitted(&h.node, h.generation)
+            });
         self.regrant(regranted);
     }
 
@@ -338,11 +357,14 @@ impl Node {
         key: &str,
         tags: &[String],
     ) -> Result<Leased, CacheError> {
-        if self.stopped.load(Ordering::SeqCst) {
-            return Ok(Leased::Local);
-        }
         let deadline = Instant::now() + self.request_timeout + self.leases.timeout;
         loop {
+            if self.detached() {
+                // Leaving, left or removed: no owner would let this process
+                // hold a lease (it might never fill it), and it is about to
+                // be (or already is) a local cache: it loads for itself.
+                return Ok(Leased::Local);
+            }
             let budget = deadline.saturating_duration_since(Instant::now());
             let result = self.ask_owner_to_load(key, tags, budget).await;
             let outcome = match result {
@@ -415,6 +437,9 @@ impl Node {
                         _ => return Answer::Failed(Failure::Unreachable),
                     };
                     return match reply {
+                        LoadReply::Wait { .. } if self.detached() => {
+                            Answer::Done(Ok(Leased::Local))
+                        }
                         LoadReply::Wait { retry_after_ms } => {
                             let pause = Duration::from_millis(u64::from(retry_after_ms));
                             if Instant::now() + pause >= until {

@@ -109,6 +109,9 @@ pub(crate) struct Node {
     pub(super) telemetry: super::telemetry::NodeTelemetry,
     /// Set once the membership removed this process while it ran.
     pub(super) removed: std::sync::atomic::AtomicBool,
+    /// Set when [`Node::leave`] starts: from then on this process asks no
+    /// owner for a lease.
+    pub(super) departing: std::sync::atomic::AtomicBool,
     /// Started with `bootstrap`: the founder knows every holder (none)
     /// before the membership first admits it.
     pub(super) founder: bool,
@@ -454,11 +457,17 @@ impl Node {
                 grid.apply(&Invalidation::Flush, crate::events::EventOrigin::Local);
             }
         }
-        // Announcements matter until their process is removed.
-        self.leaving
-            .lock()
-            .expect("leaving")
-            .retain(|(id, g)| view.is_admitted(id, *g));
+        // Announcements matter while their process is admitted, and after
+        // its removal for as long as gossip still reports it live: until
+        // gossip declares it dead, it is a live peer that invalidations
+        // would otherwise wait on for the whole acknowledgement timeout,
+        // although it stopped serving. (Pruned at every view change, so the
+        // set holds at most the processes that left since the last one
+        // plus those gossip has not yet declared dead.)
+        let live = self.live_peers(false);
+        self.leaving.lock().expect("leaving").retain(|(id, g)| {
+            view.is_admitted(id, *g) || live.iter().any(|p| p.id == *id && p.generation == *g)
+        });
         self.move_leases(&view);
         self.report_membership(&old, &view);
         if leader {
@@ -479,6 +488,7 @@ impl Node {
     /// Leaves the cluster: announces it in gossip, waits (bounded) until the
     /// leader has removed this node from the membership, then stops.
     pub(crate) async fn leave(&self) {
+        self.departing.store(true, Ordering::SeqCst);
         if let Some(h) = self.chitchat.get() {
             let c = h.chitchat();
             c.lock().await.self_node_state().set(keys::LEAVING, "1");
@@ -507,6 +517,14 @@ impl Node {
         if let Some(grid) = self.grid.upgrade() {
             grid.apply(&Invalidation::Flush, crate::events::EventOrigin::Local);
         }
+    }
+
+    /// True once this process left, is leaving, or was removed: it is (or
+    /// is about to be) a local cache, and no owner would let it hold a lease.
+    pub(super) fn detached(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+            || self.departing.load(Ordering::SeqCst)
+            || self.removed.load(Ordering::SeqCst)
     }
 
     /// Tells every admitted member (one of them leads) that this process
