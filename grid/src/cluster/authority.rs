@@ -16,14 +16,20 @@
 //! - a process that gossips another cluster incarnation (it bootstrapped a
 //!   cluster of its own) is never admitted (see [`is_foreign`]);
 //! - a process is removed when gossip's failure detector declares it dead
-//!   (a forger can keep a process looking alive, not make it look dead);
+//!   (a forger can keep a process looking alive, not make it look dead),
+//!   once that verdict has held on the leader for several reconcile rounds
+//!   and a few gossip intervals (see [`Verdicts`]): a leader whose own
+//!   tasks stalled (a loaded machine) sees every heartbeat late at once,
+//!   and must not remove the processes it did not hear while it was not
+//!   listening;
 //! - raft messages are taken only from admitted members, under the raft id of
 //!   the connection's identity (see [`takes_raft`]);
 //! - an invalidation high-water mark, which decides whether a receiver
 //!   missed a tail, is taken only in the origin's own word over its own
 //!   connection, never from gossip (see [`takes_high_water`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use hydracache_protocol::{NodeIdentity, Role};
 
@@ -110,6 +116,56 @@ pub(crate) fn reconcile(view: &MembershipView, ev: &Evidence<'_>) -> Vec<Members
         }
     }
     commands
+}
+
+/// Reconcile rounds in a row a dead verdict must hold before it removes a
+/// process.
+pub(crate) const CONFIRM_ROUNDS: u32 = 5;
+
+/// Gossip's dead verdicts as the leader saw them, round after round: a
+/// verdict removes its process only once it held in [`CONFIRM_ROUNDS`]
+/// consecutive reconcile rounds *and* for at least `hold` of wall-clock
+/// time. Rounds alone would confirm in a burst of rounds run back to back
+/// after a stall; time alone would confirm in the first round after a
+/// stall, before the gossip that queued up meanwhile has been read. A
+/// verdict that lapses (the process gossips again) starts over. Holds only
+/// the processes gossip reports dead now.
+#[derive(Debug)]
+pub(crate) struct Verdicts {
+    hold: Duration,
+    /// (node id, generation) -> (rounds in a row, first seen dead).
+    seen: HashMap<(String, u64), (u32, Instant)>,
+}
+
+impl Verdicts {
+    /// Verdicts that must hold for `hold` (and [`CONFIRM_ROUNDS`] rounds).
+    pub(crate) fn new(hold: Duration) -> Self {
+        Verdicts {
+            hold,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// One reconcile round at `now`, in which gossip reports `dead`: the
+    /// processes whose verdict is confirmed.
+    pub(crate) fn confirm(&mut self, dead: &[(String, u64)], now: Instant) -> Vec<(String, u64)> {
+        self.seen.retain(|k, _| dead.contains(k));
+        let mut confirmed = Vec::new();
+        for k in dead {
+            let (rounds, since) = self.seen.entry(k.clone()).or_insert((0, now));
+            *rounds = rounds.saturating_add(1);
+            if *rounds >= CONFIRM_ROUNDS && now.saturating_duration_since(*since) >= self.hold {
+                confirmed.push(k.clone());
+            }
+        }
+        confirmed
+    }
+
+    /// Verdicts held (for tests and size checks).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.seen.len()
+    }
 }
 
 /// Whether a raft message from the authenticated `peer` is stepped by the
@@ -260,6 +316,69 @@ mod tests {
             removed: &[],
         };
         assert_eq!(reconcile(&v, &ev), [MembershipCommand::remove("m2", 5)]);
+    }
+
+    #[test]
+    fn a_dead_verdict_removes_only_once_it_held_for_rounds_and_time() {
+        let hold = Duration::from_millis(300);
+        let mut v = Verdicts::new(hold);
+        let t0 = Instant::now();
+        let dead = ids(&[("m2", 1)]);
+        let round = Duration::from_millis(100);
+        // Held for four rounds: not yet.
+        for i in 0..CONFIRM_ROUNDS - 1 {
+            assert!(v.confirm(&dead, t0 + round * i).is_empty());
+        }
+        // The fifth round, 500 ms after the first: confirmed.
+        assert_eq!(v.confirm(&dead, t0 + round * CONFIRM_ROUNDS), dead);
+    }
+
+    #[test]
+    fn a_burst_of_rounds_after_a_stall_confirms_nothing() {
+        let mut v = Verdicts::new(Duration::from_millis(300));
+        let t0 = Instant::now();
+        let dead = ids(&[("m2", 1), ("m3", 1), ("m4", 1)]);
+        // The leader stalled: every heartbeat looks late, and the rounds it
+        // missed run back to back, a millisecond apart.
+        for i in 0..10 {
+            assert!(v.confirm(&dead, t0 + Duration::from_millis(i)).is_empty());
+        }
+        // The gossip that queued up meanwhile is read: they are live again,
+        // and a later verdict starts over.
+        assert!(v.confirm(&[], t0 + Duration::from_millis(20)).is_empty());
+        assert_eq!(v.len(), 0);
+        let later = t0 + Duration::from_secs(5);
+        assert!(v.confirm(&dead[..1], later).is_empty());
+    }
+
+    #[test]
+    fn one_round_after_a_long_stall_confirms_nothing() {
+        let mut v = Verdicts::new(Duration::from_millis(300));
+        let t0 = Instant::now();
+        let dead = ids(&[("m2", 1)]);
+        assert!(v.confirm(&dead, t0).is_empty());
+        // The next round comes 10 s later (the leader was starved): time
+        // alone does not confirm.
+        assert!(v.confirm(&dead, t0 + Duration::from_secs(10)).is_empty());
+    }
+
+    #[test]
+    fn a_lapsed_verdict_starts_over() {
+        let mut v = Verdicts::new(Duration::ZERO);
+        let t0 = Instant::now();
+        let dead = ids(&[("m2", 1)]);
+        for i in 0..CONFIRM_ROUNDS - 1 {
+            assert!(v
+                .confirm(&dead, t0 + Duration::from_millis(u64::from(i)))
+                .is_empty());
+        }
+        assert!(v.confirm(&[], t0).is_empty(), "it gossiped again");
+        for i in 0..CONFIRM_ROUNDS - 1 {
+            assert!(v
+                .confirm(&dead, t0 + Duration::from_millis(u64::from(i)))
+                .is_empty());
+        }
+        assert_eq!(v.confirm(&dead, t0).len(), 1);
     }
 
     #[test]

@@ -533,6 +533,7 @@ impl<C: Codec> NodeBuilder<C> {
             stopped: std::sync::atomic::AtomicBool::new(false),
             removed: std::sync::atomic::AtomicBool::new(false),
             departing: std::sync::atomic::AtomicBool::new(false),
+            verdicts: Mutex::new(super::authority::Verdicts::new(self.gossip_interval * 3)),
             founder: self.bootstrap,
             consensus: std::sync::OnceLock::new(),
             view: std::sync::RwLock::new(Arc::new(MembershipView::empty())),

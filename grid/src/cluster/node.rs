@@ -109,6 +109,9 @@ pub(crate) struct Node {
     pub(super) telemetry: super::telemetry::NodeTelemetry,
     /// Set once the membership removed this process while it ran.
     pub(super) removed: std::sync::atomic::AtomicBool,
+    /// Gossip's dead verdicts as this node saw them while leading: a
+    /// verdict removes a process once it held (see [`super::authority::Verdicts`]).
+    pub(super) verdicts: Mutex<super::authority::Verdicts>,
     /// Set when [`Node::leave`] starts: from then on this process asks no
     /// owner for a lease.
     pub(super) departing: std::sync::atomic::AtomicBool,
@@ -369,7 +372,13 @@ impl Node {
             .collect();
         removed.sort();
         removed.dedup();
+        // Gossip's verdicts, once they held long enough on this leader.
         let dead = self.dead_nodes().await;
+        let dead = self
+            .verdicts
+            .lock()
+            .expect("verdicts")
+            .confirm(&dead, std::time::Instant::now());
         let me = PeerIdentity {
             node_id: self.identity.id.to_string(),
             generation: self.identity.generation,
