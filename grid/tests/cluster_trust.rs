@@ -429,7 +429,7 @@ impl Handler for NoteClient {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_takes_its_first_view_only_from_a_member_that_view_admits() {
+async fn a_client_takes_its_first_view_only_from_a_seed_that_view_admits() {
     let ca = DevCa::new("orders").unwrap();
     // The member certificate holder the client was pointed at as its seed.
     let seed = Transport::bind(
@@ -462,8 +462,20 @@ async fn a_client_takes_its_first_view_only_from_a_member_that_view_admits() {
     push(&seed, c_addr, view_of(7, &[("m1", Role::Member, r)])).await;
     push(&seed, c_addr, view_of(7, &[("rogue", Role::Client, r)])).await;
     assert!(!connecting.is_finished(), "a view was taken");
-    // A member certificate that admits itself is believed on first contact:
-    // member certificates are the trust root (docs/security.md).
+    // A member certificate that is not one of the client's seeds is not
+    // taken for a first view, even one that admits it.
+    let stranger_first = stranger(&ca, "stranger");
+    let s = stranger_first.local_addr();
+    push(
+        &stranger_first,
+        c_addr,
+        view_of(8, &[("stranger", Role::Member, s)]),
+    )
+    .await;
+    assert!(!connecting.is_finished(), "a stranger's view was taken");
+    // The seed's word that admits it is believed on first contact: the
+    // seeds a node is configured with, and member certificates, are the
+    // trust root (docs/security.md).
     seed.send(c_addr, view_of(7, &[("rogue", Role::Member, r)]))
         .await
         .unwrap();

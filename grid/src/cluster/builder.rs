@@ -465,7 +465,7 @@ impl<C: Codec> NodeBuilder<C> {
         let (gossip, inbox) = QuicGossip::new(transport.clone());
         if self.role == Role::Client {
             // Clients gossip to their seeds and the members they learn of.
-            *gossip.sent().only_to.write().expect("only_to") = Some(seeds);
+            *gossip.sent().only_to.write().expect("only_to") = Some(seeds.clone());
         }
         let config = ChitchatConfig {
             chitchat_id: ChitchatId::new(node_id.clone(), generation, addr),
@@ -533,6 +533,7 @@ impl<C: Codec> NodeBuilder<C> {
             stopped: std::sync::atomic::AtomicBool::new(false),
             removed: std::sync::atomic::AtomicBool::new(false),
             departing: std::sync::atomic::AtomicBool::new(false),
+            seeds,
             verdicts: Mutex::new(super::authority::Verdicts::new(self.gossip_interval * 3)),
             founder: self.bootstrap,
             consensus: std::sync::OnceLock::new(),

@@ -102,10 +102,12 @@ impl Handler for NodeHandler {
                 ..
             } => self.0.announced_leaving(peer),
             Message::MetadataSnapshot(snapshot) => {
-                // Only a newer view, from a member the current view admits.
+                // Only a newer view, from a member the current view admits
+                // (the first view: from a seed that view admits).
                 let next = MembershipView::from(snapshot);
                 let sender = NodeIdentity::new(peer.node_id.clone(), peer.generation);
-                if self.0.view().adopts(&sender, peer.role, &next) {
+                let from_seed = self.0.seeds.contains(&peer.addr);
+                if self.0.view().adopts(&sender, peer.role, from_seed, &next) {
                     self.0.on_new_view(next, false);
                 }
             }

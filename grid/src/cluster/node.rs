@@ -109,6 +109,9 @@ pub(crate) struct Node {
     pub(super) telemetry: super::telemetry::NodeTelemetry,
     /// Set once the membership removed this process while it ran.
     pub(super) removed: std::sync::atomic::AtomicBool,
+    /// The addresses this node was configured to join through: the only
+    /// peers it takes a first membership view from.
+    pub(super) seeds: std::collections::HashSet<std::net::SocketAddr>,
     /// Gossip's dead verdicts as this node saw them while leading: a
     /// verdict removes a process once it held (see [`super::authority::Verdicts`]).
     pub(super) verdicts: Mutex<super::authority::Verdicts>,

@@ -366,15 +366,25 @@ impl MembershipView {
     /// each change, any member to a peer (client or member) that asked at an
     /// older epoch. Both roles adopt a push when it is newer than what they
     /// hold and comes from a member this view admitted; a node that holds no
-    /// view yet (epoch 0, before its first push) takes it from a member the
-    /// pushed view itself admits. Anything else (a client, an unadmitted or
-    /// superseded process, an epoch that is not newer) is dropped.
-    pub fn adopts(&self, sender: &NodeIdentity, sender_role: Role, next: &MembershipView) -> bool {
+    /// view yet (epoch 0, before its first push) has nothing to check the
+    /// sender against, so it takes its first view only from one of its seeds
+    /// (`from_seed`: the peer's address is one the node was configured to
+    /// join through), and only if the pushed view admits that seed as a
+    /// member. Anything else (a client, an unadmitted or superseded process,
+    /// a stranger offering a first view, an epoch that is not newer) is
+    /// dropped.
+    pub fn adopts(
+        &self,
+        sender: &NodeIdentity,
+        sender_role: Role,
+        from_seed: bool,
+        next: &MembershipView,
+    ) -> bool {
         if sender_role != Role::Member || next.epoch() <= self.epoch() {
             return false;
         }
         if self.epoch() == 0 {
-            next.is_admitted_member(sender)
+            from_seed && next.is_admitted_member(sender)
         } else {
             self.is_admitted_member(sender)
         }
@@ -666,26 +676,32 @@ mod tests {
     fn pushed_views_are_adopted_only_from_admitted_members_and_only_when_newer() {
         let now = cluster(5);
         let next = now.with(member("m3", 1, Role::Member), 6);
-        assert!(now.adopts(&id("m2", 1), Role::Member, &next));
+        assert!(now.adopts(&id("m2", 1), Role::Member, true, &next));
         // Not newer.
-        assert!(!now.adopts(&id("m2", 1), Role::Member, &cluster(5)));
-        assert!(!next.adopts(&id("m2", 1), Role::Member, &now));
+        assert!(!now.adopts(&id("m2", 1), Role::Member, true, &cluster(5)));
+        assert!(!next.adopts(&id("m2", 1), Role::Member, true, &now));
         // Not an admitted member: a stranger, a superseded generation, a
         // client, or a process only the pushed view admits.
-        assert!(!now.adopts(&id("rogue", 1), Role::Member, &next));
-        assert!(!now.adopts(&id("m2", 0), Role::Member, &next));
-        assert!(!now.adopts(&id("c1", 1), Role::Member, &next));
-        assert!(!now.adopts(&id("c1", 1), Role::Client, &next));
-        assert!(!now.adopts(&id("m3", 1), Role::Member, &next));
+        assert!(!now.adopts(&id("rogue", 1), Role::Member, true, &next));
+        assert!(!now.adopts(&id("m2", 0), Role::Member, true, &next));
+        assert!(!now.adopts(&id("c1", 1), Role::Member, true, &next));
+        assert!(!now.adopts(&id("c1", 1), Role::Client, true, &next));
+        assert!(!now.adopts(&id("m3", 1), Role::Member, true, &next));
     }
 
     #[test]
-    fn the_first_view_is_taken_from_a_member_it_admits() {
+    fn the_first_view_is_taken_from_a_seed_it_admits_as_a_member() {
         let empty = MembershipView::empty();
         let first = cluster(5);
-        assert!(empty.adopts(&id("m1", 1), Role::Member, &first));
-        assert!(!empty.adopts(&id("rogue", 1), Role::Member, &first));
-        assert!(!empty.adopts(&id("c1", 1), Role::Client, &first));
+        assert!(empty.adopts(&id("m1", 1), Role::Member, true, &first));
+        assert!(!empty.adopts(&id("rogue", 1), Role::Member, true, &first));
+        assert!(!empty.adopts(&id("c1", 1), Role::Client, true, &first));
+        // Not one of the node's seeds: even a view that admits it is
+        // someone's word the node has nothing to check against.
+        assert!(!empty.adopts(&id("m1", 1), Role::Member, false, &first));
+        // Later views come from admitted members, seeds or not.
+        let next = first.with(member("m3", 1, Role::Member), 6);
+        assert!(first.adopts(&id("m2", 1), Role::Member, false, &next));
     }
 
     #[test]
