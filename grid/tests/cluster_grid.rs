@@ -22,12 +22,20 @@ async fn member(ca: &DevCa, id: &str, seeds: &[SocketAddr]) -> Grid {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_members_and_two_clients_agree_and_invalidations_reach_everyone() {
+    // Seven nodes at 50 ms gossip: alone, and with a generous ack timeout,
+    // so that a busy machine does not pass for a lost acknowledgement.
+    let _serial = one_at_a_time().await;
     let ca = DevCa::new("orders").unwrap();
-    let m0 = member(&ca, "m0", &[]).await;
+    let member = |id: String, seeds: Vec<SocketAddr>| {
+        member_builder(&ca, &id, &seeds)
+            .ack_timeout(Duration::from_secs(5))
+            .start()
+    };
+    let m0 = member("m0".into(), vec![]).await.unwrap();
     let seed = addr(&m0).await;
     let mut nodes = vec![m0];
     for i in 1..5 {
-        nodes.push(member(&ca, &format!("m{i}"), &[seed]).await);
+        nodes.push(member(format!("m{i}"), vec![seed]).await.unwrap());
     }
     nodes.push(client(&ca, "c0", &[seed]).await);
     nodes.push(client(&ca, "c1", &[seed]).await);
@@ -113,7 +121,7 @@ async fn twelve_members_form_one_grid_with_three_voters_and_invalidations_reach_
     let member = |id: String, seeds: Vec<SocketAddr>| {
         member_builder(&ca, &id, &seeds)
             .gossip_interval(Duration::from_millis(200))
-            .ack_timeout(Duration::from_secs(2))
+            .ack_timeout(Duration::from_secs(5))
             .start()
     };
     let m0 = member("m0".into(), vec![]).await.unwrap();
