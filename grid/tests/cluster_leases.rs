@@ -509,6 +509,60 @@ async fn when_the_owner_goes_mid_load_every_caller_finishes_and_the_key_loads_ag
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_the_owner_is_dropped_mid_load_every_caller_finishes_and_the_key_loads_again() {
+    let _one = cluster_support::one_at_a_time().await;
+    let ca = DevCa::new("orders").unwrap();
+    let mut nodes = grid(&ca).await;
+    let key = "report:16";
+    let (owner, first) = owner_of(&nodes, key).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(0));
+    // Callers everywhere but on the owner (whose callers would keep its
+    // grid alive), the first of them holding the lease.
+    let spawn = |n: &Grid| {
+        let (n, load) = (n.clone(), gated(&runs, &gate, 42));
+        tokio::spawn(async move { n.get_or_load(key, CacheOptions::new(), load).await })
+    };
+    let granted = diag(&nodes[owner]).await.leases_granted;
+    let mut tasks = vec![spawn(&nodes[first])];
+    assert!(eventually(async || diag(&nodes[owner]).await.leases_granted > granted).await);
+    for (i, n) in nodes.iter().enumerate() {
+        if i != owner {
+            tasks.extend((0..3).map(|_| spawn(n)));
+        }
+    }
+    let joined = diag(&nodes[owner]).await.leases_joined;
+    assert!(
+        eventually(async || diag(&nodes[owner]).await.leases_joined >= joined + 3).await,
+        "the other nodes join the lease"
+    );
+    // The owner's process goes without a word (its last handle dropped):
+    // the held requests fail at the transport and the callers go on.
+    let gone = diag(&nodes[owner]).await.node_id;
+    drop(nodes.remove(owner));
+    gate.add_permits(Semaphore::MAX_PERMITS);
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), 42);
+    }
+    let refs: Vec<&Grid> = nodes.iter().collect();
+    converge(&refs, 4, 1).await;
+    // A process removed without a word may still be serving somewhere (cut
+    // off, paused) until its isolation bound: it is named, and only it.
+    match nodes[0].invalidate_key(key).await {
+        Ok(()) => {}
+        Err(CacheError::Unacknowledged { nodes }) => assert_eq!(nodes, [gone]),
+        Err(e) => panic!("{e}"),
+    }
+    let v = nodes[1]
+        .get_or_load(key, CacheOptions::new(), || async {
+            Ok::<_, std::io::Error>(9u64)
+        })
+        .await
+        .unwrap();
+    assert_eq!(v, 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_membership_change_during_loads_costs_at_most_one_extra_load_per_key() {
     let _one = cluster_support::one_at_a_time().await;
     let ca = DevCa::new("orders").unwrap();
