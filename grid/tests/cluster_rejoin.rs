@@ -3,8 +3,8 @@
 //! learns it was removed once it hears them again, and the grid starts a new
 //! generation of its node on the same address: it is admitted again, and
 //! reads, puts and invalidations through it work, with nothing it held from
-//! before the cut served. With `rejoin_after_removal(false)` it stays
-//! removed.
+//! before the cut served. A client does the same. With
+//! `rejoin_after_removal(false)` a member stays removed.
 
 use std::net::SocketAddr;
 
@@ -12,7 +12,7 @@ use hydracache::cluster::{ClusterDiagnostics, DevCa};
 use hydracache::{CacheError, CacheOptions, Grid};
 
 mod cluster_support;
-use cluster_support::{addr, converge, eventually, member_builder, GOSSIP};
+use cluster_support::{addr, client, converge, eventually, member_builder, GOSSIP};
 
 async fn diag(g: &Grid) -> ClusterDiagnostics {
     g.cluster_diagnostics().await.unwrap()
@@ -151,4 +151,49 @@ async fn a_member_told_not_to_rejoin_stays_removed() {
         assert_eq!(diag(&a).await.members.len(), 2);
         tokio::time::sleep(GOSSIP).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_client_rejoins_as_a_new_generation() {
+    let ca = DevCa::new("orders").unwrap();
+    let a = member_builder(&ca, "a", &[]).start().await.unwrap();
+    let seed = addr(&a).await;
+    let b = member_builder(&ca, "b", &[seed]).start().await.unwrap();
+    converge(&[&a, &b], 2, 0).await;
+    let c = client(&ca, "c", &[seed]).await;
+    converge(&[&a, &b, &c], 2, 1).await;
+    let before = diag(&c).await;
+    a.put("k", 1u32, CacheOptions::new()).await.unwrap();
+    assert_eq!(c.get::<u32>("k").await.unwrap(), Some(1));
+
+    c.pause_network(true);
+    let removed =
+        eventually(async || diag(&a).await.clients.is_empty() && diag(&b).await.clients.is_empty())
+            .await;
+    assert!(removed, "the members never removed c");
+    match a.put("k", 2u32, CacheOptions::new()).await {
+        Ok(()) => {}
+        Err(CacheError::Unacknowledged { nodes }) => assert_eq!(nodes, ["c"]),
+        Err(e) => panic!("{e:?}"),
+    }
+    c.pause_network(false);
+
+    let rejoined = eventually(async || {
+        let d = diag(&c).await;
+        d.rejoins == 1
+            && d.generation != before.generation
+            && d.clients == ["c"]
+            && diag(&a).await.clients == ["c"]
+            && diag(&b).await.clients == ["c"]
+    })
+    .await;
+    if !rejoined {
+        for g in [&a, &b, &c] {
+            eprintln!("{:?}", diag(g).await);
+        }
+    }
+    assert!(rejoined, "c was not admitted again as a new generation");
+    assert_eq!(c.get::<u32>("k").await.unwrap(), Some(2));
+    a.invalidate_key("k").await.unwrap();
+    assert!(!c.contains_key("k").await);
 }
