@@ -648,7 +648,7 @@ impl Transport {
 
     /// Test hook (feature `test-hooks`): while `on`, the socket drops every
     /// datagram it sends or receives, as if this process were stopped or
-    /// cut off (see [`super::pause`]).
+    /// cut off (see `cluster/pause.rs`).
     #[cfg(feature = "test-hooks")]
     pub fn pause(&self, on: bool) {
         self.shared
