@@ -16,12 +16,15 @@
 //! - a process that gossips another cluster incarnation (it bootstrapped a
 //!   cluster of its own) is never admitted (see [`is_foreign`]);
 //! - a process is removed when gossip's failure detector declares it dead
-//!   (a forger can keep a process looking alive, not make it look dead),
 //!   once that verdict has held on the leader for several reconcile rounds
-//!   and a few gossip intervals (see [`Verdicts`]): a leader whose own
-//!   tasks stalled (a loaded machine) sees every heartbeat late at once,
+//!   and a few gossip intervals (see [`Verdicts`]: a leader whose own
+//!   tasks stalled, on a loaded machine, sees every heartbeat late at once,
 //!   and must not remove the processes it did not hear while it was not
-//!   listening;
+//!   listening), and only if the process has not itself sent gossip or raft
+//!   over its own connection to the leader lately: anyone who gossips can
+//!   write a node's heartbeat, and a forged heartbeat far ahead of the real
+//!   one makes gossip ignore the real ones and declare the node dead, but
+//!   nobody can speak over another process's connection;
 //! - raft messages are taken only from admitted members, under the raft id of
 //!   the connection's identity (see [`takes_raft`]);
 //! - an invalidation high-water mark, which decides whether a receiver
@@ -45,6 +48,9 @@ pub(crate) struct Evidence<'a> {
     pub(crate) live: &'a [(String, u64)],
     /// Processes gossip's failure detector declared dead (a hint).
     pub(crate) dead: &'a [(String, u64)],
+    /// Processes that sent gossip or raft over their own authenticated
+    /// connection to this node lately: alive, whatever gossip says.
+    pub(crate) spoke: &'a [(String, u64)],
     /// The identities of this node's open, authenticated connections.
     pub(crate) connected: &'a [PeerIdentity],
     /// Processes that announced over their own connection that they leave.
@@ -83,7 +89,8 @@ pub(crate) fn is_foreign(mine: u64, theirs: u64) -> bool {
 /// What the raft leader proposes to make the membership match the evidence:
 /// admissions of live, authenticated, unadmitted processes (unless a newer
 /// generation of the node id is admitted); removals of processes that
-/// announced they leave or that gossip declares dead.
+/// announced they leave or that gossip declares dead (unless they spoke for
+/// themselves lately, or are the leader itself).
 pub(crate) fn reconcile(view: &MembershipView, ev: &Evidence<'_>) -> Vec<MembershipCommand> {
     let mut commands = Vec::new();
     let is = |p: &PeerIdentity, (id, g): &(String, u64)| p.node_id == *id && p.generation == *g;
@@ -111,7 +118,9 @@ pub(crate) fn reconcile(view: &MembershipView, ev: &Evidence<'_>) -> Vec<Members
     }
     for m in view.members() {
         let key = (m.node.id.to_string(), m.node.generation);
-        if ev.leaving.contains(&key) || ev.dead.contains(&key) {
+        let is_me = ev.me.node_id == key.0 && ev.me.generation == key.1;
+        let dead = ev.dead.contains(&key) && !ev.spoke.contains(&key) && !is_me;
+        if ev.leaving.contains(&key) || dead {
             commands.push(MembershipCommand::remove(key.0, key.1));
         }
     }
@@ -240,6 +249,7 @@ mod tests {
             me: &me,
             live: &live,
             dead: &[],
+            spoke: &[],
             connected: &connected,
             leaving: &HashSet::new(),
             foreign: &[],
@@ -265,6 +275,7 @@ mod tests {
             me: &me,
             live: &live,
             dead: &[],
+            spoke: &[],
             connected: &[],
             leaving: &HashSet::new(),
             foreign: &[],
@@ -285,6 +296,7 @@ mod tests {
             me: &me,
             live: &live,
             dead: &[],
+            spoke: &[],
             connected: &[],
             leaving: &HashSet::new(),
             foreign: &[],
@@ -310,12 +322,39 @@ mod tests {
             me: &me,
             live: &live,
             dead: &dead,
+            spoke: &[],
             connected: &connected,
             leaving: &HashSet::new(),
             foreign: &[],
             removed: &[],
         };
         assert_eq!(reconcile(&v, &ev), [MembershipCommand::remove("m2", 5)]);
+    }
+
+    #[test]
+    fn a_process_that_speaks_for_itself_is_not_removed_on_a_dead_verdict() {
+        let me = peer("m1", 1, Role::Member, 1);
+        let v = view(&[
+            ("m1", 1, Role::Member),
+            ("m2", 5, Role::Member),
+            ("c", 2, Role::Client),
+        ]);
+        // A forged heartbeat far ahead of the real ones makes gossip
+        // declare m2 and c dead (and the leader itself, in its peers'
+        // eyes); m2 still sends raft over its own connection.
+        let dead = ids(&[("m2", 5), ("c", 2), ("m1", 1)]);
+        let spoke = ids(&[("m2", 5)]);
+        let ev = Evidence {
+            me: &me,
+            live: &[],
+            dead: &dead,
+            spoke: &spoke,
+            connected: &[],
+            leaving: &HashSet::new(),
+            foreign: &[],
+            removed: &[],
+        };
+        assert_eq!(reconcile(&v, &ev), [MembershipCommand::remove("c", 2)]);
     }
 
     #[test]
@@ -394,6 +433,7 @@ mod tests {
             me: &me,
             live: &live,
             dead: &[],
+            spoke: &[],
             connected: &connected,
             leaving: &HashSet::new(),
             foreign: &foreign,
@@ -419,6 +459,7 @@ mod tests {
             me: &me,
             live: &live,
             dead: &[],
+            spoke: &[],
             connected: &connected,
             leaving: &HashSet::new(),
             foreign: &[],

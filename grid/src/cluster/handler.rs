@@ -72,6 +72,12 @@ impl Handler for NodeHandler {
     }
 
     fn message(&self, peer: &PeerIdentity, message: Message) {
+        if matches!(message, Message::Gossip(_) | Message::Raft(_)) {
+            // The process's own word that it runs (see authority::reconcile).
+            self.0
+                .telemetry
+                .spoke(&peer.node_id, peer.generation, std::time::Instant::now());
+        }
         match message {
             Message::Gossip(bytes) => {
                 self.0.inbox.deliver(peer.addr, &bytes);

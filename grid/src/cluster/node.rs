@@ -382,6 +382,11 @@ impl Node {
             .lock()
             .expect("verdicts")
             .confirm(&dead, std::time::Instant::now());
+        // Processes that spoke for themselves lately are alive, whatever
+        // gossip says (a forged heartbeat can make gossip say otherwise).
+        let spoke = self
+            .telemetry
+            .spoke_within(self.gossip_interval * 10, std::time::Instant::now());
         let me = PeerIdentity {
             node_id: self.identity.id.to_string(),
             generation: self.identity.generation,
@@ -397,6 +402,7 @@ impl Node {
             me: &me,
             live: &live,
             dead: &dead,
+            spoke: &spoke,
             connected: &connected,
             leaving: &leaving,
             foreign: &foreign,

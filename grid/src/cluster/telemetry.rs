@@ -37,6 +37,11 @@ pub(super) struct NodeTelemetry {
     pub(super) late_nodes: AtomicU64,
     /// When each peer's gossip heartbeat last moved.
     pub(super) last_heard: Mutex<LastHeard>,
+    /// When each peer process last sent gossip or raft over its own
+    /// authenticated connection: its own word that it runs, which nobody
+    /// else can forge (gossip heartbeats can be: see
+    /// [`super::authority::reconcile`]).
+    pub(super) spoke: Mutex<HashMap<(String, u64), Instant>>,
     /// What this node's gossip has sent.
     pub(super) gossip_sent: std::sync::Arc<super::gossip::GossipSent>,
 }
@@ -137,6 +142,28 @@ impl NodeTelemetry {
 
     pub(super) fn last_heard(&self) -> std::sync::MutexGuard<'_, LastHeard> {
         self.last_heard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl NodeTelemetry {
+    /// `peer` sent gossip or raft over its own connection at `now`.
+    pub(super) fn spoke(&self, node: &str, generation: u64, now: Instant) {
+        let mut spoke = self.spoke.lock().unwrap_or_else(|e| e.into_inner());
+        match spoke.get_mut(&(node.to_string(), generation)) {
+            Some(at) => *at = now,
+            None => {
+                spoke.insert((node.to_string(), generation), now);
+            }
+        }
+    }
+
+    /// The processes that spoke over their own connection within `within`
+    /// of `now`; forgets the others (so the map holds only processes heard
+    /// lately).
+    pub(super) fn spoke_within(&self, within: Duration, now: Instant) -> Vec<(String, u64)> {
+        let mut spoke = self.spoke.lock().unwrap_or_else(|e| e.into_inner());
+        spoke.retain(|_, at| now.saturating_duration_since(*at) <= within);
+        spoke.keys().cloned().collect()
     }
 }
 
