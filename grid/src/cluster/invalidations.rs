@@ -239,7 +239,13 @@ impl Node {
         except: Option<&str>,
     ) -> (u64, Result<(), CacheError>) {
         if self.stopped.load(Ordering::SeqCst) {
-            return (0, Ok(())); // left the cluster: a local cache now
+            // Left the cluster: a local cache now. Stopped because the
+            // membership removed it (a new generation is on its way): the
+            // holders of copies elsewhere were not told.
+            if self.removed.load(Ordering::SeqCst) {
+                return (0, Err(CacheError::Unacknowledged { nodes: Vec::new() }));
+            }
+            return (0, Ok(()));
         }
         let sequence = self.sequence.fetch_add(1, Ordering::SeqCst) + 1;
         let message = Message::Invalidate(Invalidate {
@@ -596,7 +602,7 @@ impl Node {
                 || (self.role == Role::Client && m.role != Role::Member)
                 || leaving.contains(&(id.clone(), g))
                 || unheard.iter().any(|p| p.id == id && p.generation == g)
-                || !isolation.names_unheard(heard.since(&id, g, now))
+                || !isolation.names_unheard(heard.since(&id, g, now), now)
             {
                 continue;
             }

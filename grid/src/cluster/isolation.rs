@@ -69,6 +69,9 @@ pub(crate) struct Isolation {
     /// leave (declared dead): they may still serve until isolated, so
     /// invalidations keep naming them as the admitted ones.
     removed: Vec<Member>,
+    /// When this node started: before it has listened for twice the bound,
+    /// a process it never heard may still be serving.
+    started: Instant,
 }
 
 impl Isolation {
@@ -78,6 +81,7 @@ impl Isolation {
             bound,
             isolated_since: None,
             times: 0,
+            started: Instant::now(),
             removed: Vec::new(),
         }
     }
@@ -136,14 +140,19 @@ impl Isolation {
 
     /// Whether an invalidation from this node must wait for (and, if it
     /// does not answer, name) an admitted process that gossip does not
-    /// report live, last heard `since` ago (`None`: never heard, so never
-    /// seen serving): yes while it may still serve, that is until twice the bound has passed, and always
-    /// while this node is isolated itself.
-    pub(crate) fn names_unheard(&self, since: Option<Duration>) -> bool {
+    /// report live, last heard `since` ago at `now` (`None`: never heard):
+    /// yes while it may still serve, that is until twice the bound has
+    /// passed since it was last heard, or, for one never heard, since this
+    /// node started listening (a node that just started, a rejoining
+    /// generation among them, has not heard anyone yet: the processes its
+    /// view admits are serving, not silent); and always while this node is
+    /// isolated itself.
+    pub(crate) fn names_unheard(&self, since: Option<Duration>, now: Instant) -> bool {
         if self.isolated() {
             return true;
         }
-        since.is_some_and(|s| s <= self.bound * 2)
+        let since = since.unwrap_or_else(|| now.saturating_duration_since(self.started));
+        since <= self.bound * 2
     }
 }
 
@@ -213,13 +222,19 @@ mod tests {
     #[test]
     fn an_unheard_process_is_named_until_twice_the_bound_then_known_isolated() {
         let mut i = Isolation::new(T);
-        assert!(i.names_unheard(Some(Duration::from_millis(300))));
-        assert!(i.names_unheard(Some(T * 2)));
-        assert!(!i.names_unheard(Some(T * 2 + Duration::from_millis(1))));
-        assert!(!i.names_unheard(None), "never heard: never seen serving");
+        let now = i.started;
+        assert!(i.names_unheard(Some(Duration::from_millis(300)), now));
+        assert!(i.names_unheard(Some(T * 2), now));
+        assert!(!i.names_unheard(Some(T * 2 + Duration::from_millis(1)), now));
+        // Never heard: named while this node has not listened for twice
+        // the bound (it just started: the process may be serving), not
+        // after (then it has been silent for that long).
+        assert!(i.names_unheard(None, now), "a node that just started");
+        assert!(i.names_unheard(None, now + T * 2));
+        assert!(!i.names_unheard(None, now + T * 2 + Duration::from_millis(1)));
         // An isolated origin waits for every process it cannot hear.
         i.tick(Instant::now(), 1, 3);
-        assert!(i.names_unheard(Some(T * 10)));
-        assert!(i.names_unheard(None));
+        assert!(i.names_unheard(Some(T * 10), now + T * 10));
+        assert!(i.names_unheard(None, now + T * 10));
     }
 }
