@@ -63,6 +63,13 @@ pub trait CacheValue<C: Codec>: Sized + Send + Sync + 'static {
     ) -> Result<FillOutcome, CacheError>;
     #[doc(hidden)]
     fn read(entry: &EntryRef<'_>) -> Result<Self, CacheError>;
+    /// [`CacheValue::read`] as a lookup returns it, built in place: a hit
+    /// of a plain-data value copies it once, into the caller's result.
+    #[doc(hidden)]
+    #[inline]
+    fn read_found(entry: &EntryRef<'_>) -> Result<Option<Self>, CacheError> {
+        Self::read(entry).map(Some)
+    }
     /// The bytes the store would hold for this value (sent to other nodes
     /// as they are).
     #[doc(hidden)]
@@ -126,6 +133,14 @@ impl<T: StoreValue + Send + Sync> CacheValue<Rkyv> for T {
     #[inline]
     fn read(entry: &EntryRef<'_>) -> Result<Self, CacheError> {
         Ok(entry.deserialize::<T>()?)
+    }
+
+    #[inline]
+    fn read_found(entry: &EntryRef<'_>) -> Result<Option<Self>, CacheError> {
+        match entry.copied::<T>() {
+            Some(value) => Ok(Some(value)),
+            None => Self::read(entry).map(Some),
+        }
     }
 
     fn encode(&self) -> Result<Encoded, CacheError> {

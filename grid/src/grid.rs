@@ -14,6 +14,7 @@ use crate::builder::LocalBuilder;
 use crate::codec::{CacheValue, Codec, Rkyv};
 use crate::error::{CacheError, LoadError};
 use crate::events::{CacheEvent, EventBus, EventOrigin, Filter, ListenerHandle, Subscription};
+use crate::get::Get;
 use crate::invalidation::Invalidation;
 use crate::options::CacheOptions;
 use crate::remote::{Leased, PutAt, Remote};
@@ -126,8 +127,10 @@ impl<C: Codec> Grid<C> {
 
     // ---- reads -----------------------------------------------------------
 
-    /// The value for `key`, or `None`. A hit completes on its first poll:
-    /// no lock, no await point, no allocation beyond the returned value.
+    /// The value for `key`, or `None`, as a [`Get`] future (`.await` it;
+    /// nothing happens before it is first polled). A hit completes on that
+    /// first poll: no lock, no await point, no allocation beyond the
+    /// returned value.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -142,42 +145,52 @@ impl<C: Codec> Grid<C> {
     /// what it has as a near copy (the owner's bytes, TTL and tags), which
     /// invalidations keep coherent; a hit never leaves this process.
     #[inline]
-    pub async fn get<T: CacheValue<C>>(&self, key: &str) -> Result<Option<T>, CacheError> {
-        // A hit (or a read error) is returned as `get_now` built it: matching
-        // it into `Some(value)` and wrapping it again would copy the value
-        // twice more on every hit.
-        match self.get_now(key) {
-            Ok(None) => {}
-            found => return found,
-        }
-        match self.inner.remote.get() {
-            None => Ok(None),
-            // Boxed so that the hit path's future stays small.
-            Some(remote) => Box::pin(self.inner.fetch_near::<T, C>(&**remote, key)).await,
-        }
+    pub fn get<'a, T: CacheValue<C>>(&'a self, key: &'a str) -> Get<'a, T, C> {
+        Get::new(self, key)
     }
 
+    /// A read of this process's store: the value, `None` on a miss, or the
+    /// read's error (a value of another type). Counts the hit or miss and
+    /// publishes the access event when someone listens.
     #[inline]
     pub(crate) fn get_now<T: CacheValue<C>>(&self, key: &str) -> Result<Option<T>, CacheError> {
         let inner = &*self.inner;
-        let Some(entry) = inner.store.get_ref(key.as_bytes()) else {
-            if inner.events.access_active() {
-                inner.events.publish(CacheEvent::Miss {
+        match inner.store.get_ref(key.as_bytes()) {
+            // The hit nobody listens to: the value is decoded straight into
+            // the caller's result, the one copy a hit makes of it.
+            Some(entry) if !inner.events.access_active() => T::read_found(&entry),
+            found => self.get_now_observed(key, found),
+        }
+    }
+
+    /// [`Grid::get_now`] past the lookup when it missed or access events
+    /// are listened to: publishes the miss, or the hit once the value read.
+    #[cold]
+    #[inline(never)]
+    fn get_now_observed<T: CacheValue<C>>(
+        &self,
+        key: &str,
+        found: Option<EntryRef<'_>>,
+    ) -> Result<Option<T>, CacheError> {
+        let events = &self.inner.events;
+        let Some(entry) = found else {
+            if events.access_active() {
+                events.publish(CacheEvent::Miss {
                     key: key.to_string(),
                 });
             }
             return Ok(None);
         };
-        // Decoded straight into the caller's `Result<Option<T>>`. On an
-        // error the entry stays: a read of the wrong type is this caller's
-        // mistake, and a reader of the right type still finds it.
-        let found = T::read(&entry).map(Some);
-        if found.is_ok() && inner.events.access_active() {
-            inner.events.publish(CacheEvent::Hit {
+        // On an error the entry stays: a read of the wrong type is this
+        // caller's mistake, and a reader of the right type still finds it.
+        let value = T::read(&entry)?;
+        drop(entry);
+        if events.access_active() {
+            events.publish(CacheEvent::Hit {
                 key: key.to_string(),
             });
         }
-        found
+        Ok(Some(value))
     }
 
     /// A zero-copy guard over the archived value for `key` (rkyv values):

@@ -44,6 +44,7 @@ mod codec;
 pub mod db;
 mod error;
 mod events;
+mod get;
 mod grid;
 mod invalidation;
 mod key;
@@ -65,6 +66,7 @@ pub use events::{
     CacheEvent, CacheEventKind, EventError, EventOrigin, EvictionCause, ListenerHandle, MemberInfo,
     MemberRole, MembershipChange, MembershipSubscription, Subscription,
 };
+pub use get::Get;
 pub use grid::Grid;
 pub use hydracache_storage::{Clock, EntryRef, ManualClock, StoreError};
 pub use invalidation::Invalidation;

@@ -364,6 +364,50 @@ async fn a_hit_completes_on_its_first_poll() {
 }
 
 #[tokio::test]
+async fn get_is_a_lazy_send_future_that_counts_and_publishes_only_when_polled() {
+    fn send_and_unpin<F: std::future::Future + Send + Unpin>(f: F) -> F {
+        f
+    }
+    let grid = Grid::local().enable_access_events(true).build();
+    grid.put("k", 7u64, CacheOptions::new()).await.unwrap();
+    let mut access = grid.subscribe_access();
+
+    // Built and dropped without a poll: no lookup, no count, no event.
+    let get = send_and_unpin(grid.get::<u64>("k"));
+    drop(get);
+    let unpolled = send_and_unpin(grid.get::<u64>("missing"));
+    assert_eq!((grid.stats().hits, grid.stats().misses), (0, 0));
+    assert_eq!(grid.stats().events_published, 0);
+
+    // Polled: the hit and the miss are counted and published, in order.
+    assert_eq!(unpolled.await.unwrap(), None);
+    assert_eq!(grid.get::<u64>("k").await.unwrap(), Some(7));
+    assert_eq!((grid.stats().hits, grid.stats().misses), (1, 1));
+    let first = access.next_event().await.unwrap();
+    assert_eq!(
+        first,
+        CacheEvent::Miss {
+            key: "missing".into()
+        }
+    );
+    let second = access.next_event().await.unwrap();
+    assert_eq!(second, CacheEvent::Hit { key: "k".into() });
+
+    // A read of the wrong type is an error and publishes no hit (the
+    // caller got no value): the next event is the next read's.
+    assert!(grid.get::<[u8; 64]>("k").await.is_err());
+    grid.put("after", 1u8, CacheOptions::new()).await.unwrap();
+    let _ = grid.get::<u8>("after").await.unwrap();
+    let next = access.next_event().await.unwrap();
+    assert_eq!(
+        next,
+        CacheEvent::Hit {
+            key: "after".into()
+        }
+    );
+}
+
+#[tokio::test]
 async fn no_event_is_built_without_a_subscriber() {
     let grid = Grid::local().enable_access_events(true).build();
     for i in 0..100u64 {

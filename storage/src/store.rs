@@ -426,7 +426,7 @@ impl Store {
     }
 
     /// A zero-copy guard over the live entry for `key`, or `None` on a miss.
-    #[inline]
+    #[inline(always)]
     pub fn get_ref(&self, key: &[u8]) -> Option<EntryRef<'_>> {
         let inner = &*self.inner;
         let guard = inner.collector.enter();

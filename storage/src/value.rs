@@ -89,6 +89,27 @@ pub(crate) fn decode<T: StoreValue>(bytes: &[u8], tag: u64) -> Result<T, StoreEr
     rkyv::deserialize::<T, rancor::Error>(archived).map_err(|e| StoreError::Decode(e.to_string()))
 }
 
+/// `T` copied straight out of bytes this process archived as `T`, when its
+/// archived form is its own bytes ([`is_bytewise`]); `None` otherwise (the
+/// caller then reads through [`decode`]). No `Result` is built around the
+/// value, so a caller can move it into its own return value in one copy.
+#[inline]
+pub(crate) fn copy_out<T: StoreValue>(bytes: &[u8], tag: u64) -> Option<T> {
+    if !is_bytewise::<T>() || tag != type_tag::<T>() {
+        return None;
+    }
+    // SAFETY: the bytes were produced by `encode::<T>` in this process (or
+    // validated as `T` on insertion) and are 16-byte aligned, so they hold
+    // a valid archive of `T`; `is_bytewise` holds, so that archive is `T`'s
+    // own bytes, of `T`'s size, and the unaligned read copies them out.
+    unsafe {
+        let archived = rkyv::access_unchecked::<T::Archived>(bytes);
+        Some(std::ptr::read_unaligned(
+            (archived as *const T::Archived).cast::<T>(),
+        ))
+    }
+}
+
 /// True if `T`'s archived form is a plain copy of its bytes (rkyv's
 /// `COPY_OPTIMIZATION`: integers in the archive's endianness, byte arrays,
 /// plain structs of those without padding), so that reading one back is a
@@ -163,6 +184,25 @@ impl EntryRef<'_> {
         access::<T>(self.bytes(), self.entry().header().type_tag)
     }
 
+    /// The value as an owned `T` by one plain copy of its bytes, when this
+    /// process archived it as `T` and `T`'s archived form is its own bytes
+    /// (integers, byte arrays and padding-free structs of those); `None`
+    /// otherwise, and [`EntryRef::deserialize`] reads it.
+    ///
+    /// ```
+    /// use hydracache_storage::{Expiry, Store, NO_TAGS};
+    ///
+    /// let store = Store::default();
+    /// store.insert(b"k", &[7u8; 64], Expiry::Never, NO_TAGS).unwrap();
+    /// store.insert(b"s", &String::from("text"), Expiry::Never, NO_TAGS).unwrap();
+    /// assert_eq!(store.get_ref(b"k").unwrap().copied::<[u8; 64]>(), Some([7; 64]));
+    /// assert_eq!(store.get_ref(b"s").unwrap().copied::<String>(), None);
+    /// ```
+    #[inline]
+    pub fn copied<T: StoreValue>(&self) -> Option<T> {
+        copy_out::<T>(self.bytes(), self.entry().header().type_tag)
+    }
+
     /// Copies the value out as an owned `T`.
     #[inline]
     pub fn deserialize<T: StoreValue>(&self) -> Result<T, StoreError> {
@@ -220,6 +260,15 @@ mod tests {
     fn round_trip<T: StoreValue + PartialEq + std::fmt::Debug>(value: T) {
         let bytes = encode(&value).unwrap();
         assert_eq!(decode::<T>(&bytes, type_tag::<T>()).unwrap(), value);
+        // The plain copy agrees, for the types it serves.
+        if is_bytewise::<T>() {
+            assert_eq!(
+                copy_out::<T>(&bytes, type_tag::<T>()).as_ref(),
+                Some(&value)
+            );
+        }
+        // Bytes of unknown origin are never copied unchecked.
+        assert_eq!(copy_out::<T>(&bytes, 0), None);
         // Bytes of unknown origin are validated first, then copied the same way.
         assert_eq!(decode::<T>(&bytes, 0).unwrap(), value);
     }
@@ -246,6 +295,8 @@ mod tests {
         assert!(!is_bytewise::<Padded>());
         assert!(!is_bytewise::<String>());
         assert!(!is_bytewise::<Vec<u8>>());
+        let bytes = encode(&Padded { a: 1, b: 2 }).unwrap();
+        assert_eq!(copy_out::<Padded>(&bytes, type_tag::<Padded>()), None);
         round_trip(Padded { a: 1, b: 2 });
         round_trip(String::from("hello"));
         round_trip(vec![1u8, 2, 3]);
