@@ -30,9 +30,9 @@ const BOUND: Bounds = Bounds {
     cut: Duration::from_millis(1_000 + 3 * GOSSIP_MS),
 };
 const MAX_OPS: usize = 5_000;
-/// A removed member must hear it was removed, leave, start again as a new
-/// generation and be admitted: a few reconcile rounds, slower on a loaded
-/// machine.
+/// A removed member must hear it was removed, and its grid start its node
+/// again as a new generation that is admitted: a few reconcile rounds,
+/// slower on a loaded machine.
 const AGREE: Duration = Duration::from_secs(20);
 
 /// Scenarios share two cores: one at a time.

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatId, FailureDetectorConfig};
 use hydracache_protocol::{Hello, Limits, NodeIdentity, Role};
 
+use super::attachment::Attachment;
 use super::consensus::{role_name, Consensus};
 use super::gossip::{keys, QuicGossip};
 use super::handler::NodeHandler;
@@ -25,7 +26,7 @@ use super::tls::TlsConfig;
 use super::transport::{Transport, TransportError};
 use crate::builder::LocalBuilder;
 use crate::codec::{CacheValue, Codec, Rkyv};
-use crate::grid::Grid;
+use crate::grid::{Grid, GridInner};
 use crate::owner_load::OwnerLoadRequest;
 use crate::remote::Remote;
 use std::error::Error as StdError;
@@ -123,6 +124,7 @@ pub struct NodeBuilder<C: Codec = Rkyv> {
     max_owner_load_args: usize,
     owner_load_timeout: Duration,
     near_copies_max_bytes: Option<usize>,
+    rejoin: bool,
 }
 
 impl Grid {
@@ -164,6 +166,7 @@ impl NodeBuilder {
             max_owner_load_args: DEFAULT_MAX_ARGS,
             owner_load_timeout: Duration::from_secs(10),
             near_copies_max_bytes: None,
+            rejoin: true,
         }
     }
 }
@@ -265,6 +268,23 @@ impl<C: Codec> NodeBuilder<C> {
     /// member owns. A client's store holds only copies and ignores this.
     pub fn near_copies_max_bytes(mut self, bytes: usize) -> Self {
         self.near_copies_max_bytes = Some(bytes);
+        self
+    }
+
+    /// Whether this node starts again by itself once the membership
+    /// removed it (default true). A node declared dead while it was paused
+    /// or cut off past the failure timeout is removed for good: its
+    /// generation is never admitted again. Once it hears it was removed it
+    /// flushes its cache and owns nothing; with this setting it then stops
+    /// that generation and starts a new one on the same address, with the
+    /// same id, certificate and settings, seeded with the members it last
+    /// knew and the configured seeds, and is admitted again. Requests during
+    /// the restart fall back as for any unreachable owner
+    /// ([`owner_unreachable`](NodeBuilder::owner_unreachable)). Off, the
+    /// node stays removed (a local cache) until the process restarts it.
+    /// Counted in [`ClusterDiagnostics::rejoins`](super::ClusterDiagnostics::rejoins).
+    pub fn rejoin_after_removal(mut self, rejoin: bool) -> Self {
+        self.rejoin = rejoin;
         self
     }
 
@@ -393,6 +413,7 @@ impl<C: Codec> NodeBuilder<C> {
             max_owner_load_args: self.max_owner_load_args,
             owner_load_timeout: self.owner_load_timeout,
             near_copies_max_bytes: self.near_copies_max_bytes,
+            rejoin: self.rejoin,
         }
     }
 
@@ -425,26 +446,29 @@ impl<C: Codec> NodeBuilder<C> {
             self.connect_timeout,
             self.gossip_interval / 2,
         );
-        let (grid, node) = self.launch().await?;
+        let (grid, attachment) = self.launch().await?;
         let reached = tokio::time::timeout(waited, async {
-            while !node.view().members().iter().any(|m| m.role == Role::Member) {
+            while !attachment
+                .node()
+                .is_some_and(|node| node.view().members().iter().any(|m| m.role == Role::Member))
+            {
                 tokio::time::sleep(poll).await;
             }
         })
         .await;
         if reached.is_err() {
-            node.shutdown().await;
+            attachment.stop().await;
             return Err(ClusterError::NoMemberReached { seeds, waited });
         }
         Ok(grid)
     }
 
-    async fn launch(self) -> Result<(Grid<C>, Arc<Node>), ClusterError> {
+    async fn launch(self) -> Result<(Grid<C>, Arc<Attachment>), ClusterError> {
         let mut seeds = std::collections::HashSet::new();
         for seed in &self.seeds {
             seeds.extend(resolve(seed).await?);
         }
-        let tls = self.tls.as_ref().ok_or(ClusterError::Missing("tls"))?;
+        let tls = self.tls.ok_or(ClusterError::Missing("tls"))?;
         // Peers accept only the node id the certificate names: a client
         // without a setting takes that one.
         let node_id = match (&self.node_id, self.role) {
@@ -452,132 +476,216 @@ impl<C: Codec> NodeBuilder<C> {
             (None, Role::Client) => tls.node_id().ok_or(ClusterError::Missing("node_id"))?,
             (None, Role::Member) => return Err(ClusterError::Missing("node_id")),
         };
-        let generation = new_generation();
         let grid = self.local.build();
-        let hello = Hello::new(
-            self.cluster.as_str(),
-            (node_id.as_str(), generation),
-            self.role,
-        );
-        let transport = Transport::bind(self.bind, tls, hello, self.limits.clone())?;
-        let bound = transport.local_addr();
-        let addr = self.advertise.unwrap_or(bound);
-        let (gossip, inbox) = QuicGossip::new(transport.clone());
-        if self.role == Role::Client {
-            // Clients gossip to their seeds and the members they learn of.
-            *gossip.sent().only_to.write().expect("only_to") = Some(seeds.clone());
-        }
-        let config = ChitchatConfig {
-            chitchat_id: ChitchatId::new(node_id.clone(), generation, addr),
-            cluster_id: self.cluster.clone(),
-            gossip_interval: self.gossip_interval,
-            listen_addr: bound,
-            // Names as given: gossip resolves them again every minute.
-            seed_nodes: self.seeds.clone(),
-            failure_detector_config: FailureDetectorConfig {
-                initial_interval: self.gossip_interval,
-                dead_node_grace_period: Duration::from_secs(3600),
-                ..Default::default()
-            },
-            marked_for_deletion_grace_period: Duration::from_secs(3600),
-            catchup_callback: None,
-            extra_liveness_predicate: None,
-        };
-        let role = role_name(self.role);
-        let kvs = vec![
-            (keys::ROLE.to_string(), role.to_string()),
-            (keys::ADDR.to_string(), addr.to_string()),
-            (keys::INVALIDATION_HWM.to_string(), "0".to_string()),
-            (keys::LEAVING.to_string(), "0".to_string()),
-        ];
-        let node = Arc::new(Node {
-            transport: transport.clone(),
-            chitchat: tokio::sync::OnceCell::new(),
-            identity: NodeIdentity::new(node_id.as_str(), generation),
+        let mut spec = NodeSpec {
             role: self.role,
-            grid: Arc::downgrade(&grid.inner),
-            sequence: AtomicU64::new(0),
-            // A hole stays open as long as a message still in flight may
-            // take to arrive: the sender of a put learns the owner's number
-            // in the reply, after the owner's acknowledged fan-out.
-            sequences: Mutex::new(SequenceTable::new(self.request_timeout + self.ack_timeout)),
-            marks: Mutex::default(),
-            relayed: Mutex::default(),
+            cluster: self.cluster,
+            node_id,
+            bind: self.bind,
+            advertise: self.advertise,
+            seeds: self.seeds,
+            tls,
             ack_timeout: self.ack_timeout,
             request_timeout: self.request_timeout,
             on_unreachable: self.on_unreachable,
-            read_path: Default::default(),
-            near_copies: super::near_copies::NearCopies::new(
-                self.near_copies_max_bytes
-                    .unwrap_or(grid.inner.store.stats().capacity_bytes as usize / 4)
-                    as u64,
-            ),
-            leases: super::load_path::Leases::new(self.lease_timeout),
-            fetches: Default::default(),
-            owner_loads: OwnerLoads::new(
-                self.loaders,
-                self.max_owner_load_args,
-                self.owner_load_timeout,
-            ),
-            telemetry: super::telemetry::NodeTelemetry {
-                gossip_sent: gossip.sent(),
-                ..Default::default()
-            },
-            membership: grid.inner.membership.clone(),
-            mode: self.mode,
-            inbox,
+            lease_timeout: self.lease_timeout,
             gossip_interval: self.gossip_interval,
-            live: std::sync::OnceLock::new(),
-            partitioned: std::sync::atomic::AtomicBool::new(false),
-            cut_from: Default::default(),
-            stopped: std::sync::atomic::AtomicBool::new(false),
-            removed: std::sync::atomic::AtomicBool::new(false),
-            departing: std::sync::atomic::AtomicBool::new(false),
-            seeds,
-            verdicts: Mutex::new(super::authority::Verdicts::new(self.gossip_interval * 3)),
-            founder: self.bootstrap,
-            consensus: std::sync::OnceLock::new(),
-            view: std::sync::RwLock::new(Arc::new(MembershipView::empty())),
-            leaving: Mutex::new(Default::default()),
-            isolation: Mutex::new(Isolation::new(
-                self.isolation_timeout
-                    .unwrap_or_else(|| (self.gossip_interval * 10).max(Duration::from_secs(1))),
-            )),
-        });
-        transport.serve(Arc::new(NodeHandler(Arc::clone(&node))));
-        let chitchat = spawn_chitchat(config, kvs, &gossip)
-            .await
-            .map_err(|e| ClusterError::Gossip(e.to_string()))?;
-        let _ = node
-            .live
-            .set(chitchat.chitchat().lock().await.live_nodes_watcher());
-        let _ = node.chitchat.set(chitchat);
-        if self.role == Role::Member {
-            // Only a member told to bootstrap founds a cluster; every other
-            // member joins with an empty log and is admitted by the leader
-            // once gossip reports it.
-            let consensus = Consensus::start(
-                node.identity.clone(),
-                self.bootstrap,
-                self.raft.clone(),
-                transport.clone(),
-                Arc::downgrade(&node),
-            )
-            .map_err(|e| ClusterError::Gossip(format!("raft: {e}")))?;
-            let _ = node.consensus.set(consensus);
-        }
-        let _ = grid.inner.remote.set(Arc::clone(&node) as Arc<dyn Remote>);
-        tokio::spawn(watch_high_water_marks(Arc::downgrade(&node)));
-        tokio::spawn(super::load_path::run_lease_timer(Arc::downgrade(&node)));
-        tokio::spawn(super::node::follow_announced_generations(Arc::downgrade(
-            &node,
-        )));
-        Ok((grid, node))
+            isolation_timeout: self
+                .isolation_timeout
+                .unwrap_or_else(|| (self.gossip_interval * 10).max(Duration::from_secs(1))),
+            mode: self.mode,
+            limits: self.limits,
+            raft: self.raft,
+            loaders: self.loaders,
+            max_owner_load_args: self.max_owner_load_args,
+            owner_load_timeout: self.owner_load_timeout,
+            near_copies_max_bytes: self
+                .near_copies_max_bytes
+                .unwrap_or(grid.inner.store.stats().capacity_bytes as usize / 4)
+                as u64,
+        };
+        let node = spawn_node(&spec, &grid.inner, &spec.seeds, seeds, self.bootstrap).await?;
+        // A new generation binds the address this one got (port 0 picks
+        // one once).
+        spec.bind = node.transport.local_addr();
+        let attachment = Attachment::start(node, spec, &grid.inner, self.rejoin);
+        let _ = grid
+            .inner
+            .remote
+            .set(Arc::clone(&attachment) as Arc<dyn Remote>);
+        Ok((grid, attachment))
     }
 }
 
+/// Everything a node of a grid is started with, kept so that a node the
+/// membership removed can start again as a new generation
+/// ([`super::attachment`]).
+pub(super) struct NodeSpec {
+    pub(super) role: Role,
+    pub(super) cluster: String,
+    pub(super) node_id: String,
+    /// The address to bind: after the first start, the bound one.
+    pub(super) bind: SocketAddr,
+    pub(super) advertise: Option<SocketAddr>,
+    /// The seeds as configured (names, resolved at each start).
+    pub(super) seeds: Vec<String>,
+    pub(super) tls: TlsConfig,
+    pub(super) ack_timeout: Duration,
+    pub(super) request_timeout: Duration,
+    pub(super) on_unreachable: OwnerUnreachable,
+    pub(super) lease_timeout: Duration,
+    pub(super) gossip_interval: Duration,
+    pub(super) isolation_timeout: Duration,
+    pub(super) mode: InvalidationMode,
+    pub(super) limits: Limits,
+    pub(super) raft: RaftConfig,
+    pub(super) loaders: Loaders,
+    pub(super) max_owner_load_args: usize,
+    pub(super) owner_load_timeout: Duration,
+    pub(super) near_copies_max_bytes: u64,
+}
+
+/// Starts one generation of a node for `grid`: binds the transport at
+/// `spec.bind` under a fresh generation, builds the node, serves it, starts
+/// gossip through `seeds` (names; `resolved`, their addresses, limit a
+/// client's gossip), Raft on a member (founding a cluster if `bootstrap`),
+/// and the node's maintenance tasks. The first start and every rejoin go
+/// through here.
+pub(super) async fn spawn_node(
+    spec: &NodeSpec,
+    grid: &Arc<GridInner>,
+    seeds: &[String],
+    resolved: std::collections::HashSet<SocketAddr>,
+    bootstrap: bool,
+) -> Result<Arc<Node>, ClusterError> {
+    let node_id = spec.node_id.clone();
+    let generation = new_generation();
+    let hello = Hello::new(
+        spec.cluster.as_str(),
+        (node_id.as_str(), generation),
+        spec.role,
+    );
+    let transport = Transport::bind(spec.bind, &spec.tls, hello, spec.limits.clone())?;
+    let bound = transport.local_addr();
+    let addr = spec.advertise.unwrap_or(bound);
+    let (gossip, inbox) = QuicGossip::new(transport.clone());
+    if spec.role == Role::Client {
+        // Clients gossip to their seeds and the members they learn of.
+        *gossip.sent().only_to.write().expect("only_to") = Some(resolved.clone());
+    }
+    let config = ChitchatConfig {
+        chitchat_id: ChitchatId::new(node_id.clone(), generation, addr),
+        cluster_id: spec.cluster.clone(),
+        gossip_interval: spec.gossip_interval,
+        listen_addr: bound,
+        // Names as given: gossip resolves them again every minute.
+        seed_nodes: seeds.to_vec(),
+        failure_detector_config: FailureDetectorConfig {
+            initial_interval: spec.gossip_interval,
+            dead_node_grace_period: Duration::from_secs(3600),
+            ..Default::default()
+        },
+        marked_for_deletion_grace_period: Duration::from_secs(3600),
+        catchup_callback: None,
+        extra_liveness_predicate: None,
+    };
+    let role = role_name(spec.role);
+    let kvs = vec![
+        (keys::ROLE.to_string(), role.to_string()),
+        (keys::ADDR.to_string(), addr.to_string()),
+        (keys::INVALIDATION_HWM.to_string(), "0".to_string()),
+        (keys::LEAVING.to_string(), "0".to_string()),
+    ];
+    let node = Arc::new(Node {
+        transport: transport.clone(),
+        chitchat: tokio::sync::OnceCell::new(),
+        identity: NodeIdentity::new(node_id.as_str(), generation),
+        role: spec.role,
+        grid: Arc::downgrade(grid),
+        sequence: AtomicU64::new(0),
+        // A hole stays open as long as a message still in flight may
+        // take to arrive: the sender of a put learns the owner's number
+        // in the reply, after the owner's acknowledged fan-out.
+        sequences: Mutex::new(SequenceTable::new(spec.request_timeout + spec.ack_timeout)),
+        marks: Mutex::default(),
+        relayed: Mutex::default(),
+        ack_timeout: spec.ack_timeout,
+        request_timeout: spec.request_timeout,
+        on_unreachable: spec.on_unreachable,
+        read_path: Default::default(),
+        near_copies: super::near_copies::NearCopies::new(spec.near_copies_max_bytes),
+        leases: super::load_path::Leases::new(spec.lease_timeout),
+        fetches: Default::default(),
+        owner_loads: OwnerLoads::new(
+            spec.loaders.clone(),
+            spec.max_owner_load_args,
+            spec.owner_load_timeout,
+        ),
+        telemetry: super::telemetry::NodeTelemetry {
+            gossip_sent: gossip.sent(),
+            ..Default::default()
+        },
+        membership: grid.membership.clone(),
+        mode: spec.mode,
+        inbox,
+        gossip_interval: spec.gossip_interval,
+        live: std::sync::OnceLock::new(),
+        partitioned: std::sync::atomic::AtomicBool::new(false),
+        cut_from: Default::default(),
+        stopped: std::sync::atomic::AtomicBool::new(false),
+        removed: std::sync::atomic::AtomicBool::new(false),
+        departing: std::sync::atomic::AtomicBool::new(false),
+        seeds: resolved,
+        verdicts: Mutex::new(super::authority::Verdicts::new(spec.gossip_interval * 3)),
+        founder: bootstrap,
+        consensus: std::sync::OnceLock::new(),
+        view: std::sync::RwLock::new(Arc::new(MembershipView::empty())),
+        leaving: Mutex::new(Default::default()),
+        isolation: Mutex::new(Isolation::new(spec.isolation_timeout)),
+    });
+    transport.serve(Arc::new(NodeHandler(Arc::clone(&node))));
+    let chitchat = match spawn_chitchat(config, kvs, &gossip).await {
+        Ok(chitchat) => chitchat,
+        Err(e) => {
+            node.shutdown().await;
+            return Err(ClusterError::Gossip(e.to_string()));
+        }
+    };
+    let _ = node
+        .live
+        .set(chitchat.chitchat().lock().await.live_nodes_watcher());
+    let _ = node.chitchat.set(chitchat);
+    if spec.role == Role::Member {
+        // Only a member told to bootstrap founds a cluster; every other
+        // member joins with an empty log and is admitted by the leader
+        // once gossip reports it.
+        let consensus = Consensus::start(
+            node.identity.clone(),
+            bootstrap,
+            spec.raft.clone(),
+            transport.clone(),
+            Arc::downgrade(&node),
+        );
+        match consensus {
+            Ok(consensus) => {
+                let _ = node.consensus.set(consensus);
+            }
+            Err(e) => {
+                node.shutdown().await;
+                return Err(ClusterError::Gossip(format!("raft: {e}")));
+            }
+        }
+    }
+    tokio::spawn(watch_high_water_marks(Arc::downgrade(&node)));
+    tokio::spawn(super::load_path::run_lease_timer(Arc::downgrade(&node)));
+    tokio::spawn(super::node::follow_announced_generations(Arc::downgrade(
+        &node,
+    )));
+    Ok(node)
+}
+
 /// Checks that `seed` is `host:port` and its host resolves; its addresses.
-async fn resolve(seed: &str) -> Result<Vec<SocketAddr>, ClusterError> {
+pub(super) async fn resolve(seed: &str) -> Result<Vec<SocketAddr>, ClusterError> {
     let unresolved = |source| ClusterError::UnresolvedSeed {
         seed: seed.to_string(),
         source,

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use hydracache_protocol::Role;
 
+use super::attachment::Attachment;
 use super::node::Node;
 use crate::codec::Codec;
 use crate::grid::Grid;
@@ -119,12 +120,16 @@ pub struct ClusterDiagnostics {
     pub isolated: bool,
     /// Times this node became isolated.
     pub isolations: u64,
-    /// The membership removed this process while it ran (declared dead
+    /// The membership removed this generation while it ran (declared dead
     /// while paused or cut off). It owns nothing and flushed its cache;
-    /// its generation can never be admitted again: start the node again
-    /// (a new generation, seeded with the members) to rejoin, as
-    /// `hydracache-node` does by itself.
+    /// its generation can never be admitted again. Unless
+    /// [`rejoin_after_removal(false)`](super::NodeBuilder::rejoin_after_removal)
+    /// was set, the grid then starts a new generation of the node by itself
+    /// (these diagnostics then describe it).
     pub removed: bool,
+    /// Times the grid replaced a removed generation of its node with a new
+    /// one. The other counters are the current generation's.
+    pub rejoins: u64,
 }
 
 /// An admitted node as this node sees it.
@@ -149,13 +154,23 @@ pub struct PeerDiagnostics {
 /// The cluster's own extensions of [`Grid`]: they reach the node behind the
 /// core's seam.
 impl<C: Codec> Grid<C> {
-    fn node(&self) -> Option<&Node> {
-        self.inner.remote.get()?.as_any().downcast_ref::<Node>()
+    fn attachment(&self) -> Option<&Attachment> {
+        self.inner
+            .remote
+            .get()?
+            .as_any()
+            .downcast_ref::<Attachment>()
     }
 
-    /// What the cluster looks like from this node; `None` for a local grid.
+    /// The node of the current generation.
+    fn node(&self) -> Option<std::sync::Arc<Node>> {
+        self.attachment()?.node()
+    }
+
+    /// What the cluster looks like from this node (its current
+    /// generation); `None` for a local grid.
     pub async fn cluster_diagnostics(&self) -> Option<ClusterDiagnostics> {
-        Some(self.node()?.diagnostics().await)
+        Some(self.attachment()?.diagnostics().await)
     }
 
     /// Leaves the cluster gracefully: announces it, waits (bounded) until the
@@ -163,10 +178,12 @@ impl<C: Codec> Grid<C> {
     /// gossip and closes the endpoint. The grid keeps working as a local
     /// cache, emptied: it no longer hears invalidations, so nothing it held
     /// could be proven fresh. Other nodes stop waiting for its
-    /// acknowledgements as soon as it has announced that it leaves.
+    /// acknowledgements as soon as it has announced that it leaves. No new
+    /// generation starts after it (see
+    /// [`rejoin_after_removal`](super::NodeBuilder::rejoin_after_removal)).
     pub async fn leave(&self) {
-        if let Some(node) = self.node() {
-            node.leave().await;
+        if let Some(attachment) = self.attachment() {
+            attachment.leave().await;
         }
     }
 
@@ -184,7 +201,7 @@ impl<C: Codec> Grid<C> {
     /// if it had failed (`/health` then reports the node down).
     #[cfg(feature = "test-hooks")]
     pub fn stop_raft_task(&self) {
-        if let Some(consensus) = self.node().and_then(|n| n.consensus.get()) {
+        if let Some(consensus) = self.node().as_ref().and_then(|n| n.consensus.get()) {
             consensus.stop();
         }
     }
@@ -216,6 +233,17 @@ impl<C: Codec> Grid<C> {
     pub fn disconnect_peer(&self, addr: std::net::SocketAddr) {
         if let Some(node) = self.node() {
             node.transport().disconnect(addr);
+        }
+    }
+
+    /// Test hook (feature `test-hooks`): while `on`, this node's UDP socket
+    /// drops every datagram it sends or receives (gossip, Raft, requests,
+    /// invalidations), as if the process were stopped or cut off from the
+    /// network. Acts on the current generation.
+    #[cfg(feature = "test-hooks")]
+    pub fn pause_network(&self, on: bool) {
+        if let Some(node) = self.node() {
+            node.transport().pause(on);
         }
     }
 }

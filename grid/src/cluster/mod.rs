@@ -1,6 +1,7 @@
 //! The cluster runtime (feature `cluster`): one QUIC endpoint per node with
 //! mutual TLS, carrying the protocol crate's frames.
 
+mod attachment;
 mod authority;
 mod builder;
 mod consensus;
@@ -20,9 +21,12 @@ mod near_copies;
 mod node;
 mod owner_load;
 mod ownership;
+#[cfg(feature = "test-hooks")]
+mod pause;
 mod raft;
 mod raft_state;
 mod read_path;
+mod rejoin;
 mod routing;
 mod sequence;
 mod telemetry;

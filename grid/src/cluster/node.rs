@@ -2,13 +2,13 @@
 //!
 //! `Grid::member()` and `Grid::client()` (see [`super::builder`]) build a
 //! local grid and attach a [`Node`] to it through the core's seam
-//! ([`crate::remote::Remote`]). The node owns the QUIC [`Transport`], runs
+//! ([`crate::remote::Remote`]), behind a [`super::attachment::Attachment`]
+//! that replaces it with a new generation if the membership removed it. The node owns the QUIC [`Transport`], runs
 //! chitchat gossip over it, tracks the membership Raft admitted, answers
 //! peers' frames ([`super::handler`]) and exchanges invalidations
 //! ([`super::invalidations`]). The rules it follows live in pure state
 //! machines: [`super::sequence`], [`super::routing`], [`super::lease`].
 
-use std::any::Any;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,8 +32,6 @@ use super::transport::{PeerIdentity, Transport};
 use crate::error::CacheError;
 use crate::grid::GridInner;
 use crate::invalidation::Invalidation;
-use crate::owner_load::OwnerLoad;
-use crate::remote::{Fetched, Lease, Leased, OwnerLoaded, PutAt, Remote, RemoteFuture};
 
 /// Tells the transport every generation gossip announces at an address,
 /// so that a process restarted on the address of one it backs off from is
@@ -266,6 +264,8 @@ impl Node {
             isolated,
             isolations,
             removed: self.removed.load(Ordering::SeqCst),
+            // Counted across generations (see super::attachment).
+            rejoins: 0,
         }
     }
 
@@ -677,63 +677,11 @@ impl Node {
     }
 }
 
-impl Remote for Node {
-    fn fetch<'a>(&'a self, key: &'a str) -> RemoteFuture<'a, Result<Fetched, CacheError>> {
-        Box::pin(self.fetch_from_owner(key))
-    }
-
-    fn put<'a>(
-        &'a self,
-        key: &'a str,
-        value: &'a [u8],
-        ttl: Option<Duration>,
-        tags: &'a [String],
-    ) -> RemoteFuture<'a, Result<PutAt, CacheError>> {
-        Box::pin(self.put_at_owner(key, value, ttl, tags))
-    }
-
-    fn owner_load<'a>(
-        &'a self,
-        key: &'a str,
-        load: &'a OwnerLoad,
-        ttl: Option<Duration>,
-        tags: &'a [String],
-    ) -> RemoteFuture<'a, Result<OwnerLoaded, CacheError>> {
-        Box::pin(self.named_load_at_owner(key, load, ttl, tags))
-    }
-
-    fn invalidate(&self, inv: Invalidation) -> RemoteFuture<'_, Result<(), CacheError>> {
-        Box::pin(self.fan_out(inv))
-    }
-
-    fn load<'a>(
-        &'a self,
-        key: &'a str,
-        tags: &'a [String],
-    ) -> RemoteFuture<'a, Result<Leased, CacheError>> {
-        Box::pin(self.load_at_owner(key, tags))
-    }
-
-    fn fill<'a>(
-        &'a self,
-        key: &'a str,
-        lease: Lease,
-        value: &'a [u8],
-        ttl: Option<Duration>,
-        tags: &'a [String],
-    ) -> RemoteFuture<'a, ()> {
-        Box::pin(self.fill_lease(key, lease, value, ttl, tags))
-    }
-
-    fn abandon<'a>(&'a self, key: &'a str, lease: Lease, message: String) -> RemoteFuture<'a, ()> {
-        Box::pin(self.abandon_lease(key, lease, message))
-    }
-
-    fn voids(&self, inv: &Invalidation) {
-        self.void_leases(inv);
-    }
-
-    fn kept_near(&self, key: &str, bytes: usize) {
+impl Node {
+    /// A near copy of `key` (a key this node does not own), charged `bytes`
+    /// by the store, was stored here: a member keeps its copies within their
+    /// budget, dropping the oldest.
+    pub(super) fn kept_near(&self, key: &str, bytes: usize) {
         // A client's store holds nothing but copies: its capacity is their
         // budget.
         if self.role != Role::Member {
@@ -753,13 +701,5 @@ impl Remote for Node {
                 grid.store.remove(key.as_bytes());
             }
         }
-    }
-
-    fn detach(&self) {
-        self.shutdown_now();
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }

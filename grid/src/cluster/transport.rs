@@ -299,6 +299,9 @@ struct Shared {
     dials: Mutex<Dials<tokio::sync::watch::Receiver<Dialled>>>,
     /// Dials started since binding.
     dials_started: std::sync::atomic::AtomicU64,
+    /// Test hook: while set, the socket drops every datagram.
+    #[cfg(feature = "test-hooks")]
+    paused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A node's QUIC endpoint. Cheap to clone.
@@ -350,7 +353,11 @@ impl Transport {
         hello: Hello,
         limits: Limits,
     ) -> Result<Transport, TransportError> {
+        #[cfg(not(feature = "test-hooks"))]
         let endpoint = quinn::Endpoint::server(quic_server(tls)?, addr)
+            .map_err(|source| TransportError::Bind { addr, source })?;
+        #[cfg(feature = "test-hooks")]
+        let (endpoint, paused) = super::pause::server(quic_server(tls)?, addr)
             .map_err(|source| TransportError::Bind { addr, source })?;
         Ok(Transport {
             shared: Arc::new(Shared {
@@ -364,6 +371,8 @@ impl Transport {
                 streams: Arc::new(tokio::sync::Semaphore::new(MAX_NODE_STREAMS)),
                 dials: Mutex::new(Dials::default()),
                 dials_started: std::sync::atomic::AtomicU64::new(0),
+                #[cfg(feature = "test-hooks")]
+                paused,
             }),
         })
     }
@@ -635,6 +644,16 @@ impl Transport {
         if let Some(p) = self.shared.peers.lock().expect("peers").remove(&addr) {
             p.conn.close(0u32.into(), b"disconnect");
         }
+    }
+
+    /// Test hook (feature `test-hooks`): while `on`, the socket drops every
+    /// datagram it sends or receives, as if this process were stopped or
+    /// cut off (see `cluster/pause.rs`).
+    #[cfg(feature = "test-hooks")]
+    pub fn pause(&self, on: bool) {
+        self.shared
+            .paused
+            .store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Closes every connection and the endpoint without waiting for peers
