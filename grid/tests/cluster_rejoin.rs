@@ -3,8 +3,9 @@
 //! learns it was removed once it hears them again, and the grid starts a new
 //! generation of its node on the same address: it is admitted again, and
 //! reads, puts and invalidations through it work, with nothing it held from
-//! before the cut served. A client does the same. With
-//! `rejoin_after_removal(false)` a member stays removed.
+//! before the cut served. A client does the same. Both opt in with
+//! `rejoin_after_removal(true)`; without it (the default) a member stays
+//! removed.
 
 use std::net::SocketAddr;
 
@@ -12,7 +13,7 @@ use hydracache::cluster::{ClusterDiagnostics, DevCa};
 use hydracache::{CacheError, CacheOptions, Grid};
 
 mod cluster_support;
-use cluster_support::{addr, client, converge, eventually, member_builder, GOSSIP};
+use cluster_support::{addr, converge, eventually, member_builder, GOSSIP};
 
 async fn diag(g: &Grid) -> ClusterDiagnostics {
     g.cluster_diagnostics().await.unwrap()
@@ -160,7 +161,17 @@ async fn a_removed_client_rejoins_as_a_new_generation() {
     let seed = addr(&a).await;
     let b = member_builder(&ca, "b", &[seed]).start().await.unwrap();
     converge(&[&a, &b], 2, 0).await;
-    let c = client(&ca, "c", &[seed]).await;
+    let c = hydracache::Grid::client()
+        .cluster("orders")
+        .node_id("c")
+        .seeds([seed.to_string()])
+        .tls(ca.issue("c").unwrap())
+        .gossip_interval(GOSSIP)
+        .near_cache_capacity_bytes(8 << 20)
+        .rejoin_after_removal(true)
+        .connect()
+        .await
+        .unwrap();
     converge(&[&a, &b, &c], 2, 1).await;
     let before = diag(&c).await;
     a.put("k", 1u32, CacheOptions::new()).await.unwrap();

@@ -16,7 +16,10 @@
 //! and the new one's start there is no node (the old one's endpoint must be
 //! dropped to free the address): a call then answers at once as a stopped
 //! node does (the grid serves locally; a named owner load fails with
-//! `OwnerUnreachable`), and diagnostics show the old generation's last.
+//! `OwnerUnreachable`), except that an invalidation (and so a put, which
+//! invalidates the other copies) returns `Unacknowledged` with no names:
+//! it was applied here only, and the holders of copies elsewhere were not
+//! told. Diagnostics show the old generation's last.
 
 use std::any::Any;
 use std::sync::atomic::Ordering;
@@ -285,8 +288,9 @@ impl Remote for Attachment {
     fn invalidate(&self, inv: Invalidation) -> RemoteFuture<'_, Result<(), CacheError>> {
         match self.node() {
             Some(node) => Box::pin(async move { node.fan_out(inv).await }),
-            // Applied here; no one else holds this generation's copies.
-            None => now(Ok(())),
+            // Applied here only: between two generations no node can name
+            // the holders of copies elsewhere, and they were not told.
+            None => now(Err(CacheError::Unacknowledged { nodes: Vec::new() })),
         }
     }
 

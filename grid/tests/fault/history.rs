@@ -197,7 +197,14 @@ pub fn check(ops: &[Op], faults: &[Fault], bounds: Bounds) -> Report {
                 Kind::InvalidateKey { .. } | Kind::InvalidateTag { .. }
             )
         })
-        .filter(|o| matches!(o.outcome, Outcome::Ok | Outcome::Unacknowledged(_)))
+        // `Unacknowledged` with no names says the origin could not name the
+        // holders at all (it was not admitted, or between two generations):
+        // it claims no node acknowledged, so nothing is judged against it.
+        .filter(|o| match &o.outcome {
+            Outcome::Ok => true,
+            Outcome::Unacknowledged(named) => !named.is_empty(),
+            _ => false,
+        })
         .collect();
 
     for read in ops {
@@ -408,6 +415,17 @@ mod tests {
         let r = check(&ops, &[], BOUND);
         assert_eq!((r.stale_reads, r.stale_after_ok), (1, 1));
         assert_eq!(r.violations.len(), 1);
+    }
+
+    #[test]
+    fn an_unacknowledged_without_names_claims_no_acknowledgement() {
+        let ops = [
+            put("n2", 0, "v1"),
+            inv_tag("n1", 10, 20, Outcome::Unacknowledged(Vec::new())),
+            get("n2", 21, Some("v1")),
+        ];
+        let r = check(&ops, &[], BOUND);
+        assert_eq!(r.stale_reads, 0, "{:?}", r.violations);
     }
 
     #[test]
