@@ -289,6 +289,7 @@ impl<C: Codec> Grid<C> {
         let tags = options.tags.as_slice();
         let expiry = options.expiry();
         inner.before_write(key);
+        let keeps_copies = inner.stamps.of(key).keeps_copies();
         let ticket = inner.store.begin_fill(key.as_bytes(), tags)?;
         let at = remote
             .put(key, encoded.bytes(), inner.ttl_of(expiry), tags)
@@ -297,6 +298,9 @@ impl<C: Codec> Grid<C> {
         // the value in flight: this write must condemn its reply (near.rs).
         inner.stamps.bump_key(key);
         match at {
+            // Not yet a process every other sends its invalidations to:
+            // the owner has the value, this node keeps no copy.
+            PutAt::Owner if !keeps_copies => drop(ticket),
             PutAt::Owner => {
                 let ticket = ticket.near_copy();
                 let outcome = T::fill_encoded(&inner.store, ticket, encoded.bytes(), expiry)?;
@@ -900,11 +904,13 @@ async fn lead<T, C, Fut, E>(
 
     let inner = Arc::clone(&landing.inner);
     let mut lease = None;
+    let mut keeps_copies = true;
     if let Some(remote) = &remote {
         if store {
             // In a grid the owner arbitrates: it has the value, grants this
             // node the lease to load it, or answers from another node's load.
             let before = inner.stamps.of(&landing.key);
+            keeps_copies = before.keeps_copies();
             let decided = match remote.load(&landing.key, &tags).await {
                 Ok(Leased::Granted(l)) => {
                     lease = Some(l);
@@ -977,12 +983,23 @@ async fn lead<T, C, Fut, E>(
                         let expiry = value.own_expiry().unwrap_or(expiry);
                         // Granted by another node, the key's owner: this
                         // node keeps a near copy.
-                        let ticket = match lease.at {
-                            Some(_) => ticket.near_copy(),
-                            None => ticket,
+                        // Not yet a process every other sends its
+                        // invalidations to: the owner keeps the value, this
+                        // node no copy.
+                        let filled = match lease.at {
+                            Some(_) if !keeps_copies => {
+                                drop(ticket);
+                                Ok(None)
+                            }
+                            Some(_) => {
+                                let ticket = ticket.near_copy();
+                                T::fill_encoded(&inner.store, ticket, encoded.bytes(), expiry)
+                                    .map(Some)
+                            }
+                            None => T::fill_encoded(&inner.store, ticket, encoded.bytes(), expiry)
+                                .map(Some),
                         };
-                        let filled = T::fill_encoded(&inner.store, ticket, encoded.bytes(), expiry);
-                        if lease.at.is_some() && matches!(filled, Ok(FillOutcome::Stored)) {
+                        if lease.at.is_some() && matches!(filled, Ok(Some(FillOutcome::Stored))) {
                             // Granted by another node, the key's owner:
                             // this node keeps a near copy.
                             inner.kept_near(&landing.key, &tags, encoded.bytes().len());
@@ -1004,10 +1021,11 @@ async fn lead<T, C, Fut, E>(
                         Err(e)
                     }
                 },
-                _ => value.fill(&inner.store, ticket, expiry),
+                _ => value.fill(&inner.store, ticket, expiry).map(Some),
             };
             match filled {
-                Ok(FillOutcome::Stored) => {
+                Ok(None) => Ok(Arc::new(value)),
+                Ok(Some(FillOutcome::Stored)) => {
                     if inner.events.active() {
                         inner.events.publish(CacheEvent::Stored {
                             key: landing.key.clone(),
@@ -1017,7 +1035,7 @@ async fn lead<T, C, Fut, E>(
                     }
                     Ok(Arc::new(value))
                 }
-                Ok(FillOutcome::Stale) => {
+                Ok(Some(FillOutcome::Stale)) => {
                     GridCounters::bump(&inner.counters.stale_loads);
                     landing.label = "stale_discarded";
                     if inner.events.active() {

@@ -19,9 +19,15 @@
 //!
 //! Every stamp access is `SeqCst`: the argument needs the bump, the ticket
 //! and the check in one total order.
+//!
+//! A stamp also says whether this node kept copies when it was taken: a
+//! process that has just started keeps none until every process that could
+//! invalidate them sends it its invalidations (cluster/copy_gate.rs). Only
+//! an operation that began after that keeps what it fetched, put or loaded;
+//! one that began before still answers with the owner's value.
 
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hydracache_storage::{Expiry, FillOutcome, Store};
@@ -37,13 +43,31 @@ const KEY_STAMPS: usize = 64;
 pub(crate) struct Stamps {
     all: AtomicU64,
     keys: [AtomicU64; KEY_STAMPS],
+    copies: AtomicBool,
 }
 
-/// A snapshot of the stamps that concern one key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A snapshot of the stamps that concern one key. Two snapshots are equal
+/// when no invalidation came between them, whatever they say of copies.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Stamp {
     all: u64,
     key: u64,
+    copies: bool,
+}
+
+impl PartialEq for Stamp {
+    fn eq(&self, other: &Stamp) -> bool {
+        self.all == other.all && self.key == other.key
+    }
+}
+
+impl Eq for Stamp {}
+
+impl Stamp {
+    /// This node kept copies when the stamp was taken.
+    pub(crate) fn keeps_copies(&self) -> bool {
+        self.copies
+    }
 }
 
 impl Default for Stamps {
@@ -51,6 +75,7 @@ impl Default for Stamps {
         Stamps {
             all: AtomicU64::new(0),
             keys: std::array::from_fn(|_| AtomicU64::new(0)),
+            copies: AtomicBool::new(false),
         }
     }
 }
@@ -76,7 +101,14 @@ impl Stamps {
         Stamp {
             all: self.all.load(Ordering::SeqCst),
             key: self.keys[Self::slot(key)].load(Ordering::SeqCst),
+            copies: self.copies.load(Ordering::SeqCst),
         }
+    }
+
+    /// Whether operations that begin from now on keep copies (set by the
+    /// cluster runtime: see cluster/copy_gate.rs).
+    pub(crate) fn keep_copies(&self, keep: bool) {
+        self.copies.store(keep, Ordering::SeqCst);
     }
 }
 
@@ -86,13 +118,17 @@ impl GridInner {
     /// the copy read them as this process's own, with no check per read; bytes
     /// that fail are a typed error and nothing is stored), its remaining TTL
     /// and its tags. False if an invalidation overtook the reply (nothing is
-    /// stored).
+    /// stored). True without storing when this node kept no copies yet as
+    /// `before` was taken: the reply still answers the caller.
     pub(crate) fn keep_near_copy<T: CacheValue<C>, C: Codec>(
         &self,
         key: &str,
         before: Stamp,
         entry: &RemoteEntry,
     ) -> Result<bool, CacheError> {
+        if !before.copies {
+            return Ok(self.stamps.of(key) == before);
+        }
         let ticket = self
             .store
             .begin_fill(key.as_bytes(), &entry.tags)?
@@ -182,6 +218,7 @@ mod tests {
     fn a_reply_nothing_overtook_is_kept_with_its_tags_and_ttl() {
         let grid = Grid::local().build();
         let inner = &grid.inner;
+        inner.stamps.keep_copies(true);
         let before = inner.stamps.of("k");
         assert!(inner
             .keep_near_copy::<u64, Rkyv>("k", before, &entry(&["t"]))
@@ -220,6 +257,7 @@ mod tests {
     fn a_reply_whose_bytes_fail_validation_is_a_typed_error_and_is_not_kept() {
         let grid = Grid::local().build();
         let inner = &grid.inner;
+        inner.stamps.keep_copies(true);
         let before = inner.stamps.of("k");
         // An archived bool is its last byte, and 0xFF is neither false nor
         // true.
@@ -230,6 +268,32 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, CacheError::Store(_)), "{err:?}");
         assert!(!inner.store.contains_key(b"k"));
+    }
+
+    #[test]
+    fn a_reply_taken_before_the_node_kept_copies_answers_but_is_not_kept() {
+        let grid = Grid::local().build();
+        let inner = &grid.inner;
+        let before = inner.stamps.of("k");
+        // The gate opens while the reply is in flight: the reply still
+        // stands, but the operation began before, so nothing is kept.
+        inner.stamps.keep_copies(true);
+        assert_eq!(inner.stamps.of("k"), before);
+        assert!(inner
+            .keep_near_copy::<u64, Rkyv>("k", before, &entry(&["t"]))
+            .unwrap());
+        assert!(!inner.store.contains_key(b"k"));
+        // Overtaken all the same when an invalidation came between.
+        inner.stamps.keep_copies(false);
+        let before = inner.stamps.of("k");
+        inner.apply(&Invalidation::Key("k".into()), EventOrigin::Local);
+        assert!(!inner
+            .keep_near_copy::<u64, Rkyv>("k", before, &entry(&["t"]))
+            .unwrap());
+        // Bytes that are not a `bool` are refused when decoded, kept or not.
+        let mut bad = entry(&[]);
+        bad.value = Box::new(hydracache_storage::encode(&u64::MAX).unwrap().to_vec());
+        assert!(<bool as CacheValue<Rkyv>>::decode(bad.value.as_ref().as_ref()).is_err());
     }
 
     #[test]

@@ -415,6 +415,7 @@ mod tests {
             isolations: 0,
             removed: true,
             rejoins: 0,
+            keeps_copies: true,
         }
     }
 

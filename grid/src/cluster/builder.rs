@@ -568,6 +568,9 @@ pub(super) async fn spawn_node(
 ) -> Result<Arc<Node>, ClusterError> {
     let node_id = spec.node_id.clone();
     let generation = new_generation();
+    // A new process keeps no copies until the others send it their
+    // invalidations (see super::copy_gate).
+    grid.stamps.keep_copies(false);
     let hello = Hello::new(
         spec.cluster.as_str(),
         (node_id.as_str(), generation),
@@ -617,6 +620,9 @@ pub(super) async fn spawn_node(
         sequences: Mutex::new(SequenceTable::new(spec.request_timeout + spec.ack_timeout)),
         marks: Mutex::default(),
         relayed: Mutex::default(),
+        fan_outs: Mutex::default(),
+        copy_gate: Mutex::default(),
+        keeps_copies: std::sync::atomic::AtomicBool::new(false),
         ack_timeout: spec.ack_timeout,
         request_timeout: spec.request_timeout,
         on_unreachable: spec.on_unreachable,

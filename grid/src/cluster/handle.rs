@@ -130,6 +130,11 @@ pub struct ClusterDiagnostics {
     /// Times the grid replaced a removed generation of its node with a new
     /// one. The other counters are the current generation's.
     pub rejoins: u64,
+    /// This generation keeps what it reads, puts or loads through an owner
+    /// as a copy: every admitted process that sends it invalidations has
+    /// shown it does. A process that has just started serves through the
+    /// owners without keeping copies until then (docs/consistency.md).
+    pub keeps_copies: bool,
 }
 
 /// An admitted node as this node sees it.

@@ -23,6 +23,8 @@
 
 use std::collections::HashMap;
 
+use super::copy_gate::FanOuts;
+
 /// A process: node id and generation.
 pub(crate) type Process = (String, u64);
 
@@ -33,6 +35,11 @@ struct Told {
     acknowledged: u64,
     /// A request is on its way (one at a time per receiver).
     in_flight: bool,
+    /// It acknowledged a mark (0 included) at least once.
+    heard: bool,
+    /// The fan-out ticket at which it was first seen as a target
+    /// ([`FanOuts::now`]).
+    introduced: u64,
 }
 
 /// Which receivers still have to be told this node's mark.
@@ -62,6 +69,33 @@ impl MarkDelivery {
         due
     }
 
+    /// This node's own mark: like [`due`](Self::due), but every target is
+    /// told once even at mark 0, and a target is told only after every
+    /// fan-out that may have picked its targets without it has ended
+    /// ([`super::copy_gate`]): its first acknowledged mark is a newcomer's
+    /// proof that this node sends it every invalidation from then on.
+    pub(crate) fn due_own(
+        &mut self,
+        mark: u64,
+        targets: &[Process],
+        fan_outs: &FanOuts,
+    ) -> Vec<Process> {
+        self.told.retain(|p, _| targets.contains(p));
+        let mut due = Vec::new();
+        for p in targets {
+            let told = self.told.entry(p.clone()).or_insert_with(|| Told {
+                introduced: fan_outs.now(),
+                ..Told::default()
+            });
+            let behind = !told.heard || told.acknowledged < mark;
+            if behind && !told.in_flight && fan_outs.settled_before(told.introduced) {
+                told.in_flight = true;
+                due.push(p.clone());
+            }
+        }
+        due
+    }
+
     /// The request to `to` ended: acknowledged for `mark`, or not (`None`:
     /// refused, unreachable, timed out; it is sent again next time).
     pub(crate) fn answered(&mut self, to: &Process, acknowledged: Option<u64>) {
@@ -69,6 +103,7 @@ impl MarkDelivery {
             told.in_flight = false;
             if let Some(mark) = acknowledged {
                 told.acknowledged = told.acknowledged.max(mark);
+                told.heard = true;
             }
         }
     }
@@ -207,6 +242,24 @@ mod tests {
         assert_eq!(d.due(5, &targets), targets);
         d.answered(&p("a", 1), Some(3));
         assert_eq!(d.due(5, &targets), targets, "5 still unacknowledged");
+    }
+
+    #[test]
+    fn own_mark_is_told_once_at_zero_and_only_after_earlier_fan_outs_ended() {
+        let mut d = MarkDelivery::default();
+        let mut f = FanOuts::default();
+        assert_eq!(d.due_own(0, &[p("a", 1)], &f), [p("a", 1)]);
+        // b is first seen while a fan-out that may not include it runs.
+        let before = f.begin();
+        assert!(d.due_own(0, &[p("a", 1), p("b", 1)], &f).is_empty());
+        let after = f.begin();
+        f.end(before);
+        assert_eq!(d.due_own(0, &[p("a", 1), p("b", 1)], &f), [p("b", 1)]);
+        f.end(after);
+        d.answered(&p("a", 1), Some(0));
+        d.answered(&p("b", 1), Some(0));
+        assert!(d.due_own(0, &[p("a", 1), p("b", 1)], &f).is_empty());
+        assert_eq!(d.due_own(1, &[p("a", 1), p("b", 1)], &f).len(), 2);
     }
 
     #[test]

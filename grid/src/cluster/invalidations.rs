@@ -13,6 +13,7 @@ use hydracache_protocol::{ErrorCode, HighWater, Invalidate, Message, NodeIdentit
 
 use super::builder::InvalidationMode;
 use super::node::{LivePeer, Node};
+use super::ownership::MembershipView;
 use super::sequence::Received;
 use super::transport::PeerIdentity;
 use crate::error::CacheError;
@@ -65,7 +66,13 @@ impl Node {
         let peers = self.fan_out_targets();
         let targets: Vec<(String, u64)> =
             peers.iter().map(|p| (p.id.clone(), p.generation)).collect();
-        let due = self.marks.lock().expect("marks").due(mark, &targets);
+        let due = {
+            let fan_outs = self.fan_outs.lock().expect("fan-outs");
+            self.marks
+                .lock()
+                .expect("marks")
+                .due_own(mark, &targets, &fan_outs)
+        };
         for peer in peers {
             let to = (peer.id, peer.generation);
             if !due.contains(&to) {
@@ -212,6 +219,15 @@ impl Node {
                 );
             }
         }
+        if *mark.origin.id == *peer.node_id && generation == peer.generation {
+            // The sender's own mark: it sends this process its
+            // invalidations from now on (see super::copy_gate).
+            self.copy_gate
+                .lock()
+                .expect("copy gate")
+                .told_by((origin.clone(), generation));
+            self.check_copy_gate(&self.view());
+        }
         if self.role == Role::Member && peer.role == Role::Client {
             // Taken: the member relays it to the other clients from its
             // table, every gossip interval until each has it.
@@ -247,6 +263,9 @@ impl Node {
             }
             return (0, Ok(()));
         }
+        // Taken before the targets are picked, held until the last answer
+        // (see super::copy_gate).
+        let _ticket = self.fan_out_ticket();
         let sequence = self.sequence.fetch_add(1, Ordering::SeqCst) + 1;
         let message = Message::Invalidate(Invalidate {
             origin: self.identity.clone(),
@@ -319,6 +338,42 @@ impl Node {
         (sequence, acked)
     }
 
+    /// A fan-out's ticket, given back when the guard drops (see
+    /// [`super::copy_gate::FanOuts`]).
+    fn fan_out_ticket(&self) -> FanOutTicket<'_> {
+        let ticket = self.fan_outs.lock().expect("fan-outs").begin();
+        FanOutTicket { node: self, ticket }
+    }
+
+    /// Opens this process's copy gate once `view` admits it and every
+    /// admitted process that sends it invalidations told it its own mark:
+    /// on a member, every other admitted process; on a client, the
+    /// members (they relay the other clients' invalidations).
+    pub(super) fn check_copy_gate(&self, view: &MembershipView) {
+        if self.keeps_copies.load(Ordering::SeqCst) {
+            return;
+        }
+        let admitted = view.knows_holders(&self.identity, self.founder);
+        let senders: Vec<(String, u64)> = view
+            .members()
+            .iter()
+            .filter(|m| m.node != self.identity)
+            .filter(|m| self.role == Role::Member || m.role == Role::Member)
+            .map(|m| (m.node.id.to_string(), m.node.generation))
+            .collect();
+        if self
+            .copy_gate
+            .lock()
+            .expect("copy gate")
+            .check(admitted, &senders)
+        {
+            self.keeps_copies.store(true, Ordering::SeqCst);
+            if let Some(grid) = self.grid.upgrade() {
+                grid.stamps.keep_copies(true);
+            }
+        }
+    }
+
     /// The live peers an invalidation goes to: not those that announced over
     /// their own connection that they leave, since a leaving process drops
     /// its cache when it stops and would otherwise hold every caller for the
@@ -344,6 +399,7 @@ impl Node {
     /// so that the originating client hears about a slow client before its
     /// own wait for this member ends.
     pub(super) async fn relay_to_clients(&self, inv: Invalidate) -> Result<(), CacheError> {
+        let _ticket = self.fan_out_ticket();
         let sequence = inv.sequence;
         let origin = inv.origin.id.to_string();
         let mut clients = self.invalidation_targets();
@@ -484,6 +540,7 @@ pub(super) async fn watch_high_water_marks(node: Weak<Node>) {
         let view = n.view();
         n.observe_gossip().await;
         n.check_isolation(&view);
+        n.check_copy_gate(&view);
         if !n.stopped.load(Ordering::SeqCst) {
             n.tell_high_water();
             n.relay_high_water();
@@ -652,4 +709,20 @@ pub(super) fn from_target(t: &Target) -> Result<Vec<Invalidation>, &'static str>
         )],
         Target::Flush => vec![Invalidation::Flush],
     })
+}
+
+/// A fan-out in flight; its ticket ends when this drops.
+struct FanOutTicket<'a> {
+    node: &'a Node,
+    ticket: u64,
+}
+
+impl Drop for FanOutTicket<'_> {
+    fn drop(&mut self) {
+        self.node
+            .fan_outs
+            .lock()
+            .expect("fan-outs")
+            .end(self.ticket);
+    }
 }

@@ -5,6 +5,7 @@ mod attachment;
 mod authority;
 mod builder;
 mod consensus;
+mod copy_gate;
 mod dial;
 mod gossip;
 mod handle;

@@ -129,6 +129,13 @@ pub(crate) struct Node {
     /// On a member: the latest mark of each client, relayed to the other
     /// clients (see [`super::high_water::Relayed`]).
     pub(super) relayed: Mutex<super::high_water::Relayed>,
+    /// This node's invalidation fan-outs in flight (see
+    /// [`super::copy_gate::FanOuts`]).
+    pub(super) fan_outs: Mutex<super::copy_gate::FanOuts>,
+    /// Whether this process keeps copies yet (see [`super::copy_gate`]).
+    pub(super) copy_gate: Mutex<super::copy_gate::CopyGate>,
+    /// The gate's state, read by every operation that may keep a copy.
+    pub(super) keeps_copies: std::sync::atomic::AtomicBool,
 }
 
 pub(super) struct LivePeer {
@@ -266,6 +273,7 @@ impl Node {
             removed: self.removed.load(Ordering::SeqCst),
             // Counted across generations (see super::attachment).
             rejoins: 0,
+            keeps_copies: self.keeps_copies.load(Ordering::SeqCst),
         }
     }
 

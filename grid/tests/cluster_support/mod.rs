@@ -45,13 +45,14 @@ pub async fn addr(g: &Grid) -> SocketAddr {
 }
 
 /// Polls until every node's admitted view has `members` members and
-/// `clients` clients (bounded: 800 gossip rounds).
+/// `clients` clients, and every node keeps copies (every process that
+/// sends it invalidations has shown it does; bounded: 800 gossip rounds).
 pub async fn converge(nodes: &[&Grid], members: usize, clients: usize) {
     for _ in 0..800 {
         let mut ok = true;
         for n in nodes {
             let d = n.cluster_diagnostics().await.unwrap();
-            ok &= d.members.len() == members && d.clients.len() == clients;
+            ok &= d.members.len() == members && d.clients.len() == clients && d.keeps_copies;
         }
         if ok {
             return;
