@@ -94,6 +94,17 @@ fn scenario(name: &str, faults: impl FnOnce(&Cluster) -> Result<Schedule, String
     for f in &schedule.failures {
         println!("{name}: {f}");
     }
+    if !report.violations.is_empty() {
+        // The whole history, ordered by start, to find the cause.
+        let mut sorted: Vec<_> = ops.iter().collect();
+        sorted.sort_by_key(|o| o.start);
+        for o in sorted {
+            println!(
+                "{name}: history {} {:?}..{:?} {:?} {:?}",
+                o.node, o.start, o.end, o.kind, o.outcome
+            );
+        }
+    }
     assert!(
         report.violations.is_empty() && schedule.failures.is_empty(),
         "{name}: {} history violations, {:?}",
