@@ -905,6 +905,7 @@ async fn lead<T, C, Fut, E>(
     let inner = Arc::clone(&landing.inner);
     let mut lease = None;
     let mut keeps_copies = true;
+    let mut keep_local = true;
     if let Some(remote) = &remote {
         if store {
             // In a grid the owner arbitrates: it has the value, grants this
@@ -916,7 +917,13 @@ async fn lead<T, C, Fut, E>(
                     lease = Some(l);
                     None
                 }
-                Ok(Leased::Local) => None,
+                Ok(Leased::Local) => {
+                    // No owner answered (or this node left): a newcomer
+                    // whose senders have not shown they send it their
+                    // invalidations loads for its caller but keeps nothing.
+                    keep_local = keeps_copies;
+                    None
+                }
                 Ok(Leased::Present) => inner_read::<T, C>(&inner, &landing.key),
                 Ok(Leased::Hit(entry)) => Some(
                     inner
@@ -1021,6 +1028,10 @@ async fn lead<T, C, Fut, E>(
                         Err(e)
                     }
                 },
+                _ if !keep_local => {
+                    drop(ticket);
+                    Ok(None)
+                }
                 _ => value.fill(&inner.store, ticket, expiry).map(Some),
             };
             match filled {

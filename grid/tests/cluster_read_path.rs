@@ -760,11 +760,29 @@ async fn a_newcomer_keeps_no_copy_until_every_sender_has_shown_it_sends_to_it() 
     for _ in 0..3 {
         assert_eq!(c.get::<u64>("k").await.unwrap(), Some(7));
     }
+    // A load under the owner's lease: the owner keeps the value, c none.
+    let loads = Arc::new(AtomicUsize::new(0));
+    for _ in 0..2 {
+        let counted = loads.clone();
+        let v = c
+            .get_or_load("loaded", CacheOptions::new(), move || async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(9u64)
+            })
+            .await
+            .unwrap();
+        assert_eq!(v, 9);
+    }
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        1,
+        "the owner kept the first load"
+    );
     let d = c.cluster_diagnostics().await.unwrap();
     assert!(!d.keeps_copies);
     assert_eq!(
         (d.near_hits, d.remote_hits),
-        (0, 3),
+        (0, 4),
         "every read went to the owner"
     );
 
@@ -779,5 +797,5 @@ async fn a_newcomer_keeps_no_copy_until_every_sender_has_shown_it_sends_to_it() 
         assert_eq!(c.get::<u64>("k").await.unwrap(), Some(7));
     }
     let d = c.cluster_diagnostics().await.unwrap();
-    assert_eq!((d.near_hits, d.remote_hits), (2, 4), "one read kept a copy");
+    assert_eq!((d.near_hits, d.remote_hits), (2, 5), "one read kept a copy");
 }

@@ -144,6 +144,28 @@ async fn a_member_told_not_to_rejoin_stays_removed() {
     x.pause_network(false);
     let told = eventually(async || diag(&x).await.removed).await;
     assert!(told, "x never learnt it was removed");
+    // Removed, it cannot name who holds copies: it names no one (a name
+    // would promise that node drops the value within the bound), although
+    // gossip reports a and b live to it again.
+    assert!(eventually(async || diag(&x).await.gossip_live >= 3).await);
+    match x.invalidate_key("anything").await {
+        Err(CacheError::Unacknowledged { nodes }) => assert!(nodes.is_empty(), "{nodes:?}"),
+        other => panic!("a removed process's invalidation: {other:?}"),
+    }
+    // A local cache now: it keeps what it loads.
+    let loads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for _ in 0..2 {
+        let counted = loads.clone();
+        let v = x
+            .get_or_load("mine", CacheOptions::new(), move || async move {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, std::io::Error>(5u64)
+            })
+            .await
+            .unwrap();
+        assert_eq!(v, 5);
+    }
+    assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 1);
     // As many checks as a rejoin would have needed several times over.
     for _ in 0..40 {
         let d = diag(&x).await;

@@ -305,23 +305,11 @@ impl Node {
         // (Send-only mode promises nothing about who applied it.)
         let knows_holders = self.mode == InvalidationMode::Sent
             || self.view().knows_holders(&self.identity, self.founder);
-        let mut unsure: Vec<String> = if knows_holders {
-            Vec::new()
-        } else {
-            peers.iter().map(|p| p.id.clone()).collect()
-        };
+
         // The maintenance task tells every peer the new high-water mark.
         let acked = self
             .send_to(peers, message, sequence, self.ack_timeout)
             .await;
-        let acked = match acked {
-            Ok(()) if !knows_holders => {
-                unsure.sort();
-                unsure.dedup();
-                Err(CacheError::Unacknowledged { nodes: unsure })
-            }
-            acked => acked,
-        };
         let acked = match (owner_acked, acked) {
             (Ok(()), rest) => rest,
             (first, Ok(())) => first,
@@ -335,6 +323,15 @@ impl Node {
             }
             (first, _) => first,
         };
+        // Not knowing every holder, it names none: a name promises that
+        // node drops the value within the stated bound, which only an
+        // admitted origin's high-water mark can back.
+        if !knows_holders {
+            return (
+                sequence,
+                Err(CacheError::Unacknowledged { nodes: Vec::new() }),
+            );
+        }
         (sequence, acked)
     }
 

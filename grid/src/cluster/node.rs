@@ -583,15 +583,25 @@ impl Node {
     /// Stops gossip and closes the endpoint.
     pub(crate) async fn shutdown(&self) {
         self.stopped.store(true, Ordering::SeqCst);
+        self.now_local();
         if let Some(h) = self.chitchat.get() {
             h.abort();
         }
         self.transport.close().await;
     }
 
+    /// Stopped: the grid is a local cache from now on (until a new
+    /// generation starts), which keeps what it loads and puts.
+    fn now_local(&self) {
+        if let Some(grid) = self.grid.upgrade() {
+            grid.stamps.keep_copies(true);
+        }
+    }
+
     /// Stops gossip and closes the endpoint without waiting (on drop).
     pub(crate) fn shutdown_now(&self) {
         self.stopped.store(true, Ordering::SeqCst);
+        self.now_local();
         if let Some(h) = self.chitchat.get() {
             h.abort();
         }
