@@ -316,7 +316,15 @@ impl<C: Codec> Grid<C> {
                     inner.before_write(key);
                 }
             }
-            PutAt::Here => {
+            // No owner answered, and this node is not yet one every other
+            // sends its invalidations to: a copy here could outlive them.
+            PutAt::Fallback if !keeps_copies => {
+                drop(ticket);
+                return Err(CacheError::OwnerUnreachable {
+                    key: key.to_string(),
+                });
+            }
+            PutAt::Here | PutAt::Fallback => {
                 T::fill_encoded(&inner.store, ticket, encoded.bytes(), expiry)?;
                 remote
                     .invalidate(Invalidation::Key(key.to_string()))
@@ -1194,4 +1202,32 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::remote::PutAt;
+    use crate::test_remote::grid_answering_puts;
+    use crate::{CacheError, CacheOptions};
+
+    /// No owner answered a put and the grid serves locally: a node that
+    /// keeps copies stores it here; one that does not yet (its senders have
+    /// not shown they send it their invalidations) stores nothing and says
+    /// the owner was unreachable.
+    #[tokio::test]
+    async fn a_put_no_owner_answered_is_kept_here_only_once_the_node_keeps_copies() {
+        let grid = grid_answering_puts(PutAt::Fallback);
+        let err = grid.put("k", 1u64, CacheOptions::new()).await.unwrap_err();
+        assert!(
+            matches!(err, CacheError::OwnerUnreachable { ref key } if key == "k"),
+            "{err:?}"
+        );
+        assert!(!grid.inner.store.contains_key(b"k"));
+
+        grid.inner.stamps.keep_copies(true);
+        // Stored here; its invalidation then fails to leave the process.
+        let err = grid.put("k", 2u64, CacheOptions::new()).await.unwrap_err();
+        assert!(matches!(err, CacheError::Cancelled), "{err:?}");
+        assert_eq!(grid.get::<u64>("k").await.unwrap(), Some(2));
+    }
 }

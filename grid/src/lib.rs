@@ -57,6 +57,8 @@ mod remote;
 mod single_flight;
 mod stats;
 mod telemetry;
+#[cfg(test)]
+mod test_remote;
 mod typed;
 
 pub use builder::{LocalBuilder, DEFAULT_CAPACITY_BYTES, DEFAULT_EVENT_BUFFER};

@@ -107,6 +107,7 @@ impl Stamps {
 
     /// Whether operations that begin from now on keep copies (set by the
     /// cluster runtime: see cluster/copy_gate.rs).
+    #[cfg_attr(not(any(feature = "cluster", test)), allow(dead_code))]
     pub(crate) fn keep_copies(&self, keep: bool) {
         self.copies.store(keep, Ordering::SeqCst);
     }

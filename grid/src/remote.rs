@@ -54,10 +54,13 @@ pub(crate) enum PutAt {
     /// Stored at the owner, and every other node's copy is invalidated; the
     /// caller stores it locally.
     Owner,
-    /// This node owns the key, or no owner could be reached and this grid
-    /// serves locally: the caller stores it and invalidates every other
-    /// node's copy itself.
+    /// This node owns the key (or left the cluster): the caller stores it
+    /// and invalidates every other node's copy itself.
     Here,
+    /// No owner could be reached and this grid serves locally: as `Here`,
+    /// once this node keeps copies; before, nothing is stored and the put
+    /// fails with `OwnerUnreachable` (cluster/copy_gate.rs).
+    Fallback,
 }
 
 /// A lease on a key's load that this node holds: it runs the loader and

@@ -279,7 +279,7 @@ impl Node {
                     Err(CacheError::Unacknowledged { nodes: missing })
                 }
             }
-            Err(CacheError::OwnerUnreachable { .. }) if self.serve_locally() => Ok(PutAt::Here),
+            Err(CacheError::OwnerUnreachable { .. }) if self.serve_locally() => Ok(PutAt::Fallback),
             Err(e) => Err(e),
         }
     }

@@ -401,8 +401,8 @@ mod tests {
     use std::time::Duration;
 
     use super::{notify, PgInvalidationListener};
-    use crate::db::test_support::grid_with_failing_fan_out;
     use crate::db::{DbCache, NotifyPayload};
+    use crate::test_remote::grid_with_failing_fan_out;
 
     /// DATABASE_URL, or `None` outside CI (under CI a missing server fails).
     fn database_url() -> Option<String> {

@@ -63,8 +63,6 @@ mod policy;
 mod query;
 mod sqlx_ext;
 mod stats;
-#[cfg(all(test, any(feature = "sqlx-sqlite", feature = "sqlx-postgres")))]
-mod test_support;
 mod tx;
 mod value;
 

@@ -363,9 +363,9 @@ impl<'c, DB: Database, C: Codec> DerefMut for CacheTransaction<'c, DB, C> {
 mod tests {
     use sqlx::sqlite::SqlitePoolOptions;
 
-    use crate::db::test_support::grid_with_failing_fan_out;
     use crate::db::{DbCache, DbCacheError};
     use crate::error::CacheError;
+    use crate::test_remote::grid_with_failing_fan_out;
 
     #[tokio::test]
     async fn an_invalidation_that_fails_after_the_commit_is_reported_as_such() {

@@ -1,5 +1,5 @@
-//! Unit-test fixtures: a grid whose invalidations fail to leave the process,
-//! as a grid's fan-out can (a local grid's never do).
+//! Unit-test fixtures: a grid whose runtime answers as the test says, for
+//! the core's side of the seam (a local grid has no runtime).
 
 use std::any::Any;
 use std::sync::Arc;
@@ -12,9 +12,11 @@ use crate::invalidation::Invalidation;
 use crate::owner_load::OwnerLoad;
 use crate::remote::{Fetched, Lease, Leased, OwnerLoaded, PutAt, Remote, RemoteFuture};
 
-/// Owns every key (reads and puts stay here) but cannot reach anyone with
-/// an invalidation.
-struct Unreachable;
+/// Owns every key (reads stay here), answers every put with `put`, and
+/// cannot reach anyone with an invalidation.
+struct Unreachable {
+    put: PutAt,
+}
 
 impl Remote for Unreachable {
     fn fetch<'a>(&'a self, _key: &'a str) -> RemoteFuture<'a, Result<Fetched, CacheError>> {
@@ -28,8 +30,8 @@ impl Remote for Unreachable {
         _ttl: Option<Duration>,
         _tags: &'a [String],
     ) -> RemoteFuture<'a, Result<PutAt, CacheError>> {
-        // As if stored at an owner that invalidated the (no) other copies.
-        Box::pin(async { Ok(PutAt::Owner) })
+        let at = self.put;
+        Box::pin(async move { Ok(at) })
     }
 
     fn owner_load<'a>(
@@ -87,10 +89,22 @@ impl Remote for Unreachable {
     }
 }
 
-/// A grid that applies invalidations here and then fails to send them on.
+/// A grid that applies invalidations here and then fails to send them on;
+/// its puts are stored at an owner that invalidated the (no) other copies.
+#[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
 pub(crate) fn grid_with_failing_fan_out() -> Grid<Rkyv> {
+    grid_answering_puts(PutAt::Owner)
+}
+
+/// A grid whose runtime answers every put with `put`.
+pub(crate) fn grid_answering_puts(put: PutAt) -> Grid<Rkyv> {
     let grid = Grid::local().build();
-    if grid.inner.remote.set(Arc::new(Unreachable)).is_err() {
+    if grid
+        .inner
+        .remote
+        .set(Arc::new(Unreachable { put }))
+        .is_err()
+    {
         unreachable!("a new local grid has no remote");
     }
     grid
