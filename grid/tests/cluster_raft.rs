@@ -564,6 +564,54 @@ fn removing_the_leader_hands_leadership_over() {
     assert_eq!(net.agreed_view().epoch(), 5);
 }
 
+/// A leader's record of which peers gossip reports live holds for the term
+/// it was recorded in: a node that leads again, after another leader gave
+/// new members seats, does not demote them on its record from before.
+#[test]
+fn a_leader_that_leads_again_ignores_liveness_it_recorded_in_an_earlier_term() {
+    // Three seeds and room for five voters.
+    let mut net = admitted_cluster(3, 5);
+    let first = net.leader().unwrap();
+    let seeds: Vec<u64> = net.nodes.keys().copied().collect();
+    net.nodes.get_mut(&first).unwrap().set_live(seeds.clone());
+
+    // Leadership moves away from `first`, which then follows.
+    net.isolated.insert(first);
+    let second = net.wait_for_leader();
+    net.isolated.remove(&first);
+    assert!(net.tick_until(PATIENCE, |n| n.nodes[&first].leader_id() == Some(second)));
+    // Two members join; the second leader gives them the free seats.
+    let n4 = net.start_joiner("n4", 1, 5);
+    net.commit(admit("n4", 1));
+    let n5 = net.start_joiner("n5", 1, 5);
+    net.commit(admit("n5", 1));
+    let five = sorted(seeds.iter().copied().chain([n4, n5]).collect());
+    assert!(net.tick_until(PATIENCE, |n| n.live().all(|(_, d)| d.voters() == five)));
+
+    // The second leader hands over to `first`, which leads again, in a
+    // later term, with its record from the first one (n4 and n5 are not
+    // in it).
+    let mut timeout_now = raft::eraftpb::Message::default();
+    timeout_now.set_msg_type(raft::eraftpb::MessageType::MsgTimeoutNow);
+    timeout_now.from = second;
+    timeout_now.to = first;
+    timeout_now.term = net.nodes[&second].term();
+    let incarnation = net.nodes[&second].incarnation();
+    net.nodes
+        .get_mut(&first)
+        .unwrap()
+        .receive(second, &framed(incarnation, &timeout_now))
+        .unwrap();
+    assert!(net.tick_until(PATIENCE, |n| n.leader() == Some(first)));
+    net.tick(PATIENCE);
+    assert_eq!(net.leader(), Some(first));
+    assert!(
+        net.live().all(|(_, d)| d.voters() == five),
+        "n4 or n5 lost its seat: {:?}",
+        net.nodes[&first].voters()
+    );
+}
+
 #[test]
 fn a_restarted_node_rejoins_with_a_new_generation_and_its_old_generation_is_ignored() {
     let mut net = admitted_cluster(3, 3);

@@ -60,7 +60,6 @@
 //! wire types, and caps the number of fields, which bounds what parsing
 //! allocates.
 
-use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use ::raft::eraftpb::{
@@ -78,7 +77,7 @@ pub use super::raft_state::{
     MAX_COMMAND_LEN, MAX_NODE_ID_LEN,
 };
 use super::raft_state::{raft_id_of, MembershipStorage};
-use super::voters::{Change, Peer, Picture, Step};
+use super::voters::{Change, Liveness, Peer, Picture, Step};
 
 /// Default cap on one raft message from the network: 1 MiB.
 pub const DEFAULT_MAX_RAFT_MESSAGE_BYTES: usize = 1 << 20;
@@ -441,8 +440,9 @@ pub struct RaftDriver {
     id: u64,
     config: RaftConfig,
     node: RawNode<MembershipStorage>,
-    /// The raft ids gossip reports live; `None` until told.
-    live: Option<BTreeSet<u64>>,
+    /// The raft ids gossip reports live, with the term they were told in;
+    /// `None` until told.
+    live: Option<Liveness>,
     poisoned: bool,
 }
 
@@ -837,11 +837,15 @@ impl RaftDriver {
 
     /// Tells the driver which raft ids gossip reports live, for the rule
     /// that picks the voters: a learner is promoted only if it is live, and
-    /// a voter that is not is replaced by one that is (or demoted, keeping
-    /// the number of voters odd). Until it is called, every peer counts as
-    /// live.
+    /// a voter that is not (and that raft has not heard from lately) is
+    /// replaced by one that is (or demoted, keeping the number of voters
+    /// odd). The word holds for the current term only: until it is called
+    /// in the term this node leads in, every peer counts as live.
     pub fn set_live(&mut self, live: impl IntoIterator<Item = u64>) {
-        self.live = Some(live.into_iter().collect());
+        self.live = Some(Liveness {
+            term: self.node.raft.term,
+            ids: live.into_iter().collect(),
+        });
     }
 
     /// On the leader, proposes the next conf change that brings the Raft
@@ -865,6 +869,7 @@ impl RaftDriver {
             joint: !conf.to_conf_state().voters_outgoing.is_empty(),
             desired: self.node.store().state().raft_peers().into_iter().collect(),
             committed: raft.raft_log.committed,
+            term: raft.term,
             progress: prs
                 .iter()
                 .map(|(&id, p)| {

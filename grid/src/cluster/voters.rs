@@ -20,7 +20,11 @@
 //! 3. One conf change, entered jointly when it changes more than one voter,
 //!    brings the voters to their target:
 //!    - raft ids that are no longer peers are removed;
-//!    - a voter gossip reports dead is demoted to learner;
+//!    - a voter is demoted to learner only when gossip reports it dead
+//!      *and* raft has not heard from it within the last election timeout:
+//!      either alone may be wrong for a while (gossip's verdict lags, or
+//!      was recorded before this leader's term; raft's flag is cleared
+//!      every election timeout);
 //!    - a learner is promoted only when it is live in gossip, raft heard
 //!      from it within the last election timeout, and it has every
 //!      committed entry;
@@ -41,6 +45,12 @@
 //! A configuration never depends on a voter gossip reports dead while a
 //! live learner could take its seat: such a voter is swapped for the
 //! learner in one joint change, which the remaining live voters commit.
+//!
+//! What gossip reports live counts only in the term the leader recorded it
+//! in: a node that leads again after another leader promoted new voters
+//! must not judge them by its record from before they joined. Until the
+//! leader records liveness in its own term, every peer counts as live
+//! (promotions still need raft to have heard from the learner).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,9 +87,22 @@ pub(crate) struct Picture {
     pub(crate) committed: u64,
     /// Progress of every voter and learner.
     pub(crate) progress: BTreeMap<u64, Peer>,
-    /// Raft ids gossip reports live; `None` until gossip has spoken, and
-    /// then every peer counts as live.
-    pub(crate) live: Option<BTreeSet<u64>>,
+    /// The leader's current term.
+    pub(crate) term: u64,
+    /// What gossip reports live, as the leader recorded it; `None` until
+    /// gossip has spoken. Every peer counts as live until then, and while
+    /// the record is from another term than [`term`](Self::term).
+    pub(crate) live: Option<Liveness>,
+}
+
+/// The raft ids gossip reports live, and the term in which the leader
+/// recorded them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Liveness {
+    /// The leader's term when it recorded them.
+    pub(crate) term: u64,
+    /// The raft ids gossip reports live.
+    pub(crate) ids: BTreeSet<u64>,
 }
 
 /// One change to one raft peer.
@@ -107,8 +130,21 @@ pub(crate) enum Step {
 }
 
 impl Picture {
+    /// Gossip reports `id` live, by a record of this term (or there is no
+    /// such record).
     fn live(&self, id: u64) -> bool {
-        id == self.leader || self.live.as_ref().is_none_or(|l| l.contains(&id))
+        id == self.leader
+            || self
+                .live
+                .as_ref()
+                .filter(|l| l.term == self.term)
+                .is_none_or(|l| l.ids.contains(&id))
+    }
+
+    /// The voter `id` keeps its seat: it is still a raft peer, and gossip
+    /// reports it live or raft heard from it lately.
+    fn seated(&self, id: u64) -> bool {
+        self.desired.contains(&id) && (self.live(id) || self.peer(id).active)
     }
 
     fn peer(&self, id: u64) -> Peer {
@@ -130,14 +166,15 @@ impl Picture {
         ids
     }
 
-    /// The voters the rule wants: the leader, then the other live voters,
-    /// then promotable learners, cut to the largest odd count reachable.
+    /// The voters the rule wants: the leader, then the other seated
+    /// voters, then promotable learners, cut to the largest odd count
+    /// reachable.
     fn wanted_voters(&self) -> BTreeSet<u64> {
         let kept = self.by_progress(
             self.voters
                 .iter()
                 .copied()
-                .filter(|&v| v != self.leader && self.desired.contains(&v) && self.live(v)),
+                .filter(|&v| v != self.leader && self.seated(v)),
         );
         let promotable = self.by_progress(
             self.learners
@@ -166,7 +203,7 @@ impl Picture {
                 self.voters
                     .iter()
                     .copied()
-                    .filter(|&v| v != self.leader && self.desired.contains(&v) && self.live(v)),
+                    .filter(|&v| v != self.leader && self.seated(v)),
             );
             if let Some(&s) = successor.first() {
                 return Step::TransferLeader(s);
@@ -237,13 +274,23 @@ mod tests {
                     )
                 })
                 .collect(),
-            live: Some(all.iter().copied().collect()),
+            term: 2,
+            live: Some(Liveness {
+                term: 2,
+                ids: all.iter().copied().collect(),
+            }),
         }
     }
 
+    /// Gossip reports `id` dead and raft has not heard from it lately.
     fn kill(p: &mut Picture, id: u64) {
-        p.live.as_mut().unwrap().remove(&id);
+        gossip_dead(p, id);
         p.progress.get_mut(&id).unwrap().active = false;
+    }
+
+    /// Gossip reports `id` dead.
+    fn gossip_dead(p: &mut Picture, id: u64) {
+        p.live.as_mut().unwrap().ids.remove(&id);
     }
 
     #[test]
@@ -283,7 +330,7 @@ mod tests {
         // heard from by raft lately: only 5 qualifies, and one learner is
         // not enough for an odd count above one.
         p.progress.get_mut(&2).unwrap().matched = 9;
-        p.live.as_mut().unwrap().remove(&3);
+        gossip_dead(&mut p, 3);
         p.progress.get_mut(&4).unwrap().active = false;
         assert_eq!(p.next_step(), Step::Settled);
         // 2 catches up: 2 and 5 are promoted together.
@@ -371,6 +418,48 @@ mod tests {
         p.voters.extend([2, 3]);
         p.learners.clear();
         assert_eq!(p.next_step(), Step::TransferLeader(2));
+    }
+
+    #[test]
+    fn a_voter_keeps_its_seat_until_gossip_reports_it_dead_and_raft_has_not_heard_from_it() {
+        let mut p = picture(&[L, 2, 3], &[4]);
+        // Gossip's verdict alone: raft still hears from 3.
+        gossip_dead(&mut p, 3);
+        assert_eq!(p.next_step(), Step::Settled);
+        // Raft's silence alone (its flag is cleared every election timeout).
+        let mut q = picture(&[L, 2, 3], &[4]);
+        q.progress.get_mut(&3).unwrap().active = false;
+        assert_eq!(q.next_step(), Step::Settled);
+        // Both: 4 takes the seat.
+        p.progress.get_mut(&3).unwrap().active = false;
+        assert_eq!(
+            p.next_step(),
+            Step::Change(vec![Change::Learner(3), Change::Voter(4)])
+        );
+    }
+
+    #[test]
+    fn liveness_recorded_in_an_earlier_term_is_ignored() {
+        // This node led in term 1 and recorded 1, 2 and 3 live; another
+        // leader promoted 4 and 5 since, and this node leads again in term
+        // 3, before raft has heard from anyone in the new term.
+        let mut p = picture(&[L, 2, 3, 4, 5], &[]);
+        p.target = 5;
+        p.term = 3;
+        p.live = Some(Liveness {
+            term: 1,
+            ids: [L, 2, 3].into(),
+        });
+        for peer in p.progress.values_mut() {
+            peer.active = false;
+        }
+        assert_eq!(p.next_step(), Step::Settled);
+        // Recorded in this term, the same verdict demotes them.
+        p.live.as_mut().unwrap().term = 3;
+        assert_eq!(
+            p.next_step(),
+            Step::Change(vec![Change::Learner(4), Change::Learner(5)])
+        );
     }
 
     #[test]
