@@ -21,7 +21,8 @@
 //!
 //! 1. raft ids of processes that were removed or replaced leave the
 //!    configuration (if that is the leader itself, it hands leadership to
-//!    another voter first);
+//!    another voter first, promoting a learner to take it if it votes
+//!    alone);
 //! 2. voters stay an odd number, up to [`RaftConfig::voters`]: a learner
 //!    is promoted only when gossip reports it live, raft heard from it
 //!    lately and it holds every committed entry, so one voter becomes three
@@ -443,6 +444,9 @@ pub struct RaftDriver {
     /// The raft ids gossip reports live, with the term they were told in;
     /// `None` until told.
     live: Option<Liveness>,
+    /// The log index of the conf change (or snapshot) that made the
+    /// configuration this node has applied.
+    conf_index: u64,
     poisoned: bool,
 }
 
@@ -504,6 +508,7 @@ impl RaftDriver {
             config,
             node,
             live: None,
+            conf_index: 0,
             poisoned: false,
         })
     }
@@ -772,6 +777,7 @@ impl RaftDriver {
         if !ready.snapshot().is_empty() {
             let snapshot = ready.snapshot().clone();
             self.node.mut_store().install_snapshot(&snapshot)?;
+            self.conf_index = snapshot.get_metadata().index;
         }
         self.apply(ready.take_committed_entries(), out)?;
         if !ready.entries().is_empty() {
@@ -819,12 +825,14 @@ impl RaftDriver {
                         .map_err(|_| RaftError::CorruptConfChange { index: entry.index })?;
                     let conf = self.node.apply_conf_change(&cc)?;
                     self.node.mut_store().set_conf(conf);
+                    self.conf_index = entry.index;
                 }
                 EntryType::EntryConfChangeV2 => {
                     let cc = ConfChangeV2::parse_from_bytes(&entry.data)
                         .map_err(|_| RaftError::CorruptConfChange { index: entry.index })?;
                     let conf = self.node.apply_conf_change(&cc)?;
                     self.node.mut_store().set_conf(conf);
+                    self.conf_index = entry.index;
                 }
             }
             self.node.mut_store().set_applied(entry.index, entry.term);
@@ -869,6 +877,7 @@ impl RaftDriver {
             joint: !conf.to_conf_state().voters_outgoing.is_empty(),
             desired: self.node.store().state().raft_peers().into_iter().collect(),
             committed: raft.raft_log.committed,
+            conf_index: self.conf_index,
             term: raft.term,
             progress: prs
                 .iter()
@@ -878,6 +887,7 @@ impl RaftDriver {
                         Peer {
                             matched: p.matched,
                             active: p.recent_active,
+                            committed: p.committed_index,
                         },
                     )
                 })

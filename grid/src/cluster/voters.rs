@@ -14,9 +14,17 @@
 //!    it and lost leadership before leaving it) leaves it first: raft-rs
 //!    leaves a joint configuration automatically only on the leader that
 //!    entered it.
-//! 2. A leader that is no longer a raft peer hands leadership to the live
-//!    voter furthest along; without one, it first promotes learners under
-//!    rule 3, then hands over.
+//! 2. A leader that is no longer a raft peer (its process leaves) hands
+//!    leadership to the live voter furthest along that knows it votes: it
+//!    has committed the conf change that made the configuration (one that
+//!    does not know yet would ignore the hand-over, and the leader would
+//!    take no proposals until the attempt timed out); while live voters
+//!    exist but none knows yet, it waits. Without a live voter it first
+//!    promotes learners under rule 3, then hands over. It keeps its own
+//!    vote until then, so a leader that votes alone promotes one live,
+//!    caught-up learner although that makes two voters for the length of
+//!    the hand-over: removed first, it would leave learners that can never
+//!    elect a leader. Its successor then takes it out.
 //! 3. One conf change, entered jointly when it changes more than one voter,
 //!    brings the voters to their target:
 //!    - raft ids that are no longer peers are removed;
@@ -65,6 +73,8 @@ pub(crate) struct Peer {
     pub(crate) matched: u64,
     /// Raft heard from the peer within the last election timeout.
     pub(crate) active: bool,
+    /// The highest index the peer reports it knows committed.
+    pub(crate) committed: u64,
 }
 
 /// The leader's picture: its configuration, its followers' progress and
@@ -85,6 +95,9 @@ pub(crate) struct Picture {
     pub(crate) desired: BTreeSet<u64>,
     /// The leader's commit index.
     pub(crate) committed: u64,
+    /// The log index of the conf change that made the configuration (0
+    /// for the bootstrap configuration).
+    pub(crate) conf_index: u64,
     /// Progress of every voter and learner.
     pub(crate) progress: BTreeMap<u64, Peer>,
     /// The leader's current term.
@@ -151,6 +164,7 @@ impl Picture {
         self.progress.get(&id).copied().unwrap_or(Peer {
             matched: 0,
             active: false,
+            committed: 0,
         })
     }
 
@@ -168,7 +182,8 @@ impl Picture {
 
     /// The voters the rule wants: the leader, then the other seated
     /// voters, then promotable learners, cut to the largest odd count
-    /// reachable.
+    /// reachable; but a leader that must go keeps at least one other voter
+    /// to hand over to.
     fn wanted_voters(&self) -> BTreeSet<u64> {
         let kept = self.by_progress(
             self.voters
@@ -190,6 +205,10 @@ impl Picture {
         if seats % 2 == 0 {
             seats -= 1;
         }
+        if !self.desired.contains(&self.leader) {
+            // Two voters only until the hand-over: its successor removes it.
+            seats = seats.max(2).min(candidates.len());
+        }
         candidates.into_iter().take(seats).collect()
     }
 
@@ -199,14 +218,17 @@ impl Picture {
             return Step::LeaveJoint;
         }
         if !self.desired.contains(&self.leader) {
-            let successor = self.by_progress(
+            let successors = self.by_progress(
                 self.voters
                     .iter()
                     .copied()
                     .filter(|&v| v != self.leader && self.seated(v)),
             );
-            if let Some(&s) = successor.first() {
-                return Step::TransferLeader(s);
+            let knows = |&&s: &&u64| self.peer(s).committed >= self.conf_index;
+            match successors.iter().find(knows) {
+                Some(&s) => return Step::TransferLeader(s),
+                None if !successors.is_empty() => return Step::Settled,
+                None => {}
             }
         }
         let wanted = self.wanted_voters();
@@ -262,6 +284,7 @@ mod tests {
             joint: false,
             desired: all.iter().copied().collect(),
             committed: 10,
+            conf_index: 8,
             progress: all
                 .iter()
                 .map(|&id| {
@@ -270,6 +293,7 @@ mod tests {
                         Peer {
                             matched: 10,
                             active: true,
+                            committed: 10,
                         },
                     )
                 })
@@ -418,6 +442,37 @@ mod tests {
         p.voters.extend([2, 3]);
         p.learners.clear();
         assert_eq!(p.next_step(), Step::TransferLeader(2));
+    }
+
+    #[test]
+    fn the_only_voter_that_must_go_promotes_a_learner_hands_over_and_is_then_taken_out() {
+        // A grid of two: the founder votes alone and leaves.
+        let mut p = picture(&[L], &[2]);
+        p.desired.remove(&L);
+        assert_eq!(p.next_step(), Step::Change(vec![Change::Voter(2)]));
+        p.voters.insert(2);
+        p.learners.clear();
+        // 2 has not learned yet that the promotion committed: it would
+        // ignore the hand-over.
+        p.conf_index = 11;
+        p.committed = 11;
+        p.progress.get_mut(&2).unwrap().matched = 11;
+        assert_eq!(p.next_step(), Step::Settled);
+        p.progress.get_mut(&2).unwrap().committed = 11;
+        assert_eq!(p.next_step(), Step::TransferLeader(2));
+        // 2 leads now, and takes the old leader out.
+        p.leader = 2;
+        assert_eq!(p.next_step(), Step::Change(vec![Change::Remove(L)]));
+        // A grid of three that lost a voter before its learner caught up:
+        // the caught-up one is promoted, the other is left a learner.
+        let mut p = picture(&[L], &[2, 3]);
+        p.desired.remove(&L);
+        p.progress.get_mut(&2).unwrap().matched = 9;
+        assert_eq!(p.next_step(), Step::Change(vec![Change::Voter(3)]));
+        // No learner fit to take over: the leader keeps its vote (and its
+        // process waits, bounded, before it stops).
+        kill(&mut p, 3);
+        assert_eq!(p.next_step(), Step::Settled);
     }
 
     #[test]
