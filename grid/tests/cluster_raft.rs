@@ -564,6 +564,46 @@ fn removing_the_leader_hands_leadership_over() {
     assert_eq!(net.agreed_view().epoch(), 5);
 }
 
+/// A grid of two: the founder votes alone and its process leaves. The
+/// membership removes it first; it must still promote the other member,
+/// hand leadership over, and be taken out of the configuration by its
+/// successor. Removed first and gone, it would leave a learner that can
+/// never elect a leader.
+#[test]
+fn the_only_voter_that_leaves_hands_over_to_a_learner_before_it_goes() {
+    let mut net = Net::bootstrap(1, 3);
+    net.commit(admit("n1", 1));
+    let founder = net.leader().unwrap();
+    let n2 = net.start_joiner("n2", 1, 3);
+    net.commit(admit("n2", 1));
+    assert!(net.tick_until(PATIENCE, |n| n.nodes[&founder].learners() == vec![n2]));
+
+    assert!(matches!(
+        net.commit(MembershipCommand::remove("n1", 1)),
+        Outcome::Removed { .. }
+    ));
+    // n2 leads, votes alone, and the founder is out of every configuration.
+    assert!(
+        net.tick_until(PATIENCE, |n| {
+            n.live()
+                .all(|(_, d)| d.voters() == vec![n2] && d.learners().is_empty())
+                && n.nodes[&n2].is_leader()
+        }),
+        "no hand-over: {:?}",
+        net.nodes.values().collect::<Vec<_>>()
+    );
+    // Its process stops; n2 alone still changes the membership.
+    net.nodes.remove(&founder);
+    assert!(matches!(
+        net.commit(admit("n3", 1)),
+        Outcome::Admitted { .. }
+    ));
+    assert_eq!(
+        names(&net.agreed_view()),
+        [("n2".into(), 1), ("n3".into(), 1)]
+    );
+}
+
 /// A leader's record of which peers gossip reports live holds for the term
 /// it was recorded in: a node that leads again, after another leader gave
 /// new members seats, does not demote them on its record from before.

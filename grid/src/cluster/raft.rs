@@ -48,7 +48,11 @@
 //! leader's snapshot (configuration and membership at one index) before any
 //! entry, and is promoted to voter only once it has caught up. Meanwhile
 //! commands naming the old generation are ignored by every node, and raft
-//! messages from the old raft id are refused.
+//! messages from the old raft id are refused once the conf change that
+//! takes it out of the configuration has applied. Until then they are
+//! stepped: a process that leaves is removed from the membership first, and
+//! if it led or voted, the configuration still counts on it to hand over
+//! (see [`RaftDriver::step`]).
 //!
 //! # Bytes from the network
 //!
@@ -194,7 +198,8 @@ pub enum StepError {
         /// This node's.
         mine: u64,
     },
-    /// The sender is a removed or replaced process.
+    /// The sender is a removed or replaced process that is no longer in
+    /// the Raft configuration.
     #[error("raft message from retired peer {from}")]
     Retired {
         /// Its raft id.
@@ -541,6 +546,13 @@ impl RaftDriver {
         self.node.raft.state == StateRole::Leader
     }
 
+    /// True if `raft_id` is a voter or a learner in the Raft configuration
+    /// this node has applied.
+    pub fn in_configuration(&self, raft_id: u64) -> bool {
+        let conf = self.node.raft.prs().conf();
+        conf.voters().contains(raft_id) || conf.learners().contains(&raft_id)
+    }
+
     /// The current term.
     pub fn term(&self) -> u64 {
         self.node.raft.term
@@ -664,7 +676,11 @@ impl RaftDriver {
 
     /// Steps a decoded message from the authenticated peer `from`. Refuses
     /// messages whose sender or addressee is not what the connection says,
-    /// and messages from removed or replaced processes.
+    /// and messages from removed or replaced processes once they are out of
+    /// the Raft configuration. While a removed process is still in it, it
+    /// is heard: a leader or voter that leaves hands over, and its
+    /// successor commits the change that takes it out, with its help when
+    /// the two of them were the only voters.
     pub fn step(&mut self, from: u64, message: Message) -> Result<(), StepError> {
         if message.from != from {
             return Err(StepError::WrongSender {
@@ -678,7 +694,7 @@ impl RaftDriver {
                 me: self.id,
             });
         }
-        if self.node.store().state().is_retired(from) {
+        if self.node.store().state().is_retired(from) && !self.in_configuration(from) {
             return Err(StepError::Retired { from });
         }
         self.guarded(|d| d.node.step(message))??;
