@@ -47,6 +47,10 @@ pub(crate) struct RaftStatus {
     /// Voters and learners in the Raft configuration this node has applied.
     pub(crate) voters: usize,
     pub(crate) learners: usize,
+    /// This node leads.
+    pub(crate) leads: bool,
+    /// This node votes in the Raft configuration it has applied.
+    pub(crate) votes: bool,
     /// The raft ids of that configuration's voters and learners, ascending.
     pub(crate) configured: Vec<u64>,
 }
@@ -116,6 +120,13 @@ impl Consensus {
 
     pub(crate) fn status(&self) -> RaftStatus {
         self.status.read().expect("status").clone()
+    }
+
+    /// True while this node leads or votes: the cluster may still need it
+    /// for a quorum, so a process that leaves waits until it does neither.
+    pub(crate) fn leads_or_votes(&self) -> bool {
+        let status = self.status.read().expect("status");
+        status.leads || status.votes
     }
 
     /// True if `raft_id` is a voter or learner in the Raft configuration
@@ -249,6 +260,8 @@ async fn run(
             term,
             voters: voters.len(),
             learners: learners.len(),
+            leads: driver.is_leader(),
+            votes: driver.is_voter(),
             configured,
         };
     }

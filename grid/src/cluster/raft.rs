@@ -546,6 +546,13 @@ impl RaftDriver {
         self.node.raft.state == StateRole::Leader
     }
 
+    /// True if this node votes in the Raft configuration it has applied
+    /// (in either half of a joint one): the cluster may need it for a
+    /// quorum, so a process that leaves waits until it no longer does.
+    pub fn is_voter(&self) -> bool {
+        self.node.raft.prs().conf().voters().contains(self.id)
+    }
+
     /// True if `raft_id` is a voter or a learner in the Raft configuration
     /// this node has applied.
     pub fn in_configuration(&self, raft_id: u64) -> bool {
