@@ -500,6 +500,41 @@ async fn a_voter_killed_right_after_its_promotion_leaves_a_grid_that_elects_and_
     assert_eq!(d.members, ["m2", "m4", "m5"]);
 }
 
+/// The founder of a grid of two is its only voter, and it leaves: it hands
+/// leadership to the other member before it stops, so the grid still
+/// changes its membership: a third member joins through the one that
+/// stayed. Had the founder stopped as soon as the membership removed it,
+/// the one that stayed would be a learner that never elects a leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_only_voter_hands_over_before_it_leaves_and_the_grid_still_admits() {
+    let _serial = one_at_a_time().await;
+    let ca = DevCa::new("orders").unwrap();
+    let m0 = member(&ca, "m0", &[]).await;
+    let seed = addr(&m0).await;
+    let m1 = member(&ca, "m1", &[seed]).await;
+    converge(&[&m0, &m1], 2, 0).await;
+    assert!(eventually(async || led(&m0).await == Some((1, 1))).await);
+
+    m0.leave().await;
+    // It returned only once it had handed over: it follows m1, and its
+    // configuration has m1 as the only voter.
+    let d = m0.cluster_diagnostics().await.unwrap();
+    assert_eq!(
+        (d.raft_leader.as_deref(), d.raft_voters, d.raft_learners),
+        (Some("m1"), 1, 0)
+    );
+    assert!(
+        eventually(async || led(&m1).await == Some((1, 0))).await,
+        "m1 does not lead alone: {:?}",
+        m1.cluster_diagnostics().await
+    );
+    let m2 = member(&ca, "m2", &[addr(&m1).await]).await;
+    converge(&[&m1, &m2], 2, 0).await;
+    let d = m2.cluster_diagnostics().await.unwrap();
+    assert_eq!(d.members, ["m1", "m2"]);
+    assert_eq!(d.raft_leader.as_deref(), Some("m1"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_serves_a_fetch_and_others_answer_wrong_owner_with_their_epoch() {
     use hydracache_protocol::{Fetch, FetchReply};

@@ -564,6 +564,94 @@ fn removing_the_leader_hands_leadership_over() {
     assert_eq!(net.agreed_view().epoch(), 5);
 }
 
+/// A grid of two: the founder votes alone and its process leaves. The
+/// membership removes it first; it must still promote the other member,
+/// hand leadership over, and be taken out of the configuration by its
+/// successor. Removed first and gone, it would leave a learner that can
+/// never elect a leader.
+#[test]
+fn the_only_voter_that_leaves_hands_over_to_a_learner_before_it_goes() {
+    let mut net = Net::bootstrap(1, 3);
+    net.commit(admit("n1", 1));
+    let founder = net.leader().unwrap();
+    let n2 = net.start_joiner("n2", 1, 3);
+    net.commit(admit("n2", 1));
+    assert!(net.tick_until(PATIENCE, |n| n.nodes[&founder].learners() == vec![n2]));
+
+    assert!(matches!(
+        net.commit(MembershipCommand::remove("n1", 1)),
+        Outcome::Removed { .. }
+    ));
+    // n2 leads, votes alone, and the founder is out of every configuration.
+    assert!(
+        net.tick_until(PATIENCE, |n| {
+            n.live()
+                .all(|(_, d)| d.voters() == vec![n2] && d.learners().is_empty())
+                && n.nodes[&n2].is_leader()
+        }),
+        "no hand-over: {:?}",
+        net.nodes.values().collect::<Vec<_>>()
+    );
+    // Its process stops; n2 alone still changes the membership.
+    net.nodes.remove(&founder);
+    assert!(matches!(
+        net.commit(admit("n3", 1)),
+        Outcome::Admitted { .. }
+    ));
+    assert_eq!(
+        names(&net.agreed_view()),
+        [("n2".into(), 1), ("n3".into(), 1)]
+    );
+}
+
+/// A leader's record of which peers gossip reports live holds for the term
+/// it was recorded in: a node that leads again, after another leader gave
+/// new members seats, does not demote them on its record from before.
+#[test]
+fn a_leader_that_leads_again_ignores_liveness_it_recorded_in_an_earlier_term() {
+    // Three seeds and room for five voters.
+    let mut net = admitted_cluster(3, 5);
+    let first = net.leader().unwrap();
+    let seeds: Vec<u64> = net.nodes.keys().copied().collect();
+    net.nodes.get_mut(&first).unwrap().set_live(seeds.clone());
+
+    // Leadership moves away from `first`, which then follows.
+    net.isolated.insert(first);
+    let second = net.wait_for_leader();
+    net.isolated.remove(&first);
+    assert!(net.tick_until(PATIENCE, |n| n.nodes[&first].leader_id() == Some(second)));
+    // Two members join; the second leader gives them the free seats.
+    let n4 = net.start_joiner("n4", 1, 5);
+    net.commit(admit("n4", 1));
+    let n5 = net.start_joiner("n5", 1, 5);
+    net.commit(admit("n5", 1));
+    let five = sorted(seeds.iter().copied().chain([n4, n5]).collect());
+    assert!(net.tick_until(PATIENCE, |n| n.live().all(|(_, d)| d.voters() == five)));
+
+    // The second leader hands over to `first`, which leads again, in a
+    // later term, with its record from the first one (n4 and n5 are not
+    // in it).
+    let mut timeout_now = raft::eraftpb::Message::default();
+    timeout_now.set_msg_type(raft::eraftpb::MessageType::MsgTimeoutNow);
+    timeout_now.from = second;
+    timeout_now.to = first;
+    timeout_now.term = net.nodes[&second].term();
+    let incarnation = net.nodes[&second].incarnation();
+    net.nodes
+        .get_mut(&first)
+        .unwrap()
+        .receive(second, &framed(incarnation, &timeout_now))
+        .unwrap();
+    assert!(net.tick_until(PATIENCE, |n| n.leader() == Some(first)));
+    net.tick(PATIENCE);
+    assert_eq!(net.leader(), Some(first));
+    assert!(
+        net.live().all(|(_, d)| d.voters() == five),
+        "n4 or n5 lost its seat: {:?}",
+        net.nodes[&first].voters()
+    );
+}
+
 #[test]
 fn a_restarted_node_rejoins_with_a_new_generation_and_its_old_generation_is_ignored() {
     let mut net = admitted_cluster(3, 3);

@@ -25,8 +25,10 @@
 //!   write a node's heartbeat, and a forged heartbeat far ahead of the real
 //!   one makes gossip ignore the real ones and declare the node dead, but
 //!   nobody can speak over another process's connection;
-//! - raft messages are taken only from admitted members, under the raft id of
-//!   the connection's identity (see [`takes_raft`]);
+//! - raft messages are taken only from admitted members, or from a member
+//!   the membership removed while it is still in the Raft configuration
+//!   (a leaving voter hands over first), under the raft id of the
+//!   connection's identity (see [`takes_raft`]);
 //! - an invalidation high-water mark, which decides whether a receiver
 //!   missed a tail, is taken only in the origin's own word over its own
 //!   connection, never from gossip (see [`takes_high_water`]).
@@ -178,15 +180,24 @@ impl Verdicts {
 }
 
 /// Whether a raft message from the authenticated `peer` is stepped by the
-/// node `me` holding `view`: only from an admitted member, except that a
-/// member Raft has not admitted yet (it waits, with an empty log, for the
-/// leader's snapshot) takes them from any member.
-pub(crate) fn takes_raft(view: &MembershipView, me: &NodeIdentity, peer: &PeerIdentity) -> bool {
+/// node `me` holding `view`: only from an admitted member, or from a member
+/// whose raft id is still in the Raft configuration `me` has applied
+/// (`configured`: the membership removed it, and a leader or voter that
+/// leaves must still hand over before the conf change that takes it out
+/// applies); except that a member Raft has not admitted yet (it waits,
+/// with an empty log, for the leader's snapshot) takes them from any
+/// member.
+pub(crate) fn takes_raft(
+    view: &MembershipView,
+    me: &NodeIdentity,
+    peer: &PeerIdentity,
+    configured: bool,
+) -> bool {
     if peer.role != Role::Member {
         return false;
     }
     let sender = NodeIdentity::new(peer.node_id.clone(), peer.generation);
-    view.is_admitted_member(&sender) || !view.is_admitted(&me.id, me.generation)
+    view.is_admitted_member(&sender) || configured || !view.is_admitted(&me.id, me.generation)
 }
 
 /// Whether a node in `receiver_role` holding `view` takes the high-water
@@ -555,20 +566,34 @@ mod tests {
     }
 
     #[test]
-    fn raft_comes_only_from_admitted_members_unless_this_node_awaits_admission() {
+    fn raft_comes_only_from_admitted_or_still_configured_members_unless_this_node_awaits_admission()
+    {
         let me = NodeIdentity::new("m1", 1);
         let v = view(&[
             ("m1", 1, Role::Member),
             ("m2", 1, Role::Member),
             ("c", 1, Role::Client),
         ]);
-        assert!(takes_raft(&v, &me, &peer("m2", 1, Role::Member, 2)));
-        assert!(!takes_raft(&v, &me, &peer("m3", 1, Role::Member, 3)));
-        assert!(!takes_raft(&v, &me, &peer("m2", 0, Role::Member, 2)));
-        assert!(!takes_raft(&v, &me, &peer("c", 1, Role::Client, 4)));
+        assert!(takes_raft(&v, &me, &peer("m2", 1, Role::Member, 2), false));
+        assert!(!takes_raft(&v, &me, &peer("m3", 1, Role::Member, 3), false));
+        assert!(!takes_raft(&v, &me, &peer("m2", 0, Role::Member, 2), false));
+        assert!(!takes_raft(&v, &me, &peer("c", 1, Role::Client, 4), false));
+        // A removed member still in the Raft configuration hands over.
+        assert!(takes_raft(&v, &me, &peer("m3", 1, Role::Member, 3), true));
+        assert!(!takes_raft(&v, &me, &peer("c", 1, Role::Client, 4), true));
         // Before its admission a joiner hears from whoever leads.
         let joiner = NodeIdentity::new("m9", 1);
-        assert!(takes_raft(&v, &joiner, &peer("m3", 1, Role::Member, 3)));
-        assert!(!takes_raft(&v, &joiner, &peer("c", 1, Role::Client, 4)));
+        assert!(takes_raft(
+            &v,
+            &joiner,
+            &peer("m3", 1, Role::Member, 3),
+            false
+        ));
+        assert!(!takes_raft(
+            &v,
+            &joiner,
+            &peer("c", 1, Role::Client, 4),
+            false
+        ));
     }
 }

@@ -47,6 +47,12 @@ pub(crate) struct RaftStatus {
     /// Voters and learners in the Raft configuration this node has applied.
     pub(crate) voters: usize,
     pub(crate) learners: usize,
+    /// This node leads.
+    pub(crate) leads: bool,
+    /// This node votes in the Raft configuration it has applied.
+    pub(crate) votes: bool,
+    /// The raft ids of that configuration's voters and learners, ascending.
+    pub(crate) configured: Vec<u64>,
 }
 
 /// Handle to the raft task.
@@ -116,6 +122,20 @@ impl Consensus {
         self.status.read().expect("status").clone()
     }
 
+    /// True while this node leads or votes: the cluster may still need it
+    /// for a quorum, so a process that leaves waits until it does neither.
+    pub(crate) fn leads_or_votes(&self) -> bool {
+        let status = self.status.read().expect("status");
+        status.leads || status.votes
+    }
+
+    /// True if `raft_id` is a voter or learner in the Raft configuration
+    /// this node has applied.
+    pub(crate) fn in_configuration(&self, raft_id: u64) -> bool {
+        let status = self.status.read().expect("status");
+        status.configured.binary_search(&raft_id).is_ok()
+    }
+
     /// True once the raft task has exited.
     pub(crate) fn exited(&self) -> bool {
         self.task.is_finished()
@@ -174,8 +194,9 @@ async fn run(
             input = rx.recv() => match input {
                 None => return,
                 Some(Input::Raft(from, bytes)) => {
-                    // Refused bytes (oversize, malformed, from a retired id)
-                    // are dropped; raft retransmits what matters.
+                    // Refused bytes (oversize, malformed, from a retired id
+                    // out of the configuration) are dropped; raft
+                    // retransmits what matters.
                     let _ = driver.receive(from, &bytes);
                 }
             },
@@ -227,15 +248,21 @@ async fn run(
             }
         }
         let term = driver.term();
+        let (voters, learners) = (driver.voters(), driver.learners());
         let mut known = status.write().expect("status");
         if known.leader != leader {
             tracing::info!(target: crate::telemetry::RAFT, leader = leader.as_deref(), term, "raft leader changed");
         }
+        let mut configured: Vec<u64> = voters.iter().chain(&learners).copied().collect();
+        configured.sort_unstable();
         *known = RaftStatus {
             leader,
             term,
-            voters: driver.voters().len(),
-            learners: driver.learners().len(),
+            voters: voters.len(),
+            learners: learners.len(),
+            leads: driver.is_leader(),
+            votes: driver.is_voter(),
+            configured,
         };
     }
 }

@@ -179,8 +179,10 @@ impl<C: Codec> Grid<C> {
     }
 
     /// Leaves the cluster gracefully: announces it, waits (bounded) until the
-    /// raft leader has removed this node from the membership, then stops
-    /// gossip and closes the endpoint. The grid keeps working as a local
+    /// raft leader has removed this node from the membership and, if this
+    /// member led or voted in Raft, until it has handed over (the only
+    /// voter first promotes another member), then stops gossip and closes
+    /// the endpoint. The grid keeps working as a local
     /// cache, emptied: it no longer hears invalidations, so nothing it held
     /// could be proven fresh. Other nodes stop waiting for its
     /// acknowledgements as soon as it has announced that it leaves. No new

@@ -94,12 +94,15 @@ impl Handler for NodeHandler {
                 }
             }
             Message::Raft(bytes) => {
-                // Only from an admitted member (see authority::takes_raft),
-                // under the raft id of the connection's certified identity.
+                // Only from an admitted member, or one still in the Raft
+                // configuration (see authority::takes_raft), under the raft
+                // id of the connection's certified identity.
                 let view = self.0.view();
                 if let Some(consensus) = self.0.consensus.get() {
-                    if takes_raft(&view, &self.0.identity, peer) {
-                        consensus.deliver(raft_id(&peer.node_id, peer.generation), bytes);
+                    let from = raft_id(&peer.node_id, peer.generation);
+                    let configured = consensus.in_configuration(from);
+                    if takes_raft(&view, &self.0.identity, peer, configured) {
+                        consensus.deliver(from, bytes);
                     }
                 }
             }

@@ -512,7 +512,11 @@ impl Node {
     }
 
     /// Leaves the cluster: announces it in gossip, waits (bounded) until the
-    /// leader has removed this node from the membership, then stops.
+    /// leader has removed this node from the membership and this node
+    /// neither leads nor votes any more, then stops. A leader or voter that
+    /// stopped as soon as it was removed could take the cluster's quorum
+    /// with it (the only voter of a grid of two would leave learners that
+    /// never elect a leader): it hands over first (see [`super::voters`]).
     pub(crate) async fn leave(&self) {
         self.departing.store(true, Ordering::SeqCst);
         if let Some(h) = self.chitchat.get() {
@@ -529,10 +533,11 @@ impl Node {
             if round % 4 == 0 {
                 self.announce_leaving();
             }
-            if !self
+            let removed = !self
                 .view()
-                .is_admitted(&self.identity.id, self.identity.generation)
-            {
+                .is_admitted(&self.identity.id, self.identity.generation);
+            let needed = self.consensus.get().is_some_and(Consensus::leads_or_votes);
+            if removed && !needed {
                 break;
             }
             tokio::time::sleep(self.gossip_interval / 2).await;

@@ -21,7 +21,8 @@
 //!
 //! 1. raft ids of processes that were removed or replaced leave the
 //!    configuration (if that is the leader itself, it hands leadership to
-//!    another voter first);
+//!    another voter first, promoting a learner to take it if it votes
+//!    alone);
 //! 2. voters stay an odd number, up to [`RaftConfig::voters`]: a learner
 //!    is promoted only when gossip reports it live, raft heard from it
 //!    lately and it holds every committed entry, so one voter becomes three
@@ -47,7 +48,11 @@
 //! leader's snapshot (configuration and membership at one index) before any
 //! entry, and is promoted to voter only once it has caught up. Meanwhile
 //! commands naming the old generation are ignored by every node, and raft
-//! messages from the old raft id are refused.
+//! messages from the old raft id are refused once the conf change that
+//! takes it out of the configuration has applied. Until then they are
+//! stepped: a process that leaves is removed from the membership first, and
+//! if it led or voted, the configuration still counts on it to hand over
+//! (see [`RaftDriver::step`]).
 //!
 //! # Bytes from the network
 //!
@@ -60,7 +65,6 @@
 //! wire types, and caps the number of fields, which bounds what parsing
 //! allocates.
 
-use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use ::raft::eraftpb::{
@@ -78,7 +82,7 @@ pub use super::raft_state::{
     MAX_COMMAND_LEN, MAX_NODE_ID_LEN,
 };
 use super::raft_state::{raft_id_of, MembershipStorage};
-use super::voters::{Change, Peer, Picture, Step};
+use super::voters::{Change, Liveness, Peer, Picture, Step};
 
 /// Default cap on one raft message from the network: 1 MiB.
 pub const DEFAULT_MAX_RAFT_MESSAGE_BYTES: usize = 1 << 20;
@@ -194,7 +198,8 @@ pub enum StepError {
         /// This node's.
         mine: u64,
     },
-    /// The sender is a removed or replaced process.
+    /// The sender is a removed or replaced process that is no longer in
+    /// the Raft configuration.
     #[error("raft message from retired peer {from}")]
     Retired {
         /// Its raft id.
@@ -441,8 +446,12 @@ pub struct RaftDriver {
     id: u64,
     config: RaftConfig,
     node: RawNode<MembershipStorage>,
-    /// The raft ids gossip reports live; `None` until told.
-    live: Option<BTreeSet<u64>>,
+    /// The raft ids gossip reports live, with the term they were told in;
+    /// `None` until told.
+    live: Option<Liveness>,
+    /// The log index of the conf change (or snapshot) that made the
+    /// configuration this node has applied.
+    conf_index: u64,
     poisoned: bool,
 }
 
@@ -504,6 +513,7 @@ impl RaftDriver {
             config,
             node,
             live: None,
+            conf_index: 0,
             poisoned: false,
         })
     }
@@ -534,6 +544,20 @@ impl RaftDriver {
     /// True if this node is the leader.
     pub fn is_leader(&self) -> bool {
         self.node.raft.state == StateRole::Leader
+    }
+
+    /// True if this node votes in the Raft configuration it has applied
+    /// (in either half of a joint one): the cluster may need it for a
+    /// quorum, so a process that leaves waits until it no longer does.
+    pub fn is_voter(&self) -> bool {
+        self.node.raft.prs().conf().voters().contains(self.id)
+    }
+
+    /// True if `raft_id` is a voter or a learner in the Raft configuration
+    /// this node has applied.
+    pub fn in_configuration(&self, raft_id: u64) -> bool {
+        let conf = self.node.raft.prs().conf();
+        conf.voters().contains(raft_id) || conf.learners().contains(&raft_id)
     }
 
     /// The current term.
@@ -659,7 +683,11 @@ impl RaftDriver {
 
     /// Steps a decoded message from the authenticated peer `from`. Refuses
     /// messages whose sender or addressee is not what the connection says,
-    /// and messages from removed or replaced processes.
+    /// and messages from removed or replaced processes once they are out of
+    /// the Raft configuration. While a removed process is still in it, it
+    /// is heard: a leader or voter that leaves hands over, and its
+    /// successor commits the change that takes it out, with its help when
+    /// the two of them were the only voters.
     pub fn step(&mut self, from: u64, message: Message) -> Result<(), StepError> {
         if message.from != from {
             return Err(StepError::WrongSender {
@@ -673,7 +701,7 @@ impl RaftDriver {
                 me: self.id,
             });
         }
-        if self.node.store().state().is_retired(from) {
+        if self.node.store().state().is_retired(from) && !self.in_configuration(from) {
             return Err(StepError::Retired { from });
         }
         self.guarded(|d| d.node.step(message))??;
@@ -772,6 +800,7 @@ impl RaftDriver {
         if !ready.snapshot().is_empty() {
             let snapshot = ready.snapshot().clone();
             self.node.mut_store().install_snapshot(&snapshot)?;
+            self.conf_index = snapshot.get_metadata().index;
         }
         self.apply(ready.take_committed_entries(), out)?;
         if !ready.entries().is_empty() {
@@ -819,12 +848,14 @@ impl RaftDriver {
                         .map_err(|_| RaftError::CorruptConfChange { index: entry.index })?;
                     let conf = self.node.apply_conf_change(&cc)?;
                     self.node.mut_store().set_conf(conf);
+                    self.conf_index = entry.index;
                 }
                 EntryType::EntryConfChangeV2 => {
                     let cc = ConfChangeV2::parse_from_bytes(&entry.data)
                         .map_err(|_| RaftError::CorruptConfChange { index: entry.index })?;
                     let conf = self.node.apply_conf_change(&cc)?;
                     self.node.mut_store().set_conf(conf);
+                    self.conf_index = entry.index;
                 }
             }
             self.node.mut_store().set_applied(entry.index, entry.term);
@@ -837,11 +868,15 @@ impl RaftDriver {
 
     /// Tells the driver which raft ids gossip reports live, for the rule
     /// that picks the voters: a learner is promoted only if it is live, and
-    /// a voter that is not is replaced by one that is (or demoted, keeping
-    /// the number of voters odd). Until it is called, every peer counts as
-    /// live.
+    /// a voter that is not (and that raft has not heard from lately) is
+    /// replaced by one that is (or demoted, keeping the number of voters
+    /// odd). The word holds for the current term only: until it is called
+    /// in the term this node leads in, every peer counts as live.
     pub fn set_live(&mut self, live: impl IntoIterator<Item = u64>) {
-        self.live = Some(live.into_iter().collect());
+        self.live = Some(Liveness {
+            term: self.node.raft.term,
+            ids: live.into_iter().collect(),
+        });
     }
 
     /// On the leader, proposes the next conf change that brings the Raft
@@ -865,6 +900,8 @@ impl RaftDriver {
             joint: !conf.to_conf_state().voters_outgoing.is_empty(),
             desired: self.node.store().state().raft_peers().into_iter().collect(),
             committed: raft.raft_log.committed,
+            conf_index: self.conf_index,
+            term: raft.term,
             progress: prs
                 .iter()
                 .map(|(&id, p)| {
@@ -873,6 +910,7 @@ impl RaftDriver {
                         Peer {
                             matched: p.matched,
                             active: p.recent_active,
+                            committed: p.committed_index,
                         },
                     )
                 })

@@ -14,13 +14,25 @@
 //!    it and lost leadership before leaving it) leaves it first: raft-rs
 //!    leaves a joint configuration automatically only on the leader that
 //!    entered it.
-//! 2. A leader that is no longer a raft peer hands leadership to the live
-//!    voter furthest along; without one, it first promotes learners under
-//!    rule 3, then hands over.
+//! 2. A leader that is no longer a raft peer (its process leaves) hands
+//!    leadership to the live voter furthest along that knows it votes: it
+//!    has committed the conf change that made the configuration (one that
+//!    does not know yet would ignore the hand-over, and the leader would
+//!    take no proposals until the attempt timed out); while live voters
+//!    exist but none knows yet, it waits. Without a live voter it first
+//!    promotes learners under rule 3, then hands over. It keeps its own
+//!    vote until then, so a leader that votes alone promotes one live,
+//!    caught-up learner although that makes two voters for the length of
+//!    the hand-over: removed first, it would leave learners that can never
+//!    elect a leader. Its successor then takes it out.
 //! 3. One conf change, entered jointly when it changes more than one voter,
 //!    brings the voters to their target:
 //!    - raft ids that are no longer peers are removed;
-//!    - a voter gossip reports dead is demoted to learner;
+//!    - a voter is demoted to learner only when gossip reports it dead
+//!      *and* raft has not heard from it within the last election timeout:
+//!      either alone may be wrong for a while (gossip's verdict lags, or
+//!      was recorded before this leader's term; raft's flag is cleared
+//!      every election timeout);
 //!    - a learner is promoted only when it is live in gossip, raft heard
 //!      from it within the last election timeout, and it has every
 //!      committed entry;
@@ -41,6 +53,12 @@
 //! A configuration never depends on a voter gossip reports dead while a
 //! live learner could take its seat: such a voter is swapped for the
 //! learner in one joint change, which the remaining live voters commit.
+//!
+//! What gossip reports live counts only in the term the leader recorded it
+//! in: a node that leads again after another leader promoted new voters
+//! must not judge them by its record from before they joined. Until the
+//! leader records liveness in its own term, every peer counts as live
+//! (promotions still need raft to have heard from the learner).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -55,6 +73,8 @@ pub(crate) struct Peer {
     pub(crate) matched: u64,
     /// Raft heard from the peer within the last election timeout.
     pub(crate) active: bool,
+    /// The highest index the peer reports it knows committed.
+    pub(crate) committed: u64,
 }
 
 /// The leader's picture: its configuration, its followers' progress and
@@ -75,11 +95,27 @@ pub(crate) struct Picture {
     pub(crate) desired: BTreeSet<u64>,
     /// The leader's commit index.
     pub(crate) committed: u64,
+    /// The log index of the conf change that made the configuration (0
+    /// for the bootstrap configuration).
+    pub(crate) conf_index: u64,
     /// Progress of every voter and learner.
     pub(crate) progress: BTreeMap<u64, Peer>,
-    /// Raft ids gossip reports live; `None` until gossip has spoken, and
-    /// then every peer counts as live.
-    pub(crate) live: Option<BTreeSet<u64>>,
+    /// The leader's current term.
+    pub(crate) term: u64,
+    /// What gossip reports live, as the leader recorded it; `None` until
+    /// gossip has spoken. Every peer counts as live until then, and while
+    /// the record is from another term than [`term`](Self::term).
+    pub(crate) live: Option<Liveness>,
+}
+
+/// The raft ids gossip reports live, and the term in which the leader
+/// recorded them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Liveness {
+    /// The leader's term when it recorded them.
+    pub(crate) term: u64,
+    /// The raft ids gossip reports live.
+    pub(crate) ids: BTreeSet<u64>,
 }
 
 /// One change to one raft peer.
@@ -107,14 +143,28 @@ pub(crate) enum Step {
 }
 
 impl Picture {
+    /// Gossip reports `id` live, by a record of this term (or there is no
+    /// such record).
     fn live(&self, id: u64) -> bool {
-        id == self.leader || self.live.as_ref().is_none_or(|l| l.contains(&id))
+        id == self.leader
+            || self
+                .live
+                .as_ref()
+                .filter(|l| l.term == self.term)
+                .is_none_or(|l| l.ids.contains(&id))
+    }
+
+    /// The voter `id` keeps its seat: it is still a raft peer, and gossip
+    /// reports it live or raft heard from it lately.
+    fn seated(&self, id: u64) -> bool {
+        self.desired.contains(&id) && (self.live(id) || self.peer(id).active)
     }
 
     fn peer(&self, id: u64) -> Peer {
         self.progress.get(&id).copied().unwrap_or(Peer {
             matched: 0,
             active: false,
+            committed: 0,
         })
     }
 
@@ -130,14 +180,16 @@ impl Picture {
         ids
     }
 
-    /// The voters the rule wants: the leader, then the other live voters,
-    /// then promotable learners, cut to the largest odd count reachable.
+    /// The voters the rule wants: the leader, then the other seated
+    /// voters, then promotable learners, cut to the largest odd count
+    /// reachable; but a leader that must go keeps at least one other voter
+    /// to hand over to.
     fn wanted_voters(&self) -> BTreeSet<u64> {
         let kept = self.by_progress(
             self.voters
                 .iter()
                 .copied()
-                .filter(|&v| v != self.leader && self.desired.contains(&v) && self.live(v)),
+                .filter(|&v| v != self.leader && self.seated(v)),
         );
         let promotable = self.by_progress(
             self.learners
@@ -153,6 +205,10 @@ impl Picture {
         if seats % 2 == 0 {
             seats -= 1;
         }
+        if !self.desired.contains(&self.leader) {
+            // Two voters only until the hand-over: its successor removes it.
+            seats = seats.max(2).min(candidates.len());
+        }
         candidates.into_iter().take(seats).collect()
     }
 
@@ -162,14 +218,17 @@ impl Picture {
             return Step::LeaveJoint;
         }
         if !self.desired.contains(&self.leader) {
-            let successor = self.by_progress(
+            let successors = self.by_progress(
                 self.voters
                     .iter()
                     .copied()
-                    .filter(|&v| v != self.leader && self.desired.contains(&v) && self.live(v)),
+                    .filter(|&v| v != self.leader && self.seated(v)),
             );
-            if let Some(&s) = successor.first() {
-                return Step::TransferLeader(s);
+            let knows = |&&s: &&u64| self.peer(s).committed >= self.conf_index;
+            match successors.iter().find(knows) {
+                Some(&s) => return Step::TransferLeader(s),
+                None if !successors.is_empty() => return Step::Settled,
+                None => {}
             }
         }
         let wanted = self.wanted_voters();
@@ -225,6 +284,7 @@ mod tests {
             joint: false,
             desired: all.iter().copied().collect(),
             committed: 10,
+            conf_index: 8,
             progress: all
                 .iter()
                 .map(|&id| {
@@ -233,17 +293,28 @@ mod tests {
                         Peer {
                             matched: 10,
                             active: true,
+                            committed: 10,
                         },
                     )
                 })
                 .collect(),
-            live: Some(all.iter().copied().collect()),
+            term: 2,
+            live: Some(Liveness {
+                term: 2,
+                ids: all.iter().copied().collect(),
+            }),
         }
     }
 
+    /// Gossip reports `id` dead and raft has not heard from it lately.
     fn kill(p: &mut Picture, id: u64) {
-        p.live.as_mut().unwrap().remove(&id);
+        gossip_dead(p, id);
         p.progress.get_mut(&id).unwrap().active = false;
+    }
+
+    /// Gossip reports `id` dead.
+    fn gossip_dead(p: &mut Picture, id: u64) {
+        p.live.as_mut().unwrap().ids.remove(&id);
     }
 
     #[test]
@@ -283,7 +354,7 @@ mod tests {
         // heard from by raft lately: only 5 qualifies, and one learner is
         // not enough for an odd count above one.
         p.progress.get_mut(&2).unwrap().matched = 9;
-        p.live.as_mut().unwrap().remove(&3);
+        gossip_dead(&mut p, 3);
         p.progress.get_mut(&4).unwrap().active = false;
         assert_eq!(p.next_step(), Step::Settled);
         // 2 catches up: 2 and 5 are promoted together.
@@ -371,6 +442,79 @@ mod tests {
         p.voters.extend([2, 3]);
         p.learners.clear();
         assert_eq!(p.next_step(), Step::TransferLeader(2));
+    }
+
+    #[test]
+    fn the_only_voter_that_must_go_promotes_a_learner_hands_over_and_is_then_taken_out() {
+        // A grid of two: the founder votes alone and leaves.
+        let mut p = picture(&[L], &[2]);
+        p.desired.remove(&L);
+        assert_eq!(p.next_step(), Step::Change(vec![Change::Voter(2)]));
+        p.voters.insert(2);
+        p.learners.clear();
+        // 2 has not learned yet that the promotion committed: it would
+        // ignore the hand-over.
+        p.conf_index = 11;
+        p.committed = 11;
+        p.progress.get_mut(&2).unwrap().matched = 11;
+        assert_eq!(p.next_step(), Step::Settled);
+        p.progress.get_mut(&2).unwrap().committed = 11;
+        assert_eq!(p.next_step(), Step::TransferLeader(2));
+        // 2 leads now, and takes the old leader out.
+        p.leader = 2;
+        assert_eq!(p.next_step(), Step::Change(vec![Change::Remove(L)]));
+        // A grid of three that lost a voter before its learner caught up:
+        // the caught-up one is promoted, the other is left a learner.
+        let mut p = picture(&[L], &[2, 3]);
+        p.desired.remove(&L);
+        p.progress.get_mut(&2).unwrap().matched = 9;
+        assert_eq!(p.next_step(), Step::Change(vec![Change::Voter(3)]));
+        // No learner fit to take over: the leader keeps its vote (and its
+        // process waits, bounded, before it stops).
+        kill(&mut p, 3);
+        assert_eq!(p.next_step(), Step::Settled);
+    }
+
+    #[test]
+    fn a_voter_keeps_its_seat_until_gossip_reports_it_dead_and_raft_has_not_heard_from_it() {
+        let mut p = picture(&[L, 2, 3], &[4]);
+        // Gossip's verdict alone: raft still hears from 3.
+        gossip_dead(&mut p, 3);
+        assert_eq!(p.next_step(), Step::Settled);
+        // Raft's silence alone (its flag is cleared every election timeout).
+        let mut q = picture(&[L, 2, 3], &[4]);
+        q.progress.get_mut(&3).unwrap().active = false;
+        assert_eq!(q.next_step(), Step::Settled);
+        // Both: 4 takes the seat.
+        p.progress.get_mut(&3).unwrap().active = false;
+        assert_eq!(
+            p.next_step(),
+            Step::Change(vec![Change::Learner(3), Change::Voter(4)])
+        );
+    }
+
+    #[test]
+    fn liveness_recorded_in_an_earlier_term_is_ignored() {
+        // This node led in term 1 and recorded 1, 2 and 3 live; another
+        // leader promoted 4 and 5 since, and this node leads again in term
+        // 3, before raft has heard from anyone in the new term.
+        let mut p = picture(&[L, 2, 3, 4, 5], &[]);
+        p.target = 5;
+        p.term = 3;
+        p.live = Some(Liveness {
+            term: 1,
+            ids: [L, 2, 3].into(),
+        });
+        for peer in p.progress.values_mut() {
+            peer.active = false;
+        }
+        assert_eq!(p.next_step(), Step::Settled);
+        // Recorded in this term, the same verdict demotes them.
+        p.live.as_mut().unwrap().term = 3;
+        assert_eq!(
+            p.next_step(),
+            Step::Change(vec![Change::Learner(4), Change::Learner(5)])
+        );
     }
 
     #[test]
