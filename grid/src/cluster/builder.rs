@@ -657,6 +657,9 @@ pub(super) async fn spawn_node(
         leaving: Mutex::new(Default::default()),
         isolation: Mutex::new(Isolation::new(spec.isolation_timeout)),
     });
+    // A founder knows every holder (none) from its start: its gate opens
+    // now, so its first calls keep what they store.
+    node.check_copy_gate(&node.view());
     transport.serve(Arc::new(NodeHandler(Arc::clone(&node))));
     let chitchat = match spawn_chitchat(config, kvs, &gossip).await {
         Ok(chitchat) => chitchat,
