@@ -303,7 +303,7 @@ impl Node {
     /// The membership moved: leases of keys this node no longer owns are
     /// dropped and their waiters sent to the new owner.
     pub(super) fn move_leases(&self, view: &MembershipView) {
-        let me = self.identity.id.clone();
+        let me = self.identity.clone();
         let waiters = self.leases.lock().change_epoch(view.epoch(), |key| {
             route(view, &me, self.role, key) == Route::Local
         });

@@ -617,7 +617,7 @@ impl Node {
     /// peer that asked at an older epoch is also sent the newer membership.
     pub(super) fn not_owner(&self, peer: &PeerIdentity, key: &str, asked_at: u64) -> Option<u64> {
         let view = self.view();
-        if route(&view, &self.identity.id, self.role, key) == Route::Local {
+        if route(&view, &self.identity, self.role, key) == Route::Local {
             return None;
         }
         if asked_at < view.epoch() {
@@ -720,7 +720,7 @@ impl Node {
         let view = self.view();
         for key in dropped {
             // A key this member came to own since is an owned entry now.
-            if route(&view, &self.identity.id, self.role, &key) != Route::Local {
+            if route(&view, &self.identity, self.role, &key) != Route::Local {
                 grid.store.remove(key.as_bytes());
             }
         }

@@ -86,7 +86,7 @@ impl Node {
         loop {
             let view = self.view();
             let routed_epoch = view.epoch();
-            let failure = match route(&view, &self.identity.id, self.role, key) {
+            let failure = match route(&view, &self.identity, self.role, key) {
                 Route::Local => return Ok(None),
                 Route::NoOwner => Failure::Unreachable,
                 Route::Owner { node, addr, epoch } => {

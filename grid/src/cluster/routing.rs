@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use hydracache_protocol::Role;
+use hydracache_protocol::{NodeIdentity, Role};
 
 use super::ownership::MembershipView;
 
@@ -33,11 +33,22 @@ pub(crate) enum Route {
     NoOwner,
 }
 
-/// Routes `key` for the node `me` (with `role`) at `view`.
-pub(crate) fn route(view: &MembershipView, me: &str, role: Role, key: &str) -> Route {
+/// Routes `key` for the process `me` (with `role`) at `view`. A view that
+/// names another generation of this node as the owner (the one this
+/// process replaces, in a view older than the one that admits it) names no
+/// owner this process can ask or be: it waits for a newer view. Taking it
+/// for itself, a new generation stored, as the owner, values the rest of
+/// the grid routed elsewhere.
+pub(crate) fn route(view: &MembershipView, me: &NodeIdentity, role: Role, key: &str) -> Route {
     match view.owner_for_key(key) {
         None => Route::NoOwner,
-        Some(m) if role == Role::Member && m.node.id.as_str() == me => Route::Local,
+        Some(m) if role == Role::Member && m.node.id == me.id => {
+            if m.node.generation == me.generation {
+                Route::Local
+            } else {
+                Route::NoOwner
+            }
+        }
         Some(m) => Route::Owner {
             node: m.node.id.to_string(),
             addr: m.address,
@@ -138,6 +149,11 @@ mod tests {
     use super::*;
     use hydracache_protocol::{Member, NodeIdentity};
 
+    /// Generation 1 of `id`, as `view` admits it.
+    fn me(id: &str) -> NodeIdentity {
+        NodeIdentity::new(id, 1)
+    }
+
     fn view(epoch: u64, nodes: &[(&str, Role, u16)]) -> MembershipView {
         MembershipView::new(
             epoch,
@@ -161,21 +177,24 @@ mod tests {
         );
         let owner = v.owner_for_key("user:42").unwrap().node.id.to_string();
         let other = if owner == "a" { "b" } else { "a" };
-        assert_eq!(route(&v, &owner, Role::Member, "user:42"), Route::Local);
+        assert_eq!(
+            route(&v, &me(&owner), Role::Member, "user:42"),
+            Route::Local
+        );
         let ask = Route::Owner {
             node: owner.clone(),
             addr: v.member(&owner).unwrap().address,
             epoch: 3,
         };
-        assert_eq!(route(&v, other, Role::Member, "user:42"), ask);
-        assert_eq!(route(&v, "c", Role::Client, "user:42"), ask);
+        assert_eq!(route(&v, &me(other), Role::Member, "user:42"), ask);
+        assert_eq!(route(&v, &me("c"), Role::Client, "user:42"), ask);
     }
 
     #[test]
     fn a_client_named_like_the_owner_still_asks_the_owner() {
         let v = view(1, &[("a", Role::Member, 1)]);
         assert!(matches!(
-            route(&v, "a", Role::Client, "k"),
+            route(&v, &me("a"), Role::Client, "k"),
             Route::Owner { .. }
         ));
     }
@@ -183,11 +202,23 @@ mod tests {
     #[test]
     fn without_members_there_is_no_owner() {
         assert_eq!(
-            route(&MembershipView::empty(), "a", Role::Member, "k"),
+            route(&MembershipView::empty(), &me("a"), Role::Member, "k"),
             Route::NoOwner
         );
         let clients_only = view(2, &[("c", Role::Client, 3)]);
-        assert_eq!(route(&clients_only, "c", Role::Client, "k"), Route::NoOwner);
+        assert_eq!(
+            route(&clients_only, &me("c"), Role::Client, "k"),
+            Route::NoOwner
+        );
+    }
+
+    #[test]
+    fn another_generation_of_this_node_named_as_owner_is_no_owner_to_this_process() {
+        let v = view(4, &[("a", Role::Member, 1)]);
+        // The view admits generation 1; this process is generation 2 of "a".
+        let newer = NodeIdentity::new("a", 2);
+        assert_eq!(route(&v, &newer, Role::Member, "k"), Route::NoOwner);
+        assert_eq!(route(&v, &me("a"), Role::Member, "k"), Route::Local);
     }
 
     #[test]
