@@ -91,7 +91,10 @@ impl Remote for Unreachable {
 
 /// A grid that applies invalidations here and then fails to send them on;
 /// its puts are stored at an owner that invalidated the (no) other copies.
-#[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "sqlx-sqlite", feature = "sqlx-postgres")),
+    allow(dead_code)
+)]
 pub(crate) fn grid_with_failing_fan_out() -> Grid<Rkyv> {
     grid_answering_puts(PutAt::Owner)
 }

@@ -1,0 +1,103 @@
+//! A process that has just started keeps no copies until every admitted
+//! process that sends it invalidations has shown, in its own word, that it
+//! does (the copy gate, docs/consistency.md); a test hook refuses one
+//! member's marks (feature `test-hooks`).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hydracache::cluster::DevCa;
+use hydracache::{CacheOptions, Grid};
+
+mod cluster_support;
+use cluster_support::{addr, converge, member_builder, GOSSIP};
+
+async fn member(ca: &DevCa, id: &str, seeds: &[std::net::SocketAddr]) -> Grid {
+    member_builder(ca, id, seeds)
+        .request_timeout(Duration::from_millis(300))
+        .ack_timeout(Duration::from_millis(400))
+        .start()
+        .await
+        .unwrap()
+}
+
+/// A process that has just started keeps no copy until every admitted
+/// process that sends it invalidations has told it its own mark: one that
+/// does not (here m2, whose marks the newcomer refuses) could invalidate a
+/// copy without naming the newcomer. Reads are still answered by the owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_keeps_no_copy_until_every_sender_has_shown_it_sends_to_it() {
+    let _one = cluster_support::one_at_a_time().await;
+    let ca = DevCa::new("orders").unwrap();
+    let m0 = member(&ca, "m0", &[]).await;
+    let seed = addr(&m0).await;
+    let m1 = member(&ca, "m1", &[seed]).await;
+    let m2 = member(&ca, "m2", &[seed]).await;
+    converge(&[&m0, &m1, &m2], 3, 0).await;
+    m0.put("k", 7u64, CacheOptions::new()).await.unwrap();
+
+    let c = Grid::client()
+        .cluster("orders")
+        .node_id("c0")
+        .seeds([seed.to_string()])
+        .tls(ca.issue("c0").unwrap())
+        .gossip_interval(GOSSIP)
+        .near_cache_capacity_bytes(8 << 20)
+        .start()
+        .await
+        .unwrap();
+    // Before any member has heard of it: m2's word never arrives.
+    c.cut_invalidations_from("m2", true);
+    assert!(
+        cluster_support::eventually(async || {
+            let d = c.cluster_diagnostics().await.unwrap();
+            d.members.len() == 3 && d.clients == ["c0"]
+        })
+        .await,
+        "c0 admitted"
+    );
+    // Time for m0's and m1's marks to arrive: c0 still waits for m2's.
+    tokio::time::sleep(GOSSIP * 10).await;
+    for _ in 0..3 {
+        assert_eq!(c.get::<u64>("k").await.unwrap(), Some(7));
+    }
+    // A load under the owner's lease: the owner keeps the value, c none.
+    let loads = Arc::new(AtomicUsize::new(0));
+    for _ in 0..2 {
+        let counted = loads.clone();
+        let v = c
+            .get_or_load("loaded", CacheOptions::new(), move || async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(9u64)
+            })
+            .await
+            .unwrap();
+        assert_eq!(v, 9);
+    }
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        1,
+        "the owner kept the first load"
+    );
+    let d = c.cluster_diagnostics().await.unwrap();
+    assert!(!d.keeps_copies);
+    assert_eq!(
+        (d.near_hits, d.remote_hits),
+        (0, 4),
+        "every read went to the owner"
+    );
+
+    // m2's mark gets through: from then on c0 keeps what it reads.
+    c.cut_invalidations_from("m2", false);
+    assert!(
+        cluster_support::eventually(async || c.cluster_diagnostics().await.unwrap().keeps_copies)
+            .await,
+        "c0 keeps copies once m2 told it its mark"
+    );
+    for _ in 0..3 {
+        assert_eq!(c.get::<u64>("k").await.unwrap(), Some(7));
+    }
+    let d = c.cluster_diagnostics().await.unwrap();
+    assert_eq!((d.near_hits, d.remote_hits), (2, 5), "one read kept a copy");
+}
