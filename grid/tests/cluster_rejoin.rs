@@ -152,7 +152,23 @@ async fn a_member_told_not_to_rejoin_stays_removed() {
         Err(CacheError::Unacknowledged { nodes }) => assert!(nodes.is_empty(), "{nodes:?}"),
         other => panic!("a removed process's invalidation: {other:?}"),
     }
-    // A local cache now: it keeps what it loads.
+    // No one sends it invalidations any more, so it keeps nothing: reads
+    // go to the owners every time, and what it loads is not kept.
+    assert!(
+        !diag(&x).await.keeps_copies,
+        "a removed process keeps copies"
+    );
+    a.put("shared", 1u64, CacheOptions::new()).await.unwrap();
+    let hits = diag(&x).await.remote_hits;
+    for _ in 0..2 {
+        assert_eq!(x.get::<u64>("shared").await.unwrap(), Some(1));
+    }
+    let d = diag(&x).await;
+    assert_eq!(
+        (d.near_hits, d.remote_hits - hits),
+        (0, 2),
+        "the second read was served from a copy no invalidation would reach"
+    );
     let loads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for _ in 0..2 {
         let counted = loads.clone();
@@ -165,7 +181,7 @@ async fn a_member_told_not_to_rejoin_stays_removed() {
             .unwrap();
         assert_eq!(v, 5);
     }
-    assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 2);
     // As many checks as a rejoin would have needed several times over.
     for _ in 0..40 {
         let d = diag(&x).await;

@@ -14,12 +14,14 @@
 //! `Remote`; each call goes to the node current when it starts (one lock
 //! read per miss, never on the hit path). Between the old generation's stop
 //! and the new one's start there is no node (the old one's endpoint must be
-//! dropped to free the address): a call then answers at once as a stopped
-//! node does (the grid serves locally; a named owner load fails with
-//! `OwnerUnreachable`), except that an invalidation (and so a put, which
-//! invalidates the other copies) returns `Unacknowledged` with no names:
-//! it was applied here only, and the holders of copies elsewhere were not
-//! told. Diagnostics show the old generation's last.
+//! dropped to free the address): a call then answers at once as if no
+//! owner could be reached, and the grid keeps nothing: its copy gate shut
+//! when the membership removed the old generation and stays shut until the
+//! new one is admitted (see [`super::copy_gate`]). A read misses, a load
+//! runs here and is not kept, a put and a named owner load fail with
+//! `OwnerUnreachable`, and an invalidation returns `Unacknowledged` with no
+//! names: it was applied here only, and the holders of copies elsewhere
+//! were not told. Diagnostics show the old generation's last.
 
 use std::any::Any;
 use std::sync::atomic::Ordering;
@@ -147,7 +149,7 @@ impl Attachment {
                 "removed from the membership; rejoining as a new generation"
             );
             *self.last.lock().expect("last") = Some(last);
-            old.shutdown().await;
+            old.shutdown_for_successor().await;
             // The endpoint lets go of the address once every handle on it
             // is gone: this one, and those of the old node's tasks as they
             // end (the new one retries the bind meanwhile).
@@ -264,7 +266,9 @@ impl Remote for Attachment {
     ) -> RemoteFuture<'a, Result<PutAt, CacheError>> {
         match self.node() {
             Some(node) => Box::pin(async move { node.put_at_owner(key, value, ttl, tags).await }),
-            None => now(Ok(PutAt::Here)),
+            // No owner can be reached: the copy gate, shut until the next
+            // generation is admitted, decides (the put fails).
+            None => now(Ok(PutAt::Fallback)),
         }
     }
 

@@ -72,14 +72,18 @@ impl FanOuts {
 }
 
 /// A newcomer's gate: shut until every process that sends it
-/// invalidations told it its mark, then open for good.
+/// invalidations told it its mark, then open until the membership removes
+/// this generation, and shut for good from then on.
 #[derive(Debug, Default)]
 pub(crate) struct CopyGate {
     /// Processes whose own mark reached this process.
     told: HashSet<Process>,
-    /// Opened (it never shuts again: a process admitted later is admitted
-    /// at a newer epoch, whose view holds this one).
+    /// Opened (it shuts again only at removal: a process admitted later is
+    /// admitted at a newer epoch, whose view holds this one).
     open: bool,
+    /// The membership removed this generation: no one sends it
+    /// invalidations, and it is never admitted again.
+    removed: bool,
 }
 
 impl CopyGate {
@@ -94,11 +98,20 @@ impl CopyGate {
     /// the view admits this process, `senders` are the admitted processes
     /// that send it invalidations. True once open.
     pub(crate) fn check(&mut self, admitted: bool, senders: &[Process]) -> bool {
-        if !self.open && admitted && senders.iter().all(|p| self.told.contains(p)) {
+        if !self.open && !self.removed && admitted && senders.iter().all(|p| self.told.contains(p))
+        {
             self.open = true;
             self.told = HashSet::new();
         }
         self.open
+    }
+
+    /// The membership removed this generation: the gate shuts for good (a
+    /// new generation starts with a gate of its own).
+    pub(crate) fn removed(&mut self) {
+        self.open = false;
+        self.removed = true;
+        self.told = HashSet::new();
     }
 }
 
@@ -141,6 +154,20 @@ mod tests {
         // A view change later (a sender gone, another admitted) keeps it.
         assert!(g.check(true, &[p("m1", 1), p("m4", 1)]));
         assert!(g.check(false, &[p("m5", 1)]));
+    }
+
+    #[test]
+    fn a_removed_generation_shuts_its_gate_for_good() {
+        let mut g = CopyGate::default();
+        g.told_by(p("a", 1));
+        assert!(g.check(true, &[p("a", 1)]));
+        g.removed();
+        assert!(!g.check(false, &[p("a", 1)]), "shut at removal");
+        g.told_by(p("a", 1));
+        assert!(
+            !g.check(true, &[p("a", 1)]),
+            "a stale view that still admits it, and a mark, do not reopen it"
+        );
     }
 
     #[test]

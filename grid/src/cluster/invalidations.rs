@@ -358,12 +358,10 @@ impl Node {
             .filter(|m| self.role == Role::Member || m.role == Role::Member)
             .map(|m| (m.node.id.to_string(), m.node.generation))
             .collect();
-        if self
-            .copy_gate
-            .lock()
-            .expect("copy gate")
-            .check(admitted, &senders)
-        {
+        // Held while the flags change: a removal (which shuts the gate and
+        // the flags under the same lock) cannot come between.
+        let mut gate = self.copy_gate.lock().expect("copy gate");
+        if gate.check(admitted, &senders) {
             self.keeps_copies.store(true, Ordering::SeqCst);
             if let Some(grid) = self.grid.upgrade() {
                 grid.stamps.keep_copies(true);

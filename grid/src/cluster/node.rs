@@ -479,7 +479,21 @@ impl Node {
                 "this node was removed from the membership; its cache is flushed"
             );
             self.removed.store(true, Ordering::SeqCst);
-            if let Some(grid) = self.grid.upgrade() {
+            // No one sends a removed process invalidations: from now on it
+            // keeps nothing it fetches, loads or writes (its copy gate shuts
+            // before the flush, so an operation that began earlier finds
+            // its stamp overtaken and keeps nothing either), until a new
+            // generation is admitted and its own gate opens.
+            let grid = self.grid.upgrade();
+            {
+                let mut gate = self.copy_gate.lock().expect("copy gate");
+                gate.removed();
+                self.keeps_copies.store(false, Ordering::SeqCst);
+                if let Some(grid) = &grid {
+                    grid.stamps.keep_copies(false);
+                }
+            }
+            if let Some(grid) = grid {
                 grid.apply(&Invalidation::Flush, crate::events::EventOrigin::Local);
             }
         }
@@ -585,10 +599,19 @@ impl Node {
         }
     }
 
-    /// Stops gossip and closes the endpoint.
+    /// Stops gossip and closes the endpoint; the grid is a local cache
+    /// from now on.
     pub(crate) async fn shutdown(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
         self.now_local();
+        self.shutdown_for_successor().await;
+    }
+
+    /// Stops gossip and closes the endpoint of a generation the membership
+    /// removed, which a new one replaces: the copy gate stays shut, so
+    /// nothing the grid fetches, loads or writes between the two is kept
+    /// (no node sends it invalidations meanwhile).
+    pub(crate) async fn shutdown_for_successor(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
         if let Some(h) = self.chitchat.get() {
             h.abort();
         }

@@ -209,6 +209,11 @@ impl Node {
         tags: &[String],
     ) -> Result<PutAt, CacheError> {
         if self.stopped.load(Ordering::SeqCst) {
+            // Left: a local cache. Removed and replaced: no owner can be
+            // reached, and the shut copy gate keeps nothing.
+            if self.removed.load(Ordering::SeqCst) {
+                return Ok(PutAt::Fallback);
+            }
             return Ok(PutAt::Here);
         }
         let mut entry = Entry::new(Bytes::copy_from_slice(value))
