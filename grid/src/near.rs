@@ -68,6 +68,14 @@ impl Stamp {
     pub(crate) fn keeps_copies(&self) -> bool {
         self.copies
     }
+
+    /// Whether an operation that began under `other` may share the
+    /// outcome of one that began under this stamp: no invalidation came
+    /// between, and the copy gate said the same to both (a caller after the
+    /// gate opened must not keep a reply to a request sent before).
+    pub(crate) fn same_flight(&self, other: &Stamp) -> bool {
+        self == other && self.copies == other.copies
+    }
 }
 
 impl Default for Stamps {

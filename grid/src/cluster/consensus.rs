@@ -136,6 +136,19 @@ impl Consensus {
         status.configured.binary_search(&raft_id).is_ok()
     }
 
+    /// True if the Raft configuration this node applied holds no other
+    /// raft peer: there is no one to hand leadership or a vote over to.
+    pub(crate) fn alone(&self) -> bool {
+        let status = self.status.read().expect("status");
+        status.configured.len() <= 1
+    }
+
+    /// Whether this node must stay until it handed over: it leads or votes,
+    /// and its raft task runs, with another raft peer to hand over to.
+    pub(crate) fn must_hand_over(&self) -> bool {
+        self.leads_or_votes() && !self.exited() && !self.alone()
+    }
+
     /// True once the raft task has exited.
     pub(crate) fn exited(&self) -> bool {
         self.task.is_finished()

@@ -33,7 +33,7 @@
 //! through the owners without keeping copies, which costs round trips,
 //! never freshness.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use super::high_water::Process;
 
@@ -76,8 +76,10 @@ impl FanOuts {
 /// this generation, and shut for good from then on.
 #[derive(Debug, Default)]
 pub(crate) struct CopyGate {
-    /// Processes whose own mark reached this process.
-    told: HashSet<Process>,
+    /// The newest generation of each node whose own mark reached this
+    /// process (one entry per node id: a peer that reconnects as ever newer
+    /// generations does not grow it).
+    told: HashMap<String, u64>,
     /// Opened (it shuts again only at removal: a process admitted later is
     /// admitted at a newer epoch, whose view holds this one).
     open: bool,
@@ -90,7 +92,9 @@ impl CopyGate {
     /// `from` told this process its own mark, over its own connection.
     pub(crate) fn told_by(&mut self, from: Process) {
         if !self.open {
-            self.told.insert(from);
+            let (id, generation) = from;
+            let newest = self.told.entry(id).or_insert(generation);
+            *newest = (*newest).max(generation);
         }
     }
 
@@ -98,10 +102,15 @@ impl CopyGate {
     /// the view admits this process, `senders` are the admitted processes
     /// that send it invalidations. True once open.
     pub(crate) fn check(&mut self, admitted: bool, senders: &[Process]) -> bool {
-        if !self.open && !self.removed && admitted && senders.iter().all(|p| self.told.contains(p))
+        if !self.open
+            && !self.removed
+            && admitted
+            && senders
+                .iter()
+                .all(|(id, generation)| self.told.get(id) == Some(generation))
         {
             self.open = true;
-            self.told = HashSet::new();
+            self.told = HashMap::new();
         }
         self.open
     }
@@ -111,7 +120,7 @@ impl CopyGate {
     pub(crate) fn removed(&mut self) {
         self.open = false;
         self.removed = true;
-        self.told = HashSet::new();
+        self.told = HashMap::new();
     }
 }
 
@@ -154,6 +163,21 @@ mod tests {
         // A view change later (a sender gone, another admitted) keeps it.
         assert!(g.check(true, &[p("m1", 1), p("m4", 1)]));
         assert!(g.check(false, &[p("m5", 1)]));
+    }
+
+    #[test]
+    fn a_peer_reconnecting_as_ever_newer_generations_holds_one_entry() {
+        let mut g = CopyGate::default();
+        for generation in 1..=10_000 {
+            g.told_by(p("rogue", generation));
+        }
+        g.told_by(p("rogue", 3));
+        assert_eq!(g.told.len(), 1);
+        assert!(
+            !g.check(true, &[p("rogue", 3)]),
+            "an older word after a newer one"
+        );
+        assert!(g.check(true, &[p("rogue", 10_000)]));
     }
 
     #[test]

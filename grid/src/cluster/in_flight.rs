@@ -74,7 +74,7 @@ impl<V: Clone> InFlight<V> {
             let joined = {
                 let mut map = self.lock();
                 match map.get(key) {
-                    Some(slot) if slot.stamp == stamp => Err(slot.rx.clone()),
+                    Some(slot) if slot.stamp.same_flight(&stamp) => Err(slot.rx.clone()),
                     _ => {
                         let (tx, rx) = watch::channel(None);
                         let slot = Arc::new(Slot { stamp, rx });

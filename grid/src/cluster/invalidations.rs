@@ -273,6 +273,16 @@ impl Node {
             epoch: self.view().epoch(),
             target: to_target(&inv),
         });
+        // A process the membership does not admit (joining, restarted, or
+        // removed) cannot name every holder: whoever answers, it does not
+        // return `Ok` (an empty list: the holders are unknown). Judged
+        // before the targets are picked: a process admitted meanwhile
+        // picks them from a view that admits it, which holds every holder;
+        // one judged later could return `Ok` for targets it picked before
+        // it knew them. (Send-only mode promises nothing about who applied
+        // it.)
+        let knows_holders = self.mode == InvalidationMode::Sent
+            || self.view().knows_holders(&self.identity, self.founder);
         // Clients do not talk to clients: a client sends to the members,
         // and each member relays to the other clients before it acknowledges.
         let mut peers = self.fan_out_targets();
@@ -299,13 +309,6 @@ impl Node {
             }
             None => Ok(()),
         };
-        // A process the membership does not admit (joining, restarted, or
-        // removed) cannot name every holder: whoever answers, it does not
-        // return `Ok` (an empty list: the holders are unknown).
-        // (Send-only mode promises nothing about who applied it.)
-        let knows_holders = self.mode == InvalidationMode::Sent
-            || self.view().knows_holders(&self.identity, self.founder);
-
         // The maintenance task tells every peer the new high-water mark.
         let acked = self
             .send_to(peers, message, sequence, self.ack_timeout)

@@ -484,16 +484,8 @@ impl Node {
             // before the flush, so an operation that began earlier finds
             // its stamp overtaken and keeps nothing either), until a new
             // generation is admitted and its own gate opens.
-            let grid = self.grid.upgrade();
-            {
-                let mut gate = self.copy_gate.lock().expect("copy gate");
-                gate.removed();
-                self.keeps_copies.store(false, Ordering::SeqCst);
-                if let Some(grid) = &grid {
-                    grid.stamps.keep_copies(false);
-                }
-            }
-            if let Some(grid) = grid {
+            self.shut_copy_gate();
+            if let Some(grid) = self.grid.upgrade() {
                 grid.apply(&Invalidation::Flush, crate::events::EventOrigin::Local);
             }
         }
@@ -533,6 +525,13 @@ impl Node {
     /// never elect a leader): it hands over first (see [`super::voters`]).
     pub(crate) async fn leave(&self) {
         self.departing.store(true, Ordering::SeqCst);
+        // The others stop sending invalidations to a process that said it
+        // leaves, while it may take a while to hand over: from now on it
+        // keeps nothing, and what it kept goes.
+        self.shut_copy_gate();
+        if let Some(grid) = self.grid.upgrade() {
+            grid.apply(&Invalidation::Flush, crate::events::EventOrigin::Local);
+        }
         if let Some(h) = self.chitchat.get() {
             let c = h.chitchat();
             c.lock().await.self_node_state().set(keys::LEAVING, "1");
@@ -550,13 +549,15 @@ impl Node {
             let removed = !self
                 .view()
                 .is_admitted(&self.identity.id, self.identity.generation);
-            let needed = self.consensus.get().is_some_and(Consensus::leads_or_votes);
+            let needed = self.consensus.get().is_some_and(Consensus::must_hand_over);
             if removed && !needed {
                 break;
             }
             tokio::time::sleep(self.gossip_interval / 2).await;
         }
-        self.shutdown().await;
+        self.stop_endpoint().await;
+        // A local cache from now on, by the user's choice: it keeps again.
+        self.now_local(true);
         // Nobody sends this process invalidations any more: what it holds
         // can no longer be proven fresh, so the local cache starts empty.
         if let Some(grid) = self.grid.upgrade() {
@@ -600,10 +601,11 @@ impl Node {
     }
 
     /// Stops gossip and closes the endpoint; the grid is a local cache
-    /// from now on.
+    /// from now on (unless the membership removed this generation: see
+    /// [`Node::now_local`]).
     pub(crate) async fn shutdown(&self) {
-        self.now_local();
-        self.shutdown_for_successor().await;
+        self.now_local(false);
+        self.stop_endpoint().await;
     }
 
     /// Stops gossip and closes the endpoint of a generation the membership
@@ -611,6 +613,10 @@ impl Node {
     /// nothing the grid fetches, loads or writes between the two is kept
     /// (no node sends it invalidations meanwhile).
     pub(crate) async fn shutdown_for_successor(&self) {
+        self.stop_endpoint().await;
+    }
+
+    async fn stop_endpoint(&self) {
         self.stopped.store(true, Ordering::SeqCst);
         if let Some(h) = self.chitchat.get() {
             h.abort();
@@ -618,9 +624,29 @@ impl Node {
         self.transport.close().await;
     }
 
+    /// Shuts the copy gate of this generation for good (removed, or
+    /// leaving): it keeps nothing from now on. Under the gate's lock, so
+    /// that no check opens it again in between.
+    fn shut_copy_gate(&self) {
+        let mut gate = self.copy_gate.lock().expect("copy gate");
+        gate.removed();
+        self.keeps_copies.store(false, Ordering::SeqCst);
+        if let Some(grid) = self.grid.upgrade() {
+            grid.stamps.keep_copies(false);
+        }
+    }
+
     /// Stopped: the grid is a local cache from now on (until a new
     /// generation starts), which keeps what it loads and puts.
-    fn now_local(&self) {
+    /// `after_leave`: the user left, and the grid is a local cache by
+    /// choice. Otherwise a removed generation's gate stays shut (a
+    /// successor replaces it, or no one sends the grid invalidations while
+    /// it runs): under the gate's lock, as a removal shuts it.
+    fn now_local(&self, after_leave: bool) {
+        let _gate = self.copy_gate.lock().expect("copy gate");
+        if !after_leave && self.removed.load(Ordering::SeqCst) {
+            return;
+        }
         if let Some(grid) = self.grid.upgrade() {
             grid.stamps.keep_copies(true);
         }
@@ -629,7 +655,7 @@ impl Node {
     /// Stops gossip and closes the endpoint without waiting (on drop).
     pub(crate) fn shutdown_now(&self) {
         self.stopped.store(true, Ordering::SeqCst);
-        self.now_local();
+        self.now_local(false);
         if let Some(h) = self.chitchat.get() {
             h.abort();
         }

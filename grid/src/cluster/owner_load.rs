@@ -199,20 +199,25 @@ impl Node {
         };
         let stamp = grid.stamps.of(key);
         drop(grid);
-        let request = || self.ask_owner(key, load, ttl, tags);
+        let request = || self.ask_owner(key, load, ttl, tags, stamp.keeps_copies());
         self.owner_loads.asked.run(key, stamp, request).await.0
     }
 
+    /// `keeps`: this node kept copies when the caller began. A load it runs
+    /// for want of an owner (stopped, or no owner in time) is stored only
+    /// then: before, no one may send it the invalidations that would reach
+    /// the value (see super::copy_gate). As the owner it stores.
     async fn ask_owner(
         &self,
         key: &str,
         load: &OwnerLoad,
         ttl: Option<Duration>,
         tags: &[String],
+        keeps: bool,
     ) -> Result<OwnerLoaded, CacheError> {
-        let here = || async {
+        let here = |store: bool| async move {
             let stored = self
-                .named_load_here(key, load.loader(), load.args(), ttl, tags)
+                .named_load_here(key, load.loader(), load.args(), ttl, tags, store)
                 .await?;
             Ok(OwnerLoaded {
                 entry: stored.remote_entry(),
@@ -220,7 +225,7 @@ impl Node {
             })
         };
         if self.stopped.load(Ordering::SeqCst) {
-            return here().await; // left the cluster: a local cache now
+            return here(keeps).await; // left the cluster: a local cache now
         }
         let transport = &self.transport;
         let ttl_ms = ttl.map(|t| t.as_millis().min(u64::MAX as u128) as u64);
@@ -277,7 +282,7 @@ impl Node {
             })
             .await;
         match result {
-            Ok(None) => here().await,
+            Ok(None) => here(true).await,
             Ok(Some(answer)) => answer.map(|entry| OwnerLoaded {
                 entry,
                 stored_here: false,
@@ -287,7 +292,7 @@ impl Node {
                 if self.serve_locally()
                     && self.owner_loads.loaders.get(load.loader()).is_some() =>
             {
-                here().await
+                here(keeps).await
             }
             Err(e) => Err(e),
         }
@@ -295,7 +300,7 @@ impl Node {
 
     /// Runs the named loader as the owner of `key` (once for every
     /// concurrent asker, local or remote) unless a value is stored already;
-    /// stores its value under the request's TTL and tags.
+    /// stores its value under the request's TTL and tags if `store`.
     async fn named_load_here(
         &self,
         key: &str,
@@ -303,6 +308,7 @@ impl Node {
         args: &[u8],
         ttl: Option<Duration>,
         tags: &[String],
+        store: bool,
     ) -> Result<Arc<Stored>, CacheError> {
         let Some(loader) = self.owner_loads.loaders.get(name) else {
             return Err(CacheError::UnknownLoader {
@@ -325,7 +331,7 @@ impl Node {
             if let Some(hit) = stored(&grid, key) {
                 return Ok(hit);
             }
-            self.run_loader(&grid, &*loader, name, key, args, ttl, tags)
+            self.run_loader(&grid, &*loader, name, key, args, ttl, tags, store)
                 .await
         };
         self.owner_loads.here.run(key, stamp, run).await.0
@@ -341,6 +347,7 @@ impl Node {
         args: &[u8],
         ttl: Option<Duration>,
         tags: &[String],
+        store: bool,
     ) -> Result<Arc<Stored>, CacheError> {
         // Taken before the loader runs: an invalidation of the key or a tag
         // while it runs keeps its value out of the store.
@@ -376,7 +383,8 @@ impl Node {
         // The value is stored as its type (validated, with its type tag);
         // if an invalidation raced the load it is not stored, and the askers
         // still get it, as the callers of a local load do.
-        if (loaded.fill)(&grid.store, ticket, bytes, expiry)? == FillOutcome::Stored
+        if store
+            && (loaded.fill)(&grid.store, ticket, bytes, expiry)? == FillOutcome::Stored
             && grid.events.active()
         {
             grid.events.publish(CacheEvent::Stored {
@@ -413,7 +421,7 @@ impl Node {
         }
         let ttl = call.ttl_ms.map(Duration::from_millis);
         let answer = self
-            .named_load_here(key, &call.loader, &call.args, ttl, &tags)
+            .named_load_here(key, &call.loader, &call.args, ttl, &tags, true)
             .await;
         Message::OwnerLoadReply(match answer {
             Ok(stored) => {
