@@ -64,6 +64,8 @@ pub(crate) fn in_contact(heard: usize, members: usize) -> bool {
 pub(crate) struct Isolation {
     bound: Duration,
     isolated_since: Option<Instant>,
+    /// When this node was last in contact again after being isolated.
+    contact_since: Option<Instant>,
     times: u64,
     /// Processes the membership removed without their word that they
     /// leave (declared dead): they may still serve until isolated, so
@@ -80,6 +82,7 @@ impl Isolation {
         Isolation {
             bound,
             isolated_since: None,
+            contact_since: None,
             times: 0,
             started: Instant::now(),
             removed: Vec::new(),
@@ -117,7 +120,9 @@ impl Isolation {
     /// included if it is one) were heard within the bound.
     pub(crate) fn tick(&mut self, now: Instant, heard: usize, members: usize) -> Decision {
         if in_contact(heard, members) {
-            self.isolated_since = None;
+            if self.isolated_since.take().is_some() {
+                self.contact_since = Some(now);
+            }
             return Decision::Serve;
         }
         let entered = self.isolated_since.is_none();
@@ -145,14 +150,24 @@ impl Isolation {
     /// passed since it was last heard, or, for one never heard, since this
     /// node started listening (a node that just started, a rejoining
     /// generation among them, has not heard anyone yet: the processes its
-    /// view admits are serving, not silent); and always while this node is
-    /// isolated itself.
+    /// view admits are serving, not silent); always while this node is
+    /// isolated itself; and, after it was, for a process not heard again
+    /// since before it was back in contact.
     pub(crate) fn names_unheard(&self, since: Option<Duration>, now: Instant) -> bool {
         if self.isolated() {
             return true;
         }
         let since = since.unwrap_or_else(|| now.saturating_duration_since(self.started));
-        since <= self.bound * 2
+        if since <= self.bound * 2 {
+            return true;
+        }
+        // Silent for longer: isolated by its own rule, if the silence was
+        // its side's. Not when this node was the one cut off since it last
+        // heard that process (it was isolated after that): the process may
+        // be on the majority's side, serving, and not yet heard again.
+        let last_heard = now.checked_sub(since);
+        self.contact_since
+            .is_some_and(|contact| last_heard.is_none_or(|heard| heard < contact))
     }
 }
 
@@ -236,5 +251,31 @@ mod tests {
         i.tick(Instant::now(), 1, 3);
         assert!(i.names_unheard(Some(T * 10), now + T * 10));
         assert!(i.names_unheard(None, now + T * 10));
+    }
+
+    #[test]
+    fn after_being_cut_off_a_node_names_whom_it_has_not_heard_again() {
+        // The cut-off side: it heard a majority again at `contact` (one
+        // peer back, `a`); `b`, on the majority's side all along, was last
+        // heard before the cut, 5 s ago. Its silence was this node's, so
+        // `b` is serving: named, however long ago it was heard.
+        let mut i = Isolation::new(T);
+        let t0 = i.started + T * 3;
+        i.tick(t0, 3, 3);
+        i.tick(t0 + T, 1, 3);
+        let contact = t0 + T * 5;
+        i.tick(contact, 2, 3);
+        assert!(!i.isolated());
+        let now = contact + Duration::from_millis(200);
+        assert!(i.names_unheard(Some(T * 5), now), "not heard since the cut");
+        assert!(i.names_unheard(Some(Duration::from_millis(100)), now));
+        // Heard again after contact, then silent past twice the bound: its
+        // own silence, isolated by its own rule.
+        let later = contact + T * 10;
+        assert!(!i.names_unheard(Some(T * 3), later));
+        // Never isolated: the silence was the other side's.
+        let mut j = Isolation::new(T);
+        j.tick(t0, 3, 3);
+        assert!(!j.names_unheard(Some(T * 5), t0 + T * 5));
     }
 }
