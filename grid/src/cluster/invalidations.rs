@@ -600,9 +600,10 @@ impl Node {
         // a peer it still reports live counts as heard, so a node whose
         // gossip is only slow (a loaded machine) is not taken for cut off.
         let live = self.live_peers(false);
-        let decision = {
+        let (decision, back_in_contact) = {
             let heard = self.telemetry.last_heard();
             let mut isolation = self.isolation.lock().expect("isolation");
+            let was_isolated = isolation.isolated();
             let count = members
                 .iter()
                 .filter(|m| {
@@ -614,8 +615,19 @@ impl Node {
                         || isolation.heard(heard.since(&m.node.id, m.node.generation, now))
                 })
                 .count();
-            isolation.tick(now, count, members.len())
+            let decision = isolation.tick(now, count, members.len());
+            (decision, was_isolated && !isolation.isolated())
         };
+        if back_in_contact {
+            // The connections of the cut are stale: QUIC's loss recovery
+            // has backed off on them and holds queued data for up to a
+            // probe timeout that grew while nothing got through (an
+            // invalidation sent right after the heal reached one peer at
+            // once and the other 300 ms later, long enough for a read
+            // there to fetch the old value from it). New connections
+            // start from a clean state; every send dials again.
+            self.transport.disconnect_all();
+        }
         let super::isolation::Decision::Flush { entered } = decision else {
             return;
         };

@@ -646,6 +646,15 @@ impl Transport {
         }
     }
 
+    /// Drops every connection (what a node does when it hears the cluster
+    /// again after it was cut off: see `cluster/isolation.rs`).
+    pub fn disconnect_all(&self) {
+        let peers: Vec<_> = self.shared.peers.lock().expect("peers").drain().collect();
+        for (_, p) in peers {
+            p.conn.close(0u32.into(), b"reconnect after isolation");
+        }
+    }
+
     /// Test hook (feature `test-hooks`): while `on`, the socket drops every
     /// datagram it sends or receives, as if this process were stopped or
     /// cut off (see `cluster/pause.rs`).
