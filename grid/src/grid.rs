@@ -666,6 +666,15 @@ impl<C: Codec> Grid<C> {
     }
 
     async fn invalidate(&self, inv: Invalidation) -> Result<bool, CacheError> {
+        // A tag or flush reaches every process at once: until its fan-out
+        // ended, an owner may not have applied it, and a copy fetched
+        // meanwhile could be the old value (cluster/settling.rs).
+        let _unsettled = match (&inv, self.inner.remote.get()) {
+            (Invalidation::Tags(_) | Invalidation::Flush, Some(_)) => {
+                Some(self.inner.stamps.own_unsettled())
+            }
+            _ => None,
+        };
         let removed = self.inner.apply(&inv, EventOrigin::Local);
         if let Some(remote) = self.inner.remote.get() {
             let sent = remote.invalidate(inv.clone()).await;

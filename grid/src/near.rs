@@ -44,6 +44,12 @@ pub(crate) struct Stamps {
     all: AtomicU64,
     keys: [AtomicU64; KEY_STAMPS],
     copies: AtomicBool,
+    /// A tag or flush invalidation applied here may not have reached every
+    /// owner yet (set by the cluster runtime: cluster/settling.rs).
+    unsettled: AtomicBool,
+    /// This process's own tag and flush invalidations whose fan-out has
+    /// not ended.
+    own_unsettled: AtomicU64,
 }
 
 /// A snapshot of the stamps that concern one key. Two snapshots are equal
@@ -84,6 +90,8 @@ impl Default for Stamps {
             all: AtomicU64::new(0),
             keys: std::array::from_fn(|_| AtomicU64::new(0)),
             copies: AtomicBool::new(false),
+            unsettled: AtomicBool::new(false),
+            own_unsettled: AtomicU64::new(0),
         }
     }
 }
@@ -109,8 +117,26 @@ impl Stamps {
         Stamp {
             all: self.all.load(Ordering::SeqCst),
             key: self.keys[Self::slot(key)].load(Ordering::SeqCst),
-            copies: self.copies.load(Ordering::SeqCst),
+            copies: self.copies.load(Ordering::SeqCst)
+                && !self.unsettled.load(Ordering::SeqCst)
+                && self.own_unsettled.load(Ordering::SeqCst) == 0,
         }
+    }
+
+    /// Whether a tag or flush invalidation applied here may not have
+    /// reached every owner yet: operations that begin meanwhile keep
+    /// nothing (cluster/settling.rs).
+    #[cfg_attr(not(any(feature = "cluster", test)), allow(dead_code))]
+    pub(crate) fn set_unsettled(&self, unsettled: bool) {
+        self.unsettled.store(unsettled, Ordering::SeqCst);
+    }
+
+    /// One of this process's own tag or flush invalidations starts: until
+    /// the guard drops (its fan-out ended), operations that begin keep
+    /// nothing, since an owner may not have applied it yet.
+    pub(crate) fn own_unsettled(&self) -> OwnUnsettled<'_> {
+        self.own_unsettled.fetch_add(1, Ordering::SeqCst);
+        OwnUnsettled(self)
     }
 
     /// Whether operations that begin from now on keep copies (set by the
@@ -118,6 +144,15 @@ impl Stamps {
     #[cfg_attr(not(any(feature = "cluster", test)), allow(dead_code))]
     pub(crate) fn keep_copies(&self, keep: bool) {
         self.copies.store(keep, Ordering::SeqCst);
+    }
+}
+
+/// See [`Stamps::own_unsettled`].
+pub(crate) struct OwnUnsettled<'a>(&'a Stamps);
+
+impl Drop for OwnUnsettled<'_> {
+    fn drop(&mut self) {
+        self.0.own_unsettled.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -62,7 +62,7 @@ impl Node {
     /// invalidations go to that has not acknowledged it yet
     /// ([`super::high_water`]); answers come back on their own tasks.
     fn tell_high_water(self: &Arc<Self>) {
-        let mark = self.sequence.load(Ordering::SeqCst);
+        let mark = self.settled_mark();
         let peers = self.fan_out_targets();
         let targets: Vec<(String, u64)> =
             peers.iter().map(|p| (p.id.clone(), p.generation)).collect();
@@ -208,6 +208,8 @@ impl Node {
                 };
             }
         };
+        // Every fan-out of the origin's up to the mark ended.
+        self.settle(|s| s.released(&origin, generation, sequence));
         if overflowed {
             self.telemetry.flushed_on_gap(&origin, "high_water");
             if let Some(grid) = self.grid.upgrade() {
@@ -266,7 +268,7 @@ impl Node {
         // Taken before the targets are picked, held until the last answer
         // (see super::copy_gate).
         let _ticket = self.fan_out_ticket();
-        let sequence = self.sequence.fetch_add(1, Ordering::SeqCst) + 1;
+        let (sequence, _open) = self.open_sequence();
         let message = Message::Invalidate(Invalidate {
             origin: self.identity.clone(),
             sequence,
@@ -336,6 +338,44 @@ impl Node {
             );
         }
         (sequence, acked)
+    }
+
+    /// The next sequence number, open until the guard drops (the fan-out
+    /// ended): see [`Node::settled_mark`].
+    fn open_sequence(&self) -> (u64, OpenSequence<'_>) {
+        let mut open = self.open_sequences.lock().expect("open sequences");
+        let sequence = self.sequence.fetch_add(1, Ordering::SeqCst) + 1;
+        open.insert(sequence);
+        (
+            sequence,
+            OpenSequence {
+                node: self,
+                sequence,
+            },
+        )
+    }
+
+    /// The highest sequence whose fan-out, and every earlier one, ended:
+    /// the mark this node tells in its own word. A receiver takes it as
+    /// proof that every target applied (or was named for) each of its
+    /// invalidations up to there ([`super::settling`]).
+    pub(super) fn settled_mark(&self) -> u64 {
+        let open = self.open_sequences.lock().expect("open sequences");
+        match open.first() {
+            Some(&oldest) => oldest - 1,
+            None => self.sequence.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Changes the unsettled invalidations, and the grid's copy gate with
+    /// them (under the same lock, so two changes cannot reach the gate out
+    /// of order).
+    pub(super) fn settle(&self, change: impl FnOnce(&mut super::settling::Settling)) {
+        let mut settling = self.settling.lock().expect("settling");
+        change(&mut settling);
+        if let Some(grid) = self.grid.upgrade() {
+            grid.stamps.set_unsettled(!settling.is_settled());
+        }
     }
 
     /// A fan-out's ticket, given back when the guard drops (see
@@ -499,12 +539,25 @@ impl Node {
         if gap {
             self.telemetry.flushed_on_gap(&origin, "gap");
         }
+        let origin_id = origin.clone();
         let remote = EventOrigin::Remote { node: origin };
         if gap {
             grid.apply(&Invalidation::Flush, remote.clone());
         }
         match from_target(&inv.target) {
             Ok(invs) => {
+                if invs
+                    .iter()
+                    .any(|i| matches!(i, Invalidation::Tags(_) | Invalidation::Flush))
+                {
+                    // Before it is applied: a read that misses because of
+                    // it must not keep what an owner that has not applied
+                    // it yet answers.
+                    let now = std::time::Instant::now();
+                    self.settle(|s| {
+                        s.applied(&origin_id, inv.origin.generation, inv.sequence, now)
+                    });
+                }
                 for i in invs {
                     grid.apply(&i, remote.clone());
                 }
@@ -526,6 +579,23 @@ impl Node {
     }
 }
 
+/// Gives a fan-out's sequence back when it ends (see
+/// [`Node::settled_mark`]).
+struct OpenSequence<'a> {
+    node: &'a Node,
+    sequence: u64,
+}
+
+impl Drop for OpenSequence<'_> {
+    fn drop(&mut self) {
+        self.node
+            .open_sequences
+            .lock()
+            .expect("open sequences")
+            .remove(&self.sequence);
+    }
+}
+
 /// Every gossip interval: notes the peers' heartbeats, runs the isolation
 /// rule, tells peers this node's high-water mark (theirs arrive as
 /// requests: a tail not seen opens holes in the receive window), and takes
@@ -539,6 +609,11 @@ pub(super) async fn watch_high_water_marks(node: Weak<Node>) {
         n.observe_gossip().await;
         n.check_isolation(&view);
         n.check_copy_gate(&view);
+        // An origin's fan-out ends within its acknowledgement timeout (it
+        // names whoever did not answer); its mark follows within a gossip
+        // interval.
+        let settle_bound = n.ack_timeout * 2 + interval * 2;
+        n.settle(|s| s.expire(std::time::Instant::now(), settle_bound));
         if !n.stopped.load(Ordering::SeqCst) {
             n.tell_high_water();
             n.relay_high_water();

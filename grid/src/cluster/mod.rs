@@ -30,6 +30,7 @@ mod read_path;
 mod rejoin;
 mod routing;
 mod sequence;
+mod settling;
 mod telemetry;
 mod tls;
 mod transport;
