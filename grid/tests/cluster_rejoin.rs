@@ -3,9 +3,9 @@
 //! learns it was removed once it hears them again, and the grid starts a new
 //! generation of its node on the same address: it is admitted again, and
 //! reads, puts and invalidations through it work, with nothing it held from
-//! before the cut served. A client does the same. Both opt in with
-//! `rejoin_after_removal(true)`; without it (the default) a member stays
-//! removed.
+//! before the cut served. A client does the same. Both do by default
+//! (`rejoin_after_removal`); with it off a member stays removed and keeps
+//! nothing.
 
 use std::net::SocketAddr;
 

@@ -166,13 +166,11 @@ fn certs(args: CertsArgs) {
     }
 }
 
-/// Starts the node: with `args`' seeds and bootstrap flag on the first
-/// start, with `seeds` and never bootstrapping when it rejoins.
-async fn start(
-    args: &RunArgs,
-    seeds: Vec<String>,
-    bootstrap: bool,
-) -> Result<Grid, Box<dyn std::error::Error>> {
+/// Starts the node. A node the membership removes (declared dead while
+/// paused or cut off) starts a new generation of itself on the same
+/// address, inside the library (`NodeBuilder::rejoin_after_removal`, on by
+/// default): the process keeps one grid for its whole life.
+async fn start(args: &RunArgs) -> Result<Grid, Box<dyn std::error::Error>> {
     let tls = TlsConfig::from_pem_files(&args.ca, &args.cert, &args.key)?;
     let builder = if args.client {
         Grid::client()
@@ -183,54 +181,16 @@ async fn start(
         .cluster(args.cluster.clone())
         .node_id(args.node_id.clone())
         .bind(args.bind)
-        .seeds(seeds)
-        .bootstrap(bootstrap)
+        .seeds(args.seeds.clone())
+        .bootstrap(args.bootstrap)
         .tls(tls)
         .gossip_interval(Duration::from_millis(args.gossip_ms))
         .start()
         .await?)
 }
 
-/// If the membership removed this node while it ran (declared dead while
-/// paused or cut off), stops it and starts it again as a new generation on
-/// the same address, seeded with the members it last knew: the way back in.
-async fn rejoin_if_removed(
-    args: &RunArgs,
-    grid: &mut Grid,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let d = grid.cluster_diagnostics().await.expect("a cluster node");
-    if !d.removed {
-        return Ok(());
-    }
-    let seeds: Vec<String> = d
-        .peers
-        .iter()
-        .filter(|p| p.role == Role::Member && p.node_id != d.node_id)
-        .map(|p| p.address.to_string())
-        .chain(args.seeds.iter().cloned())
-        .collect();
-    eprintln!("hydracache-node: removed from the membership; rejoining as a new generation");
-    grid.leave().await;
-    // The old endpoint lets go of the address once its tasks have ended.
-    *grid = Grid::local().build();
-    let mut tries = 0;
-    loop {
-        match start(args, seeds.clone(), false).await {
-            Ok(new) => {
-                *grid = new;
-                return Ok(());
-            }
-            Err(e) if tries == 50 => return Err(e),
-            Err(_) => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
 async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let mut grid = start(&args, args.seeds.clone(), args.bootstrap).await?;
+    let grid = start(&args).await?;
     let diag = grid.cluster_diagnostics().await.expect("a cluster node");
     let mut out = std::io::stdout();
     writeln!(out, "LISTEN {}", diag.addr)?;
@@ -253,18 +213,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     out.flush()?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let mut check = tokio::time::interval(Duration::from_millis(args.gossip_ms * 5));
-    loop {
-        let line = tokio::select! {
-            line = lines.next_line() => match line? {
-                Some(line) => line,
-                None => break,
-            },
-            _ = check.tick() => {
-                rejoin_if_removed(&args, &mut grid).await?;
-                continue;
-            }
-        };
+    while let Some(line) = lines.next_line().await? {
         let words: Vec<&str> = line.split_whitespace().collect();
         let reply = match words.as_slice() {
             ["put", key, value] => grid

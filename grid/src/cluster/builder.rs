@@ -166,7 +166,7 @@ impl NodeBuilder {
             max_owner_load_args: DEFAULT_MAX_ARGS,
             owner_load_timeout: Duration::from_secs(10),
             near_copies_max_bytes: None,
-            rejoin: false,
+            rejoin: true,
         }
     }
 }
@@ -272,23 +272,19 @@ impl<C: Codec> NodeBuilder<C> {
     }
 
     /// Whether this node starts again by itself once the membership
-    /// removed it (default false: opt in). A node declared dead while it was paused
+    /// removed it (default true). A node declared dead while it was paused
     /// or cut off past the failure timeout is removed for good: its
     /// generation is never admitted again. Once it hears it was removed it
-    /// flushes its cache and owns nothing; with this setting it then stops
-    /// that generation and starts a new one on the same address, with the
-    /// same id, certificate and settings, seeded with the members it last
-    /// knew and the configured seeds, and is admitted again. Requests during
-    /// the restart fall back as for any unreachable owner
-    /// ([`owner_unreachable`](NodeBuilder::owner_unreachable)). Off, the
-    /// node stays removed (a local cache) until the process restarts it, as
-    /// `hydracache-node` does.
-    ///
-    /// Off by default for one known limit (docs/consistency.md, "A process
-    /// between its start and its peers hearing of it"): the new generation
-    /// keeps serving reads and puts while it joins, and an invalidation
-    /// from a peer that has not heard of it yet can miss a copy it keeps in
-    /// that window.
+    /// flushes its cache, owns nothing and keeps nothing; with this setting
+    /// it then stops that generation and starts a new one on the same
+    /// address, with the same id, certificate and settings, seeded with the
+    /// members it last knew and the configured seeds, and is admitted
+    /// again. Requests during the restart fall back as for any unreachable
+    /// owner ([`owner_unreachable`](NodeBuilder::owner_unreachable)), and
+    /// the grid keeps nothing until the new generation's copy gate opens
+    /// (docs/consistency.md). Off, the node stays removed: it reads through
+    /// the owners and keeps nothing, since no one sends it invalidations,
+    /// until the process restarts it.
     ///
     /// Counted in [`ClusterDiagnostics::rejoins`](super::ClusterDiagnostics::rejoins).
     pub fn rejoin_after_removal(mut self, rejoin: bool) -> Self {
