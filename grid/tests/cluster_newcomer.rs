@@ -101,3 +101,63 @@ async fn a_newcomer_keeps_no_copy_until_every_sender_has_shown_it_sends_to_it() 
     let d = c.cluster_diagnostics().await.unwrap();
     assert_eq!((d.near_hits, d.remote_hits), (2, 5), "one read kept a copy");
 }
+
+/// A process that announced it leaves is sent no more invalidations, and it
+/// may take a while to be removed (here the Raft leader is paused, so it is
+/// not removed at all until `leave()`'s bound): from the moment `leave()`
+/// starts it keeps nothing it reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaving_member_keeps_no_copy_while_it_waits_to_be_removed() {
+    let _one = cluster_support::one_at_a_time().await;
+    let ca = DevCa::new("orders").unwrap();
+    let m0 = member(&ca, "m0", &[]).await;
+    let seed = addr(&m0).await;
+    let m1 = member(&ca, "m1", &[seed]).await;
+    let m2 = member(&ca, "m2", &[seed]).await;
+    converge(&[&m0, &m1, &m2], 3, 0).await;
+    let leader = m0.cluster_diagnostics().await.unwrap().raft_leader.unwrap();
+    let mut leader_grid = None;
+    let mut others = Vec::new();
+    for g in [&m0, &m1, &m2] {
+        let id = g.cluster_diagnostics().await.unwrap().node_id;
+        if id == leader {
+            leader_grid = Some(g);
+        } else {
+            others.push((g, id));
+        }
+    }
+    let leader_grid = leader_grid.expect("the leader is one of the three");
+    let ((owner, owner_id), (leaver, _)) = (others[0].clone(), others[1].clone());
+    let key = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| owner.owner_for_key(k).as_deref() == Some(owner_id.as_str()))
+        .expect("a key the owner owns");
+    owner.put(&key, 3u64, CacheOptions::new()).await.unwrap();
+
+    leader_grid.pause_network(true);
+    let leaving = tokio::spawn({
+        let leaver = leaver.clone();
+        async move { leaver.leave().await }
+    });
+    assert!(
+        cluster_support::eventually(async || !leaver
+            .cluster_diagnostics()
+            .await
+            .unwrap()
+            .keeps_copies)
+        .await,
+        "leave() shut the copy gate"
+    );
+    let near = leaver.cluster_diagnostics().await.unwrap().near_hits;
+    for _ in 0..2 {
+        assert_eq!(leaver.get::<u64>(&key).await.unwrap(), Some(3));
+    }
+    assert!(
+        !leaver.contains_key(&key).await,
+        "kept a copy while no one sends it invalidations"
+    );
+    assert_eq!(leaver.cluster_diagnostics().await.unwrap().near_hits, near);
+    assert!(!leaving.is_finished(), "still waiting to be removed");
+    leader_grid.pause_network(false);
+    leaving.await.unwrap();
+}
