@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hydracache::cluster::DevCa;
-use hydracache::{CacheOptions, Grid};
+use hydracache::{CacheOptions, Grid, OwnerLoad, OwnerLoadRequest, RejectedArguments};
 
 mod cluster_support;
 use cluster_support::{addr, converge, member_builder, GOSSIP};
@@ -160,4 +160,64 @@ async fn a_leaving_member_keeps_no_copy_while_it_waits_to_be_removed() {
     assert!(!leaving.is_finished(), "still waiting to be removed");
     leader_grid.pause_network(false);
     leaving.await.unwrap();
+}
+
+/// A newcomer whose gate is shut that runs a named loader itself because the
+/// owner does not answer (`ServeLocally`) answers with the value but keeps
+/// nothing: an invalidation from a sender that does not know it yet would
+/// not reach the copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_keeps_no_named_load_it_ran_for_want_of_an_owner() {
+    let _one = cluster_support::one_at_a_time().await;
+    let ca = DevCa::new("orders").unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let with_loader = |id: &str, seeds: &[std::net::SocketAddr]| {
+        let runs = runs.clone();
+        member_builder(&ca, id, seeds)
+            .request_timeout(Duration::from_millis(300))
+            .ack_timeout(Duration::from_millis(400))
+            .loader("n", move |_req: OwnerLoadRequest| {
+                let runs = runs.clone();
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, RejectedArguments>(5u64)
+                }
+            })
+    };
+    let m0 = with_loader("m0", &[]).start().await.unwrap();
+    let seed = addr(&m0).await;
+    let m1 = with_loader("m1", &[seed]).start().await.unwrap();
+    let m2 = with_loader("m2", &[seed]).start().await.unwrap();
+    converge(&[&m0, &m1, &m2], 3, 0).await;
+    let m3 = with_loader("m3", &[seed]).start().await.unwrap();
+    // m2's word never arrives: m3's gate stays shut.
+    m3.cut_invalidations_from("m2", true);
+    assert!(
+        cluster_support::eventually(async || {
+            m3.cluster_diagnostics().await.unwrap().members.len() == 4
+        })
+        .await,
+        "m3 admitted"
+    );
+    assert!(!m3.cluster_diagnostics().await.unwrap().keeps_copies);
+    let key = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| m3.owner_for_key(k).as_deref() == Some("m1"))
+        .expect("a key m1 owns");
+    let fallbacks = m3.cluster_diagnostics().await.unwrap().local_fallbacks;
+    m1.pause_network(true);
+    let v = m3
+        .get_or_load_on_owner::<u64>(&key, OwnerLoad::new("n"), CacheOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(v, 5);
+    assert!(
+        m3.cluster_diagnostics().await.unwrap().local_fallbacks > fallbacks,
+        "the owner did not answer: m3 ran the loader itself"
+    );
+    assert!(
+        !m3.contains_key(&key).await,
+        "kept a value loaded for want of an owner behind a shut gate"
+    );
+    m1.pause_network(false);
 }
