@@ -24,15 +24,17 @@ async fn member(ca: &DevCa, id: &str, seeds: &[SocketAddr]) -> Grid {
         .unwrap()
 }
 
-/// Polls until every node sees the membership and a raft leader (bounded:
-/// 800 gossip rounds).
+/// Polls until every node sees the membership and a raft leader, and keeps
+/// copies (bounded: 800 gossip rounds).
 async fn converge(nodes: &[&Grid], members: usize, clients: usize) {
     for _ in 0..800 {
         let mut ok = true;
         for n in nodes {
             let d = n.cluster_diagnostics().await.unwrap();
-            ok &=
-                d.members.len() == members && d.clients.len() == clients && d.raft_leader.is_some();
+            ok &= d.members.len() == members
+                && d.clients.len() == clients
+                && d.raft_leader.is_some()
+                && d.keeps_copies;
         }
         if ok {
             return;

@@ -291,7 +291,15 @@ impl Remote for Attachment {
 
     fn invalidate(&self, inv: Invalidation) -> RemoteFuture<'_, Result<(), CacheError>> {
         match self.node() {
-            Some(node) => Box::pin(async move { node.fan_out(inv).await }),
+            // Spawned: a caller that stops waiting does not cut the
+            // fan-out short (its sequence would count as settled before
+            // every target had its chance: see super::settling).
+            Some(node) => Box::pin(async move {
+                match tokio::spawn(async move { node.fan_out(inv).await }).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(CacheError::Unacknowledged { nodes: Vec::new() }),
+                }
+            }),
             // Applied here only: between two generations no node can name
             // the holders of copies elsewhere, and they were not told.
             None => now(Err(CacheError::Unacknowledged { nodes: Vec::new() })),

@@ -371,9 +371,16 @@ impl Node {
     /// them (under the same lock, so two changes cannot reach the gate out
     /// of order).
     pub(super) fn settle(&self, change: impl FnOnce(&mut super::settling::Settling)) {
+        // A stopped generation no longer speaks for the grid's copies.
+        if self.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        // The grid first: it must drop after the guard (see
+        // `Node::shut_copy_gate`).
+        let grid = self.grid.upgrade();
         let mut settling = self.settling.lock().expect("settling");
         change(&mut settling);
-        if let Some(grid) = self.grid.upgrade() {
+        if let Some(grid) = &grid {
             grid.stamps.set_unsettled(!settling.is_settled());
         }
     }
@@ -403,23 +410,34 @@ impl Node {
             .collect();
         // Held while the flags change: a removal (which shuts the gate and
         // the flags under the same lock) cannot come between.
+        // The grid first: it must drop after the guard (see
+        // `Node::shut_copy_gate`).
+        let grid = self.grid.upgrade();
         let mut gate = self.copy_gate.lock().expect("copy gate");
         if gate.check(admitted, &senders) {
             self.keeps_copies.store(true, Ordering::SeqCst);
-            if let Some(grid) = self.grid.upgrade() {
+            if let Some(grid) = &grid {
                 grid.stamps.keep_copies(true);
             }
         }
     }
 
     /// The live peers an invalidation goes to: not those that announced over
-    /// their own connection that they leave, since a leaving process drops
-    /// its cache when it stops and would otherwise hold every caller for the
-    /// whole acknowledgement timeout.
+    /// their own connection that they leave once the view no longer admits
+    /// them, since a leaving process drops its cache when it stops and
+    /// would otherwise hold every caller for the whole acknowledgement
+    /// timeout.
     fn invalidation_targets(&self) -> Vec<LivePeer> {
         let leaving = self.leaving.lock().expect("leaving").clone();
+        let view = self.view();
         let mut peers = self.live_peers(false);
-        peers.retain(|p| !leaving.contains(&(p.id.clone(), p.generation)));
+        // While the view still admits it, a leaving process may own keys
+        // (and store what is put to it): it is still sent everything, and
+        // answers while it waits to be removed.
+        peers.retain(|p| {
+            !leaving.contains(&(p.id.clone(), p.generation))
+                || view.is_admitted(&p.id, p.generation)
+        });
         peers
     }
 
@@ -742,7 +760,7 @@ impl Node {
             if is_self
                 || live_or_replaced
                 || (self.role == Role::Client && m.role != Role::Member)
-                || leaving.contains(&(id.clone(), g))
+                || (leaving.contains(&(id.clone(), g)) && !view.is_admitted(&id, g))
                 || unheard.iter().any(|p| p.id == id && p.generation == g)
                 || !isolation.names_unheard(heard.since(&id, g, now), now)
             {

@@ -634,10 +634,14 @@ impl Node {
     /// leaving): it keeps nothing from now on. Under the gate's lock, so
     /// that no check opens it again in between.
     fn shut_copy_gate(&self) {
+        // Upgraded before the lock is taken, so that it drops after the
+        // guard: the last handle on the grid dropping here would detach
+        // the node, which takes this lock again (`now_local`).
+        let grid = self.grid.upgrade();
         let mut gate = self.copy_gate.lock().expect("copy gate");
         gate.removed();
         self.keeps_copies.store(false, Ordering::SeqCst);
-        if let Some(grid) = self.grid.upgrade() {
+        if let Some(grid) = &grid {
             grid.stamps.keep_copies(false);
         }
     }
@@ -649,11 +653,13 @@ impl Node {
     /// successor replaces it, or no one sends the grid invalidations while
     /// it runs): under the gate's lock, as a removal shuts it.
     fn now_local(&self, after_leave: bool) {
+        // Before the lock: see `shut_copy_gate`.
+        let grid = self.grid.upgrade();
         let _gate = self.copy_gate.lock().expect("copy gate");
         if !after_leave && self.removed.load(Ordering::SeqCst) {
             return;
         }
-        if let Some(grid) = self.grid.upgrade() {
+        if let Some(grid) = &grid {
             grid.stamps.keep_copies(true);
         }
     }

@@ -21,41 +21,54 @@
 //! Pure: the driver passes the time, and turns "settled or not" into the
 //! grid's copy gate (see `crate::near`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
+
+/// Notes kept per origin at most: past it the oldest is forgotten (an
+/// origin sending that many tag invalidations within the expiry bound keeps
+/// this node from keeping copies all the same).
+const MAX_NOTES_PER_ORIGIN: usize = 4096;
 
 /// Unsettled tag and flush invalidations, per origin process.
 #[derive(Debug, Default)]
 pub(crate) struct Settling {
-    /// The highest unsettled sequence of each origin (id, generation), and
-    /// when the newest of them was applied.
-    pending: HashMap<(String, u64), (u64, Instant)>,
+    /// Each origin's (id, generation) unsettled sequences, with when each
+    /// was applied. Each note expires on its own: a stream of newer ones
+    /// never keeps an old one alive.
+    pending: HashMap<(String, u64), BTreeMap<u64, Instant>>,
 }
 
 impl Settling {
     /// A tag or flush invalidation with `sequence` from `origin` is about
     /// to be applied here.
     pub(crate) fn applied(&mut self, origin: &str, generation: u64, sequence: u64, now: Instant) {
-        let entry = self
+        let notes = self
             .pending
             .entry((origin.to_string(), generation))
-            .or_insert((sequence, now));
-        entry.0 = entry.0.max(sequence);
-        entry.1 = now;
+            .or_default();
+        notes.entry(sequence).or_insert(now);
+        while notes.len() > MAX_NOTES_PER_ORIGIN {
+            notes.pop_first();
+        }
     }
 
     /// `origin` showed that every fan-out of its up to `mark` ended.
     pub(crate) fn released(&mut self, origin: &str, generation: u64, mark: u64) {
         let key = (origin.to_string(), generation);
-        if self.pending.get(&key).is_some_and(|&(s, _)| s <= mark) {
-            self.pending.remove(&key);
+        if let Some(notes) = self.pending.get_mut(&key) {
+            *notes = notes.split_off(&(mark.saturating_add(1)));
+            if notes.is_empty() || mark == u64::MAX {
+                self.pending.remove(&key);
+            }
         }
     }
 
-    /// Forgets what was applied `after` ago or earlier.
+    /// Forgets each note applied `after` ago or earlier.
     pub(crate) fn expire(&mut self, now: Instant, after: Duration) {
-        self.pending
-            .retain(|_, &mut (_, at)| now.saturating_duration_since(at) < after);
+        self.pending.retain(|_, notes| {
+            notes.retain(|_, at| now.saturating_duration_since(*at) < after);
+            !notes.is_empty()
+        });
     }
 
     /// True when nothing applied here waits for its origin's word.
@@ -63,10 +76,10 @@ impl Settling {
         self.pending.is_empty()
     }
 
-    /// Origins with an unsettled invalidation.
+    /// Unsettled notes, over every origin.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.pending.len()
+        self.pending.values().map(BTreeMap::len).sum()
     }
 }
 
@@ -82,9 +95,9 @@ mod tests {
         s.applied("a", 1, 5, t0);
         s.applied("a", 1, 7, t0);
         s.applied("b", 2, 3, t0);
-        assert_eq!(s.len(), 2);
+        assert_eq!(s.len(), 3);
         s.released("a", 1, 6);
-        assert!(!s.is_settled(), "7 is still in flight");
+        assert_eq!(s.len(), 2, "5 settled, 7 is still in flight");
         s.released("a", 2, 9);
         assert_eq!(s.len(), 2, "another generation's word");
         s.released("a", 1, 7);
@@ -103,11 +116,23 @@ mod tests {
         assert_eq!(s.len(), 2);
         s.expire(t0 + bound, bound);
         assert_eq!(s.len(), 1, "a is forgotten, b applied later stays");
-        // A newer invalidation from an origin renews its time.
+        // A newer note does not keep an older one alive.
         s.applied("b", 1, 2, t0 + Duration::from_secs(6));
         s.expire(t0 + Duration::from_secs(8), bound);
-        assert_eq!(s.len(), 1);
+        assert_eq!(s.len(), 1, "b's first note expired, its second stays");
         s.expire(t0 + Duration::from_secs(10), bound);
+        assert!(s.is_settled());
+    }
+
+    #[test]
+    fn an_origin_flooding_notes_holds_a_bounded_number() {
+        let t0 = Instant::now();
+        let mut s = Settling::default();
+        for seq in 1..=10_000 {
+            s.applied("a", 1, seq, t0);
+        }
+        assert_eq!(s.len(), MAX_NOTES_PER_ORIGIN);
+        s.released("a", 1, 10_000);
         assert!(s.is_settled());
     }
 }
