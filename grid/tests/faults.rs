@@ -28,6 +28,7 @@ use fault::workload;
 const BOUND: Bounds = Bounds {
     heal: Duration::from_millis(5 * GOSSIP_MS),
     cut: Duration::from_millis(1_000 + 3 * GOSSIP_MS),
+    settle: AGREE,
 };
 const MAX_OPS: usize = 5_000;
 /// A removed member must hear it was removed, and its grid start its node

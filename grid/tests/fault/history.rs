@@ -114,6 +114,10 @@ pub struct Report {
     pub duplicate_loads: usize,
     /// The most loader runs for one key on one node.
     pub max_loads_per_key_node: usize,
+    /// Loader runs for one key on two nodes at once while the membership
+    /// was steady (no fault window, nor its settling, around either): the
+    /// owner grants one lease per key and epoch (check c, grid-wide).
+    pub duplicate_loads_across_nodes: usize,
     /// A description of each violation (checks a, b, c).
     pub violations: Vec<String>,
 }
@@ -127,7 +131,7 @@ impl Report {
              stale_beyond_bound={} stale_while_cut={} stale_beyond_cut_bound={} \
              longest_stale_while_cut={} \
              time_to_detect={} time_to_heal={} ok_while_cut={} duplicate_loads={} \
-             max_loads_per_key_node={}",
+             max_loads_per_key_node={} duplicate_loads_across_nodes={}",
             self.operations,
             self.failed,
             self.stale_reads,
@@ -141,6 +145,7 @@ impl Report {
             self.ok_while_cut,
             self.duplicate_loads,
             self.max_loads_per_key_node,
+            self.duplicate_loads_across_nodes,
         )
     }
 }
@@ -165,6 +170,10 @@ pub struct Bounds {
     /// For a cut-off node while it is cut off: from the later of the cut
     /// and the invalidation's start (the isolation rule).
     pub cut: Duration,
+    /// How long after a fault window the membership may still change
+    /// (removals, a rejoin, a new owner): loads then may run under two
+    /// epochs at once.
+    pub settle: Duration,
 }
 
 /// Judges `ops` and `faults` against `bounds`.
@@ -312,6 +321,33 @@ pub fn check(ops: &[Op], faults: &[Fault], bounds: Bounds) -> Report {
             loads.entry((&op.node, key)).or_default().push(op);
         }
     }
+    // Grid-wide: while the membership is steady, one lease per key.
+    let steady = |o: &Op| {
+        faults
+            .iter()
+            .all(|f| o.end < f.start || o.start > f.end + bounds.settle)
+    };
+    let mut by_key: HashMap<&str, Vec<&Op>> = HashMap::new();
+    for ((_, key), runs) in &loads {
+        by_key
+            .entry(key)
+            .or_default()
+            .extend(runs.iter().copied().filter(|o| steady(o)));
+    }
+    for (key, mut runs) in by_key {
+        runs.sort_by_key(|o| o.start);
+        for (i, a) in runs.iter().enumerate() {
+            for b in runs[i + 1..].iter().take_while(|b| b.start < a.end) {
+                if a.node != b.node {
+                    report.duplicate_loads_across_nodes += 1;
+                    report.violations.push(format!(
+                        "{} and {} ran loaders for {key} at once ({:?} and {:?})",
+                        a.node, b.node, a.start, b.start
+                    ));
+                }
+            }
+        }
+    }
     for ((node, key), mut runs) in loads {
         report.max_loads_per_key_node = report.max_loads_per_key_node.max(runs.len());
         runs.sort_by_key(|o| o.start);
@@ -335,6 +371,7 @@ mod tests {
     const BOUND: Bounds = Bounds {
         heal: Duration::from_millis(500),
         cut: Duration::from_millis(1_200),
+        settle: Duration::from_secs(20),
     };
 
     fn ms(n: u64) -> Duration {
@@ -598,6 +635,17 @@ mod tests {
         let r = check(&ops, &[], BOUND);
         assert_eq!(r.duplicate_loads, 1);
         assert_eq!(r.max_loads_per_key_node, 2);
+        // n2's run overlaps both of n1's: two leases for one key at once.
+        assert_eq!(r.duplicate_loads_across_nodes, 2);
+        // Around a fault (and while the membership settles after it) two
+        // owners may each grant one.
+        let cut = Fault {
+            node: "n3".into(),
+            start: ms(1),
+            end: ms(2),
+        };
+        let r = check(&ops, &[cut], BOUND);
+        assert_eq!(r.duplicate_loads_across_nodes, 0);
         let key_inv = op(
             "n2",
             30,
