@@ -429,8 +429,9 @@ async fn when_the_holders_node_goes_mid_load_a_waiter_gets_the_lease_and_loads_o
     let never = Arc::new(Semaphore::new(0));
     let c0 = nodes[5].clone();
     let stuck = gated(&Arc::new(AtomicUsize::new(0)), &never, 0);
-    let _stuck = tokio::spawn(async move { c0.get_or_load(key, CacheOptions::new(), stuck).await });
+    // Read before the load starts: it may be granted before a read after.
     let granted = diag(&nodes[owner]).await.leases_granted;
+    let _stuck = tokio::spawn(async move { c0.get_or_load(key, CacheOptions::new(), stuck).await });
     assert!(eventually(async || diag(&nodes[owner]).await.leases_granted > granted).await);
     let runs = Arc::new(AtomicUsize::new(0));
     let open = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
