@@ -619,7 +619,6 @@ pub(super) async fn spawn_node(
         fan_outs: Mutex::default(),
         copy_gate: Mutex::default(),
         keeps_copies: std::sync::atomic::AtomicBool::new(false),
-        open_sequences: Mutex::default(),
         settling: Mutex::default(),
         ack_timeout: spec.ack_timeout,
         request_timeout: spec.request_timeout,

@@ -38,25 +38,41 @@ use std::collections::{BTreeSet, HashMap};
 use super::high_water::Process;
 
 /// The fan-outs of this node's invalidations (and relays) in flight, by
-/// ticket.
+/// ticket, and the sequence numbers of this node's own among them.
 #[derive(Debug, Default)]
 pub(crate) struct FanOuts {
     next: u64,
     open: BTreeSet<u64>,
+    /// The sequence numbers of this node's own invalidations in flight.
+    sequences: BTreeSet<u64>,
 }
 
 impl FanOuts {
-    /// A fan-out starts, before it picks its targets: its ticket.
-    pub(crate) fn begin(&mut self) -> u64 {
+    /// A fan-out starts, before it picks its targets: its ticket. `sequence`
+    /// is its number if it is this node's own invalidation (a relay has
+    /// none).
+    pub(crate) fn begin(&mut self, sequence: Option<u64>) -> u64 {
         let ticket = self.next;
         self.next += 1;
         self.open.insert(ticket);
+        self.sequences.extend(sequence);
         ticket
     }
 
-    /// The fan-out holding `ticket` ended (answered, failed or dropped).
-    pub(crate) fn end(&mut self, ticket: u64) {
+    /// The fan-out holding `ticket` (and `sequence`) ended (answered,
+    /// failed or dropped).
+    pub(crate) fn end(&mut self, ticket: u64, sequence: Option<u64>) {
         self.open.remove(&ticket);
+        if let Some(s) = sequence {
+            self.sequences.remove(&s);
+        }
+    }
+
+    /// The settled mark (see `super::settling`): the highest sequence whose
+    /// fan-out, and every earlier one, ended; `last` is the last number
+    /// used, taken under the same lock as the numbers `begin` was given.
+    pub(crate) fn settled_mark(&self, last: u64) -> u64 {
+        self.sequences.first().map_or(last, |&oldest| oldest - 1)
     }
 
     /// The ticket the next fan-out will take: a receiver first seen now is
@@ -135,18 +151,34 @@ mod tests {
     #[test]
     fn a_receiver_is_settled_only_once_every_earlier_fan_out_ended() {
         let mut f = FanOuts::default();
-        let a = f.begin();
-        let b = f.begin();
+        let a = f.begin(None);
+        let b = f.begin(None);
         let seen = f.now();
         assert!(!f.settled_before(seen));
-        let c = f.begin();
-        f.end(a);
+        let c = f.begin(None);
+        f.end(a, None);
         assert!(!f.settled_before(seen), "b picked its targets before");
-        f.end(b);
+        f.end(b, None);
         assert!(f.settled_before(seen), "c picked them after");
         assert!(!f.settled_before(c + 1));
-        f.end(c);
+        f.end(c, None);
         assert!(f.settled_before(u64::MAX));
+    }
+
+    #[test]
+    fn the_settled_mark_stops_below_the_oldest_own_fan_out_in_flight() {
+        let mut f = FanOuts::default();
+        assert_eq!(f.settled_mark(0), 0);
+        let a = f.begin(Some(1));
+        let relay = f.begin(None);
+        let b = f.begin(Some(2));
+        assert_eq!(f.settled_mark(2), 0);
+        f.end(b, Some(2));
+        assert_eq!(f.settled_mark(2), 0, "1 is still in flight");
+        f.end(a, Some(1));
+        assert_eq!(f.settled_mark(2), 2, "a relay holds no number back");
+        f.end(relay, None);
+        assert_eq!(f.settled_mark(2), 2);
     }
 
     #[test]

@@ -250,12 +250,12 @@ mod tests {
         let mut f = FanOuts::default();
         assert_eq!(d.due_own(0, &[p("a", 1)], &f), [p("a", 1)]);
         // b is first seen while a fan-out that may not include it runs.
-        let before = f.begin();
+        let before = f.begin(None);
         assert!(d.due_own(0, &[p("a", 1), p("b", 1)], &f).is_empty());
-        let after = f.begin();
-        f.end(before);
+        let after = f.begin(None);
+        f.end(before, None);
         assert_eq!(d.due_own(0, &[p("a", 1), p("b", 1)], &f), [p("b", 1)]);
-        f.end(after);
+        f.end(after, None);
         d.answered(&p("a", 1), Some(0));
         d.answered(&p("b", 1), Some(0));
         assert!(d.due_own(0, &[p("a", 1), p("b", 1)], &f).is_empty());

@@ -267,8 +267,7 @@ impl Node {
         }
         // Taken before the targets are picked, held until the last answer
         // (see super::copy_gate).
-        let _ticket = self.fan_out_ticket();
-        let (sequence, _open) = self.open_sequence();
+        let (sequence, _ticket) = self.own_fan_out_ticket();
         let message = Message::Invalidate(Invalidate {
             origin: self.identity.clone(),
             sequence,
@@ -340,31 +339,13 @@ impl Node {
         (sequence, acked)
     }
 
-    /// The next sequence number, open until the guard drops (the fan-out
-    /// ended): see [`Node::settled_mark`].
-    fn open_sequence(&self) -> (u64, OpenSequence<'_>) {
-        let mut open = self.open_sequences.lock().expect("open sequences");
-        let sequence = self.sequence.fetch_add(1, Ordering::SeqCst) + 1;
-        open.insert(sequence);
-        (
-            sequence,
-            OpenSequence {
-                node: self,
-                sequence,
-            },
-        )
-    }
-
     /// The highest sequence whose fan-out, and every earlier one, ended:
     /// the mark this node tells in its own word. A receiver takes it as
     /// proof that every target applied (or was named for) each of its
     /// invalidations up to there ([`super::settling`]).
     pub(super) fn settled_mark(&self) -> u64 {
-        let open = self.open_sequences.lock().expect("open sequences");
-        match open.first() {
-            Some(&oldest) => oldest - 1,
-            None => self.sequence.load(Ordering::SeqCst),
-        }
+        let fan_outs = self.fan_outs.lock().expect("fan-outs");
+        fan_outs.settled_mark(self.sequence.load(Ordering::SeqCst))
     }
 
     /// Changes the unsettled invalidations, and the grid's copy gate with
@@ -388,8 +369,26 @@ impl Node {
     /// A fan-out's ticket, given back when the guard drops (see
     /// [`super::copy_gate::FanOuts`]).
     fn fan_out_ticket(&self) -> FanOutTicket<'_> {
-        let ticket = self.fan_outs.lock().expect("fan-outs").begin();
-        FanOutTicket { node: self, ticket }
+        let ticket = self.fan_outs.lock().expect("fan-outs").begin(None);
+        FanOutTicket {
+            node: self,
+            ticket,
+            sequence: None,
+        }
+    }
+
+    /// A ticket for one of this node's own invalidations, with its sequence
+    /// number, drawn under the same lock (see [`Node::settled_mark`]).
+    fn own_fan_out_ticket(&self) -> (u64, FanOutTicket<'_>) {
+        let mut fan_outs = self.fan_outs.lock().expect("fan-outs");
+        let sequence = self.sequence.fetch_add(1, Ordering::SeqCst) + 1;
+        let ticket = fan_outs.begin(Some(sequence));
+        let ticket = FanOutTicket {
+            node: self,
+            ticket,
+            sequence: Some(sequence),
+        };
+        (sequence, ticket)
     }
 
     /// Opens this process's copy gate once `view` admits it and every
@@ -557,7 +556,6 @@ impl Node {
         if gap {
             self.telemetry.flushed_on_gap(&origin, "gap");
         }
-        let origin_id = origin.clone();
         let remote = EventOrigin::Remote { node: origin };
         if gap {
             grid.apply(&Invalidation::Flush, remote.clone());
@@ -573,7 +571,7 @@ impl Node {
                     // it yet answers.
                     let now = std::time::Instant::now();
                     self.settle(|s| {
-                        s.applied(&origin_id, inv.origin.generation, inv.sequence, now)
+                        s.applied(&inv.origin.id, inv.origin.generation, inv.sequence, now)
                     });
                 }
                 for i in invs {
@@ -594,23 +592,6 @@ impl Node {
             origin_generation: inv.origin.generation,
             sequence: inv.sequence,
         }
-    }
-}
-
-/// Gives a fan-out's sequence back when it ends (see
-/// [`Node::settled_mark`]).
-struct OpenSequence<'a> {
-    node: &'a Node,
-    sequence: u64,
-}
-
-impl Drop for OpenSequence<'_> {
-    fn drop(&mut self) {
-        self.node
-            .open_sequences
-            .lock()
-            .expect("open sequences")
-            .remove(&self.sequence);
     }
 }
 
@@ -814,10 +795,12 @@ pub(super) fn from_target(t: &Target) -> Result<Vec<Invalidation>, &'static str>
     })
 }
 
-/// A fan-out in flight; its ticket ends when this drops.
+/// A fan-out in flight; its ticket (and its sequence number, for this
+/// node's own) ends when this drops.
 struct FanOutTicket<'a> {
     node: &'a Node,
     ticket: u64,
+    sequence: Option<u64>,
 }
 
 impl Drop for FanOutTicket<'_> {
@@ -826,6 +809,6 @@ impl Drop for FanOutTicket<'_> {
             .fan_outs
             .lock()
             .expect("fan-outs")
-            .end(self.ticket);
+            .end(self.ticket, self.sequence);
     }
 }

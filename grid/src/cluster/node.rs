@@ -136,9 +136,6 @@ pub(crate) struct Node {
     pub(super) copy_gate: Mutex<super::copy_gate::CopyGate>,
     /// The gate's state, read by every operation that may keep a copy.
     pub(super) keeps_copies: std::sync::atomic::AtomicBool,
-    /// The sequences of this node's fan-outs in flight: its high-water
-    /// mark goes out only up to below the oldest (see [`super::settling`]).
-    pub(super) open_sequences: Mutex<std::collections::BTreeSet<u64>>,
     /// Tag and flush invalidations applied here that may not have reached
     /// every owner yet ([`super::settling`]).
     pub(super) settling: Mutex<super::settling::Settling>,
