@@ -7,19 +7,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hydracache::cluster::DevCa;
+use hydracache::cluster::{DevCa, NodeBuilder};
 use hydracache::{CacheOptions, Grid, OwnerLoad, OwnerLoadRequest, RejectedArguments};
 
 mod cluster_support;
 use cluster_support::{addr, converge, member_builder, GOSSIP};
 
-async fn member(ca: &DevCa, id: &str, seeds: &[std::net::SocketAddr]) -> Grid {
+/// A member with short request and acknowledgement timeouts.
+fn quick_member(ca: &DevCa, id: &str, seeds: &[std::net::SocketAddr]) -> NodeBuilder {
     member_builder(ca, id, seeds)
         .request_timeout(Duration::from_millis(300))
         .ack_timeout(Duration::from_millis(400))
-        .start()
-        .await
-        .unwrap()
+}
+
+async fn member(ca: &DevCa, id: &str, seeds: &[std::net::SocketAddr]) -> Grid {
+    quick_member(ca, id, seeds).start().await.unwrap()
 }
 
 /// A process that has just started keeps no copy until every admitted
@@ -173,16 +175,13 @@ async fn a_newcomer_keeps_no_named_load_it_ran_for_want_of_an_owner() {
     let runs = Arc::new(AtomicUsize::new(0));
     let with_loader = |id: &str, seeds: &[std::net::SocketAddr]| {
         let runs = runs.clone();
-        member_builder(&ca, id, seeds)
-            .request_timeout(Duration::from_millis(300))
-            .ack_timeout(Duration::from_millis(400))
-            .loader("n", move |_req: OwnerLoadRequest| {
-                let runs = runs.clone();
-                async move {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    Ok::<_, RejectedArguments>(5u64)
-                }
-            })
+        quick_member(&ca, id, seeds).loader("n", move |_req: OwnerLoadRequest| {
+            let runs = runs.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, RejectedArguments>(5u64)
+            }
+        })
     };
     let m0 = with_loader("m0", &[]).start().await.unwrap();
     let seed = addr(&m0).await;
