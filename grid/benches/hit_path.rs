@@ -157,22 +157,23 @@ async fn run(subject: &Subject, kind: Kind, keys: &[String], stream: &[u32]) -> 
         Subject::Grid(grid) => {
             for &i in stream {
                 let v: Value = grid.get(&keys[i as usize]).await.unwrap().unwrap();
-                acc = acc.wrapping_add(v[7]);
+                acc = acc.wrapping_add(std::hint::black_box(v)[7]);
             }
         }
         Subject::Quick(c) => {
             for &i in stream {
-                acc = acc.wrapping_add(c.get(&keys[i as usize]).unwrap()[7]);
+                acc = acc.wrapping_add(std::hint::black_box(c.get(&keys[i as usize]).unwrap())[7]);
             }
         }
         Subject::Moka(c) => {
             for &i in stream {
-                acc = acc.wrapping_add(c.get(&keys[i as usize]).unwrap()[7]);
+                acc = acc.wrapping_add(std::hint::black_box(c.get(&keys[i as usize]).unwrap())[7]);
             }
         }
         Subject::Papaya(m) => {
             for &i in stream {
-                acc = acc.wrapping_add(m.pin().get(&keys[i as usize]).copied().unwrap()[7]);
+                let v = m.pin().get(&keys[i as usize]).copied().unwrap();
+                acc = acc.wrapping_add(std::hint::black_box(v)[7]);
             }
         }
         Subject::Harness(v) => {
@@ -180,7 +181,7 @@ async fn run(subject: &Subject, kind: Kind, keys: &[String], stream: &[u32]) -> 
                 // Touch the key as the others do, then the value.
                 let k = std::hint::black_box(&keys[i as usize]);
                 acc = acc
-                    .wrapping_add(v[i as usize][7])
+                    .wrapping_add(std::hint::black_box(v[i as usize])[7])
                     .wrapping_add(k.len() as u8);
             }
         }
@@ -340,8 +341,13 @@ fn single(keys: Arc<Vec<String>>, kind: Kind, ops: usize, dist: &str) {
     let rt = runtime();
     let subject = build(kind, &rt);
     let stream = stream(dist, 11, ops);
+    let start = Instant::now();
     let acc = rt.block_on(run(&subject, kind, &keys, &stream));
-    println!("{}: {ops} gets (checksum {acc})", kind.name());
+    let ns = start.elapsed().as_nanos() as f64 / ops as f64;
+    println!(
+        "{}: {ops} gets, {ns:.1} ns/get (checksum {acc})",
+        kind.name()
+    );
 }
 
 /// A figure from the summary callgrind prints on stderr: instructions

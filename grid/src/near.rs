@@ -79,6 +79,7 @@ impl Stamp {
     /// outcome of one that began under this stamp: no invalidation came
     /// between, and the copy gate said the same to both (a caller after the
     /// gate opened must not keep a reply to a request sent before).
+    #[cfg(feature = "cluster")]
     pub(crate) fn same_flight(&self, other: &Stamp) -> bool {
         self == other && self.copies == other.copies
     }
