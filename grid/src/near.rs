@@ -127,7 +127,7 @@ impl Stamps {
     /// Whether a tag or flush invalidation applied here may not have
     /// reached every owner yet: operations that begin meanwhile keep
     /// nothing (cluster/settling.rs).
-    #[cfg_attr(not(any(feature = "cluster", test)), allow(dead_code))]
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn set_unsettled(&self, unsettled: bool) {
         self.unsettled.store(unsettled, Ordering::SeqCst);
     }
