@@ -1,6 +1,13 @@
-//! One shard's eviction state: S3-FIFO over a slab of nodes, with a
-//! frequency sketch deciding which keys returning from the ghost list may
-//! displace an entry of the main queue.
+//! One shard's eviction state: S3-FIFO over the entries of the shard's key
+//! index, with a frequency sketch deciding which keys returning from the
+//! ghost list may displace an entry of the main queue.
+//!
+//! The queues are linked lists through the entries' headers. A link names
+//! an entry by its slot in the key index (`table.rs`), which holds the
+//! entry's block, so the shard keeps nothing per entry of its own. Slot
+//! numbers change only when the index is rebuilt; the rebuild says where
+//! each entry went and the shard renumbers every link ([`Shard::renumber`])
+//! before anything reads them.
 //!
 //! S3-FIFO keeps two FIFO queues and a ghost list. New entries enter the
 //! small queue (2% of the shard's bytes, 1% after a window in which none of
@@ -45,11 +52,11 @@ use std::sync::atomic::Ordering;
 
 use foldhash::fast::FixedState;
 
-use crate::entry::{EntryPtr, Header};
+use crate::entry::{Borrowed, EntryPtr, Header};
 use crate::ghost::Ghost;
 use crate::sketch::Sketch;
 use crate::store::entry_charge;
-use crate::table::Occupancy;
+use crate::table::{Occupancy, Table, MAX_SLOTS};
 
 /// End of a list. Slot indices are below it; the top bit of an entry's next
 /// link (`Header::next`) says which queue it is on.
@@ -59,12 +66,6 @@ const MAIN_BIT: u32 = 1 << 31;
 /// the main queue while the store was filling and has not been seen read
 /// since.
 const UNPROVEN_BIT: u32 = 1 << 31;
-
-/// Nodes per slab chunk. A chunk grows by doubling up to this size, so the
-/// slab never copies more than one chunk and its unused tail is at most half
-/// a chunk.
-const CHUNK_BITS: u32 = 10;
-const CHUNK: usize = 1 << CHUNK_BITS;
 
 /// Share of a shard's bytes the small (probationary) queue may hold before
 /// eviction takes from it, in permille. 2% beat the paper's 10% (and the 3%
@@ -151,51 +152,6 @@ enum Queue {
     Main,
 }
 
-/// A slab slot: 8 bytes, the address of a linked entry's block (`None` on
-/// the free list). The queue links live in the block's header, so a slot
-/// is all the shard keeps per entry; an entry's charge is recomputed from
-/// its block when needed. Non-owning: the key index owns the block, and a
-/// slot is emptied in the same critical section that removes its entry
-/// from the index.
-type Node = Option<NonNull<Header>>;
-
-/// Slots in chunks, addressed by a 31-bit slot index.
-struct Slab {
-    chunks: Vec<Vec<Node>>,
-    len: usize,
-}
-
-impl Slab {
-    #[inline]
-    fn get(&self, slot: u32) -> &Node {
-        &self.chunks[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)]
-    }
-
-    #[inline]
-    fn get_mut(&mut self, slot: u32) -> &mut Node {
-        &mut self.chunks[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)]
-    }
-
-    fn push(&mut self, node: Node) -> u32 {
-        assert!(self.len < NIL as usize, "shard slab full");
-        if self.len % CHUNK == 0 {
-            self.chunks.push(Vec::new());
-        }
-        self.chunks.last_mut().expect("a chunk").push(node);
-        self.len += 1;
-        (self.len - 1) as u32
-    }
-
-    fn heap_bytes(&self) -> usize {
-        self.chunks.capacity() * std::mem::size_of::<Vec<Node>>()
-            + self
-                .chunks
-                .iter()
-                .map(|c| c.capacity() * std::mem::size_of::<Node>())
-                .sum::<usize>()
-    }
-}
-
 struct List {
     head: u32,
     tail: u32,
@@ -232,9 +188,8 @@ pub(crate) enum Victim {
 
 /// The mutable state of one shard.
 pub(crate) struct Shard {
-    slab: Slab,
-    /// Empty slots, reused before the slab grows.
-    free: Vec<u32>,
+    /// This shard's key index, whose slots the links name.
+    table: NonNull<Table>,
     small: List,
     main: List,
     ghost: Ghost,
@@ -251,18 +206,17 @@ pub(crate) struct Shard {
     small_share: SmallShare,
 }
 
-// SAFETY: the raw pointers are non-owning references to blocks that are Send
-// + Sync; they are only dereferenced under the shard's mutex.
+// SAFETY: `table` is a non-owning reference to a `Table`, which is Send +
+// Sync, read only under the shard's mutex.
 unsafe impl Send for Shard {}
 
 impl Shard {
-    pub(crate) fn new(hasher: FixedState) -> Self {
+    /// # Safety
+    /// `table` is the index of this shard's keys and outlives the shard's
+    /// use: every method reads it, under the shard's mutex.
+    pub(crate) unsafe fn new(hasher: FixedState, table: &Table) -> Self {
         Shard {
-            slab: Slab {
-                chunks: Vec::new(),
-                len: 0,
-            },
-            free: Vec::new(),
+            table: NonNull::from(table),
             small: List::new(),
             main: List::new(),
             ghost: Ghost::new(),
@@ -281,18 +235,27 @@ impl Shard {
         self.small.len + self.main.len
     }
 
-    /// Links a new entry (`hash` is its key's hash, `charge` its charge) and
-    /// records the access in the sketch. It goes to the main queue while the
-    /// store is `filling` (has room without evicting), or if its key is in
-    /// the ghost list and wins admission; otherwise to the small queue.
+    /// The key index whose slots the links name.
+    #[inline]
+    fn table(&self) -> &Table {
+        // SAFETY: `Shard::new`'s contract.
+        unsafe { self.table.as_ref() }
+    }
+
+    /// Links the entry the key index just stored in `slot` (`hash` is its
+    /// key's hash, `charge` its charge) and records the access in the
+    /// sketch. It goes to the main queue while the store is `filling` (has
+    /// room without evicting), or if its key is in the ghost list and wins
+    /// admission; otherwise to the small queue.
     pub(crate) fn link(
         &mut self,
-        entry: &EntryPtr,
+        slot: u32,
         charge: usize,
         hash: u64,
         filling: bool,
         is_dead: impl Fn(&EntryPtr) -> bool,
-    ) -> u32 {
+    ) {
+        debug_assert!((slot as usize) < MAX_SLOTS && slot != NIL);
         self.sketch
             .ensure((self.len() + 1) * SKETCH_COUNTERS_PER_ENTRY);
         self.sketch.increment(hash);
@@ -302,14 +265,7 @@ impl Shard {
         } else {
             Queue::Small
         };
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                *self.slab.get_mut(slot) = Some(entry.as_raw());
-                slot
-            }
-            None => self.slab.push(Some(entry.as_raw())),
-        };
-        let links = entry.header();
+        let links = self.links(slot);
         let prev = if filling { NIL | UNPROVEN_BIT } else { NIL };
         links.prev.store(prev, Ordering::Relaxed);
         links.next.store(NIL, Ordering::Relaxed);
@@ -318,7 +274,45 @@ impl Shard {
             self.unproven += 1;
             self.since_fill = 0;
         }
-        slot
+    }
+
+    /// The key index was rebuilt: `moved[old]` is the new slot of the entry
+    /// that was in slot `old`. Rewrites every link, the queues' ends and
+    /// the sweep cursor; `unlinked` is the slot of the entry whose insert
+    /// rebuilt the index, which has no links yet. Call before any other
+    /// method reads a link.
+    pub(crate) fn renumber(&mut self, moved: &[u32], unlinked: u32) {
+        let map = |link: u32| {
+            if link == NIL {
+                NIL
+            } else {
+                let to = moved[link as usize];
+                debug_assert_ne!(to, crate::table::MOVED_NOWHERE, "a link to an empty slot");
+                to
+            }
+        };
+        let table = self.table();
+        for slot in 0..table.slot_count() as u32 {
+            let Some(raw) = table.block_at(slot).filter(|_| slot != unlinked) else {
+                continue;
+            };
+            // SAFETY: under the shard lock; a block in the index is alive.
+            let links = unsafe { raw.as_ref() };
+            let prev = links.prev.load(Ordering::Relaxed);
+            links.prev.store(
+                (prev & UNPROVEN_BIT) | map(prev & !UNPROVEN_BIT),
+                Ordering::Relaxed,
+            );
+            let next = links.next.load(Ordering::Relaxed);
+            links
+                .next
+                .store((next & MAIN_BIT) | map(next & !MAIN_BIT), Ordering::Relaxed);
+        }
+        for list in [&mut self.small, &mut self.main] {
+            list.head = map(list.head);
+            list.tail = map(list.tail);
+        }
+        self.sweep_cursor = self.sweep_cursor * self.table().slot_count() / moved.len().max(1);
     }
 
     /// The slot of a linked entry: its predecessor's next link, or the
@@ -333,7 +327,7 @@ impl Shard {
         } else {
             self.small.head
         };
-        debug_assert_eq!(*self.slab.get(slot), Some(entry.as_raw()));
+        debug_assert_eq!(self.table().block_at(slot), Some(entry.as_raw()));
         slot
     }
 
@@ -350,21 +344,20 @@ impl Shard {
         };
         // SAFETY: under the shard lock; the victim is linked.
         let victim = unsafe { self.entry_at(victim) };
-        if is_dead(victim) {
+        if is_dead(&victim) {
             return true;
         }
         let victim_hash = self.hasher.hash_one(victim.key());
         self.sketch.estimate(hash) > self.sketch.estimate(victim_hash)
     }
 
-    /// Unlinks a node and frees its slot; returns its entry's charge.
+    /// Unlinks the entry in `slot`; returns its charge. Call while the key
+    /// index still holds it there.
     pub(crate) fn unlink(&mut self, slot: u32) -> usize {
         // SAFETY: under the shard lock; the slot is linked.
-        let charge = entry_charge(unsafe { self.entry_at(slot) });
+        let charge = entry_charge(&*unsafe { self.entry_at(slot) });
         self.prove(slot);
         self.detach(slot, charge);
-        *self.slab.get_mut(slot) = None;
-        self.free.push(slot);
         charge
     }
 
@@ -382,20 +375,20 @@ impl Shard {
     /// The entry in a slot, if it is linked.
     ///
     /// # Safety
-    /// Call under the shard lock; the entry is in the index while linked.
-    pub(crate) unsafe fn entry(&self, slot: u32) -> Option<&EntryPtr> {
-        self.slab
-            .get(slot)
-            .as_ref()
+    /// Call under the shard lock, and use the entry only while it is in the
+    /// index (linked).
+    pub(crate) unsafe fn entry(&self, slot: u32) -> Option<Borrowed<'_>> {
+        self.table()
+            .block_at(slot)
             // SAFETY: forwarded from the caller.
-            .map(|raw| unsafe { EntryPtr::from_raw(raw) })
+            .map(|raw| unsafe { Borrowed::new(raw) })
     }
 
     /// The entry in a slot that is known to be linked.
     ///
     /// # Safety
     /// As [`Shard::entry`].
-    unsafe fn entry_at(&self, slot: u32) -> &EntryPtr {
+    unsafe fn entry_at(&self, slot: u32) -> Borrowed<'_> {
         // SAFETY: forwarded from the caller.
         unsafe { self.entry(slot) }.expect("linked")
     }
@@ -432,7 +425,7 @@ impl Shard {
             let slot = self.small.head;
             // SAFETY: under the shard lock; the head of a non-empty list is linked.
             let entry = unsafe { self.entry_at(slot) };
-            if is_dead(entry) {
+            if is_dead(&entry) {
                 return Victim::Evict(slot);
             }
             if entry.header().freq() == 0 {
@@ -441,7 +434,7 @@ impl Shard {
                 return Victim::Evict(slot);
             }
             entry.header().set_freq(0);
-            let charge = entry_charge(entry);
+            let charge = entry_charge(&entry);
             self.small_share.promoted();
             self.credit(slot);
             self.detach(slot, charge);
@@ -464,7 +457,7 @@ impl Shard {
             }
             // SAFETY: under the shard lock; the head of a list is linked.
             let entry = unsafe { self.entry_at(slot) };
-            if is_dead(entry) {
+            if is_dead(&entry) {
                 return Some(slot);
             }
             let f = entry.header().freq();
@@ -519,25 +512,29 @@ impl Shard {
     }
 
     /// Returns up to `budget` linked slots starting at the sweep cursor,
-    /// advancing it cyclically over the slab.
+    /// advancing it cyclically over the key index's slots (looking at up to
+    /// twice `budget` slots: at least half of them hold an entry, unless
+    /// the shard has been shrinking).
     pub(crate) fn sweep_slots(&mut self, budget: usize, out: &mut Vec<u32>) {
-        let n = self.slab.len;
-        if n == 0 {
-            return;
-        }
-        for _ in 0..budget.min(n) {
+        let n = self.table().slot_count();
+        let start = out.len();
+        for _ in 0..budget.saturating_mul(2).min(n) {
             let slot = self.sweep_cursor % n;
             self.sweep_cursor = (slot + 1) % n;
-            if self.slab.get(slot as u32).is_some() {
+            if self.table().block_at(slot as u32).is_some() {
                 out.push(slot as u32);
+                if out.len() - start == budget {
+                    break;
+                }
             }
         }
     }
 
     /// All linked slots (for flush).
     pub(crate) fn linked_slots(&self) -> Vec<u32> {
-        (0..self.slab.len as u32)
-            .filter(|&s| self.slab.get(s).is_some())
+        let table = self.table();
+        (0..table.slot_count() as u32)
+            .filter(|&s| table.block_at(s).is_some())
             .collect()
     }
 
@@ -549,9 +546,7 @@ impl Shard {
 
     /// Heap bytes of this shard's bookkeeping.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.slab.heap_bytes()
-            + self.free.capacity() * std::mem::size_of::<u32>()
-            + self.ghost.heap_bytes()
+        self.ghost.heap_bytes()
             + self.sketch.heap_bytes()
             + self.pending.capacity() * std::mem::size_of::<Pending>()
     }
@@ -608,7 +603,7 @@ impl Shard {
     /// The header of a linked slot's entry.
     #[inline]
     fn links(&self, slot: u32) -> &Header {
-        let raw = self.slab.get(slot).as_ref().expect("linked");
+        let raw = self.table().block_at(slot).expect("linked");
         // SAFETY: the shard's methods run under its mutex, and a linked
         // slot's block is in the key index, so alive.
         unsafe { raw.as_ref() }
@@ -676,10 +671,5 @@ mod tests {
             share.evicted_unread(100);
         }
         assert!(share.full(20, 1000) && !share.full(19, 1000));
-    }
-
-    #[test]
-    fn a_slot_is_8_bytes() {
-        assert_eq!(std::mem::size_of::<Node>(), 8);
     }
 }

@@ -29,14 +29,14 @@ use crate::value::{self, EntryRef, StoreValue};
 /// allocates for it elsewhere: its 8-byte slot in the shard's key index (at
 /// least half of the slots are live while the index grows, 16 bytes per
 /// entry; 32 covers an index whose entries fell by half since it was last
-/// rebuilt), its 8-byte slot in the shard's slab (the queue links are in
-/// the block's header), and the entry's share of the frequency sketch (8 to
-/// 16 bytes: four rows of four 4-bit counters per entry, rounded up to a
-/// power of two) and of the ghost list (6 to 12 bytes): 68, rounded up for
-/// slab growth. The allocator's own headers and size-class rounding are not
-/// included. `tests/memory.rs` measures the real figure against this
-/// constant.
-pub const ENTRY_OVERHEAD: usize = 72;
+/// rebuilt; the eviction queues link entries through their headers by
+/// their index slots, so they cost nothing more), and the entry's share of
+/// the frequency sketch (8 to 16 bytes: four rows of four 4-bit counters
+/// per entry, rounded up to a power of two) and of the ghost list (6 to 12
+/// bytes): 60, rounded up to 64. The allocator's own headers and size-class
+/// rounding are not included. `tests/memory.rs` measures the real figure
+/// against this constant.
+pub const ENTRY_OVERHEAD: usize = 64;
 
 /// Bytes charged per tag reference on top of the tag name: the 16-byte
 /// reference in the entry block plus the registry's share for a tag no other
@@ -129,17 +129,23 @@ impl Store {
             .hash_seed
             .unwrap_or_else(|| RandomState::default().hash_one(0x5eed_u64));
         let hasher = FixedState::with_seed(seed);
+        let tables: Box<[CachePadded<Table>]> = (0..shards)
+            .map(|_| CachePadded::new(Table::new()))
+            .collect();
+        // SAFETY: each shard reads its own table, whose address does not
+        // change (a boxed slice moved into `Inner`), and `Inner` drops the
+        // shards' users with itself; a shard has no drop glue that reads it.
+        let shard_states = tables
+            .iter()
+            .map(|table| CachePadded::new(Mutex::new(unsafe { Shard::new(hasher.clone(), table) })))
+            .collect();
         Store {
             inner: Arc::new(Inner {
-                tables: (0..shards)
-                    .map(|_| CachePadded::new(Table::new()))
-                    .collect(),
+                tables,
                 // Small batches of retired entries: removed blocks are freed
                 // after a few evictions, not a few dozen.
                 collector: Collector::new().batch_size(8),
-                shards: (0..shards)
-                    .map(|_| CachePadded::new(Mutex::new(Shard::new(hasher.clone()))))
-                    .collect(),
+                shards: shard_states,
                 hasher,
                 tags: TagRegistry::new(shards),
                 counters: Counters::new(shards.max(8)),
@@ -751,15 +757,18 @@ impl Inner {
         // the shard places it in the main queue (see shard.rs).
         let filling = self.used.load(Ordering::Relaxed) + charge <= self.config.capacity_bytes;
         let now = self.config.clock.now_ms();
-        shard.link(&entry, charge, hash, filling, |e| !e.is_live(now));
         let raw = entry.as_raw();
         // SAFETY: we hold the shard's mutex; the index belongs to this shard
         // and its readers' guards come from this collector.
-        unsafe {
+        let inserted = unsafe {
             self.tables[shard_idx].insert(&mut shard.index, hash, entry, &self.collector, |k| {
                 self.hasher.hash_one(k)
             })
         };
+        if let Some(moved) = inserted.moved {
+            shard.renumber(&moved, inserted.slot);
+        }
+        shard.link(inserted.slot, charge, hash, filling, |e| !e.is_live(now));
         debug_assert!(
             self.tables[shard_idx]
                 .get(hash, key, &guard)
@@ -880,7 +889,7 @@ impl Inner {
         evictions: &mut Evictions<'_>,
     ) {
         // SAFETY: under the shard lock, slot is linked, entry is in the index.
-        let Some(raw) = (unsafe { shard.entry(slot) }).map(EntryPtr::as_raw) else {
+        let Some(raw) = (unsafe { shard.entry(slot) }).map(|e| e.as_raw()) else {
             return;
         };
         // SAFETY: the block stays readable until `guard` (and every other
@@ -888,6 +897,8 @@ impl Inner {
         let entry = unsafe { Borrowed::new(raw) };
         self.release_tags(&entry);
         evictions.record(entry.key(), cause);
+        // Unlinked while the index still holds it: the links name slots.
+        self.unlink(shard, slot);
         let hash = self.hasher.hash_one(entry.key());
         // SAFETY: we hold this shard's mutex (the key's shard: the slot is
         // linked in it), and guards come from this collector.
@@ -900,7 +911,6 @@ impl Inner {
             )
         };
         debug_assert!(removed);
-        self.unlink(shard, slot);
         self.counters.evicted(cause);
         // Start reclaiming now rather than when this thread's batch of
         // retired entries fills: evicted bytes must not linger uncounted.

@@ -46,6 +46,21 @@ const FRAGMENT_MASK: usize = VALUE_ALIGN - 1;
 const TOMBSTONE: usize = 1;
 /// Slots of a new table.
 const MIN_SLOTS: usize = 16;
+/// Most slots a table has: slot numbers stay below 2^31, so that the
+/// shard's queue links (`shard.rs`), which name entries by their slot here,
+/// keep their top bit for flags.
+pub(crate) const MAX_SLOTS: usize = 1 << 31;
+/// In the map a rebuild returns: the old slot held no entry.
+pub(crate) const MOVED_NOWHERE: u32 = u32::MAX;
+
+/// What [`Table::insert`] did: the slot the entry took and, if the table
+/// was rebuilt on the way, the new slot of every entry by its old slot.
+/// Slot numbers change only at a rebuild: a key keeps its slot while it is
+/// present, and a replaced key's new block takes the old one's.
+pub(crate) struct Inserted {
+    pub(crate) slot: u32,
+    pub(crate) moved: Option<Box<[u32]>>,
+}
 
 /// One slot array. Replaced whole (never resized in place), so a reader
 /// that loaded it can finish its probe in it.
@@ -55,7 +70,10 @@ struct Slots {
 
 impl Slots {
     fn new(len: usize) -> Box<Slots> {
-        debug_assert!(len >= MIN_SLOTS && len <= u32::MAX as usize);
+        assert!(
+            (MIN_SLOTS..MAX_SLOTS).contains(&len),
+            "key index of {len} slots"
+        );
         Box::new(Slots {
             slots: (0..len).map(|_| AtomicPtr::new(ptr::null_mut())).collect(),
         })
@@ -214,7 +232,8 @@ impl Table {
 
     /// Stores `entry` under its key, replacing (and retiring) the block
     /// stored there before. `hash_of` recomputes a stored key's hash when
-    /// the table is rebuilt.
+    /// the table is rebuilt. Returns the slot it took and, if the table was
+    /// rebuilt first, where every entry went (see [`Inserted`]).
     ///
     /// # Safety
     /// The caller holds the shard's mutex (the only writer), `occupancy` is
@@ -226,15 +245,18 @@ impl Table {
         entry: EntryPtr,
         collector: &Collector,
         hash_of: impl Fn(&[u8]) -> u64,
-    ) {
+    ) -> Inserted {
         // SAFETY: only the lock holder replaces the array.
         let mut slots = unsafe { &*self.current.load(Ordering::Acquire) };
         let mut probe = Self::probe(slots, hash, entry.key());
+        let mut moved = None;
         if let Probe::Vacant(i) = probe {
             let tombstone = slots.slots[i].load(Ordering::Relaxed).addr() == TOMBSTONE;
             if !tombstone && (occupancy.used + 1) * 4 > slots.slots.len() * 3 {
                 // SAFETY: forwarded from this method's contract.
-                slots = unsafe { self.rebuild(occupancy, collector, &hash_of) };
+                let (fresh, map) = unsafe { self.rebuild(occupancy, collector, &hash_of) };
+                slots = fresh;
+                moved = Some(map);
                 probe = Self::probe(slots, hash, entry.key());
             }
         }
@@ -244,12 +266,13 @@ impl Table {
             .cast::<u8>()
             .map_addr(|a| a | fragment(hash));
         std::mem::forget(entry); // the table now owns this count
-        match probe {
+        let slot = match probe {
             Probe::Found(i, old) => {
                 // Release: the new block's contents before its address.
                 slots.slots[i].store(value, Ordering::Release);
                 // SAFETY: `old` is no longer reachable from the table.
                 unsafe { retire_block(collector, old) };
+                i
             }
             Probe::Vacant(i) => {
                 if slots.slots[i].load(Ordering::Relaxed).addr() != TOMBSTONE {
@@ -257,8 +280,37 @@ impl Table {
                 }
                 occupancy.live += 1;
                 slots.slots[i].store(value, Ordering::Release);
+                i
             }
+        };
+        Inserted {
+            slot: slot as u32,
+            moved,
         }
+    }
+
+    /// The block in `slot`, if the slot holds one (not empty, not a
+    /// tombstone). For the writer: call under the shard's mutex, and use
+    /// the block only while it is in the table.
+    #[inline]
+    pub(crate) fn block_at(&self, slot: u32) -> Option<NonNull<Header>> {
+        // SAFETY: only the lock holder replaces the array, and the caller
+        // holds the lock.
+        let slots = unsafe { &*self.current.load(Ordering::Acquire) };
+        let value = slots.slots[slot as usize].load(Ordering::Relaxed);
+        if value.addr() <= FRAGMENT_MASK {
+            return None;
+        }
+        NonNull::new(value.map_addr(|a| a & !FRAGMENT_MASK).cast::<Header>())
+    }
+
+    /// Slots of the current array (live, tombstones and empty). For the
+    /// writer, under the shard's mutex.
+    pub(crate) fn slot_count(&self) -> usize {
+        // SAFETY: as in `block_at`.
+        unsafe { &*self.current.load(Ordering::Acquire) }
+            .slots
+            .len()
     }
 
     /// Removes the block stored under `key` (retiring it: readers that hold
@@ -290,7 +342,9 @@ impl Table {
     }
 
     /// Publishes a fresh array holding the live entries in twice as many
-    /// slots and retires the old one.
+    /// slots and retires the old one. Returns the array and, for each old
+    /// slot, the new slot of its entry ([`MOVED_NOWHERE`] for a slot that
+    /// held none).
     ///
     /// # Safety
     /// As for [`Table::insert`].
@@ -299,12 +353,13 @@ impl Table {
         occupancy: &mut Occupancy,
         collector: &Collector,
         hash_of: &impl Fn(&[u8]) -> u64,
-    ) -> &Slots {
+    ) -> (&Slots, Box<[u32]>) {
         let old_ptr = self.current.load(Ordering::Acquire);
         // SAFETY: only the lock holder replaces the array.
         let old = unsafe { &*old_ptr };
         let fresh = Slots::new((occupancy.live * 2).max(MIN_SLOTS));
-        for slot in old.slots.iter() {
+        let mut moved = vec![MOVED_NOWHERE; old.slots.len()].into_boxed_slice();
+        for (from, slot) in old.slots.iter().enumerate() {
             let value = slot.load(Ordering::Relaxed);
             if value.addr() <= FRAGMENT_MASK {
                 continue;
@@ -317,6 +372,7 @@ impl Table {
                 i = fresh.next(i);
             }
             fresh.slots[i].store(value, Ordering::Relaxed);
+            moved[from] = i as u32;
         }
         occupancy.used = occupancy.live;
         let fresh = Box::into_raw(fresh);
@@ -326,7 +382,7 @@ impl Table {
         // `Box::into_raw`, and current readers are protected by their guards.
         unsafe { collector.retire(old_ptr, seize::reclaim::boxed) };
         // SAFETY: just published; only this writer replaces it.
-        unsafe { &*fresh }
+        (unsafe { &*fresh }, moved)
     }
 
     /// Heap bytes of the slot array.
@@ -392,7 +448,7 @@ mod tests {
             }
         }
 
-        fn insert(&mut self, key: &[u8]) {
+        fn insert(&mut self, key: &[u8]) -> Inserted {
             let hash = (self.hash_of)(key);
             // SAFETY: the fixture is the only writer; guards come from its collector.
             unsafe {
@@ -404,6 +460,12 @@ mod tests {
                     self.hash_of,
                 )
             }
+        }
+
+        fn key_at(&self, slot: u32) -> Option<Vec<u8>> {
+            let raw = self.table.block_at(slot)?;
+            // SAFETY: the fixture holds the block in its table.
+            Some(unsafe { view(raw) }.key().to_vec())
         }
 
         fn remove(&mut self, key: &[u8]) -> bool {
@@ -475,6 +537,37 @@ mod tests {
         assert!(t.slots() <= 10_000 * 2, "at least 1/2 live while growing");
         assert!((0..10_000).all(|i| t.contains(&key(i))));
         assert!((10_000..20_000).all(|i| !t.contains(&key(i))));
+    }
+
+    #[test]
+    fn every_key_is_found_at_the_slot_its_insert_named_across_rebuilds() {
+        let mut t = Fixture::new(good_hash);
+        let mut at: Vec<u32> = Vec::new();
+        let mut rebuilds = 0;
+        for i in 0..5_000 {
+            let inserted = t.insert(&key(i));
+            if let Some(moved) = inserted.moved {
+                rebuilds += 1;
+                for slot in at.iter_mut() {
+                    *slot = moved[*slot as usize];
+                    assert_ne!(*slot, MOVED_NOWHERE, "a present key was not moved");
+                }
+            }
+            at.push(inserted.slot);
+        }
+        assert!(rebuilds > 5, "{rebuilds} rebuilds");
+        for (i, &slot) in at.iter().enumerate() {
+            assert_eq!(t.key_at(slot), Some(key(i)));
+        }
+        // A replaced key keeps its slot; a removed one leaves its slot empty
+        // of blocks (a tombstone).
+        assert_eq!(t.insert(&key(7)).slot, at[7]);
+        assert!(t.remove(&key(8)));
+        assert_eq!(t.key_at(at[8]), None);
+        let live = (0..t.table.slot_count() as u32)
+            .filter(|&s| t.key_at(s).is_some())
+            .count();
+        assert_eq!(live, 4_999);
     }
 
     #[test]
