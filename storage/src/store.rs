@@ -664,7 +664,7 @@ impl Inner {
     /// was invalidated since a reader last checked this entry), a relaxed
     /// frequency bump and a striped counter (the thread's stripe's hits or
     /// near hits, indexed by the near-copy bit read with the frequency).
-    #[inline]
+    #[inline(always)]
     fn lookup<'g>(&self, key: &[u8], guard: &'g LocalGuard<'_>) -> Option<Borrowed<'g>> {
         let stripe = self.counters.local();
         let hash = self.hasher.hash_one(key);
