@@ -39,6 +39,8 @@ static A: Counting = Counting;
 const N: usize = 200_000;
 type Value = [u8; 64];
 type PutFn = Arc<dyn Fn(usize, &str) + Send + Sync>;
+/// Put rounds of each subject, alternating hydracache and moka.
+const PUT_ROUNDS: usize = 7;
 
 fn keys() -> Vec<String> {
     (0..N).map(|i| format!("key:{i:012}")).collect() // 16 bytes
@@ -110,36 +112,34 @@ fn main() {
     println!("  moka sync (TTL)             {:>4} B", moka - 80);
     println!("  quick_cache                 {:>4} B", quick - 80);
 
-    println!("\nput throughput, 2 threads, {N} distinct keys per run, median of 5; Mputs/s");
+    println!(
+        "\nput throughput, 2 threads, {N} distinct keys per run, median of {PUT_ROUNDS} rounds \
+         interleaved between the two; Mputs/s"
+    );
     let keys = Arc::new(keys());
-    let run = |put: PutFn| -> f64 {
-        let runs = (0..5)
-            .map(|_| {
-                let barrier = Arc::new(Barrier::new(3));
-                let hs: Vec<_> = (0..2)
-                    .map(|t| {
-                        let (put, keys, barrier) = (put.clone(), keys.clone(), barrier.clone());
-                        std::thread::spawn(move || {
-                            barrier.wait();
-                            for i in (t..N).step_by(2) {
-                                put(i, &keys[i]);
-                            }
-                        })
-                    })
-                    .collect();
-                barrier.wait();
-                let start = Instant::now();
-                hs.into_iter().for_each(|h| h.join().unwrap());
-                N as f64 / start.elapsed().as_secs_f64() / 1e6
+    let run = |put: &PutFn| -> f64 {
+        let barrier = Arc::new(Barrier::new(3));
+        let hs: Vec<_> = (0..2)
+            .map(|t| {
+                let (put, keys, barrier) = (put.clone(), keys.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for i in (t..N).step_by(2) {
+                        put(i, &keys[i]);
+                    }
+                })
             })
             .collect();
-        median(runs)
+        barrier.wait();
+        let start = Instant::now();
+        hs.into_iter().for_each(|h| h.join().unwrap());
+        N as f64 / start.elapsed().as_secs_f64() / 1e6
     };
     let store = StoreConfig::new().capacity_bytes(64 << 20).build();
     let tags: Arc<Vec<String>> = Arc::new((0..1000).map(|i| format!("tenant:{i}")).collect());
-    let hc_put = {
+    let hc_put: PutFn = {
         let (store, tags) = (store.clone(), tags.clone());
-        run(Arc::new(move |i, k| {
+        Arc::new(move |i, k| {
             store
                 .insert(
                     k.as_bytes(),
@@ -148,18 +148,22 @@ fn main() {
                     &[tags[i % 1000].as_str(), "all"],
                 )
                 .unwrap()
-        }))
+        })
     };
     let moka_cache = moka::sync::Cache::builder()
         .max_capacity(N as u64 * 2)
         .time_to_live(Duration::from_secs(600))
         .build();
-    let moka_put = {
+    let moka_put: PutFn = {
         let c = moka_cache.clone();
-        run(Arc::new(move |i, k: &str| {
-            c.insert(k.to_string(), [i as u8; 64])
-        }))
+        Arc::new(move |i, k: &str| c.insert(k.to_string(), [i as u8; 64]))
     };
+    let (mut hc_runs, mut moka_runs) = (Vec::new(), Vec::new());
+    for _ in 0..PUT_ROUNDS {
+        hc_runs.push(run(&hc_put));
+        moka_runs.push(run(&moka_put));
+    }
+    let (hc_put, moka_put) = (median(hc_runs), median(moka_runs));
     println!("  hydracache insert (TTL + 2 tags) {hc_put:>6.2}");
     println!("  moka insert (TTL)                {moka_put:>6.2}");
     println!(

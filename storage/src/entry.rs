@@ -338,14 +338,8 @@ impl EntryPtr {
     }
 
     /// True if the entry is neither expired at `now` nor invalidated through
-    /// one of its tags.
-    #[inline]
-    pub(crate) fn is_live(&self, now: u64) -> bool {
-        self.header().expires_at() > now && self.tags().iter().all(TagRef::is_current)
-    }
-
-    /// [`EntryPtr::is_live`] for the hit path: `epoch` is the store's tag
-    /// epoch, loaded (Acquire) before this call. If a reader already found
+    /// one of its tags. `epoch` is the store's tag epoch, loaded (Acquire)
+    /// before this call. If a reader already found
     /// every tag current at that epoch, no tag generation is loaded;
     /// otherwise they are checked, and if all are current the epoch is
     /// recorded in the entry for the next reader.

@@ -45,6 +45,14 @@ pub const ENTRY_OVERHEAD: usize = 72;
 /// this, so the charge errs on the safe side.
 pub const TAG_OVERHEAD: usize = 72;
 
+/// Blocks a thread retires (replaced or removed) before it hands them to
+/// reclamation together.
+const RETIRE_BATCH: usize = 64;
+/// Charge from which an evicted entry's block is handed to reclamation at
+/// once rather than with this thread's next batch of retired blocks: a
+/// batch of smaller ones holds at most 1 MiB per thread.
+const FLUSH_BYTES: usize = 16 << 10;
+
 /// Slots examined by the incremental sweep on every write.
 const SWEEP_PER_WRITE: usize = 2;
 
@@ -143,9 +151,10 @@ impl Store {
         Store {
             inner: Arc::new(Inner {
                 tables,
-                // Small batches of retired entries: removed blocks are freed
-                // after a few evictions, not a few dozen.
-                collector: Collector::new().batch_size(8),
+                // Retired blocks are handed to reclamation in batches of
+                // RETIRE_BATCH per thread: each hand-over is a process-wide
+                // memory barrier (see `evict_slot`).
+                collector: Collector::new().batch_size(RETIRE_BATCH),
                 shards: shard_states,
                 hasher,
                 tags: TagRegistry::new(shards),
@@ -769,7 +778,10 @@ impl Inner {
         if let Some(moved) = inserted.moved {
             shard.renumber(&moved, inserted.slot);
         }
-        shard.link(inserted.slot, charge, hash, filling, |e| !e.is_live(now));
+        let epoch = self.tags.epoch();
+        shard.link(inserted.slot, charge, hash, filling, |e| {
+            !e.is_live_at(now, epoch)
+        });
         debug_assert!(
             self.tables[shard_idx]
                 .get(hash, key, &guard)
@@ -825,7 +837,8 @@ impl Inner {
         guard: &LocalGuard<'_>,
         evictions: &mut Evictions<'_>,
     ) -> bool {
-        match shard.next_victim(|e| !e.is_live(now)) {
+        let epoch = self.tags.epoch();
+        match shard.next_victim(|e| !e.is_live_at(now, epoch)) {
             Victim::Empty => false,
             Victim::Evict(slot) => {
                 // SAFETY: under the shard lock, slot is linked.
@@ -856,12 +869,19 @@ impl Inner {
     ) -> usize {
         scratch.clear();
         shard.sweep_slots(budget, scratch);
+        let epoch = self.tags.epoch();
         let mut reclaimed = 0;
         for &slot in scratch.iter() {
             // SAFETY: under the shard lock; sweep_slots returns linked slots.
             let Some(entry) = (unsafe { shard.entry(slot) }) else {
                 continue;
             };
+            // Live entries (most) are told apart without loading their
+            // tags' generations unless a tag was invalidated since a reader
+            // last checked them.
+            if entry.is_live_at(now, epoch) {
+                continue;
+            }
             if entry.header().expires_at() <= now {
                 self.evict_slot(shard, slot, guard, EvictionCause::Expired, evictions);
                 reclaimed += 1;
@@ -899,7 +919,7 @@ impl Inner {
         self.release_tags(&entry);
         evictions.record(entry.key(), cause);
         // Unlinked while the index still holds it: the links name slots.
-        self.unlink(shard, slot);
+        let charge = self.unlink(shard, slot);
         let hash = self.hasher.hash_one(entry.key());
         // SAFETY: we hold this shard's mutex (the key's shard: the slot is
         // linked in it), and guards come from this collector.
@@ -913,15 +933,25 @@ impl Inner {
         };
         debug_assert!(removed);
         self.counters.evicted(cause);
-        // Start reclaiming now rather than when this thread's batch of
-        // retired entries fills: evicted bytes must not linger uncounted.
-        guard.flush();
+        // The block is freed once this thread's batch of retired blocks
+        // fills (`Collector::batch_size` in `Store::new`) and no reader
+        // holds it. A large one is handed over at once, so that a few big
+        // values cannot hold memory far past the capacity; small ones wait
+        // for the batch, because a flush is a process-wide memory barrier
+        // (the `membarrier` system call, an interrupt to every core running
+        // this process), which made each eviction cost several
+        // microseconds.
+        if charge >= FLUSH_BYTES {
+            guard.flush();
+        }
     }
 
-    fn unlink(&self, shard: &mut Shard, slot: u32) {
+    /// Unlinks the entry in `slot` and uncounts it; returns its charge.
+    fn unlink(&self, shard: &mut Shard, slot: u32) -> usize {
         let charge = shard.unlink(slot);
         self.used.fetch_sub(charge, Ordering::Relaxed);
         self.entries.fetch_sub(1, Ordering::Relaxed);
+        charge
     }
 
     pub(crate) fn release_tags(&self, entry: &EntryPtr) {
