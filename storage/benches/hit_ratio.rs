@@ -36,7 +36,7 @@ const UNIVERSE: usize = 100_000;
 const REQUESTS: usize = 400_000;
 /// Replays, each with a fresh cache, of the subjects whose hash seed is
 /// drawn per cache: their figure is the median.
-const DRAWS: usize = 5;
+const DRAWS: usize = 11;
 
 fn zipf_trace(s: f64, seed: u64) -> Vec<u32> {
     let z = Zipf::new(UNIVERSE, s);

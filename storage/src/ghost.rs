@@ -8,7 +8,7 @@
 //! generation holds it, which covers the last `per_generation` to
 //! `2 x per_generation` evictions. At 16 to 32 bits per key of a
 //! generation (the bit count is rounded up to a power of two), two
-//! generations of 2.2 times the shard's entries (`shard.rs`) cost 9 to 18
+//! generations of 2.7 times the shard's entries (`shard.rs`) cost 11 to 22
 //! bytes per resident entry; a fingerprint FIFO and its count map covering
 //! as many keys would cost about three times that. The price is false positives, under 1% with three bits per key; a
 //! false positive makes a new key a candidate for the main queue, where it

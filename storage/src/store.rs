@@ -33,8 +33,8 @@ use crate::value::{self, EntryRef, StoreValue};
 /// their index slots, so they cost nothing more), and the entry's share of
 /// the frequency sketch (8 to 16 bytes: four rows of four 4-bit counters
 /// per entry, rounded up to a power of two) and of the ghost list (two
-/// generations of 2.2 keys per entry at 16 to 32 bits a key: 9 to 18
-/// bytes): 66, rounded up to 72. The allocator's own headers and size-class
+/// generations of 2.7 keys per entry at 16 to 32 bits a key: 11 to 22
+/// bytes): 70, rounded up to 72. The allocator's own headers and size-class
 /// rounding are not included. `tests/memory.rs` measures the real figure
 /// against this constant.
 pub const ENTRY_OVERHEAD: usize = 72;
