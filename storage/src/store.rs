@@ -777,6 +777,11 @@ impl Inner {
         };
         if let Some(moved) = inserted.moved {
             shard.renumber(&moved, inserted.slot);
+            // The index was rebuilt and its old slot array retired: hand it
+            // to reclamation now rather than with this thread's next batch
+            // of retired blocks, which may be far off in a store that only
+            // grows. Rebuilds are rare enough for the barrier a flush costs.
+            guard.flush();
         }
         let epoch = self.tags.epoch();
         shard.link(inserted.slot, charge, hash, filling, |e| {

@@ -73,6 +73,13 @@ fn memory_is_bounded_and_the_overhead_charge_is_honest() {
         overhead <= Store::charge_for(0, 0, 16, archived_len) - 16 - archived_len,
         "the capacity charge understates the real overhead ({overhead} B)"
     );
+    // What the layout costs today (header 32, index slots 11 to 16, sketch
+    // 8 to 16 at this size): a regression guard against bookkeeping that
+    // grows per entry.
+    assert!(
+        overhead <= 62,
+        "{overhead} B per entry beyond key and value"
+    );
     drop(store);
 
     // 2. 1,000,000 puts of distinct keys with 2 tags each into a store that
