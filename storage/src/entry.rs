@@ -56,8 +56,8 @@ const FREQ_MASK: u8 = 0b11;
 const NEAR_BIT: u8 = 0x80;
 
 /// Fixed per-entry header. 32 bytes, which also hold the entry's links in
-/// its shard's eviction queue (so the shard keeps only an 8-byte pointer
-/// per entry, not a node of its own).
+/// its shard's eviction queue (by key-index slot, so the shard keeps
+/// nothing per entry of its own).
 #[repr(C)]
 pub(crate) struct Header {
     /// The key index's count plus one per shared value handed out
@@ -372,13 +372,13 @@ impl EntryPtr {
         true
     }
 
-    /// Raw pointer for the shard's non-owning bookkeeping.
+    /// Raw pointer, for comparing blocks and for non-owning views.
     #[inline]
     pub(crate) fn as_raw(&self) -> NonNull<Header> {
         self.0
     }
 
-    /// Views a non-owning pointer held in shard bookkeeping as an entry.
+    /// Views a non-owning pointer (a guard's) as an entry.
     ///
     /// # Safety
     /// The block must stay alive while the returned reference is used: the

@@ -46,12 +46,23 @@ pub const ENTRY_OVERHEAD: usize = 72;
 pub const TAG_OVERHEAD: usize = 72;
 
 /// Blocks a thread retires (replaced or removed) before it hands them to
-/// reclamation together.
+/// reclamation together, at least: the collector hands a batch over only
+/// once it holds an entry for each thread inside a guard, so the store
+/// sizes it to twice the machine's threads when that is more
+/// ([`retire_batch`]).
 const RETIRE_BATCH: usize = 64;
-/// Charge from which an evicted entry's block is handed to reclamation at
-/// once rather than with this thread's next batch of retired blocks: a
-/// batch of smaller ones holds at most 1 MiB per thread.
+/// Charge from which a replaced or evicted entry's block is handed to
+/// reclamation at once rather than with this thread's next batch of
+/// retired blocks: a batch of smaller ones holds back about 1 MiB per
+/// thread. (A hand-over can still wait, for a batch with fewer entries than
+/// there are threads inside guards at that moment, until the batch fills.)
 const FLUSH_BYTES: usize = 16 << 10;
+
+/// The collector's batch size: [`RETIRE_BATCH`], or twice the machine's
+/// threads if that is more.
+fn retire_batch() -> usize {
+    std::thread::available_parallelism().map_or(RETIRE_BATCH, |n| RETIRE_BATCH.max(2 * n.get()))
+}
 
 /// Slots examined by the incremental sweep on every write.
 const SWEEP_PER_WRITE: usize = 2;
@@ -154,7 +165,7 @@ impl Store {
                 // Retired blocks are handed to reclamation in batches of
                 // RETIRE_BATCH per thread: each hand-over is a process-wide
                 // memory barrier (see `evict_slot`).
-                collector: Collector::new().batch_size(RETIRE_BATCH),
+                collector: Collector::new().batch_size(retire_batch()),
                 shards: shard_states,
                 hasher,
                 tags: TagRegistry::new(shards),
@@ -758,10 +769,13 @@ impl Inner {
             }
         }
         mark_pending_stale(&mut shard, key, fill);
+        // A large replaced block is handed to reclamation at once, as a
+        // large evicted one is (`evict_slot`).
+        let mut flush = false;
         if let Some(old) = self.tables[shard_idx].get(hash, key, &guard) {
             let slot = shard.slot_of(&old);
             self.release_tags(&old);
-            self.unlink(&mut shard, slot);
+            flush = self.unlink(&mut shard, slot) >= FLUSH_BYTES;
         }
         // While the store has room for this entry nothing is evicted, and
         // the shard places it in the main queue (see shard.rs).
@@ -781,6 +795,9 @@ impl Inner {
             // to reclamation now rather than with this thread's next batch
             // of retired blocks, which may be far off in a store that only
             // grows. Rebuilds are rare enough for the barrier a flush costs.
+            flush = true;
+        }
+        if flush {
             guard.flush();
         }
         let epoch = self.tags.epoch();
