@@ -500,25 +500,20 @@ async fn concurrent_first_sends_to_a_fresh_peer_share_one_handshake() {
     assert_eq!(a.sizes().dials, 0, "nothing left dialling");
 }
 
-/// An address nothing answers at: a transport bound there, then closed.
-async fn silent_address(ca: &DevCa) -> SocketAddr {
-    let gone = node(
-        &ca.issue("gone").unwrap(),
-        "orders",
-        "gone",
-        1,
-        Role::Member,
-    );
-    let addr = gone.local_addr();
-    gone.close().await;
-    addr
+/// An address nothing answers at: a UDP socket that is bound (so that no
+/// other test's endpoint can take the port, as one did when this was a
+/// closed transport's address, and refused the dial) but never read.
+/// Keep the socket alive while the address is used.
+fn silent_address() -> (SocketAddr, std::net::UdpSocket) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    (socket.local_addr().unwrap(), socket)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_sends_to_a_dead_address_dial_it_once_then_fail_fast() {
     let ca = DevCa::new("orders").unwrap();
     let a = node(&ca.issue("a").unwrap(), "orders", "a", 1, Role::Member);
-    let dead = silent_address(&ca).await;
+    let (dead, _silent) = silent_address();
     // Concurrent first sends wait for one dial, which times out.
     let sends = (0..20).map(|nonce| a.send(dead, Message::Ping { nonce }));
     for sent in futures_util::future::join_all(sends).await {
